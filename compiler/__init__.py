@@ -1,0 +1,40 @@
+"""nnmpc compiler: model files (Keras, TFLite, ONNX) -> IR -> optimised IR -> C99.
+
+A library on its own: it imports nothing from ``nnmpc.host``.
+
+>>> from nnmpc.compiler import compile_model
+>>> compile_model("fk.keras", "build/model", name="fk")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from pathlib import Path  # noqa: E402
+
+from .errors import CompileError  # noqa: E402
+from .ir import Graph  # noqa: E402
+
+__all__ = ["CompileError", "Graph", "compile_model", "load_model", "__version__"]
+
+
+def load_model(path: str | Path) -> Graph:
+    """Read a model file into the (validated, unoptimised) IR."""
+    from .frontends import load_model as _load
+
+    return _load(path)
+
+
+def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "model") -> list[Path]:
+    """Compile ``model`` (a file or a Graph) to C in ``out_dir``; return the files written.
+
+    Nothing is written unless every step succeeds.
+    """
+    from .codegen import check_name, render, write_files
+    from .passes import optimise
+
+    check_name(name)
+    graph = model if isinstance(model, Graph) else load_model(model)
+    graph = optimise(graph)
+    files = render(graph, name)
+    return write_files(files, out_dir)

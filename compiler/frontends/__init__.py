@@ -1,0 +1,62 @@
+"""Front-ends: read a model file into the IR. The format is found from the file's bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CompileError
+from ..ir import Graph
+
+#: Formats by the magic bytes at the start of the file.
+FORMATS = {
+    "keras": "Keras v3 archive (.keras)",
+    "h5": "Keras HDF5 (.h5)",
+    "tflite": "TensorFlow Lite flatbuffer (.tflite)",
+    "onnx": "ONNX protobuf (.onnx)",
+}
+
+_EXT = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
+
+
+def sniff(path: Path) -> str:
+    """Return the format of ``path`` from its content, checking that the extension agrees."""
+    try:
+        head = path.read_bytes()[:16]
+    except OSError as e:
+        raise CompileError(f"cannot read model file: {e.strerror}", file=str(path)) from None
+    if head.startswith(b"PK\x03\x04"):
+        fmt = "keras"
+    elif head.startswith(b"\x89HDF\r\n\x1a\n"):
+        fmt = "h5"
+    elif head[4:8] == b"TFL3":
+        fmt = "tflite"
+    elif head[:1] == b"\x08":  # ONNX ModelProto starts with field 1 (ir_version), varint
+        fmt = "onnx"
+    else:
+        raise CompileError(
+            "not a model file this compiler reads (supported: "
+            + ", ".join(FORMATS.values()) + "); the file may be corrupt or truncated",
+            file=str(path),
+        )
+    ext_fmt = _EXT.get(path.suffix.lower())
+    if ext_fmt is not None and ext_fmt != fmt:
+        raise CompileError(
+            f"extension '{path.suffix}' says {FORMATS[ext_fmt]} but the content is "
+            f"{FORMATS[fmt]}; rename the file or export it again",
+            file=str(path),
+        )
+    return fmt
+
+
+def load_model(path: str | Path) -> Graph:
+    """Read ``path`` (.keras, .h5, .tflite or .onnx) into a validated :class:`Graph`."""
+    path = Path(path)
+    fmt = sniff(path)
+    if fmt in ("keras", "h5"):
+        from .keras import load_keras
+
+        graph = load_keras(path)
+    else:
+        raise CompileError(f"{FORMATS[fmt]} is not supported yet", file=str(path))
+    graph.validate()
+    return graph

@@ -1,0 +1,76 @@
+"""Build firmware images for a board with the Arm cross compiler.
+
+The image is the fixed C runtime from ``firmware/`` (kernels, protocol, application core),
+the board's HAL from ``firmware/boards/<hal>/``, and one generated model named ``model``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .boards import Board
+from .elfsize import ImageSize, image_size
+from .errors import NnmpcError
+from .toolchain import require
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+CORE_DIRS = ("runtime", "protocol", "app")
+CORE_SOURCES = ("runtime/nnmpc_nn.c", "protocol/nnmpc_proto.c", "app/nnmpc_app.c")
+#: Warnings the firmware core must compile clean with.
+WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wdouble-promotion")
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    elf: Path
+    board: Board
+    size: ImageSize
+
+    def check_budget(self) -> None:
+        b = self.board
+        if self.size.flash > b.flash_bytes or self.size.ram > b.ram_bytes:
+            raise NnmpcError(
+                f"{self.elf.name}: {self.size.flash} B flash / {self.size.ram} B RAM exceeds "
+                f"{b.name}'s budget of {b.flash_bytes} B / {b.ram_bytes} B")
+
+
+def cflags(board: Board, opt: str = "-O2") -> list[str]:
+    return [*board.build.get("cflags", []), opt, "-std=c99", *WARNINGS,
+            "-ffunction-sections", "-fdata-sections", "-g"]
+
+
+def build_firmware(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "-O2",
+                   defines: dict[str, str] | None = None) -> FirmwareImage:
+    """Compile and link ``model_dir/model.c`` with the runtime for ``board``; return the image."""
+    if board.build.get("system") != "gcc":
+        raise NnmpcError(f"board '{board.name}' is built through PlatformIO, not directly")
+    gcc = require("arm-none-eabi-gcc")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "model.c").is_file():
+        raise NnmpcError(f"{model_dir}: no model.c (compile the model with --name model)")
+    hal = FIRMWARE_DIR / "boards" / board.build["hal"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    elf = out_dir / "firmware.elf"
+    defs = {"NNMPC_BOARD_NAME": f'"{board.name}"', **(defines or {})}
+    cmd = [
+        gcc, *cflags(board, opt),
+        f"-I{model_dir}", *(f"-I{FIRMWARE_DIR / d}" for d in CORE_DIRS),
+        *(f"-D{k}={v}" for k, v in defs.items()),
+        str(model_dir / "model.c"), *(str(FIRMWARE_DIR / s) for s in CORE_SOURCES),
+        *sorted(str(p) for p in hal.glob("*.c")),
+        "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+        "-Wl,--gc-sections", f"-Wl,-Map={out_dir / 'firmware.map'}",
+        f"-Wl,--defsym=__flash_bytes={board.flash_bytes}",
+        f"-Wl,--defsym=__ram_bytes={board.ram_bytes}",
+        "-T", str(hal / board.build["ldscript"]),
+        "-o", str(elf),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        elf.unlink(missing_ok=True)
+        raise NnmpcError(f"firmware build for {board.name} failed:\n{proc.stderr.strip()}")
+    img = FirmwareImage(elf, board, image_size(elf))
+    img.check_budget()
+    return img
