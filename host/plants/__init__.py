@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Plant, Signal
+from .base import NetSpec, Plant, Signal
 from .arm2 import TwoLinkArm
+from .msd import MassSpringDamper
+from .tendon import TendonSegment
 
 #: Every plant by its CLI name.
 PLANTS: dict[str, type[Plant]] = {
-    TwoLinkArm.name: TwoLinkArm,
+    cls.name: cls for cls in (TwoLinkArm, MassSpringDamper, TendonSegment)
 }
 
 
@@ -21,4 +23,5 @@ def get_plant(name: str, **kwargs) -> Plant:
     return cls(**kwargs)
 
 
-__all__ = ["PLANTS", "Plant", "Signal", "TwoLinkArm", "get_plant"]
+__all__ = ["PLANTS", "MassSpringDamper", "NetSpec", "Plant", "Signal", "TendonSegment",
+           "TwoLinkArm", "get_plant"]

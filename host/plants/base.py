@@ -1,9 +1,14 @@
-"""The plant interface shared by data generation, training, closed-loop runs and tests."""
+"""The plant interface shared by data generation, training, closed-loop runs and tests.
+
+Every array argument may carry leading batch dimensions: ``x`` of shape ``(..., n_states)``
+and ``u`` of shape ``(..., n_inputs)``; :meth:`f` and :meth:`h` index the last axis only, so
+many trajectories integrate at once.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,6 +21,23 @@ class Signal:
     unit: str
     low: float
     high: float
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "unit": self.unit, "low": float(self.low),
+                "high": float(self.high)}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """The net a plant trains by default, and the validation RMSE it is tested to reach."""
+
+    kind: str                       # "fk", "dyn" or "narx"
+    hidden: tuple[int, ...] = (32, 32)
+    activation: str = "tanh"
+    lags: tuple[int, int] = (2, 2)  # (ny, nu), NARX only
+    samples: int = 6000
+    epochs: int = 150
+    target_rmse: tuple[float, ...] = field(default_factory=tuple)  # per output, output units
 
 
 class Plant(ABC):
@@ -33,6 +55,7 @@ class Plant(ABC):
     dt: float = 0.01             # default sample period, s
     substeps: int = 4            # RK4 steps per sample period
     noise_std: tuple[float, ...] = ()  # sensor noise per output, in output units
+    default_net: NetSpec = NetSpec("fk")
 
     # -- to implement -------------------------------------------------------------------
     @abstractmethod
@@ -48,8 +71,10 @@ class Plant(ABC):
         return np.zeros(len(self.states))
 
     def steady_state(self, u: np.ndarray) -> np.ndarray:
-        """State the plant settles to under constant ``u`` (integrated if not overridden)."""
-        x = self.x0()
+        """State the plant settles to under constant ``u`` from rest (integrated if not
+        overridden)."""
+        u = self.clip(u)
+        x = np.broadcast_to(self.x0(), u.shape[:-1] + (len(self.states),)).copy()
         for _ in range(2000):
             x = self.step(x, u)
         return x
@@ -62,6 +87,14 @@ class Plant(ABC):
     @property
     def u_high(self) -> np.ndarray:
         return np.array([s.high for s in self.inputs])
+
+    @property
+    def y_low(self) -> np.ndarray:
+        return np.array([s.low for s in self.outputs])
+
+    @property
+    def y_high(self) -> np.ndarray:
+        return np.array([s.high for s in self.outputs])
 
     def clip(self, u) -> np.ndarray:
         return np.clip(np.asarray(u, dtype=float), self.u_low, self.u_high)
@@ -82,10 +115,40 @@ class Plant(ABC):
         """Sensor reading: the output plus Gaussian noise (none if ``rng`` is None)."""
         y = self.h(x, self.clip(u))
         if rng is not None and self.noise_std:
-            y = y + rng.normal(0.0, self.noise_std)
+            y = y + rng.normal(0.0, self.noise_std, size=np.shape(y))
         return y
 
     def forward_kinematics(self, u) -> np.ndarray:
         """Quasi-static map u -> y: the settled output under constant u."""
         u = self.clip(u)
         return self.h(self.steady_state(u), u)
+
+    def simulate(self, u_seq: np.ndarray, x0: np.ndarray | None = None,
+                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Run the plant over inputs ``u_seq`` of shape ``(..., T, n_inputs)``.
+
+        Returns states ``x`` of shape ``(..., T + 1, n_states)`` (``x[..., 0, :]`` is the
+        initial state; ``x[..., k + 1, :]`` follows input ``u[..., k, :]``) and measurements
+        ``y = measure(x[..., k, :])`` of the same length.
+        """
+        u_seq = self.clip(u_seq)
+        batch = u_seq.shape[:-2]
+        x = np.broadcast_to(self.x0() if x0 is None else x0, batch + (len(self.states),)).copy()
+        xs = [x]
+        for k in range(u_seq.shape[-2]):
+            x = self.step(x, u_seq[..., k, :])
+            xs.append(x)
+        xs = np.stack(xs, axis=-2)
+        u_ext = np.concatenate([u_seq, u_seq[..., -1:, :]], axis=-2)
+        return xs, self.measure(xs, u_ext, rng)
+
+    def describe(self) -> dict:
+        """Names, units, limits and sample rate, for dataset and model metadata."""
+        return {
+            "plant": self.name, "description": self.description,
+            "dt_s": self.dt, "sample_rate_hz": 1.0 / self.dt,
+            "inputs": [s.as_dict() for s in self.inputs],
+            "outputs": [s.as_dict() for s in self.outputs],
+            "states": [s.as_dict() for s in self.states],
+            "noise_std": list(self.noise_std),
+        }
