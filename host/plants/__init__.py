@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from .base import NetSpec, Plant, Signal
 from .arm2 import TwoLinkArm
+from .hasel import HaselActuator
 from .msd import MassSpringDamper
 from .tendon import TendonSegment
 
 #: Every plant by its CLI name.
 PLANTS: dict[str, type[Plant]] = {
-    cls.name: cls for cls in (TwoLinkArm, MassSpringDamper, TendonSegment)
+    cls.name: cls for cls in (TwoLinkArm, MassSpringDamper, TendonSegment, HaselActuator)
 }
 
 
@@ -23,5 +24,5 @@ def get_plant(name: str, **kwargs) -> Plant:
     return cls(**kwargs)
 
 
-__all__ = ["PLANTS", "MassSpringDamper", "NetSpec", "Plant", "Signal", "TendonSegment",
+__all__ = ["PLANTS", "HaselActuator", "MassSpringDamper", "NetSpec", "Plant", "Signal", "TendonSegment",
            "TwoLinkArm", "get_plant"]
