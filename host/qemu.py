@@ -6,8 +6,11 @@ and always stops QEMU on exit, also on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +19,15 @@ import serial
 from .boards import Board
 from .errors import NnmpcError
 from .toolchain import require
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: have Linux send SIGTERM to QEMU if the host process dies
+    (killed, crashed), so no emulator outlives the run that started it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
@@ -54,8 +66,10 @@ class QemuBoard:
             raise NnmpcError(f"{self.elf}: firmware image not found")
         for _attempt in range(3):  # a port taken between probe and bind: pick another
             tcp_port = _free_port()
-            self.proc = subprocess.Popen(self.command(tcp_port), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                self.command(tcp_port), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             self.url = f"socket://127.0.0.1:{tcp_port}"
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:

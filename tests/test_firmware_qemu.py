@@ -100,3 +100,34 @@ def test_qemu_is_stopped_on_error(firmware, board):
             proc = q.proc
             raise RuntimeError("boom")
     assert proc.poll() is not None
+
+
+def test_qemu_dies_with_its_parent(firmware, board, tmp_path):
+    """A host process killed hard (no cleanup code runs) leaves no emulator behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, img, _, _ = firmware
+    script = tmp_path / "hold.py"
+    script.write_text(
+        "import sys, time\n"
+        "from nnmpc.host.boards import load_board\n"
+        "from nnmpc.host.qemu import QemuBoard\n"
+        f"q = QemuBoard({str(img.elf)!r}, load_board('qemu-m4f'))\n"
+        "q.start(); print(q.proc.pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    qemu_pid = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(qemu_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(qemu_pid, signal.SIGKILL)
+        raise AssertionError("QEMU outlived its parent")
