@@ -1,0 +1,613 @@
+/* nnmpc Newton MPC solver. See nnmpc_solver.h for the problem it solves. */
+#include "nnmpc_solver.h"
+
+#include <math.h>
+#include <string.h>
+
+#define ARMIJO 1e-4f
+#define LAMBDA_MIN 1e-7f
+#define LAMBDA_MAX 1e7f
+#define BACKTRACKS 4
+
+static int finite(float v)
+{
+    return v == v && v < INFINITY && v > -INFINITY;
+}
+
+static float clampf(float v, float lo, float hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
+{
+    int i;
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->p = (uint8_t)p;
+    cfg->m = (uint8_t)m;
+    cfg->na = 0;
+    cfg->nb = 1;
+    cfg->horizon = 1;
+    cfg->moves = 1;
+    for (i = 0; i < NNMPC_MAX_Y; ++i) {
+        cfg->q[i] = 1.0f;
+    }
+    for (i = 0; i < NNMPC_MAX_U; ++i) {
+        cfg->r[i] = 0.0f;
+        cfg->s[i] = 0.0f;
+        cfg->u_lo[i] = -1e30f;
+        cfg->u_hi[i] = 1e30f;
+    }
+    cfg->max_iter = 10;
+    cfg->tol_step = 1e-5f;
+    cfg->tol_cost = 1e-6f;
+    cfg->lambda0 = 1e-3f;
+}
+
+static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
+{
+    int a;
+    if (c->p < 1 || c->p > NNMPC_MAX_Y || c->m < 1 || c->m > NNMPC_MAX_U) {
+        return 0;
+    }
+    if (c->na > NNMPC_MAX_LAG || c->nb < 1 || c->nb > NNMPC_MAX_LAG) {
+        return 0;
+    }
+    if (c->horizon < 1 || c->horizon > NNMPC_MAX_N || c->moves < 1 || c->moves > c->horizon) {
+        return 0;
+    }
+    if (net->n_out != c->p || net->n_in != c->na * c->p + c->nb * c->m) {
+        return 0;
+    }
+    if (!net->predict || !net->predict_jacobian || c->max_iter < 1) {
+        return 0;
+    }
+    for (a = 0; a < c->m; ++a) {
+        if (!(c->u_lo[a] <= c->u_hi[a]) || !(c->r[a] >= 0.0f) || !(c->s[a] >= 0.0f)) {
+            return 0;
+        }
+    }
+    for (a = 0; a < c->p; ++a) {
+        if (!(c->q[a] >= 0.0f)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_config_t *cfg)
+{
+    static const float zeros[NNMPC_MAX_U > NNMPC_MAX_Y ? NNMPC_MAX_U : NNMPC_MAX_Y];
+    memset(s, 0, sizeof(*s));
+    s->cfg = *cfg;
+    s->net = *net;
+    if (!config_ok(net, cfg)) {
+        s->status = NNMPC_SOLVE_BAD_CONFIG;
+        return -1;
+    }
+    nnmpc_mpc_reset(s, zeros, zeros);
+    return 0;
+}
+
+void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    int l, a, i;
+    for (l = 0; l < NNMPC_MAX_LAG; ++l) {
+        for (a = 0; a < c->p; ++a) {
+            s->yh[l][a] = y0[a];
+        }
+        for (a = 0; a < c->m; ++a) {
+            s->uh[l][a] = clampf(u0[a], c->u_lo[a], c->u_hi[a]);
+        }
+    }
+    for (i = 0; i < c->moves; ++i) {
+        for (a = 0; a < c->m; ++a) {
+            s->U[i * c->m + a] = s->uh[0][a];
+        }
+    }
+    for (a = 0; a < c->m; ++a) {
+        s->u_out[a] = s->uh[0][a];
+    }
+    for (i = 0; i < NNMPC_MAX_N; ++i) {
+        for (a = 0; a < c->p; ++a) {
+            s->ref[i][a] = y0[a];
+        }
+    }
+    memset(s->d, 0, sizeof(s->d));
+    s->have_pred = 0;
+    s->lambda = c->lambda0;
+}
+
+void nnmpc_mpc_set_ref(nnmpc_mpc_t *s, int j, const float *ref)
+{
+    int a;
+    if (j < 1 || j > NNMPC_MAX_N) {
+        return;
+    }
+    for (a = 0; a < s->cfg.p; ++a) {
+        s->ref[j - 1][a] = ref[a];
+    }
+}
+
+/* Net input for the step that predicts y[k+j+1] (j = 0..N-1). */
+static void build_z(nnmpc_mpc_t *s, int j, const float *U)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    float *z = s->z;
+    int l, a, t, n = 0;
+    for (l = 0; l < c->na; ++l) {
+        t = j - l;
+        for (a = 0; a < c->p; ++a) {
+            z[n++] = t >= 1 ? s->yhat[t - 1][a] : s->yh[-t][a];
+        }
+    }
+    for (l = 0; l < c->nb; ++l) {
+        t = j - l;
+        for (a = 0; a < c->m; ++a) {
+            if (t >= 0) {
+                const int i = t < c->moves ? t : c->moves - 1;
+                z[n++] = U[i * c->m + a];
+            } else {
+                z[n++] = s->uh[-t - 1][a];
+            }
+        }
+    }
+}
+
+/* Roll the net over the horizon from U; with jac, also the sensitivities S. Returns the cost. */
+static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, m = c->m, nz = s->net.n_in, n = m * c->moves;
+    float cost = 0.0f;
+    int j, l, a, b, i, t;
+    for (j = 0; j < c->horizon; ++j) {
+        build_z(s, j, U);
+        if (jac) {
+            s->net.predict_jacobian(s->z, s->yhat[j], s->Jn);
+            /* S[j] = sum_l Jy_l S[j-l-1] (predicted lags) + sum_l Ju_l E_(moved index). */
+            for (a = 0; a < p; ++a) {
+                float *row = s->S[j][a];
+                for (i = 0; i < n; ++i) {
+                    row[i] = 0.0f;
+                }
+                for (l = 0; l < c->na; ++l) {
+                    t = j - l;
+                    if (t < 1) {
+                        break;
+                    }
+                    for (b = 0; b < p; ++b) {
+                        const float w = s->Jn[a * nz + l * p + b];
+                        const float *src = s->S[t - 1][b];
+                        for (i = 0; i < n; ++i) {
+                            row[i] += w * src[i];
+                        }
+                    }
+                }
+                for (l = 0; l < c->nb; ++l) {
+                    t = j - l;
+                    if (t < 0) {
+                        break;
+                    }
+                    i = t < c->moves ? t : c->moves - 1;
+                    for (b = 0; b < m; ++b) {
+                        row[i * m + b] += s->Jn[a * nz + c->na * p + l * m + b];
+                    }
+                }
+            }
+        } else {
+            s->net.predict(s->z, s->yhat[j]);
+        }
+        s->evaluations++;
+        for (a = 0; a < p; ++a) {
+            const float e = s->yhat[j][a] + s->d[a] - s->ref[j][a];
+            cost += c->q[a] * e * e;
+        }
+    }
+    for (i = 0; i < c->moves; ++i) {
+        for (a = 0; a < m; ++a) {
+            const float u = U[i * m + a];
+            const float du = u - (i ? U[(i - 1) * m + a] : s->uh[0][a]);
+            const float dn = u - c->u_nom[a];
+            cost += c->r[a] * du * du + c->s[a] * dn * dn;
+        }
+    }
+    return cost;
+}
+
+float nnmpc_mpc_cost(nnmpc_mpc_t *s, const float *U)
+{
+    return rollout(s, U, 0);
+}
+
+/* Gauss-Newton Hessian H = S'QS + D'RD + diag(s) and gradient g (cost = sum of squares,
+ * so the true gradient is 2g). Uses S and yhat of the last rollout with jac at U. */
+static void assemble(nnmpc_mpc_t *s, const float *U)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, m = c->m, n = m * c->moves;
+    float *H = s->H, *g = s->g;
+    int j, a, i, k;
+    memset(H, 0, sizeof(float) * (size_t)(n * n));
+    memset(g, 0, sizeof(float) * (size_t)n);
+    for (j = 0; j < c->horizon; ++j) {
+        for (a = 0; a < p; ++a) {
+            const float *row = s->S[j][a];
+            const float q = c->q[a];
+            const float e = s->yhat[j][a] + s->d[a] - s->ref[j][a];
+            for (i = 0; i < n; ++i) {
+                const float qs = q * row[i];
+                if (qs == 0.0f) {
+                    continue;
+                }
+                g[i] += qs * e;
+                for (k = i; k < n; ++k) {
+                    H[i * n + k] += qs * row[k];
+                }
+            }
+        }
+    }
+    for (i = 0; i < c->moves; ++i) {
+        for (a = 0; a < m; ++a) {
+            const int v = i * m + a;
+            const float du = U[v] - (i ? U[v - m] : s->uh[0][a]);
+            g[v] += c->r[a] * du + c->s[a] * (U[v] - c->u_nom[a]);
+            H[v * n + v] += c->r[a] + c->s[a];
+            if (i) {
+                g[v - m] -= c->r[a] * du;
+                H[(v - m) * n + (v - m)] += c->r[a];
+                H[(v - m) * n + v] -= c->r[a];
+            }
+        }
+    }
+    for (i = 0; i < n; ++i) {
+        for (k = 0; k < i; ++k) {
+            H[i * n + k] = H[k * n + i];
+        }
+    }
+}
+
+/* In-place Cholesky of the n x n SPD matrix A (lower triangle); then solve A x = b. */
+static int cholesky_solve(float *A, int n, const float *b, float *x)
+{
+    int i, j, k;
+    for (j = 0; j < n; ++j) {
+        float d = A[j * n + j];
+        for (k = 0; k < j; ++k) {
+            d -= A[j * n + k] * A[j * n + k];
+        }
+        if (!(d > 0.0f) || !finite(d)) {
+            return -1;
+        }
+        d = sqrtf(d);
+        A[j * n + j] = d;
+        for (i = j + 1; i < n; ++i) {
+            float v = A[i * n + j];
+            for (k = 0; k < j; ++k) {
+                v -= A[i * n + k] * A[j * n + k];
+            }
+            A[i * n + j] = v / d;
+        }
+    }
+    for (i = 0; i < n; ++i) {
+        float v = b[i];
+        for (k = 0; k < i; ++k) {
+            v -= A[i * n + k] * x[k];
+        }
+        x[i] = v / A[i * n + i];
+    }
+    for (i = n - 1; i >= 0; --i) {
+        float v = x[i];
+        for (k = i + 1; k < n; ++k) {
+            v -= A[k * n + i] * x[k];
+        }
+        x[i] = v / A[i * n + i];
+    }
+    return 0;
+}
+
+static uint32_t now(const nnmpc_mpc_t *s)
+{
+    return s->cfg.clock ? s->cfg.clock(s->cfg.clock_ctx) : 0u;
+}
+
+/* Keep y1 (the one-step prediction of the accepted U) for the disturbance estimate. */
+static void keep_prediction(nnmpc_mpc_t *s)
+{
+    memcpy(s->y_pred, s->yhat[0], sizeof(float) * s->cfg.p);
+}
+
+static void hold_safe(nnmpc_mpc_t *s)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    int i, a;
+    for (a = 0; a < c->m; ++a) {
+        float u = s->uh[0][a];
+        if (!finite(u)) {
+            u = clampf(c->u_nom[a], c->u_lo[a], c->u_hi[a]);
+        }
+        s->u_out[a] = u;
+        for (i = 0; i < c->moves; ++i) {
+            s->U[i * c->m + a] = u;
+        }
+    }
+    s->have_pred = 0;
+}
+
+nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int m = c->m, n = m * c->moves;
+    const uint32_t t0 = now(s);
+    float cost;
+    int i, it = 0;
+    nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
+
+    s->evaluations = 0;
+    if (!config_ok(&s->net, c)) {
+        s->status = NNMPC_SOLVE_BAD_CONFIG;
+        return NNMPC_SOLVE_BAD_CONFIG;
+    }
+    for (i = 0; i < n; ++i) {
+        const int a = i % m;
+        s->U[i] = finite(s->U[i]) ? clampf(s->U[i], c->u_lo[a], c->u_hi[a]) : s->uh[0][a];
+    }
+    if (!(s->lambda >= LAMBDA_MIN) || !(s->lambda <= LAMBDA_MAX)) {
+        s->lambda = c->lambda0 > LAMBDA_MIN ? c->lambda0 : LAMBDA_MIN;
+    }
+    cost = rollout(s, s->U, 1);
+    if (!finite(cost)) {
+        hold_safe(s);
+        s->cost = cost;
+        s->iterations = 0;
+        s->status = NNMPC_SOLVE_NONFINITE;
+        s->ticks = now(s) - t0;
+        return NNMPC_SOLVE_NONFINITE;
+    }
+    keep_prediction(s);
+    while (it < c->max_iter) {
+        float max_step = 0.0f, gd = 0.0f, trial = cost, alpha = 1.0f;
+        int accepted = 0, bt;
+        ++it;
+        assemble(s, s->U);
+        /* Freeze the variables that sit on a bound and are pushed outwards. */
+        for (i = 0; i < n; ++i) {
+            const int a = i % m;
+            const int at_lo = s->U[i] <= c->u_lo[a] && s->g[i] > 0.0f;
+            const int at_hi = s->U[i] >= c->u_hi[a] && s->g[i] < 0.0f;
+            const float dii = s->H[i * n + i];
+            if (at_lo || at_hi) {
+                int k;
+                for (k = 0; k < n; ++k) {
+                    s->H[i * n + k] = 0.0f;
+                    s->H[k * n + i] = 0.0f;
+                }
+                s->H[i * n + i] = 1.0f;
+                s->g[i] = 0.0f;
+            } else {
+                s->H[i * n + i] = dii + s->lambda * (dii > 1e-6f ? dii : 1e-6f);
+            }
+        }
+        for (i = 0; i < n; ++i) {
+            s->g[i] = -s->g[i];
+        }
+        if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
+            /* Not positive definite at this damping: damp more (S and yhat still hold). */
+            s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
+            continue;
+        }
+        for (i = 0; i < n; ++i) {
+            const float v = fabsf(s->step[i]);
+            max_step = v > max_step ? v : max_step;
+        }
+        if (!finite(max_step)) {
+            st = NNMPC_SOLVE_NONFINITE;
+            break;
+        }
+        if (max_step < c->tol_step) {
+            st = NNMPC_SOLVE_CONVERGED;
+            break;
+        }
+        for (bt = 0; bt < BACKTRACKS && !accepted; ++bt, alpha *= 0.5f) {
+            gd = 0.0f;
+            for (i = 0; i < n; ++i) {
+                const int a = i % m;
+                s->Ut[i] = clampf(s->U[i] + alpha * s->step[i], c->u_lo[a], c->u_hi[a]);
+                gd += s->g[i] * (s->Ut[i] - s->U[i]); /* g holds -gradient/2 here */
+            }
+            if (!(gd > 0.0f)) {
+                break;
+            }
+            trial = rollout(s, s->Ut, 0);
+            accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
+        }
+        if (!accepted) {
+            s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
+            if (alpha * max_step < c->tol_step || !(gd > 0.0f)) {
+                st = NNMPC_SOLVE_CONVERGED;
+                break;
+            }
+            cost = rollout(s, s->U, 0); /* yhat at U again; S is unchanged */
+        } else {
+            float moved = 0.0f;
+            for (i = 0; i < n; ++i) {
+                const float v = fabsf(s->Ut[i] - s->U[i]);
+                moved = v > moved ? v : moved;
+            }
+            memcpy(s->U, s->Ut, sizeof(float) * (size_t)n);
+            keep_prediction(s);
+            s->lambda = s->lambda * 0.3f > LAMBDA_MIN ? s->lambda * 0.3f : LAMBDA_MIN;
+            {
+                const int done = moved < c->tol_step || cost - trial <= c->tol_cost * cost;
+                cost = trial;
+                if (done) {
+                    st = NNMPC_SOLVE_CONVERGED;
+                    break;
+                }
+            }
+            if (it < c->max_iter) {
+                cost = rollout(s, s->U, 1);
+            }
+        }
+        if (c->budget_ticks && c->clock) {
+            const uint32_t used = now(s) - t0;
+            if (used + used / (uint32_t)it > c->budget_ticks) {
+                st = NNMPC_SOLVE_BUDGET;
+                break;
+            }
+        }
+    }
+    for (i = 0; i < m; ++i) {
+        s->u_out[i] = s->U[i];
+    }
+    s->cost = cost;
+    s->iterations = (uint16_t)it;
+    s->status = (uint8_t)st;
+    s->ticks = now(s) - t0;
+    if (st == NNMPC_SOLVE_NONFINITE) {
+        hold_safe(s);
+    }
+    return st;
+}
+
+/* Take y[k] into the history and update the disturbance estimate; 0 if y is not finite. */
+static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    int l, a;
+    for (a = 0; a < c->p; ++a) {
+        if (!finite(y_meas[a])) {
+            return 0;
+        }
+    }
+    if (s->have_pred && c->bias_gain > 0.0f) {
+        for (a = 0; a < c->p; ++a) {
+            s->d[a] += c->bias_gain * (y_meas[a] - s->y_pred[a] - s->d[a]);
+        }
+    }
+    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
+        memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
+    }
+    memcpy(s->yh[0], y_meas, sizeof(float) * c->p);
+    return 1;
+}
+
+static void push_input(nnmpc_mpc_t *s)
+{
+    int l;
+    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
+        memcpy(s->uh[l], s->uh[l - 1], sizeof(s->uh[0]));
+    }
+    memcpy(s->uh[0], s->u_out, sizeof(float) * s->cfg.m);
+}
+
+nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    nnmpc_solve_status_t st;
+    int i;
+    if (!take_measurement(s, y_meas)) {
+        hold_safe(s);
+        s->iterations = 0;
+        s->evaluations = 0;
+        s->ticks = 0;
+        s->status = NNMPC_SOLVE_NONFINITE;
+        push_input(s);
+        return NNMPC_SOLVE_NONFINITE;
+    }
+    /* Warm start: the previous plan shifted by one period. */
+    for (i = 0; i + 1 < c->moves; ++i) {
+        memcpy(&s->U[i * c->m], &s->U[(i + 1) * c->m], sizeof(float) * c->m);
+    }
+    st = nnmpc_mpc_solve(s);
+    s->have_pred = st != NNMPC_SOLVE_NONFINITE && st != NNMPC_SOLVE_BAD_CONFIG;
+    push_input(s);
+    return st;
+}
+
+nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, float fd_eps)
+{
+    nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, m = c->m, N = c->horizon, moves = c->moves;
+    const uint32_t t0 = now(s);
+    float u0[NNMPC_MAX_U], Up[NNMPC_MAX_U], g = 0.0f, h = 0.0f, cost;
+    float ybase[NNMPC_MAX_N][NNMPC_MAX_Y];
+    int a, b, j, k;
+    nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
+
+    s->evaluations = 0;
+    if (!take_measurement(s, y_meas)) {
+        hold_safe(s);
+        s->status = NNMPC_SOLVE_NONFINITE;
+        s->iterations = 0;
+        push_input(s);
+        return NNMPC_SOLVE_NONFINITE;
+    }
+    c->moves = 1; /* one held move */
+    for (a = 0; a < m; ++a) {
+        u0[a] = s->uh[0][a];
+        Up[a] = u0[a];
+    }
+    cost = rollout(s, u0, 0);
+    memcpy(ybase, s->yhat, sizeof(ybase));
+    for (a = 0; a < m; ++a) {
+        /* Central differences of the whole rollout: 2 rollouts per input. */
+        Up[a] = u0[a] + fd_eps;
+        rollout(s, Up, 0);
+        for (j = 0; j < N; ++j) {
+            for (k = 0; k < p; ++k) {
+                s->S[j][k][a] = s->yhat[j][k];
+            }
+        }
+        Up[a] = u0[a] - fd_eps;
+        rollout(s, Up, 0);
+        Up[a] = u0[a];
+        for (j = 0; j < N; ++j) {
+            for (k = 0; k < p; ++k) {
+                s->S[j][k][a] = (s->S[j][k][a] - s->yhat[j][k]) / (2.0f * fd_eps);
+            }
+        }
+    }
+    /* One Newton step per input with a single scalar curvature (trace of the GN Hessian). */
+    for (a = 0; a < m; ++a) {
+        float ga = c->s[a] * (u0[a] - c->u_nom[a]);
+        for (j = 0; j < N; ++j) {
+            for (k = 0; k < p; ++k) {
+                const float e = ybase[j][k] + s->d[k] - s->ref[j][k];
+                ga += c->q[k] * s->S[j][k][a] * e;
+                h += c->q[k] * s->S[j][k][a] * s->S[j][k][a];
+            }
+        }
+        h += c->r[a] + c->s[a];
+        s->step[a] = ga;
+    }
+    for (a = 0; a < m; ++a) {
+        g += s->step[a] * s->step[a];
+    }
+    c->moves = (uint8_t)moves;
+    if (!finite(cost) || !finite(g) || !finite(h)) {
+        hold_safe(s);
+        st = NNMPC_SOLVE_NONFINITE;
+    } else {
+        for (a = 0; a < m; ++a) {
+            const float u = h > 0.0f ? u0[a] - s->step[a] / h : u0[a];
+            s->u_out[a] = clampf(u, c->u_lo[a], c->u_hi[a]);
+            for (b = 0; b < moves; ++b) {
+                s->U[b * m + a] = s->u_out[a];
+            }
+        }
+        /* The one-step prediction of the applied input, for the disturbance estimate. */
+        c->moves = 1;
+        rollout(s, s->u_out, 0);
+        c->moves = (uint8_t)moves;
+        keep_prediction(s);
+    }
+    s->have_pred = st != NNMPC_SOLVE_NONFINITE;
+    s->cost = cost;
+    s->iterations = 1;
+    s->status = (uint8_t)st;
+    s->ticks = now(s) - t0;
+    push_input(s);
+    return st;
+}

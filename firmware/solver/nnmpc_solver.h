@@ -1,0 +1,156 @@
+/*
+ * nnmpc Newton MPC solver: damped Gauss-Newton / Levenberg-Marquardt over a compiled net.
+ *
+ * Plain C99, fixed memory (sizes below), no malloc, no board header. The same file runs in
+ * the host tests and on the device.
+ *
+ * Model. A net with exact Jacobian (`predict_jacobian`) predicts the next output from lags:
+ *     y[k+1] = f(z),  z = [y[k], y[k-1], .. y[k-na+1],  u[k], u[k-1], .. u[k-nb+1]]
+ * (p outputs, m inputs; z has na*p + nb*m entries; J is row-major p x nz).
+ *   - quasi-static inversion (mode a): na = 0, nb = 1, N = Nc = 1: y = f(u), solve f(u) = r.
+ *   - receding-horizon MPC (mode b): na >= 0, nb >= 1, horizon N <= NNMPC_MAX_N steps,
+ *     Nc <= N free moves (u is held at u[Nc-1] after them).
+ * Cost over the decision vector U = [u[k] .. u[k+Nc-1]] (m*Nc entries):
+ *     sum_j sum_c q_c (yhat[k+j]_c + d_c - r[k+j]_c)^2           j = 1..N
+ *   + sum_i sum_a r_a (u[k+i]_a - u[k+i-1]_a)^2                  i = 0..Nc-1
+ *   + sum_i sum_a s_a (u[k+i]_a - u_nom_a)^2                     (optional regularisation)
+ * d is an output-disturbance estimate (offset-free tracking), filtered with `bias_gain`.
+ * Rollout sensitivities dyhat/dU follow from the per-step Jacobians by the chain rule; the
+ * Gauss-Newton Hessian is the full (m*Nc)^2 matrix. Box limits: projected steps with the
+ * active bounds frozen. Globalisation: Levenberg-Marquardt damping + backtracking.
+ */
+#ifndef NNMPC_SOLVER_H
+#define NNMPC_SOLVER_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef NNMPC_MAX_Y
+#define NNMPC_MAX_Y 3 /* outputs p */
+#endif
+#ifndef NNMPC_MAX_U
+#define NNMPC_MAX_U 3 /* inputs m */
+#endif
+#ifndef NNMPC_MAX_LAG
+#define NNMPC_MAX_LAG 4 /* na, nb */
+#endif
+#ifndef NNMPC_MAX_N
+#define NNMPC_MAX_N 10 /* prediction horizon */
+#endif
+#if NNMPC_MAX_Y < 1 || NNMPC_MAX_Y > 8 || NNMPC_MAX_U < 1 || NNMPC_MAX_U > 8
+#error "NNMPC_MAX_Y and NNMPC_MAX_U must be within [1, 8]"
+#endif
+#if NNMPC_MAX_N < 1 || NNMPC_MAX_N > 20 || NNMPC_MAX_LAG < 1 || NNMPC_MAX_LAG > 8
+#error "NNMPC_MAX_N must be within [1, 20] and NNMPC_MAX_LAG within [1, 8]"
+#endif
+#define NNMPC_MAX_Z (NNMPC_MAX_LAG * (NNMPC_MAX_Y + NNMPC_MAX_U))
+#define NNMPC_MAX_DEC (NNMPC_MAX_U * NNMPC_MAX_N)
+
+/** Outcome of one solve. */
+typedef enum {
+    NNMPC_SOLVE_CONVERGED = 0,  /* step or gradient below tolerance */
+    NNMPC_SOLVE_ITER_CAP = 1,   /* max_iter iterations done */
+    NNMPC_SOLVE_BUDGET = 2,     /* the next iteration would not fit the time budget */
+    NNMPC_SOLVE_NONFINITE = 3,  /* the net gave NaN/Inf: the last safe u is held */
+    NNMPC_SOLVE_BAD_CONFIG = 4  /* sizes out of range or model mismatch: last safe u held */
+} nnmpc_solve_status_t;
+
+/** The net the solver calls (a compiled model's functions). */
+typedef struct {
+    int n_in;
+    int n_out;
+    void (*predict)(const float *input, float *output);
+    void (*predict_jacobian)(const float *input, float *output, float *jacobian);
+} nnmpc_net_t;
+
+/** Problem and solver settings. Fill every field; nnmpc_mpc_defaults() gives a start. */
+typedef struct {
+    uint8_t p, m;           /* outputs, inputs */
+    uint8_t na, nb;         /* output and input lags in the net input (na may be 0) */
+    uint8_t horizon;        /* N */
+    uint8_t moves;          /* Nc, 1..N */
+    float q[NNMPC_MAX_Y];   /* output error weights */
+    float r[NNMPC_MAX_U];   /* move (delta u) weights */
+    float s[NNMPC_MAX_U];   /* input regularisation weights (towards u_nom) */
+    float u_nom[NNMPC_MAX_U];
+    float u_lo[NNMPC_MAX_U], u_hi[NNMPC_MAX_U];
+    float bias_gain;        /* 0: no disturbance estimate; 1: d = last one-step error */
+    uint16_t max_iter;
+    float tol_step;         /* stop when max |step| < tol_step (input units) */
+    float tol_cost;         /* ... or the relative cost decrease < tol_cost */
+    float lambda0;          /* initial LM damping (relative to the Hessian diagonal) */
+    uint32_t budget_ticks;  /* 0: no time budget */
+    uint32_t (*clock)(void *ctx); /* monotonic tick counter for the budget; may be NULL */
+    void *clock_ctx;
+} nnmpc_mpc_config_t;
+
+/** Solver state and workspace: fixed size, keep one per controller (about 8 KB). */
+typedef struct {
+    nnmpc_mpc_config_t cfg;
+    nnmpc_net_t net;
+    /* Measured history: yh[l] = y[k-l] (l < na), uh[l] = u[k-1-l] (l < nb). */
+    float yh[NNMPC_MAX_LAG][NNMPC_MAX_Y];
+    float uh[NNMPC_MAX_LAG][NNMPC_MAX_U];
+    float ref[NNMPC_MAX_N][NNMPC_MAX_Y];   /* r[k+1 .. k+N] */
+    float d[NNMPC_MAX_Y];                  /* output disturbance estimate */
+    float y_pred[NNMPC_MAX_Y];             /* one-step prediction made by the last solve */
+    int have_pred;
+    /* Decision vector (warm-started by shifting) and workspace. */
+    float U[NNMPC_MAX_DEC];
+    float Ut[NNMPC_MAX_DEC];
+    float step[NNMPC_MAX_DEC];
+    float g[NNMPC_MAX_DEC];
+    float H[NNMPC_MAX_DEC * NNMPC_MAX_DEC];
+    float S[NNMPC_MAX_N][NNMPC_MAX_Y][NNMPC_MAX_DEC]; /* dyhat[k+j+1]/dU */
+    float yhat[NNMPC_MAX_N][NNMPC_MAX_Y];
+    float z[NNMPC_MAX_Z];
+    float Jn[NNMPC_MAX_Y * NNMPC_MAX_Z];
+    float lambda;
+    /* Results of the last solve. */
+    float u_out[NNMPC_MAX_U];
+    float cost;
+    uint16_t iterations;
+    uint16_t evaluations;  /* net calls */
+    uint8_t status;
+    uint32_t ticks;        /* clock ticks spent (0 without a clock) */
+} nnmpc_mpc_t;
+
+/** Sensible defaults for p outputs and m inputs (quasi-static, unit weights, no limits). */
+void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m);
+
+/** Check the settings against the net and reset the state. Returns 0 or -1 (bad config). */
+int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_config_t *cfg);
+
+/** Reset history to y0 (p) and u0 (m), clear the warm start and the disturbance estimate. */
+void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0);
+
+/** Set the reference for step j (1..N) ahead; ref (p values). */
+void nnmpc_mpc_set_ref(nnmpc_mpc_t *s, int j, const float *ref);
+
+/**
+ * One control period: take the measurement y[k] (p values), solve, return the status;
+ * the input to apply is s->u_out (m values), always within the limits and finite.
+ * The history is advanced with y[k] and u_out.
+ */
+nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas);
+
+/** The cost of decision vector U for the current history and references (no side effects
+ *  on the warm start). Returns a non-finite value if the net does. For tests and baselines. */
+float nnmpc_mpc_cost(nnmpc_mpc_t *s, const float *U);
+
+/** Solve from the current state without advancing the history (for tests). */
+nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s);
+
+/** Finite-difference baseline (the reference implementation's scheme): one Newton step on
+ *  the same cost with a single held move (Nc = 1), central-difference sensitivities, a
+ *  scalar Hessian and clipping. Same measurement/history handling as nnmpc_mpc_step(). */
+nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, float fd_eps);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NNMPC_SOLVER_H */
