@@ -1,8 +1,15 @@
 """C back-end: turn an optimised IR graph into ``NAME.h`` / ``NAME.c`` through Jinja2 templates.
 
-All decisions (buffer offsets, symbol names, literal formatting, step order) are made here;
-the templates only lay out C syntax. The fixed runtime (``firmware/runtime``) is copied next
-to the generated files so ``cc -std=c99 -c DIR/*.c`` builds them with no include path.
+All decisions (kernel calls, buffer offsets, symbol names, literal formatting) are made here;
+the templates only lay out C syntax. Each generated function is a :class:`Program`: a list of
+calls into the fixed runtime (``firmware/runtime``) whose buffer arguments are placeholders
+until the whole list is known; then every placeholder gets an arena offset by liveness
+(:func:`passes.place`), so values, tangents and scratch share one static arena.
+
+The Jacobian is forward mode: every value carries its tangent ``d value / d input`` (``size x
+INPUT_SIZE``, row-major) computed right after the value by the op's tangent kernel; the tangent
+of the output is the Jacobian. The runtime is copied next to the generated files so
+``cc -std=c99 -c DIR/*.c`` builds them with no include path.
 """
 
 from __future__ import annotations
@@ -19,16 +26,20 @@ import numpy as np
 from . import __version__
 from .errors import CompileError
 from .ir import Graph
-from .passes import MemoryPlan, plan_memory
+from .passes import alias_roots, place
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # repo root, or site-packages/nnmpc
 TEMPLATE_DIR = PACKAGE_ROOT / "templates"
 RUNTIME_DIR = PACKAGE_ROOT / "firmware" / "runtime"
 #: Runtime files every generated model needs, copied into the output folder.
-RUNTIME_FILES = ("nnmpc_nn.h", "nnmpc_nn.c")
+#: nnmpc_ops.h and nnmpc_q8.h are header-only (static inline), so a build that compiles only
+#: NAME.c (the firmware) still gets them.
+RUNTIME_FILES = ("nnmpc_nn.h", "nnmpc_nn.c", "nnmpc_ops.h", "nnmpc_q8.h")
 RUNTIME_VERSION = 1
+OPS_VERSION = 1
 
-_ACT_ENUM = {
+#: Activations nnmpc_nn.c fuses into its dense kernel (derivative from the output).
+_NN_ACT = {
     "linear": "NNMPC_ACT_LINEAR",
     "relu": "NNMPC_ACT_RELU",
     "tanh": "NNMPC_ACT_TANH",
@@ -56,14 +67,82 @@ def c_array(values: np.ndarray, per_line: int = 8) -> str:
     return "\n".join(lines)
 
 
+def c_int_array(values, per_line: int = 16) -> str:
+    flat = [int(v) for v in np.asarray(values).ravel()]
+    lines = []
+    for i in range(0, len(flat), per_line):
+        lines.append("    " + ", ".join(str(v) for v in flat[i:i + per_line]) + ",")
+    return "\n".join(lines)
+
+
+def fn_enum(act: str) -> str:
+    return "NNMPC_FN_" + act.upper()
+
+
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise CompileError(f"model name '{name}' is not a C identifier (letters, digits, _)")
     return name
 
 
+# ---- Buffers and programs ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Buf:
+    """A float buffer argument: a fixed C expression, or an arena placeholder ``key``."""
+
+    base: str = ""
+    key: str = ""
+    off: int = 0
+
+    def __add__(self, n: int) -> "Buf":
+        return Buf(self.base, self.key, self.off + int(n))
+
+
+NULL = Buf("NULL")
+
+
+@dataclass
+class Call:
+    fn: str
+    args: list
+    comment: str = ""
+
+
+@dataclass
+class Program:
+    """The calls of one generated function, with arena placeholders sized in floats."""
+
+    calls: list[Call] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def scratch(self, key: str, size: int) -> Buf:
+        self.sizes[key] = max(self.sizes.get(key, 0), int(size))
+        return Buf(key=key)
+
+    def emit(self, fn: str, *args, comment: str = "") -> None:
+        self.calls.append(Call(fn, list(args), comment))
+
+    def plan(self) -> tuple[dict[str, int], int]:
+        iv: dict[str, tuple[int, int, int]] = {}
+        for i, c in enumerate(self.calls):
+            for a in c.args:
+                if isinstance(a, Buf) and a.key:
+                    f = iv.get(a.key, (0, i, i))[1]
+                    iv[a.key] = (self.sizes[a.key], f, i)
+        p = place(iv)
+        return p.offsets, p.size
+
+
+@dataclass
+class Function:
+    decl: str
+    lines: list[str]
+
+
 @dataclass
 class ConstArray:
+    ctype: str
     symbol: str
     size: int
     body: str
@@ -71,21 +150,11 @@ class ConstArray:
 
 
 @dataclass
-class Step:
-    """One kernel call in predict, with what the fused predict+Jacobian needs beside it."""
-
-    op: str
+class Struct:
+    ctype: str
+    symbol: str
+    fields: list[tuple[str, str]]
     comment: str
-    x: str
-    y: str
-    n_out: int
-    n_in: int
-    act: str
-    W: str = ""
-    b: str = ""
-    t_in: str = "NULL"   # incoming tangent buffer (NULL: identity)
-    t_out: str = ""      # outgoing tangent buffer
-    deriv: bool = False  # whether an activation derivative is needed
 
 
 @dataclass
@@ -98,17 +167,23 @@ class ModelSource:
     input_size: int
     output_size: int
     arena_floats: int
-    plan_floats: int
     params: int
     consts: list[ConstArray] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    deriv_buf: str = ""
-    jac_out_buf: str = ""
+    structs: list[Struct] = field(default_factory=list)
+    functions: list[Function] = field(default_factory=list)
+    state_floats: int = 0
+    window: int = 0        # time steps of a recurrent model's window (0: not recurrent)
+    step_input_size: int = 0
+    step_output_size: int = 0
+    int8: dict | None = None
+    includes: list[str] = field(default_factory=list)
     runtime_version: int = RUNTIME_VERSION
+    ops_version: int = OPS_VERSION
 
 
 def _symbol(name: str, used: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "t"
+    base = re.sub(r"_+", "_", base)
     sym, i = base, 1
     while sym in used:
         i += 1
@@ -117,65 +192,390 @@ def _symbol(name: str, used: set[str]) -> str:
     return sym
 
 
-def lower(graph: Graph, name: str) -> ModelSource:
-    """Decide every buffer and symbol of the generated C for ``graph``."""
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise CompileError(
-            f"models with {len(graph.inputs)} inputs and {len(graph.outputs)} outputs are not "
-            "supported yet (one input, one output)", file=graph.source_file)
-    plan: MemoryPlan = plan_memory(graph)
-    k = graph.input_size
-    n_max = max([graph.tensors[t].size for n in graph.nodes for t in n.outputs] + [1])
-    # Arena layout: [forward plan | derivative | tangent A | tangent B | output scratch].
-    deriv_off = plan.size
-    tan_a = deriv_off + n_max
-    tan_b = tan_a + n_max * k
-    out_scratch = tan_b + n_max * k
-    arena = out_scratch + graph.output_size
+# ---- Lowering ------------------------------------------------------------------------------
 
-    used: set[str] = set()
+class Lowering:
+    """Shared state of one model's lowering: constant arrays, structs and symbol names."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.used: set[str] = set()
+        self.consts: list[ConstArray] = []
+        self.structs: list[Struct] = []
+        self._const_syms: dict[int, str] = {}
+        self._struct_syms: dict[tuple, str] = {}
+
+    def const(self, graph: Graph, t: str) -> Buf:
+        tensor = graph.tensors[t]
+        key = id(tensor.data)
+        if key not in self._const_syms:
+            sym = f"{self.name}_{_symbol(t, self.used)}"
+            self._const_syms[key] = sym
+            self.consts.append(ConstArray("float", sym, tensor.size, c_array(tensor.data),
+                                          f"{t} {list(tensor.shape)}"))
+        return Buf(self._const_syms[key])
+
+    def struct(self, ctype: str, fields: list[tuple[str, str]], comment: str) -> str:
+        key = (ctype, tuple(fields))
+        if key not in self._struct_syms:
+            sym = f"{self.name}_{_symbol(ctype.replace('nnmpc_', '').replace('_t', ''), self.used)}"
+            self._struct_syms[key] = sym
+            self.structs.append(Struct(ctype, sym, fields, comment))
+        return "&" + self._struct_syms[key]
+
+
+def _window_fields(graph: Graph, node) -> list[tuple[str, str]]:
+    x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    a = node.attrs
+    if a.get("rank", len(x.shape) - 1) == 1:
+        ih, iw, ic = 1, x.shape[0], x.shape[-1]
+        oh, ow = 1, a["out_spatial"][0]
+    else:
+        ih, iw, ic = x.shape
+        oh, ow = a["out_spatial"]
+    if node.op == "conv":
+        W = graph.tensors[node.inputs[1]]
+        oc, kh, kw = W.shape[0], W.shape[1], W.shape[2]
+        groups = a.get("groups", 1)
+    else:
+        oc, (kh, kw), groups = ic, a["kernel"], 1
+    assert oh * ow * oc == y.size, (node.name, oh, ow, oc, y.shape)
+    sh, sw = a.get("strides", (1, 1))
+    dh, dw = a.get("dilations", (1, 1))
+    pt, pl = a.get("pads", (0, 0))
+    vals = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
+                stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt, pad_left=pl,
+                groups=groups)
+    return [(k, str(int(v))) for k, v in vals.items()]
+
+
+class GraphLowering:
+    """Lower one graph into a predict-like program, optionally carrying tangents."""
+
+    def __init__(self, low: Lowering, graph: Graph, *, tangents: bool, state_base: str = "") -> None:
+        self.low, self.g, self.tangents = low, graph, tangents
+        self.roots = alias_roots(graph)
+        self.p = Program()
+        self.K = graph.input_size
+        self.state_base = state_base
+        self.ext: dict[str, Buf] = {}
+        off = 0
+        for t in graph.inputs:
+            self.ext[t] = Buf("input", off=off)
+            off += graph.tensors[t].size
+        off = 0
+        for t in graph.outputs:
+            self.ext[t] = Buf("output", off=off)
+            off += graph.tensors[t].size
+        self.in_off = {t: self.ext[t].off for t in graph.inputs}
+        self.out_off = {t: self.ext[t].off for t in graph.outputs}
+        off = 0
+        self.state_off: dict[str, int] = {}
+        for s_in, _ in graph.states:
+            self.ext[s_in] = Buf(state_base, off=off)
+            self.state_off[s_in] = off
+            off += graph.tensors[s_in].size
+        self.state_floats = off
+        self.where = graph.source_file
+
+    # -- buffers --
+    def v(self, t: str) -> Buf:
+        r = self.roots[t]
+        if self.g.tensors[r].is_const:
+            return self.low.const(self.g, r)
+        if r in self.ext:
+            return self.ext[r]
+        return self.p.scratch("v:" + r, self.g.tensors[r].size)
+
+    def has_t(self, t: str) -> bool:
+        r = self.roots[t]
+        return not self.g.tensors[r].is_const
+
+    def T(self, t: str, allow_identity: bool = False) -> Buf:
+        """Tangent buffer of ``t``; NULL for the single graph input when the kernel allows it."""
+        r = self.roots[t]
+        if r in self.out_off:
+            return Buf("jacobian", off=self.out_off[r] * self.K)
+        if r in self.in_off:
+            if allow_identity and len(self.g.inputs) == 1:
+                return NULL
+            buf = self.p.scratch("T:" + r, self.g.tensors[r].size * self.K)
+            if ("T:" + r) not in self._eyes:
+                self._eyes.add("T:" + r)
+                self.p.emit("nnmpc_eye_rows", buf, self.g.tensors[r].size, self.K, self.in_off[r],
+                            comment=f"tangent of input '{t}': rows of the identity")
+            return buf
+        return self.p.scratch("T:" + r, self.g.tensors[r].size * self.K)
+
+    def fail(self, node, msg: str):
+        raise CompileError(msg, file=self.where, layer=node.source or node.name)
+
+    # -- driver --
+    def run(self) -> Program:
+        self._eyes: set[str] = set()
+        for i, node in enumerate(self.g.nodes):
+            n0 = len(self.p.calls)
+            getattr(self, "op_" + node.op)(node, i)
+            if len(self.p.calls) > n0:
+                act = node.attrs.get("activation")
+                self.p.calls[n0].comment = (self.p.calls[n0].comment or
+                                            f"{node.source or node.name}: {node.op}"
+                                            + (f" {act}" if act and act != 'linear' else ""))
+        return self.p
+
+    # -- ops --
+    def op_dense(self, node, i) -> None:
+        x, w, b = node.inputs
+        y = node.outputs[0]
+        W = self.g.tensors[w]
+        n_out, n_in = W.shape
+        rows = self.g.tensors[x].size // n_in
+        act = node.attrs.get("activation", "linear")
+        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
+        Wb, bb, xb, yb = self.low.const(self.g, w), self.low.const(self.g, b), self.v(x), self.v(y)
+        d = self.p.scratch(f"d:{i}", rows * n_out) if (self.tangents and act != "linear") else NULL
+        if rows == 1 and act in _NN_ACT:
+            self.p.emit("nnmpc_dense", Wb, bb, xb, yb, n_out, n_in, _NN_ACT[act])
+            if d is not NULL:
+                self.p.emit("nnmpc_act_deriv", yb, d, n_out, _NN_ACT[act])
+        else:
+            if rows == 1:
+                self.p.emit("nnmpc_dense", Wb, bb, xb, yb, n_out, n_in, "NNMPC_ACT_LINEAR")
+            else:
+                self.p.emit("nnmpc_dense_rows", Wb, bb, xb, yb, rows, n_out, n_in)
+            if act != "linear":
+                self.p.emit("nnmpc_fn", yb, yb, d, rows * n_out, fn_enum(act), al, be)
+        if self.tangents:
+            if rows == 1:
+                self.p.emit("nnmpc_dense_tangent", Wb, d, self.T(x, allow_identity=True),
+                            self.T(y), n_out, n_in, self.K)
+            else:
+                self.p.emit("nnmpc_dense_rows_tangent", Wb, d, self.T(x), self.T(y), rows,
+                            n_out, n_in, self.K)
+
+    def op_conv(self, node, i) -> None:
+        x, w, b = node.inputs
+        y = node.outputs[0]
+        n = self.g.tensors[y].size
+        win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
+                              f"{node.source}: convolution geometry")
+        act = node.attrs.get("activation", "linear")
+        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
+        Wb, bb, xb, yb = self.low.const(self.g, w), self.low.const(self.g, b), self.v(x), self.v(y)
+        d = self.p.scratch(f"d:{i}", n) if (self.tangents and act != "linear") else NULL
+        self.p.emit("nnmpc_conv2d", Wb, bb, xb, yb, win, 1)
+        if act != "linear":
+            self.p.emit("nnmpc_fn", yb, yb, d, n, fn_enum(act), al, be)
+        if self.tangents:
+            Ty = self.T(y)
+            self.p.emit("nnmpc_conv2d", Wb, NULL, self.T(x), Ty, win, self.K)
+            if d is not NULL:
+                self.p.emit("nnmpc_scale_rows", Ty, d, Ty, n, self.K)
+
+    def op_pool(self, node, i) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
+                              f"{node.source}: pooling window")
+        if node.attrs["kind"] == "max":
+            self.p.emit("nnmpc_maxpool", self.v(x), self.v(y), win)
+            if self.tangents:
+                self.p.emit("nnmpc_maxpool_tangent", self.v(x), self.T(x), self.T(y), win, self.K)
+        else:
+            self.p.emit("nnmpc_avgpool", self.v(x), self.v(y), win, 1)
+            if self.tangents:
+                self.p.emit("nnmpc_avgpool", self.T(x), self.T(y), win, self.K)
+
+    def op_activation(self, node, i) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        act = node.attrs["activation"]
+        n = self.g.tensors[y].size
+        xb, yb = self.v(x), self.v(y)
+        if act == "softmax":
+            last = self.g.tensors[y].shape[-1] if self.g.tensors[y].shape else 1
+            self.p.emit("nnmpc_softmax", xb, yb, n // last, last)
+            if self.tangents:
+                self.p.emit("nnmpc_softmax_tangent", yb, self.T(x), self.T(y), n // last, last,
+                            self.K)
+            return
+        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
+        d = self.p.scratch(f"d:{i}", n) if self.tangents else NULL
+        self.p.emit("nnmpc_fn", xb, yb, d, n, fn_enum(act), al, be)
+        if self.tangents:
+            self.p.emit("nnmpc_scale_rows", self.T(x), d, self.T(y), n, self.K)
+
+    def _binary(self, node, i, op: str) -> None:
+        a, b = node.inputs
+        y = node.outputs[0]
+        if self.g.tensors[a].is_const:
+            if op == "sub":
+                self.fail(node, "subtracting a tensor from a constant is not supported")
+            a, b = b, a
+        n, nb = self.g.tensors[y].size, self.g.tensors[b].size
+        enum = {"add": "NNMPC_BIN_ADD", "sub": "NNMPC_BIN_SUB", "mul": "NNMPC_BIN_MUL"}[op]
+        ab, bbuf, yb = self.v(a), self.v(b), self.v(y)
+        if self.tangents and op == "mul":  # the tangent reads a and b, never y
+            self.p.emit("nnmpc_binary", ab, bbuf, yb, n, nb, enum)
+            Tb = self.T(b) if self.has_t(b) else NULL
+            self.p.emit("nnmpc_mul_tangent", ab, bbuf, self.T(a), Tb, self.T(y), n, nb, self.K)
+            return
+        self.p.emit("nnmpc_binary", ab, bbuf, yb, n, nb, enum)
+        if self.tangents:
+            if self.has_t(b):
+                self.p.emit("nnmpc_binary", self.T(a), self.T(b), self.T(y), n * self.K,
+                            n * self.K, enum)
+            else:
+                self.p.emit("nnmpc_copy_blocks", self.T(a), self.T(y), 1, n * self.K, 0, 0)
+
+    def op_add(self, node, i) -> None:
+        self._binary(node, i, "add")
+
+    def op_sub(self, node, i) -> None:
+        self._binary(node, i, "sub")
+
+    def op_mul(self, node, i) -> None:
+        self._binary(node, i, "mul")
+
+    def op_concat(self, node, i) -> None:
+        y = node.outputs[0]
+        shape = self.g.tensors[y].shape
+        outer = int(np.prod(shape[:node.attrs["axis"]], dtype=np.int64))
+        total = self.g.tensors[y].size // outer
+        yb = self.v(y)
+        off = 0
+        for x in node.inputs:
+            ln = self.g.tensors[x].size // outer
+            self.p.emit("nnmpc_copy_blocks", self.v(x), yb + off, outer, ln, ln, total)
+            off += ln
+        if self.tangents:
+            K, Ty, off = self.K, self.T(y), 0
+            for x in node.inputs:
+                ln = self.g.tensors[x].size // outer
+                src = self.T(x) if self.has_t(x) else NULL
+                self.p.emit("nnmpc_copy_blocks", src, Ty + off * K, outer, ln * K, ln * K,
+                            total * K)
+                off += ln
+
+    def op_slice(self, node, i) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        shape = self.g.tensors[x].shape
+        ax, s0, s1 = node.attrs["axis"], node.attrs["start"], node.attrs["stop"]
+        outer = int(np.prod(shape[:ax], dtype=np.int64))
+        inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+        ln, stride = (s1 - s0) * inner, shape[ax] * inner
+        self.p.emit("nnmpc_copy_blocks", self.v(x) + s0 * inner, self.v(y), outer, ln, stride, ln)
+        if self.tangents:
+            K = self.K
+            self.p.emit("nnmpc_copy_blocks", self.T(x) + s0 * inner * K, self.T(y), outer,
+                        ln * K, stride * K, ln * K)
+
+    def op_reshape(self, node, i) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if self.roots[x] == self.roots[y]:
+            return  # same buffer
+        n = self.g.tensors[y].size
+        self.p.emit("nnmpc_copy_blocks", self.v(x), self.v(y), 1, n, 0, 0)
+        if self.tangents:
+            self.p.emit("nnmpc_copy_blocks", self.T(x), self.T(y), 1, n * self.K, 0, 0)
+
+    def op_transpose(self, node, i) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        shape = list(self.g.tensors[x].shape)
+        perm = list(node.attrs["perm"])
+        if len(shape) > 4:
+            self.fail(node, f"transpose of a {len(shape)}-D tensor (at most 4-D is supported)")
+        pad = 4 - len(shape)
+        shape4 = [1] * pad + shape
+        perm4 = list(range(pad)) + [p + pad for p in perm]
+        tp = self.low.struct("nnmpc_transpose_t",
+                             [("shape", "{" + ", ".join(map(str, shape4)) + "}"),
+                              ("perm", "{" + ", ".join(map(str, perm4)) + "}")],
+                             f"{node.source}: transpose")
+        self.p.emit("nnmpc_transpose", self.v(x), self.v(y), tp, 1)
+        if self.tangents:
+            self.p.emit("nnmpc_transpose", self.T(x), self.T(y), tp, self.K)
+
+
+def _render_args(args: list, offsets: dict[str, int], arena: str) -> str:
+    out = []
+    for a in args:
+        if isinstance(a, Buf):
+            if a.key:
+                off = offsets[a.key] + a.off
+                out.append(f"{arena} + {off}")
+            elif a.off:
+                out.append(f"{a.base} + {a.off}")
+            else:
+                out.append(a.base)
+        else:
+            out.append(str(a))
+    return ", ".join(out)
+
+
+def _function(decl: str, prog: Program, offsets: dict[str, int], arena: str,
+              tail: list[str] | None = None) -> Function:
+    lines = []
+    for c in prog.calls:
+        if c.comment:
+            lines.append(f"/* {c.comment} */")
+        lines.append(f"{c.fn}({_render_args(c.args, offsets, arena)});")
+    return Function(decl, lines + (tail or []))
+
+
+def lower(graph: Graph, name: str) -> ModelSource:
+    """Decide every call, buffer and symbol of the generated C for ``graph``."""
+    if graph.int8 is not None:
+        from .int8 import lower_int8
+        return lower_int8(graph, name)
+    low = Lowering(name)
+    arena = f"{name}_arena"
+    pred = GraphLowering(low, graph, tangents=False).run()
+    jac = GraphLowering(low, graph, tangents=True).run()
+    programs = [("predict", pred), ("jacobian", jac)]
+    step_graph = graph.step_graph
+    step = None
+    if step_graph is not None:
+        step = GraphLowering(low, step_graph, tangents=False, state_base=f"{name}_state")
+        sprog = step.run()
+        programs.append(("step", sprog))
+    plans = {k: p.plan() for k, p in programs}
+    floats = max(size for _, size in plans.values())
+    out_scratch = floats
+    arena_floats = floats + graph.output_size
+
     src = ModelSource(
         name=name, guard=f"{name.upper()}_H", version=__version__,
         model_hash=graph.content_hash()[:16], source_file=Path(graph.source_file).name,
         input_size=graph.input_size, output_size=graph.output_size,
-        arena_floats=arena, plan_floats=plan.size, params=graph.param_count(),
-        deriv_buf=f"{name}_arena + {deriv_off}", jac_out_buf=f"{name}_arena + {out_scratch}",
+        arena_floats=max(arena_floats, 1), params=graph.param_count(),
+        includes=["nnmpc_nn.h", "nnmpc_ops.h"],
     )
-
-    def buf(t: str) -> str:
-        if t in graph.inputs:
-            return "input"
-        if t in graph.outputs:
-            return "output"
-        return f"{name}_arena + {plan.offsets[t]}"
-
-    consts: dict[str, str] = {}
-    for t in sorted({i for n in graph.nodes for i in n.inputs if graph.tensors[i].is_const},
-                    key=lambda t: [i for n in graph.nodes for i in n.inputs].index(t)):
-        sym = f"{name}_{_symbol(t, used)}"
-        consts[t] = sym
-        tensor = graph.tensors[t]
-        src.consts.append(ConstArray(sym, tensor.size, c_array(tensor.data),
-                                     f"{t} {list(tensor.shape)}"))
-
-    tangents = [f"{name}_arena + {tan_a}", f"{name}_arena + {tan_b}"]
-    t_in = "NULL"
-    for i, node in enumerate(graph.nodes):
-        x, y = node.inputs[0], node.outputs[0]
-        act = node.attrs.get("activation", "linear")
-        last = i == len(graph.nodes) - 1
-        t_out = "jacobian" if last else tangents[i % 2]
-        n_out, n_in = graph.tensors[y].size, graph.tensors[x].size
-        step = Step(op=node.op, comment=f"{node.source or node.name}: {node.op} {act}",
-                    x=buf(x), y=buf(y), n_out=n_out, n_in=n_in, act=_ACT_ENUM[act],
-                    t_in=t_in, t_out=t_out, deriv=act != "linear")
-        if node.op == "dense":
-            step.W, step.b = consts[node.inputs[1]], consts[node.inputs[2]]
-        elif node.op == "activation" and t_in == "NULL":
-            raise CompileError("a model starting with an activation is not supported yet",
-                               file=graph.source_file, layer=node.source)
-        src.steps.append(step)
-        t_in = t_out
+    src.functions.append(_function(f"void {name}_predict(const float *input, float *output)",
+                                   pred, plans["predict"][0], arena))
+    src.functions.append(_function(
+        f"void {name}_predict_jacobian(const float *input, float *output, float *jacobian)",
+        jac, plans["jacobian"][0], arena))
+    src.functions.append(Function(f"void {name}_jacobian(const float *input, float *jacobian)",
+                                  [f"{name}_predict_jacobian(input, {arena} + {out_scratch}, "
+                                   "jacobian);"]))
+    if step is not None:
+        sg = step_graph
+        tail = ["/* the new state replaces the old one */"]
+        offs = plans["step"][0]
+        for s_in, s_out in sg.states:
+            n = sg.tensors[s_in].size
+            src_buf = _render_args([step.v(s_out)], offs, arena)
+            tail.append(f"nnmpc_copy_blocks({src_buf}, {name}_state + {step.state_off[s_in]}, "
+                        f"1, {n}, 0, 0);")
+        src.functions.append(_function(
+            f"void {name}_step(const float *input, float *output)", sprog, offs, arena, tail))
+        src.functions.append(Function(f"void {name}_reset(void)",
+                                      [f"nnmpc_copy_blocks(NULL, {name}_state, 1, "
+                                       f"{step.state_floats}, 0, 0);"]))
+        src.state_floats = step.state_floats
+        src.window = graph.window
+        src.step_input_size = sg.input_size
+        src.step_output_size = sg.output_size
+    src.consts, src.structs = low.consts, low.structs
     return src
 
 

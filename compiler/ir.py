@@ -6,9 +6,29 @@ exclude the batch dimension. The IR knows nothing of Keras, TFLite, ONNX or C.
 
 Layout conventions (front-ends convert to these):
 
+Tensors are channels-last: an image is ``(H, W, C)``, a sequence ``(T, F)``.
+
 * ``dense``: ``inputs = [x, W, b]`` with ``W`` shaped ``(out, in)`` (row-major, one row per
-  output) and ``b`` shaped ``(out,)``; attribute ``activation``.
-* ``activation``: ``inputs = [x]``; attribute ``activation`` and, for some kinds, ``alpha``.
+  output) and ``b`` shaped ``(out,)``; acts on the last axis of ``x`` (leading axes are rows);
+  attributes ``activation`` (+ ``alpha``/``beta``).
+* ``conv``: ``inputs = [x, W, b]``, ``x`` ``(H, W, C)`` or ``(L, C)`` (1-D), ``W`` shaped
+  ``(out_c, kh, kw, in_c / groups)``; attributes ``strides`` ``(sh, sw)``, ``dilations``,
+  ``pads`` ``(top, left)`` (the bottom/right padding follows from the output shape),
+  ``groups`` (depthwise: ``groups == in_c``), ``activation``.
+* ``pool``: ``inputs = [x]``; attributes ``kind`` (``max``/``avg``), ``kernel``, ``strides``,
+  ``pads`` as for ``conv``. Global pooling is a pool whose window is the whole input.
+* ``activation``: ``inputs = [x]``; attributes ``activation`` and, for some kinds, ``alpha``,
+  ``beta``. ``softmax`` acts on the last axis.
+* ``add``/``sub``/``mul``: ``inputs = [a, b]``; ``b`` has ``a``'s size, or is a constant whose
+  size divides it (broadcast over leading axes: per-channel scale and shift).
+* ``concat``: any number of inputs joined along attribute ``axis`` (of the output).
+* ``slice``: ``inputs = [x]``; attributes ``axis``, ``start``, ``stop``.
+* ``reshape``: ``inputs = [x]``; same data, new shape (free: buffers are flat).
+* ``transpose``: ``inputs = [x]``; attribute ``perm`` (output axis i is input axis perm[i]).
+
+A graph may carry ``states``: pairs ``(state_in, state_out)`` of a streaming recurrent model;
+``state_in`` tensors are read like inputs from persistent memory, which ``state_out`` then
+overwrites after each step.
 
 Every activation name the back-end understands is listed in :data:`ACTIVATIONS`.
 """
@@ -27,14 +47,35 @@ from .errors import CompileError
 ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "linear": (),
     "relu": (),
+    "relu6": (),
+    "leaky_relu": ("alpha",),
+    "elu": ("alpha",),
+    "selu": (),
     "tanh": (),
     "sigmoid": (),
+    "hard_sigmoid": ("alpha", "beta"),
+    "softplus": (),
+    "softsign": (),
+    "silu": (),
+    "gelu": (),
+    "gelu_tanh": (),
+    "exponential": (),
+    "softmax": (),
 }
 
 #: Ops the back-end can emit, with the number of inputs each takes (None: variadic).
 OPS: dict[str, int | None] = {
     "dense": 3,
+    "conv": 3,
+    "pool": 1,
     "activation": 1,
+    "add": 2,
+    "sub": 2,
+    "mul": 2,
+    "concat": None,
+    "slice": 1,
+    "reshape": 1,
+    "transpose": 1,
 }
 
 
@@ -79,6 +120,12 @@ class Graph:
     nodes: list[Node]
     source_file: str = ""
     source_hash: str = ""
+    states: list[tuple[str, str]] = field(default_factory=list)
+    #: A recurrent model's window length and its one-step (streaming) form, if any.
+    window: int = 0
+    step_graph: "Graph | None" = None
+    #: Set for a full-integer model: see :mod:`nnmpc.compiler.int8`.
+    int8: Any = None
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
@@ -110,6 +157,7 @@ class Graph:
             h.update(name.encode())
         for n in self.nodes:
             h.update(repr((n.op, n.inputs, n.outputs, sorted(n.attrs.items()))).encode())
+        h.update(repr(self.states).encode())
         for name in sorted(self.tensors):
             t = self.tensors[name]
             h.update(repr((name, t.shape, t.dtype)).encode())
@@ -120,7 +168,8 @@ class Graph:
     def validate(self) -> None:
         """Check the graph is well formed; raise :class:`CompileError` naming the culprit."""
         where = self.source_file or self.name
-        known = set(self.inputs) | {k for k, t in self.tensors.items() if t.is_const}
+        known = (set(self.inputs) | {k for k, t in self.tensors.items() if t.is_const}
+                 | {s for s, _ in self.states})
         for name in self.inputs + self.outputs:
             if name not in self.tensors:
                 raise CompileError(f"graph tensor '{name}' is not defined", file=where)
@@ -162,7 +211,18 @@ class Graph:
                 if i not in known:
                     raise CompileError(f"tensor '{i}' is used before it is computed", file=where,
                                        layer=n.source or n.name)
+            for o in n.outputs:
+                if o in known:
+                    raise CompileError(f"tensor '{o}' is written twice", file=where,
+                                       layer=n.source or n.name)
             known.update(n.outputs)
+            if n.op in ("add", "sub", "mul"):
+                a, b = (self.tensors[i] for i in n.inputs)
+                if a.size != b.size and not (b.is_const and a.size % b.size == 0):
+                    raise CompileError(
+                        f"op '{n.op}' on shapes {a.shape} and {b.shape}: only equal shapes or "
+                        "a constant broadcast over leading axes are supported",
+                        file=where, layer=n.source or n.name)
         for name in self.outputs:
             if name not in known:
                 raise CompileError(f"output '{name}' is never computed", file=where)
