@@ -179,7 +179,7 @@ def format_board_table(boards: list[Board]) -> str:
         pio = b.platformio
         target = f"{pio.get('platform', '-')}/{pio.get('board', '-')}" if pio else "-"
         rows.append(
-            f"{b.name:<20} {b.core:<13} {(b.fpu or "no FPU"):<12} {b.clock_hz / 1e6:>4.0f} MHz"
+            f"{b.name:<20} {b.core:<13} {(b.fpu or 'no FPU'):<12} {b.clock_hz / 1e6:>4.0f} MHz"
             f"  flash {b.flash_bytes // 1024:>5} KB  RAM {b.ram_bytes // 1024:>4} KB"
             f"  {b.serial_kind:<10} {target}")
     return "\n".join(rows)
