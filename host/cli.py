@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_boards)
     pl = sub.add_parser("plants", help="list the simulated plants with their signals and limits")
     pl.set_defaults(func=cmd_plants)
+    __import__("nnmpc.host.cmd_train", fromlist=["register"]).register(sub)
     __import__("nnmpc.host.cmd_bench", fromlist=["register"]).register(sub)
     return p
 

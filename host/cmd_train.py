@@ -1,0 +1,238 @@
+"""`nnmpc train` (simulate a plant, train a net, export it) and the extended `nnmpc plants`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NnmpcError
+
+
+def _ints(text: str, what: str, count: int | None = None) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip() != "")
+    except ValueError:
+        raise NnmpcError(f"{what} '{text}' is not a comma-separated list of integers") from None
+    if count is not None and len(vals) != count:
+        raise NnmpcError(f"{what} '{text}' needs {count} comma-separated integers")
+    if any(v < 0 for v in vals):
+        raise NnmpcError(f"{what} '{text}' has a negative value")
+    return vals
+
+
+def _arch(n_in, n_out, hidden, activation, gru=None, window=None) -> str:
+    head = f"{window}x{n_in} -> GRU {gru}" if gru else f"{n_in}"
+    mid = "".join(f" -> {h} {activation}" for h in hidden)
+    return f"{head}{mid} -> {n_out}"
+
+
+def _feature_limits(plant, names: list[tuple[str, str]]) -> list[dict]:
+    by_name = {}
+    for s in (*plant.inputs, *plant.outputs, *plant.states):
+        by_name.setdefault(s.name, s)
+    out = []
+    for name, unit in names:
+        base = name.split("[")[0]
+        s = by_name.get(base)
+        out.append({"name": name, "unit": unit, "low": s.low if s else None,
+                    "high": s.high if s else None})
+    return out
+
+
+def plot_validation(path: Path, ds, y_pred: np.ndarray, title: str, n: int = 400) -> None:
+    """Predicted vs true on validation data: time series (left) and scatter (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = len(ds.output_names)
+    fig, axes = plt.subplots(m, 2, figsize=(10, 2.6 * m), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]})
+    k = min(n, len(ds.y_val))
+    for j, (name, unit) in enumerate(ds.output_names):
+        ax = axes[j][0]
+        ax.plot(ds.y_val[:k, j], lw=1.2, label="true (measured)")
+        ax.plot(y_pred[:k, j], lw=1.0, ls="--", label="predicted")
+        ax.set_ylabel(f"{name} [{unit}]")
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(loc="upper right", fontsize=8)
+        ax = axes[j][1]
+        ax.plot(ds.y_val[:, j], y_pred[:, j], ".", ms=2, alpha=0.5)
+        lo, hi = float(ds.y_val[:, j].min()), float(ds.y_val[:, j].max())
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set_xlabel(f"true {name} [{unit}]")
+        ax.set_ylabel("predicted")
+        ax.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("validation sample" + (" (time steps)" if ds.kind != "fk" else ""))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        fig.savefig(fh, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def cmd_train(args) -> int:
+    from .datasets import make_dataset
+    from .export import export_all, representative_subset, run_tflite
+    from .plants import get_plant
+    from .progress import Progress, step
+    from .train import free_run_rmse, train_gru, train_mlp
+
+    plant = get_plant(args.plant)
+    spec = plant.default_net
+    kind = args.kind or spec.kind
+    hidden = _ints(args.hidden, "--hidden") if args.hidden is not None else spec.hidden
+    lags = _ints(args.lags, "--lags", 2) if args.lags is not None else spec.lags
+    samples = spec.samples if args.samples is None else args.samples
+    epochs = spec.epochs if args.epochs is None else args.epochs
+    gru = args.gru
+    if gru is not None and kind != "narx":
+        raise NnmpcError("--gru needs --kind narx (the GRU reads a window of past outputs "
+                         "and inputs)")
+    if args.lags is not None and kind != "narx":
+        raise NnmpcError("--lags applies to --kind narx only")
+    window = max(lags) if gru else None
+    stem = f"{plant.name}_{kind}" + ("_gru" if gru else "")
+    out = Path(args.out)
+    total = 4
+
+    step(1, total, f"simulating {plant.name}: {plant.description} "
+                   f"({samples} samples, {kind} data, seed {args.seed})")
+    ds = make_dataset(plant, kind, samples, seed=args.seed, lags=lags, gru_window=window)
+    n_in = ds.x_train.shape[-1]
+    n_out = ds.y_train.shape[-1]
+    arch = _arch(n_in, n_out, hidden, args.activation, gru, window)
+    if args.save_data:
+        out.mkdir(parents=True, exist_ok=True)
+        ds.save(out / f"{stem}_data.npz")
+
+    step(2, total, f"training {arch} (Keras, up to {epochs} epochs, early stopping)")
+    kw = dict(hidden=hidden, activation=args.activation, epochs=epochs, seed=args.seed,
+              patience=args.patience, batch_size=args.batch_size, lr=args.lr, name=stem)
+    with Progress("epochs", epochs) as bar:
+        def on_epoch(e, loss, vl):
+            bar.update(e + 1, f"loss {loss:.2e} val {vl:.2e}")
+
+        if gru:
+            res = train_gru(ds.x_train, ds.y_train, ds.x_val, ds.y_val, units=gru,
+                            on_epoch=on_epoch, **kw)
+        else:
+            res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, on_epoch=on_epoch, **kw)
+    free = free_run_rmse(res.model, ds, *lags, gru_window=window) if kind == "narx" else None
+
+    step(3, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
+    rep = representative_subset(ds.x_train, 200, seed=args.seed)
+    meta = {
+        **plant.describe(),
+        "kind": kind, "model": stem, "architecture": arch,
+        "hidden": list(hidden), "activation": args.activation, "gru_units": gru,
+        "lags": {"ny": lags[0], "nu": lags[1]} if kind == "narx" else None,
+        "gru_window": window,
+        "input_layout": ("window of [y, u] rows, oldest first" if gru else
+                         "[y[k..k-ny+1], u[k..k-nu+1]]" if kind == "narx" else
+                         "[x[k], u[k]]" if kind == "dyn" else "u"),
+        "model_inputs": _feature_limits(plant, ds.input_names),
+        "model_outputs": _feature_limits(plant, ds.output_names),
+        "normalisation": "folded into the model: raw physical units in and out",
+        "training": {"samples": samples, "n_train": int(len(ds.x_train)),
+                     "n_val": int(len(ds.x_val)), "epochs_run": res.epochs,
+                     "best_epoch": res.best_epoch, "max_epochs": epochs, "seed": args.seed,
+                     "seconds": round(res.seconds, 2)},
+        "validation": {"rmse": [float(v) for v in res.val_rmse],
+                       "max_abs": [float(v) for v in res.val_max],
+                       "free_run_rmse": None if free is None else [float(v) for v in free]},
+    }
+    files = export_all(res.model, out, stem, meta, rep)
+    q = min(300, len(ds.x_val))
+    y_int8 = run_tflite(out / f"{stem}_int8.tflite", ds.x_val[:q])
+    int8_rmse = np.sqrt(((y_int8 - ds.y_val[:q]) ** 2).mean(axis=0))
+
+    step(4, total, "plotting predicted vs true on validation data")
+    png = out / f"{stem}.png"
+    y_pred = res.model.predict(ds.x_val, verbose=0, batch_size=4096)
+    plot_validation(png, ds, y_pred, f"{stem}: {arch}, validation RMSE "
+                    + ", ".join(f"{v:.3g} {u}" for v, (_, u) in zip(res.val_rmse, ds.output_names)))
+    files.append(png)
+
+    params = int(sum(np.prod(w.shape) for w in res.model.get_weights()))
+    print()
+    print(f"Summary: {plant.name} {kind}" + (" (GRU)" if gru else "")
+          + f", {arch}, {params} parameters")
+    print(f"  data     {len(ds.x_train)} train / {len(ds.x_val)} validation samples")
+    print(f"  epochs   {res.epochs} run, best {res.best_epoch} ({res.seconds:.1f} s)")
+    hdr = f"  {'output':<12}{'unit':<7}{'val RMSE':>10}{'val max':>10}{'int8 RMSE':>11}"
+    if free is not None:
+        hdr += f"{'free-run RMSE':>15}"
+    print(hdr)
+    for j, (name, unit) in enumerate(ds.output_names):
+        row = (f"  {name:<12}{unit:<7}{res.val_rmse[j]:>10.4g}{res.val_max[j]:>10.4g}"
+               f"{int8_rmse[j]:>11.4g}")
+        if free is not None:
+            row += f"{free[j]:>15.4g}"
+        print(row)
+    print("  files    " + "\n           ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_plants(args) -> int:
+    from .plants import PLANTS
+
+    for name, cls in sorted(PLANTS.items()):
+        p = cls()
+        spec = p.default_net
+        print(f"{name}: {cls.description}")
+        print(f"    sample period {p.dt * 1e3:g} ms; default net: {spec.kind}, hidden "
+              f"{','.join(map(str, spec.hidden))} {spec.activation}"
+              + (f", lags {spec.lags[0]},{spec.lags[1]}" if spec.kind == "narx" else ""))
+        for kind, sigs in (("in ", p.inputs), ("out", p.outputs), ("state", p.states)):
+            noise = dict(zip((s.name for s in p.outputs), p.noise_std)) if kind == "out" else {}
+            for s in sigs:
+                extra = f"  (noise sd {noise[s.name]:g})" if s.name in noise else ""
+                print(f"    {kind:<5} {s.name:<9} [{s.low:g}, {s.high:g}] {s.unit}{extra}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `train` and extend `plants` (called from ``build_parser``)."""
+    from .plants import PLANTS
+
+    t = subparsers.add_parser(
+        "train", help="simulate a plant, train a net on it and export it",
+        description="Simulate a plant with excitation inside its actuator limits, train a "
+                    "forward-kinematics (fk), one-step dynamics (dyn) or NARX net with Keras, "
+                    "and write OUT/PLANT_KIND.keras, .tflite, _int8.tflite, .onnx, .json and a "
+                    "validation plot .png. The exported nets take and return raw physical units.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--plant", required=True, choices=sorted(PLANTS), help="plant to simulate")
+    t.add_argument("--kind", choices=("fk", "dyn", "narx"),
+                   help="fk: y = f(u); dyn: x[k+1] = g(x[k], u[k]); narx: y[k+1] from lagged "
+                        "y and u (default: the plant's default net)")
+    t.add_argument("--hidden", metavar="N,N,...", help="hidden Dense sizes (default: 32,32)")
+    t.add_argument("--activation", default="tanh", help="hidden activation")
+    t.add_argument("--gru", type=int, metavar="N",
+                   help="put a GRU with N units first (narx only; window = max(lags))")
+    t.add_argument("--lags", metavar="NY,NU", help="NARX output and input lags (default: "
+                                                    "the plant's)")
+    t.add_argument("--epochs", type=int, help="maximum epochs (default: the plant's)")
+    t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs")
+    t.add_argument("--batch-size", type=int, default=64, help="minibatch size")
+    t.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    t.add_argument("--seed", type=int, default=0, help="seed for data and weights")
+    t.add_argument("--samples", type=int, help="simulated samples (default: the plant's)")
+    t.add_argument("--out", default="models", help="output folder")
+    t.add_argument("--save-data", action="store_true",
+                   help="also write the data set as OUT/PLANT_KIND_data.npz")
+    t.set_defaults(func=cmd_train)
+
+    if "plants" in subparsers.choices:
+        subparsers.choices["plants"].set_defaults(func=cmd_plants)
+    else:
+        pl = subparsers.add_parser("plants", help="list the simulated plants")
+        pl.set_defaults(func=cmd_plants)
