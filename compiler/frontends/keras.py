@@ -31,12 +31,25 @@ def _import_keras():
 
 
 class _Builder:
-    """Accumulates IR tensors and nodes while layers are converted."""
+    """Accumulates IR tensors and nodes while layers are converted.
 
-    def __init__(self, path: Path) -> None:
+    ``streaming`` builds the one-step form of a recurrent model: the time axis has length 1
+    and every recurrent layer reads and writes its state through ``states``.
+    """
+
+    def __init__(self, path: Path, streaming: bool = False) -> None:
         self.path = path
+        self.streaming = streaming
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
+        self.states: list[tuple[str, str]] = []
+        self.zeros: set[str] = set()
+        self.recurrent = False
+        self._n = 0
+
+    def fresh(self, base: str) -> str:
+        self._n += 1
+        return f"{base}#{self._n}"
 
     def add_tensor(self, name: str, shape, data: np.ndarray | None = None) -> str:
         if name in self.tensors:
@@ -46,13 +59,41 @@ class _Builder:
         self.tensors[name] = Tensor(name, tuple(int(d) for d in shape), "float32", data)
         return name
 
+    def const(self, layer: str, what: str, data) -> str:
+        data = np.asarray(data, np.float32)
+        return self.add_tensor(self.fresh(f"{layer}:{what}"), data.shape, data)
+
     def add_node(self, op: str, layer: str, inputs: list[str], out_shape, **attrs) -> str:
-        out = self.add_tensor(f"{layer}:out", out_shape)
-        self.nodes.append(Node(op, inputs, [out], attrs, name=layer, source=layer))
+        out = self.add_tensor(self.fresh(f"{layer}:out"), out_shape)
+        self.nodes.append(Node(op, inputs, [out], attrs, name=out, source=layer))
         return out
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
+
+    def fail(self, layer: str, msg: str):
+        raise CompileError(msg, file=str(self.path), layer=layer)
+
+
+#: Keras activation names -> (IR activation, attributes).
+_KERAS_ACT = {
+    "linear": ("linear", {}),
+    "relu": ("relu", {}),
+    "relu6": ("relu6", {}),
+    "leaky_relu": ("leaky_relu", {"alpha": 0.2}),
+    "elu": ("elu", {"alpha": 1.0}),
+    "selu": ("selu", {}),
+    "tanh": ("tanh", {}),
+    "sigmoid": ("sigmoid", {}),
+    "hard_sigmoid": ("hard_sigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
+    "softplus": ("softplus", {}),
+    "softsign": ("softsign", {}),
+    "swish": ("silu", {}),
+    "silu": ("silu", {}),
+    "gelu": ("gelu", {}),
+    "exponential": ("exponential", {}),
+    "softmax": ("softmax", {}),
+}
 
 
 def _activation_name(value: Any, layer: str, path: Path) -> str:
@@ -67,40 +108,96 @@ def _activation_name(value: Any, layer: str, path: Path) -> str:
     return value
 
 
+def _act(b: _Builder, value: Any, layer: str) -> tuple[str, dict]:
+    name = _activation_name(value, layer, b.path)
+    if name not in _KERAS_ACT:
+        b.fail(layer, f"activation '{name}' is not supported "
+                      f"(supported: {', '.join(sorted(_KERAS_ACT))})")
+    kind, attrs = _KERAS_ACT[name]
+    return kind, dict(attrs)
+
+
+def _apply_act(b: _Builder, x: str, kind: str, attrs: dict, layer: str) -> str:
+    if kind == "linear":
+        return x
+    return b.add_node("activation", layer, [x], b.shape(x), activation=kind, **attrs)
+
+
+def _dense_node(b: _Builder, layer: str, x: str, W_out_in: np.ndarray, bias: np.ndarray,
+                kind: str = "linear", attrs: dict | None = None) -> str:
+    """A dense node on the last axis of x (the activation fused unless it is softmax)."""
+    n_out, n_in = W_out_in.shape
+    shape = b.shape(x)
+    if b.tensors[x].size % n_in or (len(shape) > 1 and shape[-1] != n_in):
+        b.fail(layer, f"Dense of {n_in} inputs applied to shape {shape}")
+    out_shape = (shape[:-1] if len(shape) > 1 else ()) + (n_out,)
+    w = b.const(layer, "W", W_out_in)
+    bb = b.const(layer, "b", bias)
+    if kind == "softmax":
+        y = b.add_node("dense", layer, [x, w, bb], out_shape, activation="linear")
+        return _apply_act(b, y, kind, {}, layer)
+    return b.add_node("dense", layer, [x, w, bb], out_shape, activation=kind, **(attrs or {}))
+
+
 def _dense(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     (x,) = inputs
-    in_shape = b.shape(x)
-    if len(in_shape) != 1:
-        raise CompileError(
-            f"Dense on a {len(in_shape)}-D input {in_shape} is not supported "
-            "(add a Flatten before it)", file=str(b.path), layer=name,
-        )
     weights = layer.get_weights()
     kernel = np.asarray(weights[0], dtype=np.float32)
+    if kernel.ndim != 2:
+        b.fail(name, f"Dense kernel of rank {kernel.ndim} is not supported")
     bias = (np.asarray(weights[1], dtype=np.float32) if cfg.get("use_bias", True)
             else np.zeros(kernel.shape[1], np.float32))
-    units = kernel.shape[1]
-    w = b.add_tensor(f"{name}:W", (units, kernel.shape[0]), kernel.T)
-    bb = b.add_tensor(f"{name}:b", (units,), bias)
-    act = _activation_name(cfg.get("activation"), name, b.path)
-    return b.add_node("dense", name, [x, w, bb], (units,), activation=act)
+    if b.shape(x)[-1] != kernel.shape[0]:
+        b.fail(name, f"Dense expects {kernel.shape[0]} features on the last axis, got shape "
+                     f"{b.shape(x)}")
+    kind, attrs = _act(b, cfg.get("activation"), name)
+    return _dense_node(b, name, x, kernel.T, bias, kind, attrs)
 
 
 def _activation(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
-    act = _activation_name(cfg.get("activation"), cfg["name"], b.path)
-    return b.add_node("activation", cfg["name"], [x], b.shape(x), activation=act)
+    kind, attrs = _act(b, cfg.get("activation"), cfg["name"])
+    if kind == "linear":
+        return b.add_node("reshape", cfg["name"], [x], b.shape(x))
+    return _apply_act(b, x, kind, attrs, cfg["name"])
 
 
 def _relu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
-    if cfg.get("max_value") is not None or cfg.get("negative_slope", 0.0) or cfg.get("threshold", 0.0):
-        raise CompileError(
-            "ReLU with max_value, negative_slope or threshold is not supported "
-            "(plain ReLU is)", file=str(b.path), layer=cfg["name"],
-        )
-    return b.add_node("activation", cfg["name"], [x], b.shape(x), activation="relu")
+    mv, slope, thr = cfg.get("max_value"), cfg.get("negative_slope") or 0.0, cfg.get("threshold") or 0.0
+    if thr:
+        b.fail(cfg["name"], "ReLU with a threshold is not supported "
+                            "(supported: plain ReLU, max_value=6, negative_slope)")
+    if mv is not None and float(mv) != 6.0:
+        b.fail(cfg["name"], f"ReLU with max_value={mv} is not supported (supported: None or 6)")
+    if mv is not None and slope:
+        b.fail(cfg["name"], "ReLU with both max_value and negative_slope is not supported")
+    if mv is not None:
+        return _apply_act(b, x, "relu6", {}, cfg["name"])
+    if slope:
+        return _apply_act(b, x, "leaky_relu", {"alpha": float(slope)}, cfg["name"])
+    return _apply_act(b, x, "relu", {}, cfg["name"])
+
+
+def _leaky_relu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
+    return _apply_act(b, x, "leaky_relu", {"alpha": float(slope)}, cfg["name"])
+
+
+def _elu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    return _apply_act(b, x, "elu", {"alpha": float(cfg.get("alpha", 1.0))}, cfg["name"])
+
+
+def _softmax(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, len(b.shape(x))):
+        b.fail(cfg["name"], f"Softmax over axis {axis} is not supported (supported: the last axis)")
+    return _apply_act(b, x, "softmax", {}, cfg["name"])
 
 
 def _identity(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
@@ -109,14 +206,342 @@ def _identity(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return x
 
 
+def _reshape(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    size = b.tensors[x].size
+    if type(layer).__name__ == "Flatten":
+        if cfg.get("data_format", "channels_last") == "channels_first" and len(b.shape(x)) > 1:
+            b.fail(cfg["name"], "Flatten with data_format='channels_first' is not supported")
+        shape = (size,)
+    else:
+        target = list(cfg["target_shape"])
+        if -1 in target:
+            known = int(np.prod([d for d in target if d != -1]))
+            target[target.index(-1)] = size // known
+        shape = tuple(target)
+        if int(np.prod(shape)) != size:
+            b.fail(cfg["name"], f"cannot reshape {b.shape(x)} to {tuple(cfg['target_shape'])}")
+    return b.add_node("reshape", cfg["name"], [x], shape)
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+    if isinstance(v, int):
+        return (v,) * n
+    return tuple(int(i) for i in v)
+
+
+def _geometry(b: _Builder, name: str, spatial, kernel, strides, dilations, padding: str):
+    """Output size and leading padding per spatial axis, with TensorFlow's rules."""
+    out, pads = [], []
+    for n, k, s, d in zip(spatial, kernel, strides, dilations):
+        eff = (k - 1) * d + 1
+        if padding == "valid":
+            o = (n - eff) // s + 1
+            p = 0
+        elif padding == "same":
+            o = -(-n // s)
+            p = max((o - 1) * s + eff - n, 0) // 2
+        elif padding == "causal":
+            o = -(-n // s) if s > 1 else n
+            p = eff - 1
+            o = (n + p - eff) // s + 1
+        else:
+            b.fail(name, f"padding '{padding}' is not supported (supported: valid, same, causal)")
+        if o <= 0:
+            b.fail(name, f"window {kernel} does not fit the input {tuple(spatial)}")
+        out.append(o)
+        pads.append(p)
+    return tuple(out), tuple(pads)
+
+
+def _check_channels_last(b: _Builder, cfg: dict) -> None:
+    if cfg.get("data_format", "channels_last") not in (None, "channels_last"):
+        b.fail(cfg["name"], f"data_format='{cfg['data_format']}' is not supported "
+                            "(supported: channels_last)")
+
+
+def _conv(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    cls = type(layer).__name__
+    (x,) = inputs
+    _check_channels_last(b, cfg)
+    rank = 1 if "1D" in cls else 2
+    shape = b.shape(x)
+    if len(shape) != rank + 1:
+        b.fail(name, f"{cls} expects a {rank + 1}-D input (batch aside), got {shape}")
+    weights = layer.get_weights()
+    kernel = np.asarray(weights[0], np.float32)
+    depthwise = cls.startswith("Depthwise")
+    cin = shape[-1]
+    if depthwise:
+        mult = int(cfg.get("depth_multiplier", 1))
+        k2 = kernel.reshape(kernel.shape[:rank] + (cin * mult,))  # (k.., cin*mult)
+        W = np.moveaxis(k2, -1, 0)[..., None]                    # (cout, k.., 1)
+        groups, cout = cin, cin * mult
+    else:
+        groups = int(cfg.get("groups", 1))
+        W = np.moveaxis(kernel, -1, 0)                           # (cout, k.., cin/groups)
+        cout = kernel.shape[-1]
+    if rank == 1:
+        W = W[:, None]                                           # (cout, 1, k, cin/g)
+    use_bias = cfg.get("use_bias", True)
+    bias = np.asarray(weights[1], np.float32) if use_bias else np.zeros(cout, np.float32)
+    ks = _tuple(cfg["kernel_size"], rank)
+    st = _tuple(cfg["strides"], rank)
+    dl = _tuple(cfg.get("dilation_rate", 1), rank)
+    padding = cfg.get("padding", "valid")
+    if padding == "causal" and rank != 1:
+        b.fail(name, "causal padding is only for Conv1D")
+    out_sp, pads = _geometry(b, name, shape[:-1], ks, st, dl, padding)
+    kind, attrs = _act(b, cfg.get("activation"), name)
+    wt = b.const(name, "W", W)
+    bt = b.const(name, "b", bias)
+    pad2 = (0,) + pads if rank == 1 else pads
+    y = b.add_node("conv", name, [x, wt, bt], out_sp + (cout,), rank=rank, out_spatial=out_sp,
+                   strides=(1,) * (2 - rank) + st, dilations=(1,) * (2 - rank) + dl,
+                   pads=pad2, groups=groups,
+                   activation=kind if kind != "softmax" else "linear",
+                   **(attrs if kind != "softmax" else {}))
+    if kind == "softmax":
+        y = _apply_act(b, y, kind, {}, name)
+    return y
+
+
+def _pool(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    cls = type(layer).__name__
+    (x,) = inputs
+    _check_channels_last(b, cfg)
+    shape = b.shape(x)
+    rank = len(shape) - 1
+    if rank not in (1, 2) or ("1D" in cls and rank != 1) or ("2D" in cls and rank != 2):
+        b.fail(name, f"{cls} on input shape {shape} is not supported")
+    kind = "max" if "Max" in cls else "avg"
+    if cls.startswith("Global"):
+        if cfg.get("keepdims"):
+            b.fail(name, f"{cls} with keepdims=True is not supported")
+        ks, st, out_sp, pads = tuple(shape[:-1]), (1,) * rank, (1,) * rank, (0,) * rank
+        out_shape = (shape[-1],)
+    else:
+        ks = _tuple(cfg["pool_size"], rank)
+        st = _tuple(cfg.get("strides") or cfg["pool_size"], rank)
+        out_sp, pads = _geometry(b, name, shape[:-1], ks, st, (1,) * rank, cfg.get("padding", "valid"))
+        out_shape = out_sp + (shape[-1],)
+    pad = (1,) * (2 - rank)
+    return b.add_node("pool", name, [x], out_shape, kind=kind, rank=rank, out_spatial=out_sp,
+                      kernel=pad + ks, strides=pad + st, pads=(0,) * (2 - rank) + pads)
+
+
+def _batchnorm(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    (x,) = inputs
+    shape = b.shape(x)
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, len(shape)):
+        b.fail(name, f"BatchNormalization over axis {axis} is not supported (supported: last axis)")
+    c = shape[-1]
+    f64 = lambda v: np.asarray(v, np.float64) if v is not None else None  # noqa: E731
+    gamma = f64(layer.gamma.numpy()) if getattr(layer, "gamma", None) is not None else np.ones(c)
+    beta = f64(layer.beta.numpy()) if getattr(layer, "beta", None) is not None else np.zeros(c)
+    mean, var = f64(layer.moving_mean.numpy()), f64(layer.moving_variance.numpy())
+    scale = gamma / np.sqrt(var + float(cfg.get("epsilon", 1e-3)))
+    shift = beta - mean * scale
+    y = b.add_node("mul", name, [x, b.const(name, "scale", scale)], shape)
+    return b.add_node("add", name, [y, b.const(name, "shift", shift)], shape)
+
+
+def _merge(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    cls = type(layer).__name__
+    shapes = {b.shape(t) for t in inputs}
+    if len(shapes) != 1:
+        b.fail(name, f"{cls} of different shapes {sorted(shapes)} is not supported "
+                     "(supported: equal shapes)")
+    shape = b.shape(inputs[0])
+    if cls == "Subtract":
+        return b.add_node("sub", name, inputs, shape)
+    op = "mul" if cls == "Multiply" else "add"
+    y = inputs[0]
+    for t in inputs[1:]:
+        y = b.add_node(op, name, [y, t], shape)
+    if cls == "Average":
+        y = b.add_node("mul", name, [y, b.const(name, "inv_n", [1.0 / len(inputs)])], shape)
+    return y
+
+
+def _concat(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    shapes = [b.shape(t) for t in inputs]
+    nd = len(shapes[0])
+    axis = int(cfg.get("axis", -1))
+    axis = axis - 1 if axis > 0 else nd + axis
+    if any(len(s) != nd for s in shapes) or not 0 <= axis < nd or any(
+            s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
+        b.fail(name, f"cannot concatenate shapes {shapes} on axis {cfg.get('axis')}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return b.add_node("concat", name, inputs, tuple(out), axis=axis)
+
+
+# ---- Recurrent layers, unrolled over the window ------------------------------------------
+
+class _Cell:
+    """Emits one time step of a recurrent layer as IR nodes."""
+
+    def __init__(self, b: _Builder, name: str) -> None:
+        self.b, self.name = b, name
+
+    def lin(self, parts: list[tuple[str, np.ndarray]], bias: np.ndarray, kind="linear",
+            attrs=None) -> str:
+        """dense over the concatenation of the non-zero parts: sum_i W_i x_i + bias."""
+        live = [(t, W) for t, W in parts if t not in self.b.zeros]
+        if not live:
+            return self.b.const(self.name, "bias", bias)
+        if len(live) == 1:
+            x, W = live[0]
+        else:
+            n = sum(self.b.tensors[t].size for t, _ in live)
+            x = self.b.add_node("concat", self.name, [t for t, _ in live], (n,), axis=0)
+            W = np.concatenate([W for _, W in live], axis=1)
+        return _dense_node(self.b, self.name, x, W, bias, kind, attrs)
+
+    def op(self, op: str, a: str, c: str) -> str:
+        return self.b.add_node(op, self.name, [a, c], self.b.shape(a))
+
+    def act(self, x: str, kind_attrs) -> str:
+        kind, attrs = kind_attrs
+        if x in self.b.tensors and self.b.tensors[x].is_const:
+            from ..reference import activation
+            return self.b.const(self.name, "c", activation(self.b.tensors[x].data, kind, **attrs))
+        return _apply_act(self.b, x, kind, attrs, self.name)
+
+
+def _recurrent(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    name = cfg["name"]
+    cls = type(layer).__name__
+    (x,) = inputs
+    shape = b.shape(x)
+    if len(shape) != 2:
+        b.fail(name, f"{cls} expects a (time, features) input, got {shape}")
+    for flag in ("go_backwards", "return_state"):
+        if cfg.get(flag):
+            b.fail(name, f"{cls} with {flag}=True is not supported")
+    b.recurrent = True
+    T, F = shape
+    H = int(cfg["units"])
+    w = layer.get_weights()
+    kernel, rec = np.asarray(w[0], np.float64), np.asarray(w[1], np.float64)
+    use_bias = cfg.get("use_bias", True)
+    act = _act(b, cfg.get("activation", "tanh"), name)
+    ract = _act(b, cfg.get("recurrent_activation", "sigmoid"), name)
+    for k, _ in (act, ract):
+        if k == "softmax":
+            b.fail(name, "softmax as a recurrent activation is not supported")
+    cell = _Cell(b, name)
+    gates = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}[cls]
+    Wx = kernel.T.reshape(gates, H, F)
+    Wh = rec.T.reshape(gates, H, H)
+    reset_after = cls == "GRU" and cfg.get("reset_after", True)
+    if use_bias:
+        bias = np.asarray(w[2], np.float64)
+        bx, bh = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
+    else:
+        bx = bh = np.zeros(gates * H)
+    bx, bh = bx.reshape(gates, H), bh.reshape(gates, H)
+
+    def state(what: str) -> str:
+        if b.streaming:
+            t = b.add_tensor(b.fresh(f"{name}:{what}_state"), (H,))
+            return t
+        t = b.add_tensor(b.fresh(f"{name}:{what}0"), (H,), np.zeros(H, np.float32))
+        b.zeros.add(t)
+        return t
+
+    h = state("h")
+    c = state("c") if cls == "LSTM" else ""
+    h_in, c_in = h, c
+    outs = []
+    for t in range(T):
+        xt = x if T == 1 else b.add_node("slice", name, [x], (F,), axis=0, start=t, stop=t + 1)
+        if cls == "SimpleRNN":
+            k, a = act
+            h = cell.lin([(xt, Wx[0]), (h, Wh[0])], bx[0] + bh[0], k, a)
+        elif cls == "GRU":
+            rk, ra = ract
+            z = cell.lin([(xt, Wx[0]), (h, Wh[0])], bx[0] + bh[0], rk, ra)
+            r = cell.lin([(xt, Wx[1]), (h, Wh[1])], bx[1] + bh[1], rk, ra)
+            if reset_after:
+                xh = cell.lin([(xt, Wx[2])], bx[2])
+                hh_r = cell.lin([(h, Wh[2])], bh[2])
+                hh = cell.act(cell.op("add", xh, cell.op("mul", r, hh_r)), act)
+            else:
+                rh = h if h in b.zeros else cell.op("mul", r, h)
+                if h in b.zeros:
+                    b.zeros.add(rh)
+                hh = cell.lin([(xt, Wx[2]), (rh, Wh[2])], bx[2], *act)
+            if h in b.zeros:   # h = (1 - z) hh
+                h = cell.op("sub", hh, cell.op("mul", z, hh))
+            else:              # h = z h + (1 - z) hh = hh + z (h - hh)
+                h = cell.op("add", hh, cell.op("mul", z, cell.op("sub", h, hh)))
+        else:  # LSTM: gates i, f, c, o
+            rk, ra = ract
+            ig = cell.lin([(xt, Wx[0]), (h, Wh[0])], bx[0] + bh[0], rk, ra)
+            fg = cell.lin([(xt, Wx[1]), (h, Wh[1])], bx[1] + bh[1], rk, ra)
+            gg = cell.lin([(xt, Wx[2]), (h, Wh[2])], bx[2] + bh[2], *act)
+            og = cell.lin([(xt, Wx[3]), (h, Wh[3])], bx[3] + bh[3], rk, ra)
+            ci = cell.op("mul", ig, gg)
+            c = ci if c in b.zeros else cell.op("add", cell.op("mul", fg, c), ci)
+            h = cell.op("mul", og, cell.act(c, act))
+        outs.append(h)
+    if b.streaming:
+        b.states.append((h_in, h))
+        if cls == "LSTM":
+            b.states.append((c_in, c))
+    if cfg.get("return_sequences"):
+        if T == 1:
+            return b.add_node("reshape", name, [h], (1, H))
+        return b.add_node("concat", name, outs, (T, H), axis=0)
+    return h
+
+
 _CONVERTERS: dict[str, Callable[..., str]] = {
     "Dense": _dense,
     "Activation": _activation,
     "ReLU": _relu,
+    "LeakyReLU": _leaky_relu,
+    "ELU": _elu,
+    "Softmax": _softmax,
+    "Conv1D": _conv,
+    "Conv2D": _conv,
+    "DepthwiseConv1D": _conv,
+    "DepthwiseConv2D": _conv,
+    "MaxPooling1D": _pool,
+    "MaxPooling2D": _pool,
+    "AveragePooling1D": _pool,
+    "AveragePooling2D": _pool,
+    "GlobalAveragePooling1D": _pool,
+    "GlobalAveragePooling2D": _pool,
+    "GlobalMaxPooling1D": _pool,
+    "GlobalMaxPooling2D": _pool,
+    "Flatten": _reshape,
+    "Reshape": _reshape,
+    "BatchNormalization": _batchnorm,
+    "Add": _merge,
+    "Subtract": _merge,
+    "Multiply": _merge,
+    "Average": _merge,
+    "Concatenate": _concat,
+    "SimpleRNN": _recurrent,
+    "GRU": _recurrent,
+    "LSTM": _recurrent,
     "Dropout": _identity,
+    "SpatialDropout1D": _identity,
+    "SpatialDropout2D": _identity,
     "GaussianNoise": _identity,
     "GaussianDropout": _identity,
     "AlphaDropout": _identity,
+    "ActivityRegularization": _identity,
 }
 
 
@@ -167,9 +592,27 @@ def load_keras(path: Path) -> Graph:
             "it may be corrupt, truncated, or use custom layers", file=str(path),
         ) from None
 
-    b = _Builder(path)
+    graph = _build(keras, model, path, streaming=False)
+    if graph.window:
+        try:
+            graph.step_graph = _build(keras, model, path, streaming=True)
+            graph.step_graph.validate()
+        except CompileError:
+            graph.step_graph = None  # the layers after the recurrent ones need the whole window
+    return graph
+
+
+def _build(keras, model, path: Path, streaming: bool) -> Graph:
+    b = _Builder(path, streaming)
+
+    def input_tensor(name: str, shape) -> str:
+        shape = _batchless(shape)
+        if streaming and len(shape) == 2:
+            shape = (1,) + shape[1:]
+        return b.add_tensor(name, shape)
+
     if isinstance(model, keras.Sequential):
-        x = b.add_tensor("input", _batchless(model.inputs[0].shape))
+        x = input_tensor("input", model.inputs[0].shape)
         inputs = [x]
         for layer in model.layers:
             x = _convert(b, layer, [x])
@@ -180,7 +623,7 @@ def load_keras(path: Path) -> Graph:
         for lcfg in cfg["layers"]:
             layer = model.get_layer(lcfg["name"])
             if type(layer).__name__ == "InputLayer":
-                t = b.add_tensor(lcfg["name"], _batchless(layer.output.shape))
+                t = input_tensor(lcfg["name"], layer.output.shape)
                 produced[(lcfg["name"], 0, 0)] = t
                 continue
             nodes = lcfg.get("inbound_nodes") or []
@@ -195,7 +638,10 @@ def load_keras(path: Path) -> Graph:
         inputs = [produced[r] for r in _history_refs(cfg["input_layers"])]
         outputs = [produced[r] for r in _history_refs(cfg["output_layers"])]
 
+    window = 0
+    if b.recurrent and not streaming:
+        window = b.tensors[inputs[0]].shape[0]
     return Graph(
         name=model.name, inputs=inputs, outputs=outputs, tensors=b.tensors, nodes=b.nodes,
-        source_file=str(path),
+        source_file=str(path), states=b.states, window=window,
     )

@@ -1,0 +1,199 @@
+"""The model zoo: small models covering every supported op, activation and format.
+
+Models are built at test time (no committed binaries) with random non-trivial weights, saved in
+their format (.keras, .h5, .onnx via tf2onnx, .tflite via the TFLite converter), and paired with
+their reference runtime (Keras, onnxruntime, the TFLite interpreter).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+ACTIVATIONS = ["linear", "relu", "relu6", "leaky_relu", "elu", "selu", "tanh", "sigmoid",
+               "hard_sigmoid", "softplus", "softsign", "swish", "gelu", "softmax", "exponential"]
+
+
+@dataclass
+class ZooModel:
+    name: str
+    fmt: str                      # keras, h5, onnx, tflite, tflite_int8
+    path: Path
+    in_shape: tuple[int, ...]
+    out_size: int
+    reference: Callable[[np.ndarray], np.ndarray]  # batch of flat inputs -> batch of flat outputs
+    keras_model: object = None    # for GradientTape Jacobians (None: not checked)
+    x_range: float = 2.0
+    recurrent: bool = False
+    int8: object = None           # (interpreter, in_q, out_q) for int8 models
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_shape))
+
+
+def _randomise(model, seed: int, scale: float = 0.3) -> None:
+    """Random weights with non-zero biases and BatchNorm statistics."""
+    rng = np.random.default_rng(seed)
+    new = []
+    for w in model.weights:
+        v = w.numpy()
+        name = w.path if hasattr(w, "path") else w.name
+        if "moving_variance" in name:
+            v = rng.uniform(0.5, 2.0, v.shape)
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            v = rng.normal(0, 0.2, v.shape)
+        elif "gamma" in name:
+            v = rng.uniform(0.5, 1.5, v.shape)
+        else:
+            fan = max(1, int(np.prod(v.shape[:-1])))
+            v = rng.normal(0, 1.0, v.shape) * (scale * 3 / np.sqrt(fan))
+        new.append(v.astype(np.float32))
+    model.set_weights(new)
+
+
+def _keras_ref(model):
+    shape = tuple(model.inputs[0].shape[1:])
+
+    def ref(x: np.ndarray) -> np.ndarray:
+        y = model.predict(x.reshape((len(x),) + shape), verbose=0, batch_size=256)
+        return np.asarray(y).reshape(len(x), -1)
+    return ref
+
+
+# ---- Keras model builders (name -> function(keras, L) returning a model) -------------------
+
+def _seq(keras, inp, layers, name):
+    return keras.Sequential([keras.Input(inp)] + layers, name=name)
+
+
+def keras_builders():
+    """name -> (builder(keras) -> model, formats to save in)."""
+    B: dict[str, tuple[Callable, tuple[str, ...]]] = {}
+    L = None  # filled lazily below
+
+    def add(name, fmts=("keras",)):
+        def deco(fn):
+            B[name] = (fn, fmts)
+            return fn
+        return deco
+
+    # MLPs with every activation, three per model
+    acts = ACTIVATIONS
+    for i in range(0, len(acts), 3):
+        group = acts[i:i + 3]
+
+        def mlp(keras, group=group):
+            L = keras.layers
+            layers = [L.Dense(12, activation=a) for a in group if a != "softmax"]
+            layers.append(L.Dense(4, activation="softmax" if "softmax" in group else "linear"))
+            return _seq(keras, (5,), layers, "mlp_" + "_".join(group))
+        B["mlp_" + "_".join(group)] = (mlp, ("keras",))
+
+    @add("mlp_h5_legacy", ("h5",))
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (4,), [L.Dense(16, activation="tanh"), L.Dense(8, activation="relu"),
+                                  L.Dense(2)], "mlp_h5")
+
+    @add("act_layers")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (6,), [L.Dense(10), L.LeakyReLU(negative_slope=0.1), L.Dense(10),
+                                  L.ELU(alpha=0.7), L.Dense(10), L.ReLU(max_value=6.0),
+                                  L.Dense(10), L.Activation("gelu"), L.Dense(5), L.Softmax()],
+                    "act_layers")
+
+    @add("bn_dropout", ("keras", "h5"))
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (6,), [L.Dense(16), L.BatchNormalization(), L.Activation("relu"),
+                                  L.Dropout(0.3), L.Dense(16, activation="tanh"),
+                                  L.BatchNormalization(), L.Dense(3)], "bn_dropout")
+
+    @add("functional_add_concat_mul")
+    def _(keras):
+        L = keras.layers
+        x = keras.Input((5,))
+        a = L.Dense(8, activation="tanh")(x)
+        b = L.Dense(8, activation="sigmoid")(x)
+        c = L.Add()([a, b])
+        d = L.Multiply()([a, c])
+        e = L.Concatenate()([d, x, b])
+        f = L.Subtract()([L.Dense(6)(e), L.Dense(6, activation="relu")(e)])
+        g = L.Average()([f, L.Dense(6)(x)])
+        return keras.Model(x, L.Dense(3)(g), name="functional_add_concat_mul")
+
+    @add("conv1d_pool")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (16, 3), [
+            L.Conv1D(6, 3, activation="relu"), L.MaxPooling1D(2),
+            L.Conv1D(8, 3, padding="same", strides=2, activation="tanh"),
+            L.AveragePooling1D(2, padding="same"),
+            L.Conv1D(4, 2, dilation_rate=2, padding="causal"),
+            L.Flatten(), L.Dense(3)], "conv1d_pool")
+
+    @add("conv1d_bn_gap")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (12, 2), [
+            L.Conv1D(8, 3, padding="same"), L.BatchNormalization(), L.Activation("swish"),
+            L.DepthwiseConv1D(3, depth_multiplier=2, padding="same", activation="elu"),
+            L.GlobalAveragePooling1D(), L.Dense(2)], "conv1d_bn_gap")
+
+    @add("conv2d_valid_same")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (8, 8, 2), [
+            L.Conv2D(4, 3, activation="relu"),
+            L.Conv2D(6, (3, 2), strides=(2, 1), padding="same", activation="softplus"),
+            L.MaxPooling2D((2, 2), padding="same"), L.Flatten(), L.Dense(3)], "conv2d_valid_same")
+
+    @add("conv2d_dilation_depthwise")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (9, 9, 3), [
+            L.Conv2D(4, 3, dilation_rate=2, activation="selu"),
+            L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu6"),
+            L.AveragePooling2D(2), L.Conv2D(5, 1), L.GlobalAveragePooling2D(),
+            L.Dense(2)], "conv2d_dilation_depthwise")
+
+    @add("conv2d_bn_reshape", ("keras", "h5"))
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (24,), [
+            L.Reshape((4, 6, 1)), L.Conv2D(4, 2, padding="same"), L.BatchNormalization(),
+            L.Activation("tanh"), L.GlobalMaxPooling2D(), L.Dense(4, activation="sigmoid")],
+            "conv2d_bn_reshape")
+
+    @add("simple_rnn")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (6, 3), [L.SimpleRNN(8), L.Dense(2)], "simple_rnn")
+
+    @add("gru_reset_after", ("keras", "h5"))
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (5, 3), [L.GRU(8), L.Dense(2)], "gru_reset_after")
+
+    @add("gru_reset_before")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (5, 2), [L.GRU(6, reset_after=False, return_sequences=True),
+                                    L.GRU(4), L.Dense(3)], "gru_reset_before")
+
+    @add("lstm")
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (6, 4), [L.LSTM(8, return_sequences=True), L.Dense(5, activation="relu"),
+                                    L.LSTM(5), L.Dense(2)], "lstm")
+
+    return B
