@@ -34,16 +34,6 @@ def cmd_demo(args) -> int:
     return 0 if r.max_rel_err <= 1e-5 else 1
 
 
-def cmd_boards(args) -> int:
-    from .boards import list_boards, load_board
-
-    for name in list_boards():
-        b = load_board(name)
-        print(f"{b.name:<12} {b.core:<11} {b.clock_hz / 1e6:>5.0f} MHz  flash {b.flash_bytes // 1024:>5} KB"
-              f"  RAM {b.ram_bytes // 1024:>4} KB  {b.description}")
-    return 0
-
-
 def cmd_plants(args) -> int:
     from .plants import PLANTS
 
@@ -87,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("boards", help="list the boards in boards/")
-    b.set_defaults(func=cmd_boards)
+    __import__("nnmpc.host.cmd_boards", fromlist=["register"]).register(sub)
     pl = sub.add_parser("plants", help="list the simulated plants with their signals and limits")
     pl.set_defaults(func=cmd_plants)
     __import__("nnmpc.host.cmd_train", fromlist=["register"]).register(sub)

@@ -1,0 +1,178 @@
+"""CLI commands for boards: ``boards``, ``build``, ``flash`` and ``export-lib``.
+
+``register(subparsers)`` adds them to the ``nnmpc`` parser (host/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .errors import NnmpcError
+
+DEFAULT_OUT = Path("build") / "boards"
+QEMU_UPLOAD_PORT = "socket://127.0.0.1:4321"
+
+
+def _project_dir(args) -> Path:
+    return Path(args.out) if args.out else DEFAULT_OUT / args.board
+
+
+def cmd_boards(args) -> int:
+    from .boards import format_board_table, list_boards, load_board
+
+    boards = [load_board(n) for n in list_boards()]
+    print(format_board_table(boards))
+    if args.ports:
+        from .ports import comports, matching_ports
+
+        hits = {p.device: b.name for p, b in matching_ports(None)}
+        print("\nserial ports:")
+        for p in comports():
+            vid = "no USB ID" if p.vid is None else f"{p.vid:04X}:{p.pid or 0:04X}"
+            print(f"  {p.device:<16} {vid:<10} {p.description:<30} {hits.get(p.device, '')}")
+    return 0
+
+
+def _core_check(board, model_dir: Path, work: Path) -> None:
+    from .sizecheck import build_core
+
+    r = build_core(board, model_dir, work)
+    print(f"core (bare-metal, arm-none-eabi-gcc {' '.join(board.machine_flags)}):")
+    print(f"  {r.line()}")
+
+
+def cmd_build(args) -> int:
+    from . import pio
+    from .boards import load_board
+    from .exportlib import prepare_model
+
+    board = load_board(args.board)
+    project_dir = _project_dir(args).resolve()
+    project_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = prepare_model(args.model, project_dir)
+    _core_check(board, model_dir, project_dir / "core")
+    if args.core_only:
+        return 0
+    t0 = time.monotonic()
+    project = pio.generate_project(board, model_dir, project_dir,
+                                   core_dir=args.pio_core, controller_dir=args.controller,
+                                   period_us=args.period_us)
+    print(f"PlatformIO project: {project.dir} (env {project.env}, platform {project.platform})")
+    pio.run_pio(project, capture=not args.verbose)
+    size = project.size()
+    if size.flash > board.flash_bytes or size.ram > board.ram_bytes:
+        raise NnmpcError(f"{project.elf}: {size.flash} B flash / {size.ram} B RAM exceeds "
+                         f"{board.name}'s budget of {board.flash_bytes} B / {board.ram_bytes} B")
+    print(f"firmware: {project.elf}  ({time.monotonic() - t0:.1f} s)")
+    print(f"  flash {size.flash} B of {board.flash_bytes} B "
+          f"({100 * size.flash / board.flash_bytes:.2f} %), RAM {size.ram} B of "
+          f"{board.ram_bytes} B ({100 * size.ram / board.ram_bytes:.2f} %)")
+    if board.emulated:
+        print(f"run it: nnmpc flash --board {board.name}  (boots it in QEMU on "
+              f"{QEMU_UPLOAD_PORT})")
+    else:
+        print(f"flash it: nnmpc flash --board {board.name} --port auto")
+    return 0
+
+
+def cmd_flash(args) -> int:
+    from . import pio
+    from .boards import load_board
+    from .ports import resolve_port
+
+    board = load_board(args.board)
+    project_dir = _project_dir(args).resolve()
+    if args.model:
+        cmd_build(argparse.Namespace(**{**vars(args), "core_only": False}))
+    project = pio.open_project(board, project_dir, args.pio_core)
+    port = args.port
+    if board.emulated:
+        port = port or QEMU_UPLOAD_PORT
+        if port.lower() == "auto":
+            port = QEMU_UPLOAD_PORT
+        print(f"{board.name}: booting {project.elf} in QEMU; UART0 waits for a connection on "
+              f"{port} (e.g. `nnmpc monitor --port {port}`); the run ends when the firmware exits")
+    else:
+        port = resolve_port(port, board)
+        if port:
+            print(f"{board.name}: uploading through {port}")
+    pio.upload(project, port, capture=False)
+    return 0
+
+
+def cmd_export_lib(args) -> int:
+    from .boards import load_board
+    from .exportlib import export_lib
+
+    board = load_board(args.board) if args.board else None
+    out = export_lib(args.model, args.output, board=board, controller_dir=args.controller,
+                     period_us=args.period_us)
+    print(f"library: {out}")
+    print(f"  Arduino IDE: copy it to your sketchbook's libraries/ folder and open "
+          f"File > Examples > nnmpc > nnmpc_device")
+    print(f"  PlatformIO: put it in a project's lib/ folder (or lib_deps = symlink://{out.resolve()})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``boards``, ``build``, ``flash`` and ``export-lib`` to the nnmpc command line."""
+    b = subparsers.add_parser(
+        "boards", help="list the boards in boards/ (core, FPU, clock, budget, serial, PlatformIO)")
+    b.add_argument("--ports", action="store_true",
+                   help="also list the serial ports present and which board they look like")
+    b.set_defaults(func=cmd_boards)
+
+    def common(p, model_required: bool) -> None:
+        p.add_argument("--board", required=True, help="board name (see `nnmpc boards`)")
+        p.add_argument("--model", required=model_required, metavar="M",
+                       help="model file (.keras/.h5/.tflite/.onnx) or a folder with a compiled "
+                            "model.c/model.h")
+        p.add_argument("-o", "--out", metavar="DIR",
+                       help=f"PlatformIO project folder (default: {DEFAULT_OUT}/BOARD)")
+        p.add_argument("--controller", type=Path, metavar="DIR",
+                       help="folder of generated controller C files to build in")
+        p.add_argument("--period-us", type=int, metavar="N",
+                       help="control period in microseconds (default: the board file's)")
+        p.add_argument("--pio-core", type=Path, metavar="DIR",
+                       help="PlatformIO home for platforms and packages (default: "
+                            "$PLATFORMIO_CORE_DIR, else PROJECT/.pio-core)")
+        p.add_argument("-v", "--verbose", action="store_true", help="show PlatformIO's output")
+
+    bd = subparsers.add_parser(
+        "build", help="build firmware for a board with PlatformIO (`pio run`)",
+        description="Compile the model if needed, check that the firmware core fits the board "
+                    "(bare-metal cross-compile, offline), generate a PlatformIO project "
+                    "(platformio.ini, src/, lib/nnmpc) and build it with `pio run`. The "
+                    "emulated board builds offline through the local platform in "
+                    "firmware/platformio; real boards need PlatformIO's registry once.")
+    common(bd, model_required=True)
+    bd.add_argument("--core-only", action="store_true",
+                    help="only the offline core size/FPU check, no PlatformIO build")
+    bd.set_defaults(func=cmd_build)
+
+    fl = subparsers.add_parser(
+        "flash", help="upload the built firmware (`pio run -t upload`)",
+        description="Upload the firmware of the project built by `nnmpc build` (build it first "
+                    "when --model is given). For the emulated board, boot it in QEMU with "
+                    f"UART0 on a TCP port (default {QEMU_UPLOAD_PORT}).")
+    common(fl, model_required=False)
+    fl.add_argument("--port", metavar="PORT",
+                    help="upload port, or `auto` to find the board by its USB VID:PID "
+                         "(default: PlatformIO's own detection)")
+    fl.set_defaults(func=cmd_flash)
+
+    ex = subparsers.add_parser(
+        "export-lib", help="export the compiled model + runtime as an Arduino/PlatformIO library",
+        description="Write an Arduino/PlatformIO library (library.properties, library.json, "
+                    "src/, examples/nnmpc_device) with the compiled model, the C runtime, the "
+                    "application core and the Arduino HAL, to build with your own toolchain.")
+    ex.add_argument("--model", required=True, metavar="M",
+                    help="model file or folder with a compiled model.c/model.h")
+    ex.add_argument("-o", "--output", required=True, metavar="DIR", help="library folder")
+    ex.add_argument("--board", help="write the board's serial/timer settings to nnmpc_config.h")
+    ex.add_argument("--controller", type=Path, metavar="DIR",
+                    help="folder of generated controller C files to include")
+    ex.add_argument("--period-us", type=int, metavar="N", help="control period in microseconds")
+    ex.set_defaults(func=cmd_export_lib)
