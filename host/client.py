@@ -1,15 +1,21 @@
-"""A client for firmware that speaks the nnmpc protocol, over any pyserial port."""
+"""A client for firmware that speaks the nnmpc protocol, over any pyserial port.
+
+Requests wait for the reply with their sequence number; TELEMETRY frames that arrive
+meanwhile are queued (:meth:`DeviceClient.telemetry`). Message layouts come from the schema
+(``firmware/protocol/schema.toml`` -> :mod:`nnmpc.host.protocol_msgs`).
+"""
 
 from __future__ import annotations
 
-import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import serial
 
 from . import protocol as P
+from . import protocol_msgs as M
 from .errors import NnmpcError
 
 
@@ -21,15 +27,35 @@ class Hello:
     model_hash: str
     board: str
     firmware_version: str
+    channels: int = 0
+    max_horizon: int = 0
+    max_lag: int = 0
+    traj_max: int = 0
+    clock_hz: int = 0
 
 
-def _strings(buf: bytes, count: int) -> list[str]:
-    out, i = [], 0
-    for _ in range(count):
-        n = buf[i]
-        out.append(buf[i + 1:i + 1 + n].decode(errors="replace"))
-        i += 1 + n
-    return out
+@dataclass(frozen=True)
+class Telemetry:
+    """One control period as the device reports it."""
+    k: int
+    work: int          # clock ticks (Hello.clock_hz)
+    residual: float
+    iterations: int
+    status: int
+    controller: int
+    overrun: bool
+    ref: np.ndarray
+    y: np.ndarray
+    u: np.ndarray
+
+
+class DeviceError(NnmpcError):
+    """The device answered a request with an ERROR frame."""
+
+    def __init__(self, msg_type: int, code: int) -> None:
+        self.msg_type, self.code = msg_type, code
+        name = M.NAMES.get(msg_type, f"0x{msg_type:02x}")
+        super().__init__(f"device rejected {name}: {M.ERROR_NAMES.get(code, f'error {code}')}")
 
 
 class DeviceClient:
@@ -41,30 +67,62 @@ class DeviceClient:
         self.decoder = P.Decoder()
         self.seq = 0
         self.hello_info: Hello | None = None
+        self.p = 0
+        self.m = 0
+        self._telemetry: deque[M.Telemetry] = deque()
+        self.errors: list[tuple[int, int]] = []   # unsolicited ERROR frames (code, type)
 
-    def request(self, msg_type: int, payload: bytes = b"") -> bytes:
+    # -- transport ------------------------------------------------------------------------
+    def _pump(self, deadline: float):
+        """Read what is there (waiting until deadline for at least one byte); yield frames."""
+        n = max(1, self.port.in_waiting)
+        old = self.port.timeout
+        self.port.timeout = max(0.0, min(old or 1.0, deadline - time.monotonic()))
+        try:
+            data = self.port.read(n)
+        finally:
+            self.port.timeout = old
+        for f in self.decoder.feed(data):
+            if f.type == P.TELEMETRY:
+                try:
+                    self._telemetry.append(M.Telemetry.unpack(f.payload))
+                except ValueError:
+                    self.decoder.frames_bad += 1
+                continue
+            yield f
+
+    def send(self, msg_type: int, payload: bytes = b"") -> int:
         self.seq = (self.seq + 1) & 0xFF
         self.port.write(P.encode_frame(msg_type, self.seq, payload))
+        return self.seq
+
+    def request(self, msg_type: int, payload: bytes = b"") -> bytes:
+        seq = self.send(msg_type, payload)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            data = self.port.read(max(1, self.port.in_waiting))
-            for f in self.decoder.feed(data):
-                if f.seq != self.seq:
+            for f in self._pump(deadline):
+                if f.type == P.ERROR and len(f.payload) == 2 and f.seq != seq:
+                    self.errors.append((f.payload[0], f.payload[1]))
+                    continue
+                if f.seq != seq:
                     continue
                 if f.type == P.ERROR:
-                    code = f.payload[0] if f.payload else 0
-                    raise NnmpcError(f"device rejected request 0x{msg_type:02x}: "
-                                     f"{P.ERROR_NAMES.get(code, f'error {code}')}")
+                    raise DeviceError(msg_type, f.payload[0] if f.payload else 0)
                 if f.type != (msg_type | P.REPLY):
                     raise NnmpcError(f"unexpected reply type 0x{f.type:02x} to 0x{msg_type:02x}")
                 return f.payload
         raise NnmpcError(f"no reply to request 0x{msg_type:02x} within {self.timeout} s")
 
+    # -- model queries --------------------------------------------------------------------
     def hello(self) -> Hello:
-        p = self.request(P.HELLO)
-        h = Hello(p[0], p[1], p[2], *_strings(p[4:], 3))
-        if h.proto_version != P.PROTO_VERSION:
-            raise NnmpcError(f"device speaks protocol v{h.proto_version}, host v{P.PROTO_VERSION}")
+        try:
+            r = M.HelloReply.unpack(self.request(P.HELLO))
+        except ValueError as e:
+            raise NnmpcError(f"device speaks another protocol (HELLO: {e})") from None
+        if r.proto_version != P.PROTO_VERSION:
+            raise NnmpcError(f"device speaks protocol v{r.proto_version}, host v{P.PROTO_VERSION}")
+        h = Hello(r.proto_version, r.n_in, r.n_out, r.model_hash, r.board, r.firmware,
+                  r.channels, r.max_horizon, r.max_lag, r.traj_max, r.clock_hz)
         self.hello_info = h
         return h
 
@@ -85,8 +143,57 @@ class DeviceClient:
         return r[:h.n_out].copy(), r[h.n_out:].reshape(h.n_out, h.n_in).copy()
 
     def stats(self) -> dict[str, int]:
-        ok, bad, long_, req = struct.unpack("<4I", self.request(P.STATS))
-        return {"frames_ok": ok, "frames_bad": bad, "frames_long": long_, "requests": req}
+        r = M.StatsReply.unpack(self.request(P.STATS))
+        return {k: getattr(r, k) for k in ("frames_ok", "frames_bad", "frames_long", "requests",
+                                           "rejected", "periods", "overruns", "max_work")}
 
     def exit(self) -> None:
         self.request(P.EXIT)
+
+    # -- control loop ---------------------------------------------------------------------
+    def configure(self, msg) -> None:
+        """Send one settings message (a generated ``*Request`` dataclass); raise if refused."""
+        self.request(msg.TYPE, msg.pack())
+        if isinstance(msg, M.ConfigRequest):
+            self.p, self.m = msg.p, msg.m
+
+    def upload_trajectory(self, rows: np.ndarray) -> None:
+        """Upload reference rows (T x p) in chunks that fit a frame."""
+        rows = np.asarray(rows, dtype=np.float32)
+        T, p = rows.shape
+        per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
+        for off in range(0, T, per):
+            chunk = rows[off:off + per]
+            self.configure(M.TrajectoryRequest(total=T, offset=off,
+                                               rows=[float(v) for v in chunk.ravel()]))
+
+    def start(self) -> None:
+        self._telemetry.clear()
+        self.request(P.START)
+
+    def stop(self) -> None:
+        self.request(P.STOP)
+
+    def send_sensor(self, k: int, y) -> None:
+        y = [float(v) for v in np.asarray(y, dtype=np.float32).ravel()]
+        self.send(P.SENSOR, M.SensorRequest(k=k & 0xFFFFFFFF, y=y).pack())
+
+    def telemetry(self, timeout: float | None = None) -> Telemetry | None:
+        """The next telemetry frame (waiting up to timeout), or None."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._telemetry:
+            if time.monotonic() >= deadline:
+                return None
+            for f in self._pump(deadline):
+                if f.type == P.ERROR and len(f.payload) == 2:
+                    self.errors.append((f.payload[0], f.payload[1]))
+        return self.decode_telemetry(self._telemetry.popleft())
+
+    @staticmethod
+    def decode_telemetry(t: M.Telemetry) -> Telemetry:
+        v = np.asarray(t.values, dtype=np.float64)
+        p, m = t.p, t.m
+        if len(v) != 2 * p + m:
+            raise NnmpcError(f"telemetry k={t.k}: {len(v)} values for p={p}, m={m}")
+        return Telemetry(t.k, t.work, t.residual, t.iterations, t.status, t.controller,
+                         bool(t.flags & 1), v[:p], v[p:2 * p], v[2 * p:])

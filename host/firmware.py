@@ -16,8 +16,9 @@ from .errors import NnmpcError
 from .toolchain import require
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
-CORE_DIRS = ("runtime", "protocol", "app")
-CORE_SOURCES = ("runtime/nnmpc_nn.c", "protocol/nnmpc_proto.c", "app/nnmpc_app.c")
+CORE_DIRS = ("runtime", "protocol", "solver", "control", "app")
+CORE_SOURCES = ("runtime/nnmpc_nn.c", "protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
+                "solver/nnmpc_solver.c", "control/nnmpc_control.c", "app/nnmpc_app.c")
 #: Warnings the firmware core must compile clean with.
 WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wdouble-promotion")
 

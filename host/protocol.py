@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PROTO_VERSION = 1
-PAYLOAD_MAX = 512
+from . import protocol_msgs as M
+# Message types and error codes come from the schema (firmware/protocol/schema.toml).
+from .protocol_msgs import (CONFIG, ERROR, ERROR_NAMES, EXIT, HELLO, JACOBIAN, LIMITS,  # noqa: F401
+                            PAYLOAD_MAX, PID, PLANT, PREDICT, REFERENCE, REPLY, SENSOR, START,
+                            STATS, STOP, TELEMETRY, TRAJECTORY, WEIGHTS)
 
-# Message types (requests; replies are type | REPLY).
-HELLO, PREDICT, JACOBIAN, STATS, EXIT = 0x01, 0x02, 0x03, 0x04, 0x0F
-ERROR, REPLY = 0x7F, 0x80
-ERROR_NAMES = {1: "unknown message type", 2: "bad payload length", 3: "reply too large"}
+PROTO_VERSION = M.VERSION
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:

@@ -87,7 +87,7 @@ def test_wrong_length_request_is_rejected_not_applied(firmware, board):
     with QemuBoard(img.elf, board) as port:
         c = DeviceClient(port)
         c.hello()
-        with pytest.raises(Exception, match="bad payload length"):
+        with pytest.raises(Exception, match="payload length does not match"):
             c.request(P.PREDICT, b"\x00" * (4 * n_in + 1))
         c.exit()
 

@@ -4,19 +4,36 @@
 #include <string.h>
 
 #ifndef NNMPC_FIRMWARE_VERSION
-#define NNMPC_FIRMWARE_VERSION "0.1.0"
+#define NNMPC_FIRMWARE_VERSION "0.2.0"
 #endif
 
-static size_t required_scratch(const nnmpc_model_t *m)
+#if NNMPC_PROTO_VERSION != NNMPC_MSGS_VERSION
+#error "framing (nnmpc_proto.h) and messages (nnmpc_msgs.h) disagree on the protocol version"
+#endif
+
+static nnmpc_net_t net_of(const nnmpc_model_t *m)
 {
-    return (size_t)(m->n_in + m->n_out + m->n_out * m->n_in);
+    nnmpc_net_t n;
+    n.n_in = m->n_in;
+    n.n_out = m->n_out;
+    n.predict = m->predict;
+    n.predict_jacobian = m->predict_jacobian;
+    return n;
 }
 
 int nnmpc_app_init(nnmpc_app_t *app)
 {
+    nnmpc_net_t net;
     nnmpc_decoder_init(&app->decoder);
-    app->requests = 0;
-    return app->scratch_floats >= required_scratch(app->model) ? 0 : -1;
+    app->requests = app->rejected = app->periods = app->overruns = app->max_work = 0;
+    app->period_ticks = 0;
+    memset(app->y_latest, 0, sizeof(app->y_latest));
+    if (!app->model || !app->write || !app->control || !app->board) {
+        return -1;
+    }
+    net = net_of(app->model);
+    nnmpc_control_init(app->control, &net, app->clock, app->clock_hz);
+    return 0;
 }
 
 void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *payload, size_t len)
@@ -30,59 +47,180 @@ void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *pay
 static void send_error(nnmpc_app_t *app, uint8_t seq, uint8_t code, uint8_t type)
 {
     const uint8_t p[2] = {code, type};
+    app->rejected++;
     nnmpc_app_send(app, NNMPC_MSG_ERROR, seq, p, sizeof(p));
 }
 
-static size_t put_str(uint8_t *out, const char *s)
+static void ack(nnmpc_app_t *app, const nnmpc_frame_t *f, int err)
 {
-    size_t n = strlen(s);
-    if (n > 63) {
-        n = 63;
+    if (err) {
+        send_error(app, f->seq, (uint8_t)err, f->type);
+    } else {
+        nnmpc_app_send(app, (uint8_t)(f->type | NNMPC_MSG_REPLY), f->seq, NULL, 0);
     }
-    out[0] = (uint8_t)n;
-    memcpy(out + 1, s, n);
-    return n + 1;
+}
+
+static void copy_str(char *dst, const char *src)
+{
+    size_t n = 0;
+    while (n < NNMPC_MSGS_STR_MAX && src[n]) {
+        dst[n] = src[n];
+        ++n;
+    }
+    dst[n] = '\0';
 }
 
 static void on_hello(nnmpc_app_t *app, uint8_t seq)
 {
-    uint8_t p[4 + 3 * 64];
-    size_t n = 0;
-    p[n++] = NNMPC_PROTO_VERSION;
-    p[n++] = (uint8_t)app->model->n_in;
-    p[n++] = (uint8_t)app->model->n_out;
-    p[n++] = 0; /* reserved */
-    n += put_str(p + n, app->model->hash);
-    n += put_str(p + n, app->board);
-    n += put_str(p + n, NNMPC_FIRMWARE_VERSION);
-    nnmpc_app_send(app, NNMPC_MSG_HELLO | NNMPC_MSG_REPLY, seq, p, n);
+    nnmpc_hello_rep_t *h = &app->msg.hello;
+    h->proto_version = NNMPC_MSGS_VERSION;
+    h->n_in = (uint8_t)app->model->n_in;
+    h->n_out = (uint8_t)app->model->n_out;
+    h->channels = NNMPC_CH;
+    h->max_horizon = NNMPC_MAX_N;
+    h->max_lag = NNMPC_MAX_LAG;
+    h->traj_max = NNMPC_TRAJ_FLOATS;
+    h->clock_hz = app->clock_hz;
+    copy_str(h->model_hash, app->model->hash);
+    copy_str(h->board, app->board);
+    copy_str(h->firmware, NNMPC_FIRMWARE_VERSION);
+    nnmpc_app_send(app, NNMPC_MSG_HELLO | NNMPC_MSG_REPLY, seq, app->out,
+                   nnmpc_hello_rep_pack(h, app->out));
 }
 
 static void on_model(nnmpc_app_t *app, const nnmpc_frame_t *f)
 {
     const nnmpc_model_t *m = app->model;
-    const size_t in_bytes = (size_t)m->n_in * sizeof(float);
-    float *x = app->scratch;
-    float *y = x + m->n_in;
-    float *J = y + m->n_out;
-    size_t out_floats = (size_t)m->n_out;
-    if (f->len != in_bytes) {
+    float x[sizeof(app->msg.predict.x) / sizeof(float)];
+    nnmpc_jacobian_rep_t *r = &app->msg.jacobian; /* shares storage with the request */
+    size_t n_out = (size_t)m->n_out;
+    if (nnmpc_predict_req_unpack(&app->msg.predict, f->payload, f->len) != 0 ||
+        app->msg.predict.x_count != m->n_in) {
         send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
         return;
     }
-    memcpy(x, f->payload, in_bytes);
+    memcpy(x, app->msg.predict.x, sizeof(float) * (size_t)m->n_in);
     if (f->type == NNMPC_MSG_PREDICT) {
-        m->predict(x, y);
+        m->predict(x, r->y_jacobian);
     } else {
-        out_floats += (size_t)m->n_out * (size_t)m->n_in;
-        if (out_floats * sizeof(float) > NNMPC_PAYLOAD_MAX) {
+        n_out += (size_t)m->n_out * (size_t)m->n_in;
+        if (n_out > sizeof(r->y_jacobian) / sizeof(float)) {
             send_error(app, f->seq, NNMPC_ERR_TOO_LARGE, f->type);
             return;
         }
-        m->predict_jacobian(x, y, J);
+        m->predict_jacobian(x, r->y_jacobian, r->y_jacobian + m->n_out);
     }
-    nnmpc_app_send(app, (uint8_t)(f->type | NNMPC_MSG_REPLY), f->seq, y, out_floats * sizeof(float));
+    r->y_jacobian_count = (uint16_t)n_out;
+    nnmpc_app_send(app, (uint8_t)(f->type | NNMPC_MSG_REPLY), f->seq, app->out,
+                   nnmpc_jacobian_rep_pack(r, app->out));
 }
+
+static void run_period(nnmpc_app_t *app, const float *y)
+{
+    nnmpc_control_t *c = app->control;
+    nnmpc_telemetry_evt_t *t = &app->telemetry;
+    nnmpc_control_period(c, y, t);
+    app->periods++;
+    if (t->work > app->max_work) {
+        app->max_work = t->work;
+    }
+    if (app->period_ticks && t->work > app->period_ticks) {
+        t->flags |= 1u;
+        app->overruns++;
+    }
+    if (t->k % c->config.telemetry_every == 0) {
+        nnmpc_app_send(app, NNMPC_MSG_TELEMETRY, (uint8_t)t->k, app->out,
+                       nnmpc_telemetry_evt_pack(t, app->out));
+    }
+}
+
+void nnmpc_app_poll(nnmpc_app_t *app)
+{
+    nnmpc_control_t *c = app->control;
+    uint32_t now;
+    if (!c->running || app->period_ticks == 0 || !app->clock) {
+        return;
+    }
+    now = app->clock();
+    if ((int32_t)(now - app->next_due) < 0) {
+        return;
+    }
+    app->next_due += app->period_ticks;
+    if ((int32_t)(now - app->next_due) >= 0) {
+        /* A whole period was missed: count it and restart the schedule from now. */
+        app->overruns++;
+        app->next_due = now + app->period_ticks;
+    }
+    if (c->config.source == NNMPC_SOURCE_DEVICE) {
+        nnmpc_control_plant_output(c, app->y_latest);
+    }
+    run_period(app, app->y_latest);
+}
+
+static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
+{
+    nnmpc_control_t *c = app->control;
+    int err;
+    if (f->len != 0) {
+        send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
+        return;
+    }
+    if (c->running) {
+        send_error(app, f->seq, NNMPC_ERR_BUSY, f->type);
+        return;
+    }
+    err = nnmpc_control_start(c);
+    if (!err && c->config.period_us && !app->clock) {
+        nnmpc_control_stop(c);
+        err = NNMPC_ERR_BAD_VALUE; /* a fixed rate needs the board's clock */
+    }
+    if (!err) {
+        app->period_ticks = (uint32_t)(((uint64_t)c->config.period_us * app->clock_hz) / 1000000u);
+        if (c->config.period_us && app->period_ticks == 0) {
+            app->period_ticks = 1;
+        }
+        app->next_due = app->clock ? app->clock() : 0u;
+        nnmpc_control_plant_output(c, app->y_latest);
+        if (c->config.source == NNMPC_SOURCE_HOST) {
+            memset(app->y_latest, 0, sizeof(app->y_latest));
+        }
+        app->periods = app->overruns = app->max_work = 0;
+    }
+    ack(app, f, err);
+    /* Free-running on-device loop (no period): the periods follow from nnmpc_app_poll with
+     * period_ticks = 1, i.e. back to back. */
+    if (!err && c->config.source == NNMPC_SOURCE_DEVICE && app->period_ticks == 0) {
+        app->period_ticks = app->clock ? 1u : 0u;
+    }
+}
+
+static void on_sensor(nnmpc_app_t *app, const nnmpc_frame_t *f)
+{
+    nnmpc_control_t *c = app->control;
+    nnmpc_sensor_req_t *s = &app->msg.sensor;
+    if (nnmpc_sensor_req_unpack(s, f->payload, f->len) != 0 || s->y_count != c->config.p) {
+        send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
+        return;
+    }
+    if (!c->running || c->config.source != NNMPC_SOURCE_HOST) {
+        send_error(app, f->seq, NNMPC_ERR_NOT_RUNNING, f->type);
+        return;
+    }
+    memcpy(app->y_latest, s->y, sizeof(float) * s->y_count);
+    if (app->period_ticks == 0) {
+        run_period(app, app->y_latest); /* lock-step: the sensor frame is the clock */
+    }
+}
+
+/* Unpack a settings message and apply it; any failure leaves the settings unchanged. */
+#define SETTING(unpack, apply, field)                                                     \
+    do {                                                                                  \
+        if (unpack(&app->msg.field, f->payload, f->len) != 0) {                           \
+            send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);                       \
+        } else {                                                                          \
+            ack(app, f, apply(app->control, &app->msg.field));                            \
+        }                                                                                 \
+    } while (0)
 
 void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
 {
@@ -93,21 +231,69 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
     app->requests++;
     switch (f->type) {
     case NNMPC_MSG_HELLO:
-        on_hello(app, f->seq);
+        if (f->len) {
+            send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
+        } else {
+            on_hello(app, f->seq);
+        }
         break;
     case NNMPC_MSG_PREDICT:
     case NNMPC_MSG_JACOBIAN:
         on_model(app, f);
         break;
     case NNMPC_MSG_STATS: {
-        uint32_t s[4];
-        s[0] = app->decoder.frames_ok;
-        s[1] = app->decoder.frames_bad;
-        s[2] = app->decoder.frames_long;
-        s[3] = app->requests;
-        nnmpc_app_send(app, NNMPC_MSG_STATS | NNMPC_MSG_REPLY, f->seq, s, sizeof(s));
+        nnmpc_stats_rep_t *s = &app->msg.stats;
+        if (f->len) {
+            send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
+            break;
+        }
+        s->frames_ok = app->decoder.frames_ok;
+        s->frames_bad = app->decoder.frames_bad;
+        s->frames_long = app->decoder.frames_long;
+        s->requests = app->requests;
+        s->rejected = app->rejected;
+        s->periods = app->periods;
+        s->overruns = app->overruns;
+        s->max_work = app->max_work;
+        nnmpc_app_send(app, NNMPC_MSG_STATS | NNMPC_MSG_REPLY, f->seq, app->out,
+                       nnmpc_stats_rep_pack(s, app->out));
         break;
     }
+    case NNMPC_MSG_CONFIG:
+        SETTING(nnmpc_config_req_unpack, nnmpc_control_config, config);
+        break;
+    case NNMPC_MSG_WEIGHTS:
+        SETTING(nnmpc_weights_req_unpack, nnmpc_control_weights, weights);
+        break;
+    case NNMPC_MSG_LIMITS:
+        SETTING(nnmpc_limits_req_unpack, nnmpc_control_limits, limits);
+        break;
+    case NNMPC_MSG_PID:
+        SETTING(nnmpc_pid_req_unpack, nnmpc_control_set_pid, pid);
+        break;
+    case NNMPC_MSG_REFERENCE:
+        SETTING(nnmpc_reference_req_unpack, nnmpc_control_reference, reference);
+        break;
+    case NNMPC_MSG_TRAJECTORY:
+        SETTING(nnmpc_trajectory_req_unpack, nnmpc_control_trajectory, trajectory);
+        break;
+    case NNMPC_MSG_PLANT:
+        SETTING(nnmpc_plant_req_unpack, nnmpc_control_set_plant, plant);
+        break;
+    case NNMPC_MSG_START:
+        on_start(app, f);
+        break;
+    case NNMPC_MSG_STOP:
+        if (f->len) {
+            send_error(app, f->seq, NNMPC_ERR_BAD_LENGTH, f->type);
+        } else {
+            nnmpc_control_stop(app->control);
+            ack(app, f, 0);
+        }
+        break;
+    case NNMPC_MSG_SENSOR:
+        on_sensor(app, f);
+        break;
     case NNMPC_MSG_EXIT:
         nnmpc_app_send(app, NNMPC_MSG_EXIT | NNMPC_MSG_REPLY, f->seq, NULL, 0);
         if (app->exit) {

@@ -1,8 +1,11 @@
 /*
- * nnmpc device application core: answers host requests over the framed serial link.
+ * nnmpc device application core: answers host requests over the framed serial link and runs
+ * the fixed-rate control loop.
  *
- * Board-independent: the board's main (HAL side) fills an nnmpc_app_t with the model and a
- * byte-writer, then feeds received bytes to nnmpc_app_on_byte(). See docs/PROTOCOL.md.
+ * Board-independent: the board's main (HAL side) fills an nnmpc_app_t with the model, a
+ * byte writer, a tick clock and storage for the controller, then feeds received bytes to
+ * nnmpc_app_on_byte() and calls nnmpc_app_poll() from its main loop. Messages and their
+ * fields: firmware/protocol/schema.toml (generated into nnmpc_msgs.h); docs/PROTOCOL.md.
  */
 #ifndef NNMPC_APP_H
 #define NNMPC_APP_H
@@ -10,29 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nnmpc_control.h"
+#include "nnmpc_msgs.h"
 #include "nnmpc_proto.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/** Message types. Requests from the host; the device answers with type | 0x80. */
-enum {
-    NNMPC_MSG_HELLO = 0x01,     /* -> proto ver, sizes, model hash, board, firmware version */
-    NNMPC_MSG_PREDICT = 0x02,   /* f32[n_in] -> f32[n_out] */
-    NNMPC_MSG_JACOBIAN = 0x03,  /* f32[n_in] -> f32[n_out] + f32[n_out * n_in] */
-    NNMPC_MSG_STATS = 0x04,     /* -> u32 frames_ok, frames_bad, frames_long, requests */
-    NNMPC_MSG_EXIT = 0x0F,      /* -> empty reply, then the board's exit hook */
-    NNMPC_MSG_REPLY = 0x80,
-    NNMPC_MSG_ERROR = 0x7F      /* u8 error code, u8 request type */
-};
-
-/** Error codes carried by NNMPC_MSG_ERROR. */
-enum {
-    NNMPC_ERR_UNKNOWN_TYPE = 1,
-    NNMPC_ERR_BAD_LENGTH = 2,
-    NNMPC_ERR_TOO_LARGE = 3
-};
 
 /** The compiled model, as the application sees it. */
 typedef struct {
@@ -51,20 +38,43 @@ struct nnmpc_app {
     const char *board;
     void (*write)(const uint8_t *data, size_t n);   /* blocking serial write */
     void (*exit)(int code);                        /* may be NULL */
-    float *scratch;          /* at least n_in + n_out + n_out * n_in floats */
-    size_t scratch_floats;
+    uint32_t (*clock)(void);                       /* free-running tick counter, may be NULL */
+    uint32_t clock_hz;
+    nnmpc_control_t *control;                      /* storage for the control loop */
     /* Private. */
     nnmpc_decoder_t decoder;
     nnmpc_frame_t frame;
     uint8_t wire[NNMPC_WIRE_MAX];
-    uint32_t requests;
+    uint8_t out[NNMPC_PAYLOAD_MAX];
+    union {
+        nnmpc_predict_req_t predict;
+        nnmpc_jacobian_rep_t jacobian;
+        nnmpc_config_req_t config;
+        nnmpc_weights_req_t weights;
+        nnmpc_limits_req_t limits;
+        nnmpc_pid_req_t pid;
+        nnmpc_reference_req_t reference;
+        nnmpc_trajectory_req_t trajectory;
+        nnmpc_sensor_req_t sensor;
+        nnmpc_plant_req_t plant;
+        nnmpc_hello_rep_t hello;
+        nnmpc_stats_rep_t stats;
+    } msg;
+    nnmpc_telemetry_evt_t telemetry;
+    float y_latest[NNMPC_CH];
+    uint32_t period_ticks;
+    uint32_t next_due;
+    uint32_t requests, rejected, periods, overruns, max_work;
 };
 
-/** Reset counters and the decoder. Returns 0, or -1 if the scratch buffer is too small. */
+/** Reset counters, the decoder and the controller. Returns 0, or -1 if a field is missing. */
 int nnmpc_app_init(nnmpc_app_t *app);
 
 /** Feed one received byte; answers complete requests through app->write. */
 void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte);
+
+/** Run the control period if one is due (fixed-rate mode); call it from the main loop. */
+void nnmpc_app_poll(nnmpc_app_t *app);
 
 /** Send one frame of the given type through app->write. */
 void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *payload, size_t len);

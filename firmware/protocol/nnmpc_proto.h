@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define NNMPC_PROTO_VERSION 1
+#define NNMPC_PROTO_VERSION 2
 
 #ifndef NNMPC_PAYLOAD_MAX
 #define NNMPC_PAYLOAD_MAX 512

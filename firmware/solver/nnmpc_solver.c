@@ -14,6 +14,18 @@ static int finite(float v)
     return v == v && v < INFINITY && v > -INFINITY;
 }
 
+/* Square root of a positive number; the FPU instruction on Cortex-M4F (no libm needed). */
+static float sqrt_pos(float x)
+{
+#if defined(__ARM_FP) && (__ARM_FP & 4)
+    float r;
+    __asm("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
+    return r;
+#else
+    return sqrtf(x);
+#endif
+}
+
 static float clampf(float v, float lo, float hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -280,7 +292,7 @@ static int cholesky_solve(float *A, int n, const float *b, float *x)
         if (!(d > 0.0f) || !finite(d)) {
             return -1;
         }
-        d = sqrtf(d);
+        d = sqrt_pos(d);
         A[j * n + j] = d;
         for (i = j + 1; i < n; ++i) {
             float v = A[i * n + j];
@@ -531,7 +543,7 @@ nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, floa
     nnmpc_mpc_config_t *c = &s->cfg;
     const int p = c->p, m = c->m, N = c->horizon, moves = c->moves;
     const uint32_t t0 = now(s);
-    float u0[NNMPC_MAX_U], Up[NNMPC_MAX_U], g = 0.0f, h = 0.0f, cost;
+    float u0[NNMPC_MAX_U] = {0}, Up[NNMPC_MAX_U] = {0}, g = 0.0f, h = 0.0f, cost;
     float ybase[NNMPC_MAX_N][NNMPC_MAX_Y];
     int a, b, j, k;
     nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;

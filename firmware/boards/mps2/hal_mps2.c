@@ -1,5 +1,6 @@
-/* Board support for QEMU mps2-an386: CMSDK UART0, SysTick millisecond clock, semihosting exit.
- * This is the HAL side: it includes the core (app, model), never the other way round. */
+/* Board support for QEMU mps2-an386: CMSDK UART0, SysTick clock, semihosting exit, main loop.
+ * This is the HAL side: it includes the core (app, control, model), never the other way round.
+ * The main loop polls the UART and lets the application run the control period when due. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,11 +26,25 @@
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
 
+#define SYSTICK_RELOAD (NNMPC_SYSTICK_INPUT_HZ / 1000u) /* 1 ms interrupts */
+
 static volatile uint32_t g_millis;
 
 void SysTick_Handler(void)
 {
     g_millis++;
+}
+
+/* Free-running tick counter at NNMPC_SYSTICK_INPUT_HZ: milliseconds from the interrupt plus
+ * the down-counter's progress. Read twice around the counter so a wrap in between is seen. */
+static uint32_t clock_ticks(void)
+{
+    uint32_t ms, cvr;
+    do {
+        ms = g_millis;
+        cvr = SYST_CVR;
+    } while (ms != g_millis);
+    return ms * SYSTICK_RELOAD + (SYSTICK_RELOAD - 1u - cvr);
 }
 
 static void uart_init(void)
@@ -61,13 +76,13 @@ static const nnmpc_model_t g_model = {
     MODEL_INPUT_SIZE, MODEL_OUTPUT_SIZE, MODEL_HASH, model_predict, model_predict_jacobian,
 };
 
-static float g_scratch[MODEL_INPUT_SIZE + MODEL_OUTPUT_SIZE + MODEL_OUTPUT_SIZE * MODEL_INPUT_SIZE];
+static nnmpc_control_t g_control;
 static nnmpc_app_t g_app;
 
 int main(void)
 {
     uart_init();
-    SYST_RVR = NNMPC_SYSTICK_INPUT_HZ / 1000u - 1u;
+    SYST_RVR = SYSTICK_RELOAD - 1u;
     SYST_CVR = 0u;
     SYST_CSR = 0x7u; /* processor clock, interrupt, enable */
 
@@ -75,8 +90,9 @@ int main(void)
     g_app.board = NNMPC_BOARD_NAME;
     g_app.write = uart_write;
     g_app.exit = semihost_exit;
-    g_app.scratch = g_scratch;
-    g_app.scratch_floats = sizeof(g_scratch) / sizeof(g_scratch[0]);
+    g_app.clock = clock_ticks;
+    g_app.clock_hz = NNMPC_SYSTICK_INPUT_HZ;
+    g_app.control = &g_control;
     if (nnmpc_app_init(&g_app) != 0) {
         semihost_exit(3);
     }
@@ -84,5 +100,6 @@ int main(void)
         if (UART_STATE & UART_STATE_RXFULL) {
             nnmpc_app_on_byte(&g_app, (uint8_t)UART_DATA);
         }
+        nnmpc_app_poll(&g_app);
     }
 }

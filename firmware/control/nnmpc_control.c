@@ -1,0 +1,364 @@
+/* nnmpc control loop core. See nnmpc_control.h. */
+#include "nnmpc_control.h"
+
+#include <string.h>
+
+static int finite(float v)
+{
+    return v == v && v < 3.0e38f && v > -3.0e38f;
+}
+
+static float clampf(float v, float lo, float hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static uint32_t solver_clock(void *ctx)
+{
+    const nnmpc_control_t *c = (const nnmpc_control_t *)ctx;
+    return c->clock ? c->clock() : 0u;
+}
+
+void nnmpc_control_init(nnmpc_control_t *c, const nnmpc_net_t *net, uint32_t (*clock)(void),
+                        uint32_t clock_hz)
+{
+    int i;
+    memset(c, 0, sizeof(*c));
+    c->net = *net;
+    c->clock = clock;
+    c->clock_hz = clock_hz;
+    nnmpc_mpc_defaults(&c->mpc_cfg, net->n_out, net->n_in);
+    c->config.controller = NNMPC_CTRL_NR;
+    c->config.source = NNMPC_SOURCE_HOST;
+    c->config.p = (uint8_t)net->n_out;
+    c->config.m = (uint8_t)net->n_in;
+    c->config.na = 0;
+    c->config.nb = 1;
+    c->config.horizon = 1;
+    c->config.moves = 1;
+    c->config.max_iter = 10;
+    c->config.telemetry_every = 1;
+    c->config.fd_eps = 1e-3f;
+    for (i = 0; i < NNMPC_CH; ++i) {
+        c->pid.mix[i * NNMPC_CH + i] = 1.0f;
+    }
+}
+
+static int all_finite(const float *v, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        if (!finite(v[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
+{
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (m->controller > NNMPC_CTRL_FD || m->source > NNMPC_SOURCE_DEVICE) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    if (m->p < 1 || m->p > NNMPC_MAX_Y || m->m < 1 || m->m > NNMPC_MAX_U ||
+        m->na > NNMPC_MAX_LAG || m->nb < 1 || m->nb > NNMPC_MAX_LAG || m->horizon < 1 ||
+        m->horizon > NNMPC_MAX_N || m->moves < 1 || m->moves > m->horizon ||
+        m->max_iter < 1 || m->telemetry_every < 1 || !(m->fd_eps > 0.0f) || !finite(m->fd_eps)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    if (c->net.n_out != m->p || c->net.n_in != m->na * m->p + m->nb * m->m) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    c->config = *m;
+    c->mpc_cfg.p = m->p;
+    c->mpc_cfg.m = m->m;
+    c->mpc_cfg.na = m->na;
+    c->mpc_cfg.nb = m->nb;
+    c->mpc_cfg.horizon = m->horizon;
+    c->mpc_cfg.moves = m->moves;
+    c->mpc_cfg.max_iter = m->max_iter;
+    c->mpc_cfg.budget_ticks =
+        (uint32_t)(((uint64_t)m->budget_us * (uint64_t)c->clock_hz) / 1000000u);
+    c->mpc_cfg.clock = solver_clock;
+    c->mpc_cfg.clock_ctx = c;
+    return 0;
+}
+
+int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
+{
+    int i;
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    for (i = 0; i < NNMPC_CH; ++i) {
+        if (!(m->q[i] >= 0.0f) || !(m->r[i] >= 0.0f) || !(m->s[i] >= 0.0f) ||
+            !finite(m->q[i]) || !finite(m->r[i]) || !finite(m->s[i]) || !finite(m->u_nom[i])) {
+            return NNMPC_ERR_BAD_VALUE;
+        }
+    }
+    if (!(m->bias_gain >= 0.0f && m->bias_gain <= 1.0f) || !(m->tol_step >= 0.0f) ||
+        !finite(m->tol_step) || !(m->lambda0 >= 0.0f) || !finite(m->lambda0)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    for (i = 0; i < NNMPC_MAX_Y; ++i) {
+        c->mpc_cfg.q[i] = m->q[i];
+    }
+    for (i = 0; i < NNMPC_MAX_U; ++i) {
+        c->mpc_cfg.r[i] = m->r[i];
+        c->mpc_cfg.s[i] = m->s[i];
+        c->mpc_cfg.u_nom[i] = m->u_nom[i];
+    }
+    c->mpc_cfg.bias_gain = m->bias_gain;
+    c->mpc_cfg.tol_step = m->tol_step;
+    c->mpc_cfg.lambda0 = m->lambda0;
+    return 0;
+}
+
+int nnmpc_control_limits(nnmpc_control_t *c, const nnmpc_limits_req_t *m)
+{
+    int i;
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    for (i = 0; i < NNMPC_CH; ++i) {
+        if (!finite(m->u_lo[i]) || !finite(m->u_hi[i]) || !(m->u_lo[i] <= m->u_hi[i]) ||
+            !(m->u_init[i] >= m->u_lo[i] && m->u_init[i] <= m->u_hi[i])) {
+            return NNMPC_ERR_BAD_VALUE;
+        }
+    }
+    for (i = 0; i < NNMPC_MAX_U; ++i) {
+        c->mpc_cfg.u_lo[i] = m->u_lo[i];
+        c->mpc_cfg.u_hi[i] = m->u_hi[i];
+    }
+    memcpy(c->u_init, m->u_init, sizeof(c->u_init));
+    return 0;
+}
+
+int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m)
+{
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (!all_finite(m->kp, NNMPC_CH) || !all_finite(m->ki, NNMPC_CH) ||
+        !all_finite(m->kd, NNMPC_CH) || !all_finite(m->u_bias, NNMPC_CH) ||
+        !all_finite(m->mix, 16)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    c->pid = *m;
+    return 0;
+}
+
+int nnmpc_control_reference(nnmpc_control_t *c, const nnmpc_reference_req_t *m)
+{
+    if (!all_finite(m->ref, NNMPC_CH)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    memcpy(c->ref, m->ref, sizeof(c->ref));
+    c->traj_rows = 0;
+    return 0;
+}
+
+int nnmpc_control_trajectory(nnmpc_control_t *c, const nnmpc_trajectory_req_t *m)
+{
+    const int p = c->config.p;
+    const int rows = m->rows_count / p;
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (m->rows_count % p != 0 || m->total < 1 || (uint32_t)m->total * (uint32_t)p > NNMPC_TRAJ_FLOATS ||
+        (uint32_t)m->offset + (uint32_t)rows > m->total || !all_finite(m->rows, m->rows_count)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    memcpy(&c->traj[m->offset * p], m->rows, sizeof(float) * m->rows_count);
+    c->traj_rows = m->total;
+    return 0;
+}
+
+int nnmpc_control_set_plant(nnmpc_control_t *c, const nnmpc_plant_req_t *m)
+{
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (m->kind > NNMPC_PLANT_MSD || m->substeps < 1 || !(m->dt > 0.0f) || !finite(m->dt) ||
+        !all_finite(m->params, 8) || (m->kind == NNMPC_PLANT_MSD && !(m->params[0] > 0.0f))) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    c->plant = *m;
+    return 0;
+}
+
+void nnmpc_control_plant_output(const nnmpc_control_t *c, float *y)
+{
+    int i;
+    for (i = 0; i < c->config.p; ++i) {
+        y[i] = c->px[i];
+    }
+}
+
+/* Mass-spring-damper m x'' + c x' + k x = gain F; state (x, v); RK4 with substeps. */
+static void msd_deriv(const float *prm, float F, const float *x, float *dx)
+{
+    dx[0] = x[1];
+    dx[1] = (prm[3] * F - prm[1] * x[0] - prm[2] * x[1]) / prm[0];
+}
+
+static void plant_advance(nnmpc_control_t *c)
+{
+    const float *prm = c->plant.params;
+    const float h = c->plant.dt / (float)c->plant.substeps;
+    const float F = c->u[0];
+    int s, i;
+    if (c->plant.kind != NNMPC_PLANT_MSD) {
+        return;
+    }
+    for (s = 0; s < c->plant.substeps; ++s) {
+        float k1[2], k2[2], k3[2], k4[2], t[2];
+        msd_deriv(prm, F, c->px, k1);
+        for (i = 0; i < 2; ++i) t[i] = c->px[i] + 0.5f * h * k1[i];
+        msd_deriv(prm, F, t, k2);
+        for (i = 0; i < 2; ++i) t[i] = c->px[i] + 0.5f * h * k2[i];
+        msd_deriv(prm, F, t, k3);
+        for (i = 0; i < 2; ++i) t[i] = c->px[i] + h * k3[i];
+        msd_deriv(prm, F, t, k4);
+        for (i = 0; i < 2; ++i) {
+            c->px[i] += (h / 6.0f) * (k1[i] + 2.0f * k2[i] + 2.0f * k3[i] + k4[i]);
+        }
+    }
+}
+
+int nnmpc_control_start(nnmpc_control_t *c)
+{
+    const int p = c->config.p, m = c->config.m;
+    int i;
+    if (c->config.source == NNMPC_SOURCE_DEVICE &&
+        (c->plant.kind != NNMPC_PLANT_MSD || p != 2 || m != 1)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    memset(c->px, 0, sizeof(c->px));
+    if (c->config.source == NNMPC_SOURCE_DEVICE) {
+        /* Start at rest under u_init. */
+        c->px[0] = c->plant.params[3] * c->u_init[0] / (c->plant.params[1] > 0.0f ? c->plant.params[1] : 1.0f);
+    }
+    if (nnmpc_mpc_init(&c->mpc, &c->net, &c->mpc_cfg) != 0) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    {
+        float y0[NNMPC_CH] = {0};
+        if (c->config.source == NNMPC_SOURCE_DEVICE) {
+            nnmpc_control_plant_output(c, y0);
+        }
+        nnmpc_mpc_reset(&c->mpc, y0, c->u_init);
+        memcpy(c->y_prev, y0, sizeof(c->y_prev));
+    }
+    for (i = 0; i < NNMPC_CH; ++i) {
+        c->u[i] = i < m ? c->u_init[i] : 0.0f;
+        c->integ[i] = 0.0f;
+    }
+    c->k = 0;
+    c->running = 1;
+    return 0;
+}
+
+void nnmpc_control_stop(nnmpc_control_t *c)
+{
+    c->running = 0;
+}
+
+static const float *ref_at(const nnmpc_control_t *c, uint32_t k)
+{
+    if (c->traj_rows == 0) {
+        return c->ref;
+    }
+    if (k >= c->traj_rows) {
+        k = (uint32_t)c->traj_rows - 1u;
+    }
+    return &c->traj[k * c->config.p];
+}
+
+/* PID per output, discrete gains, derivative on the measurement, mixed to the inputs;
+ * the integrators only move while no input they drive is saturated. */
+static void pid_period(nnmpc_control_t *c, const float *y, const float *r)
+{
+    const int p = c->config.p, m = c->config.m;
+    const nnmpc_pid_req_t *g = &c->pid;
+    float v[NNMPC_CH], u[NNMPC_CH];
+    int i, a, sat = 0;
+    for (i = 0; i < p; ++i) {
+        const float e = r[i] - y[i];
+        v[i] = g->kp[i] * e + c->integ[i] + g->ki[i] * e - g->kd[i] * (y[i] - c->y_prev[i]);
+    }
+    for (a = 0; a < m; ++a) {
+        float s = g->u_bias[a];
+        for (i = 0; i < p; ++i) {
+            s += g->mix[a * NNMPC_CH + i] * v[i];
+        }
+        u[a] = clampf(s, c->mpc_cfg.u_lo[a], c->mpc_cfg.u_hi[a]);
+        sat |= u[a] != s;
+    }
+    for (i = 0; i < p; ++i) {
+        if (!sat) {
+            c->integ[i] += g->ki[i] * (r[i] - y[i]);
+        }
+        c->y_prev[i] = y[i];
+    }
+    for (a = 0; a < m; ++a) {
+        c->u[a] = finite(u[a]) ? u[a] : c->u[a];
+    }
+}
+
+void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t)
+{
+    const int p = c->config.p, m = c->config.m;
+    const uint32_t t0 = c->clock ? c->clock() : 0u;
+    const float *r = ref_at(c, c->k);
+    int j, i, n = 0;
+
+    t->k = c->k;
+    t->controller = c->config.controller;
+    t->flags = 0;
+    if (c->config.controller == NNMPC_CTRL_PID) {
+        pid_period(c, y, r);
+        t->iterations = 0;
+        t->status = all_finite(y, p) ? NNMPC_SOLVE_CONVERGED : NNMPC_SOLVE_NONFINITE;
+        t->residual = 0.0f;
+        for (i = 0; i < p; ++i) {
+            const float e = r[i] - y[i];
+            t->residual += c->mpc_cfg.q[i] * e * e;
+        }
+    } else {
+        for (j = 1; j <= c->config.horizon; ++j) {
+            nnmpc_mpc_set_ref(&c->mpc, j, ref_at(c, c->k + (uint32_t)j));
+        }
+        if (c->config.controller == NNMPC_CTRL_FD) {
+            nnmpc_mpc_step_fd(&c->mpc, y, c->config.fd_eps);
+        } else {
+            nnmpc_mpc_step(&c->mpc, y);
+        }
+        for (i = 0; i < m; ++i) {
+            c->u[i] = c->mpc.u_out[i];
+        }
+        t->iterations = (uint8_t)(c->mpc.iterations > 255 ? 255 : c->mpc.iterations);
+        t->status = c->mpc.status;
+        t->residual = c->mpc.cost;
+    }
+    t->work = (c->clock ? c->clock() : 0u) - t0;
+    for (i = 0; i < p; ++i) {
+        t->values[n++] = r[i];
+    }
+    for (i = 0; i < p; ++i) {
+        t->values[n++] = y[i];
+    }
+    for (i = 0; i < m; ++i) {
+        t->values[n++] = c->u[i];
+    }
+    t->values_count = (uint16_t)n;
+    t->p = (uint8_t)p;
+    t->m = (uint8_t)m;
+    if (c->config.source == NNMPC_SOURCE_DEVICE) {
+        plant_advance(c);
+    }
+    c->k++;
+}

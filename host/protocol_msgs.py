@@ -1,0 +1,541 @@
+"""nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/protogen.py
+(generator 1, schema 76084479e99ffc4e). Do not edit: change the schema
+and run ``python -m nnmpc.host.protogen``.
+
+Each message part with fields is a dataclass with ``pack() -> bytes`` and
+``unpack(bytes)`` (raises ValueError on a wrong length or string).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+VERSION = 2
+SCHEMA_HASH = "76084479e99ffc4e"
+PAYLOAD_MAX = 512
+CHANNELS = 4
+STR_MAX = 63
+REPLY = 0x80
+
+# Message types.
+HELLO = 0x01  # Identify the device: protocol version, model sizes and hash, board, firmware, limits.
+PREDICT = 0x02  # Run the model once: inputs in, outputs back.
+JACOBIAN = 0x03  # Outputs and the exact Jacobian (row-major n_out x n_in) of the model at x.
+STATS = 0x04  # Link and loop counters.
+CONFIG = 0x10  # Controller, plant source, problem sizes, loop rate and solver limits (loop stopped).
+WEIGHTS = 0x11  # Cost weights: output error q, move r, input regularisation s towards u_nom.
+LIMITS = 0x12  # Input box limits and the input applied at start (and held on faults).
+PID = 0x13  # PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs.
+REFERENCE = 0x14  # Constant reference (p values); clears an uploaded trajectory.
+TRAJECTORY = 0x15  # Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows.
+START = 0x16  # Reset the controller state and start the loop.
+STOP = 0x17  # Stop the loop; the last input is held.
+SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers.
+PLANT = 0x19  # On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F.
+TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
+EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
+ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
+
+# Error codes carried by ERROR frames.
+ERR_UNKNOWN_TYPE = 1
+ERR_BAD_LENGTH = 2
+ERR_TOO_LARGE = 3
+ERR_BAD_VALUE = 4
+ERR_BUSY = 5
+ERR_NOT_RUNNING = 6
+ERROR_NAMES = {
+    1: "no such message type",
+    2: "payload length does not match the message",
+    3: "the reply would not fit in a frame",
+    4: "a field is out of range (sizes, limits, weights, controller); nothing was applied",
+    5: "not allowed while the control loop runs (stop it first)",
+    6: "sensor data while the loop is stopped or not fed by the host",
+}
+
+
+def _array(values, n: int) -> list:
+    values = list(values)
+    if len(values) > n:
+        raise ValueError(f"{len(values)} values for an array of {n}")
+    return values + [0] * (n - len(values))
+
+
+def _put_str(s: str) -> bytes:
+    b = s.encode()[:STR_MAX]
+    return bytes([len(b)]) + b
+
+
+def _get_str(b: bytes, at: int) -> tuple[str, int]:
+    if at >= len(b) or b[at] > STR_MAX or at + 1 + b[at] > len(b):
+        raise ValueError("bad string")
+    return b[at + 1:at + 1 + b[at]].decode(errors="replace"), at + 1 + b[at]
+
+
+@dataclass
+class HelloReply:
+    """hello reply: Identify the device: protocol version, model sizes and hash, board, firmware, limits."""
+
+    TYPE: ClassVar[int] = 0x81
+    FORMAT: ClassVar[str] = "<BBBBBBHI"
+    FIXED_SIZE: ClassVar[int] = 12
+    proto_version: int = 0
+    n_in: int = 0
+    n_out: int = 0
+    channels: int = 0
+    max_horizon: int = 0
+    max_lag: int = 0
+    traj_max: int = 0
+    clock_hz: int = 0  # rate of the work counter in TELEMETRY
+    model_hash: str = ""
+    board: str = ""
+    firmware: str = ""
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.proto_version, self.n_in, self.n_out, self.channels, self.max_horizon, self.max_lag, self.traj_max, self.clock_hz)
+        out += _put_str(self.model_hash)
+        out += _put_str(self.board)
+        out += _put_str(self.firmware)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "HelloReply":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"HelloReply: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        model_hash, at = _get_str(b, at)
+        board, at = _get_str(b, at)
+        firmware, at = _get_str(b, at)
+        if at != len(b):
+            raise ValueError(f"HelloReply: {len(b) - at} trailing bytes")
+        return cls(proto_version=v[0], n_in=v[1], n_out=v[2], channels=v[3], max_horizon=v[4], max_lag=v[5], traj_max=v[6], clock_hz=v[7], model_hash=model_hash, board=board, firmware=firmware)
+
+
+@dataclass
+class PredictRequest:
+    """predict request: Run the model once: inputs in, outputs back."""
+
+    TYPE: ClassVar[int] = 0x02
+    FORMAT: ClassVar[str] = "<"
+    FIXED_SIZE: ClassVar[int] = 0
+    TAIL_MAX: ClassVar[int] = 128
+    x: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT)
+        if len(self.x) > self.TAIL_MAX:
+            raise ValueError(f"x: {len(self.x)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.x)}f", *self.x)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "PredictRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"PredictRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"PredictRequest: bad x length {len(b) - at}")
+        x = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(x=x)
+
+
+@dataclass
+class PredictReply:
+    """predict reply: Run the model once: inputs in, outputs back."""
+
+    TYPE: ClassVar[int] = 0x82
+    FORMAT: ClassVar[str] = "<"
+    FIXED_SIZE: ClassVar[int] = 0
+    TAIL_MAX: ClassVar[int] = 128
+    y: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT)
+        if len(self.y) > self.TAIL_MAX:
+            raise ValueError(f"y: {len(self.y)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.y)}f", *self.y)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "PredictReply":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"PredictReply: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"PredictReply: bad y length {len(b) - at}")
+        y = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(y=y)
+
+
+@dataclass
+class JacobianRequest:
+    """jacobian request: Outputs and the exact Jacobian (row-major n_out x n_in) of the model at x."""
+
+    TYPE: ClassVar[int] = 0x03
+    FORMAT: ClassVar[str] = "<"
+    FIXED_SIZE: ClassVar[int] = 0
+    TAIL_MAX: ClassVar[int] = 128
+    x: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT)
+        if len(self.x) > self.TAIL_MAX:
+            raise ValueError(f"x: {len(self.x)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.x)}f", *self.x)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "JacobianRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"JacobianRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"JacobianRequest: bad x length {len(b) - at}")
+        x = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(x=x)
+
+
+@dataclass
+class JacobianReply:
+    """jacobian reply: Outputs and the exact Jacobian (row-major n_out x n_in) of the model at x."""
+
+    TYPE: ClassVar[int] = 0x83
+    FORMAT: ClassVar[str] = "<"
+    FIXED_SIZE: ClassVar[int] = 0
+    TAIL_MAX: ClassVar[int] = 128
+    y_jacobian: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT)
+        if len(self.y_jacobian) > self.TAIL_MAX:
+            raise ValueError(f"y_jacobian: {len(self.y_jacobian)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.y_jacobian)}f", *self.y_jacobian)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "JacobianReply":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"JacobianReply: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"JacobianReply: bad y_jacobian length {len(b) - at}")
+        y_jacobian = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(y_jacobian=y_jacobian)
+
+
+@dataclass
+class StatsReply:
+    """stats reply: Link and loop counters."""
+
+    TYPE: ClassVar[int] = 0x84
+    FORMAT: ClassVar[str] = "<IIIIIIII"
+    FIXED_SIZE: ClassVar[int] = 32
+    frames_ok: int = 0
+    frames_bad: int = 0  # COBS or CRC failures, runts
+    frames_long: int = 0
+    requests: int = 0
+    rejected: int = 0  # frames answered with ERROR
+    periods: int = 0
+    overruns: int = 0  # periods whose work exceeded the period
+    max_work: int = 0  # largest work of one period, clock ticks
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.frames_ok, self.frames_bad, self.frames_long, self.requests, self.rejected, self.periods, self.overruns, self.max_work)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "StatsReply":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"StatsReply: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(frames_ok=v[0], frames_bad=v[1], frames_long=v[2], requests=v[3], rejected=v[4], periods=v[5], overruns=v[6], max_work=v[7])
+
+
+@dataclass
+class ConfigRequest:
+    """config request: Controller, plant source, problem sizes, loop rate and solver limits (loop stopped)."""
+
+    TYPE: ClassVar[int] = 0x10
+    FORMAT: ClassVar[str] = "<BBBBBBBBIIHHf"
+    FIXED_SIZE: ClassVar[int] = 24
+    controller: int = 0  # 0 nr (Newton MPC), 1 pid, 2 fd (finite differences)
+    source: int = 0  # 0 measurements from SENSOR frames, 1 on-device plant
+    p: int = 0  # outputs
+    m: int = 0  # inputs
+    na: int = 0  # output lags in the net input
+    nb: int = 0  # input lags in the net input
+    horizon: int = 0
+    moves: int = 0
+    period_us: int = 0  # 0: one period per SENSOR frame (lock-step)
+    budget_us: int = 0  # solver time budget per period, 0 = none
+    max_iter: int = 0
+    telemetry_every: int = 0  # send every n-th period (>= 1)
+    fd_eps: float = 0.0  # fd controller: central-difference step
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.controller, self.source, self.p, self.m, self.na, self.nb, self.horizon, self.moves, self.period_us, self.budget_us, self.max_iter, self.telemetry_every, self.fd_eps)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "ConfigRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"ConfigRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(controller=v[0], source=v[1], p=v[2], m=v[3], na=v[4], nb=v[5], horizon=v[6], moves=v[7], period_us=v[8], budget_us=v[9], max_iter=v[10], telemetry_every=v[11], fd_eps=v[12])
+
+
+@dataclass
+class WeightsRequest:
+    """weights request: Cost weights: output error q, move r, input regularisation s towards u_nom."""
+
+    TYPE: ClassVar[int] = 0x11
+    FORMAT: ClassVar[str] = "<4f4f4f4ffff"
+    FIXED_SIZE: ClassVar[int] = 76
+    q: list = field(default_factory=lambda: [0] * 4)
+    r: list = field(default_factory=lambda: [0] * 4)
+    s: list = field(default_factory=lambda: [0] * 4)
+    u_nom: list = field(default_factory=lambda: [0] * 4)
+    bias_gain: float = 0.0  # output-disturbance filter gain in [0, 1]
+    tol_step: float = 0.0
+    lambda0: float = 0.0
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, *_array(self.q, 4), *_array(self.r, 4), *_array(self.s, 4), *_array(self.u_nom, 4), self.bias_gain, self.tol_step, self.lambda0)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "WeightsRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"WeightsRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(q=list(v[0:4]), r=list(v[4:8]), s=list(v[8:12]), u_nom=list(v[12:16]), bias_gain=v[16], tol_step=v[17], lambda0=v[18])
+
+
+@dataclass
+class LimitsRequest:
+    """limits request: Input box limits and the input applied at start (and held on faults)."""
+
+    TYPE: ClassVar[int] = 0x12
+    FORMAT: ClassVar[str] = "<4f4f4f"
+    FIXED_SIZE: ClassVar[int] = 48
+    u_lo: list = field(default_factory=lambda: [0] * 4)
+    u_hi: list = field(default_factory=lambda: [0] * 4)
+    u_init: list = field(default_factory=lambda: [0] * 4)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, *_array(self.u_lo, 4), *_array(self.u_hi, 4), *_array(self.u_init, 4))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "LimitsRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"LimitsRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(u_lo=list(v[0:4]), u_hi=list(v[4:8]), u_init=list(v[8:12]))
+
+
+@dataclass
+class PidRequest:
+    """pid request: PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs."""
+
+    TYPE: ClassVar[int] = 0x13
+    FORMAT: ClassVar[str] = "<4f4f4f4f16f"
+    FIXED_SIZE: ClassVar[int] = 128
+    kp: list = field(default_factory=lambda: [0] * 4)
+    ki: list = field(default_factory=lambda: [0] * 4)
+    kd: list = field(default_factory=lambda: [0] * 4)
+    u_bias: list = field(default_factory=lambda: [0] * 4)
+    mix: list = field(default_factory=lambda: [0] * 16)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, *_array(self.kp, 4), *_array(self.ki, 4), *_array(self.kd, 4), *_array(self.u_bias, 4), *_array(self.mix, 16))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "PidRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"PidRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(kp=list(v[0:4]), ki=list(v[4:8]), kd=list(v[8:12]), u_bias=list(v[12:16]), mix=list(v[16:32]))
+
+
+@dataclass
+class ReferenceRequest:
+    """reference request: Constant reference (p values); clears an uploaded trajectory."""
+
+    TYPE: ClassVar[int] = 0x14
+    FORMAT: ClassVar[str] = "<4f"
+    FIXED_SIZE: ClassVar[int] = 16
+    ref: list = field(default_factory=lambda: [0] * 4)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, *_array(self.ref, 4))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "ReferenceRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"ReferenceRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(ref=list(v[0:4]))
+
+
+@dataclass
+class TrajectoryRequest:
+    """trajectory request: Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows."""
+
+    TYPE: ClassVar[int] = 0x15
+    FORMAT: ClassVar[str] = "<HH"
+    FIXED_SIZE: ClassVar[int] = 4
+    TAIL_MAX: ClassVar[int] = 127
+    total: int = 0
+    offset: int = 0
+    rows: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.total, self.offset)
+        if len(self.rows) > self.TAIL_MAX:
+            raise ValueError(f"rows: {len(self.rows)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.rows)}f", *self.rows)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "TrajectoryRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"TrajectoryRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"TrajectoryRequest: bad rows length {len(b) - at}")
+        rows = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(total=v[0], offset=v[1], rows=rows)
+
+
+@dataclass
+class SensorRequest:
+    """sensor request: Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers."""
+
+    TYPE: ClassVar[int] = 0x18
+    FORMAT: ClassVar[str] = "<I"
+    FIXED_SIZE: ClassVar[int] = 4
+    TAIL_MAX: ClassVar[int] = 127
+    k: int = 0
+    y: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.k)
+        if len(self.y) > self.TAIL_MAX:
+            raise ValueError(f"y: {len(self.y)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.y)}f", *self.y)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "SensorRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"SensorRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"SensorRequest: bad y length {len(b) - at}")
+        y = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(k=v[0], y=y)
+
+
+@dataclass
+class PlantRequest:
+    """plant request: On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F."""
+
+    TYPE: ClassVar[int] = 0x19
+    FORMAT: ClassVar[str] = "<BBHf8f"
+    FIXED_SIZE: ClassVar[int] = 40
+    kind: int = 0
+    substeps: int = 0
+    reserved: int = 0
+    dt: float = 0.0
+    params: list = field(default_factory=lambda: [0] * 8)  # msd: mass, stiffness, damping, gain
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.kind, self.substeps, self.reserved, self.dt, *_array(self.params, 8))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "PlantRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"PlantRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(kind=v[0], substeps=v[1], reserved=v[2], dt=v[3], params=list(v[4:12]))
+
+
+@dataclass
+class Telemetry:
+    """telemetry event: Sent by the device every telemetry_every periods, unrequested; seq = k mod 256."""
+
+    TYPE: ClassVar[int] = 0x20
+    FORMAT: ClassVar[str] = "<IIfBBBBBB"
+    FIXED_SIZE: ClassVar[int] = 18
+    TAIL_MAX: ClassVar[int] = 123
+    k: int = 0
+    work: int = 0  # clock ticks from sample to actuation
+    residual: float = 0.0  # solver cost at the returned input
+    iterations: int = 0
+    status: int = 0  # nnmpc_solve_status_t
+    controller: int = 0
+    flags: int = 0  # bit0: the period overran
+    p: int = 0
+    m: int = 0
+    values: list = field(default_factory=list)  # ref[p], y[p], u[m]
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.k, self.work, self.residual, self.iterations, self.status, self.controller, self.flags, self.p, self.m)
+        if len(self.values) > self.TAIL_MAX:
+            raise ValueError(f"values: {len(self.values)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.values)}f", *self.values)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "Telemetry":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"Telemetry: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"Telemetry: bad values length {len(b) - at}")
+        values = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(k=v[0], work=v[1], residual=v[2], iterations=v[3], status=v[4], controller=v[5], flags=v[6], p=v[7], m=v[8], values=values)
+
+
+@dataclass
+class Error:
+    """error event: The device refused a frame: error code and the refused message type."""
+
+    TYPE: ClassVar[int] = 0x7F
+    FORMAT: ClassVar[str] = "<BB"
+    FIXED_SIZE: ClassVar[int] = 2
+    code: int = 0
+    type: int = 0
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.code, self.type)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "Error":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"Error: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(code=v[0], type=v[1])
