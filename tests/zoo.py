@@ -197,3 +197,68 @@ def keras_builders():
                                     L.LSTM(5), L.Dense(2)], "lstm")
 
     return B
+
+
+def to_onnx(model, path: Path) -> None:
+    """Export a Keras model to ONNX (opset 17) with tf2onnx, the way that works with Keras 3."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32, name="x")]
+    proto, _ = tf2onnx.convert.from_function(tf.function(lambda x: model(x)),
+                                             input_signature=spec, opset=17)
+    path.write_bytes(proto.SerializeToString())
+
+
+def onnx_ref(path: Path, in_shape):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def ref(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([sess.run(None, {name: x[i:i + 1].reshape((1,) + tuple(in_shape))})[0]
+                               .reshape(1, -1) for i in range(len(x))])
+    return ref
+
+
+def to_tflite(model, path: Path, int8_data: np.ndarray | None = None) -> None:
+    """Convert a Keras model with the TFLite converter (float32, or full-integer int8)."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8_data is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def rep():
+            for row in int8_data:
+                yield [row[None].astype(np.float32)]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    path.write_bytes(conv.convert())
+
+
+def tflite_interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    return it
+
+
+def tflite_ref(path: Path, in_shape):
+    it = tflite_interpreter(path)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+
+    def ref(x: np.ndarray) -> np.ndarray:
+        ys = []
+        for row in x:
+            it.set_tensor(i["index"], row.reshape((1,) + tuple(in_shape)).astype(i["dtype"]))
+            it.invoke()
+            ys.append(it.get_tensor(o["index"]).reshape(-1).copy())
+        return np.array(ys)
+    return ref

@@ -56,6 +56,14 @@ def load_model(path: str | Path) -> Graph:
         from .keras import load_keras
 
         graph = load_keras(path)
+    elif fmt == "onnx":
+        from .onnx import load_onnx
+
+        graph = load_onnx(path)
+    elif fmt == "tflite":
+        from .tflite import load_tflite
+
+        graph = load_tflite(path)
     else:
         raise CompileError(f"{FORMATS[fmt]} is not supported yet", file=str(path))
     graph.validate()
