@@ -80,7 +80,7 @@ def find_port(board: Board | str | None = None, ports: Iterable[Any] | None = No
             f"no serial port found for {what} (USB {wanted}); ports present: {seen}. "
             "Plug the board in (a data cable, not a charge-only one), check that your user may "
             "open it (Linux: the dialout group or the vendor's udev rules), or pass --port PORT")
-    devices = {(p.vid, p.pid, p.serial_number or p.device) for p, _ in hits}
+    devices = {(p.vid, p.serial_number or p.device) for p, _ in hits}
     if len(devices) > 1:
         listed = ", ".join(f"{_describe(p)} [{b.name}]" for p, b in hits)
         raise NnmpcError(f"several boards match {what}: {listed}; pass --port PORT to choose")

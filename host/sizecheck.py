@@ -106,11 +106,17 @@ def build_core(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "-O2"
         *sorted(str(p) for p in hal.glob("*.c")),
         "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
         "-Wl,--gc-sections", f"-Wl,-Map={out_dir / (board.name + '.map')}",
-        "-T", str(ld), "-o", str(elf),
+        "-T", str(ld), "-o", str(elf), "-lm",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         elf.unlink(missing_ok=True)
+        over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", proc.stderr)
+        if over:
+            budget = {"FLASH": board.flash_bytes, "RAM": board.ram_bytes}
+            raise NnmpcError(f"{board.name}: the core does not fit: " + "; ".join(
+                f"{region} needs {int(n)} B more than the budget of {budget.get(region)} B"
+                for region, n in over))
         raise NnmpcError(f"core build for {board.name} failed:\n{proc.stderr.strip()}")
     fp_arch, vfp_args, n_fpu = float_report(elf)
     result = CoreSize(board, elf, image_size(elf), fp_arch, vfp_args, n_fpu)

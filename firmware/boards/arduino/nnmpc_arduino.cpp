@@ -7,10 +7,11 @@
  * comes in as macros, from the generated platformio.ini (host/pio.py) or from nnmpc_config.h
  * (written by `nnmpc export-lib --board B`), with these defaults:
  *
- *   NNMPC_BOARD_NAME      "nucleo_f446re"    name reported to the host in HELLO
+ *   NNMPC_BOARD_NAME      "arduino"          name reported to the host in HELLO
  *   NNMPC_SERIAL          Serial             the Arduino stream of the host link
  *   NNMPC_BAUD            115200             UART baud rate (ignored by USB CDC)
- *   NNMPC_PERIOD_US       10000              control period in microseconds
+ *   NNMPC_PERIOD_US       10000              period of nnmpc_board_tick() in microseconds (the
+ *                                            control period comes with the host's CONFIG)
  *   NNMPC_TIMER_INTERVALTIMER / NNMPC_TIMER_HARDWARETIMER
  *                                            tick from a Teensy IntervalTimer or an STM32duino
  *                                            HardwareTimer (NNMPC_TIMER_INSTANCE, e.g. TIM2)
@@ -19,6 +20,11 @@
  *   NNMPC_ACTUATOR_PINS   5, 6               PWM outputs written by nnmpc_hal_actuator_write()
  *   NNMPC_ADC_BITS, NNMPC_PWM_BITS           analogRead/analogWrite resolution, if the core
  *                                            supports analogReadResolution/analogWriteResolution
+ *   NNMPC_LOCAL_SENSORS                      feed the fixed-rate loop from the analog inputs
+ *                                            instead of the host's SENSOR frames
+ *
+ * The application core runs the control periods on the clock given here (micros(), 1 MHz);
+ * after every period the new inputs u go to the actuators.
  */
 #include <Arduino.h>
 
@@ -187,10 +193,15 @@ extern "C" __attribute__((weak)) void nnmpc_board_tick(uint32_t now_us)
 
 /* ---- The application ------------------------------------------------------------------- */
 
+static uint32_t clock_micros(void)
+{
+    return (uint32_t)micros();
+}
+
 static const nnmpc_model_t g_model = {
     MODEL_INPUT_SIZE, MODEL_OUTPUT_SIZE, MODEL_HASH, model_predict, model_predict_jacobian,
 };
-static float g_scratch[MODEL_INPUT_SIZE + MODEL_OUTPUT_SIZE + MODEL_OUTPUT_SIZE * MODEL_INPUT_SIZE];
+static nnmpc_control_t g_control;
 static nnmpc_app_t g_app;
 
 void nnmpc_begin(void)
@@ -206,8 +217,9 @@ void nnmpc_begin(void)
     g_app.board = NNMPC_BOARD_NAME;
     g_app.write = nnmpc_hal_serial_write;
     g_app.exit = NULL; /* a real board keeps running after the host says goodbye */
-    g_app.scratch = g_scratch;
-    g_app.scratch_floats = sizeof(g_scratch) / sizeof(g_scratch[0]);
+    g_app.clock = clock_micros;
+    g_app.clock_hz = 1000000u;
+    g_app.control = &g_control;
     if (nnmpc_app_init(&g_app) != 0) {
         for (;;) {
         }
@@ -217,9 +229,22 @@ void nnmpc_begin(void)
 
 void nnmpc_poll(void)
 {
+    const uint32_t periods = g_app.periods;
     int c;
     while ((c = nnmpc_hal_serial_read()) >= 0) {
-        nnmpc_app_on_byte(&g_app, (uint8_t)c);
+        nnmpc_app_on_byte(&g_app, (uint8_t)c); /* lock-step periods run from SENSOR frames */
+    }
+#if defined(NNMPC_LOCAL_SENSORS)
+    /* Fixed-rate loop on the board's own sensors: sample just before a due period, in place
+     * of the last SENSOR frame's values. */
+    if (g_control.running && g_control.config.source == NNMPC_SOURCE_HOST &&
+        g_app.period_ticks != 0u && (int32_t)(clock_micros() - g_app.next_due) >= 0) {
+        nnmpc_hal_sensor_read(g_app.y_latest, g_control.config.p);
+    }
+#endif
+    nnmpc_app_poll(&g_app); /* fixed-rate periods run here when due */
+    if (g_app.periods != periods) {
+        nnmpc_hal_actuator_write(g_control.u, g_control.config.m);
     }
     if (tick_due()) {
         nnmpc_board_tick(nnmpc_hal_micros());

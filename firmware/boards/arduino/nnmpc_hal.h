@@ -33,7 +33,7 @@ int nnmpc_hal_sensor_read(float *y, int n);
 void nnmpc_hal_actuator_write(const float *u, int n);
 
 /**
- * Called once per control period (NNMPC_PERIOD_US) from the main loop, outside interrupt
+ * Called once per board tick (NNMPC_PERIOD_US) from the main loop, outside interrupt
  * context, with the tick time. The default does nothing; a control loop defines its own.
  */
 void nnmpc_board_tick(uint32_t now_us);
