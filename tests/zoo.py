@@ -228,7 +228,11 @@ def to_tflite(model, path: Path, int8_data: np.ndarray | None = None) -> None:
     """Convert a Keras model with the TFLite converter (float32, or full-integer int8)."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    import keras
+
+    # A batch of exactly 1 so that Flatten/Reshape convert to static reshapes.
+    inp = keras.Input(batch_shape=(1,) + tuple(model.inputs[0].shape[1:]))
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, model(inp)))
     if int8_data is not None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
 

@@ -1,0 +1,412 @@
+"""TensorFlow Lite front-end: float32 models, and full-integer int8 models, into the IR.
+
+The flatbuffer is read with the TFLite schema classes that TensorFlow ships (loaded on their
+own from their file, without starting TensorFlow). TFLite is channels-last like the IR.
+
+A full-integer model (int8 activations, int8 weights, int32 biases) becomes a graph of the
+IR's integer ops (``q*``), described in :mod:`nnmpc.compiler.int8`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir import Graph, Node, Tensor
+
+_FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
+              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MEAN", "REDUCE_MAX", "ADD",
+              "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6",
+              "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE"]
+_INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
+             "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "LOGISTIC", "TANH",
+             "QUANTIZE", "DEQUANTIZE"]
+
+_FUSED = {0: "linear", 1: "relu", 3: "relu6"}  # ActivationFunctionType NONE, RELU, RELU6
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8,
+           7: np.int16}
+
+
+def _schema():
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or not spec.submodule_search_locations:
+        raise CompileError("reading TFLite models needs the 'tensorflow-cpu' package "
+                           "(for its TFLite schema)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "lite" / "python" / "schema_py_generated.py"
+    mspec = importlib.util.spec_from_file_location("_nnmpc_tflite_schema", path)
+    mod = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(mod)
+    return mod
+
+
+class _TfliteLoader:
+    def __init__(self, path: Path, S, model) -> None:
+        self.path, self.S, self.m = path, S, model
+        self.sg = model.subgraphs[0]
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.names: dict[int, str] = {}   # TFLite tensor index -> IR tensor
+        self.node_name = ""
+        self.op_names = {v: k for k, v in S.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+
+    def fail(self, msg: str):
+        raise CompileError(msg, file=str(self.path), layer=self.node_name)
+
+    # tensors
+    def t(self, i: int):
+        return self.sg.tensors[i]
+
+    def tname(self, i: int) -> str:
+        n = self.t(i).name
+        return n.decode() if isinstance(n, bytes) else str(n)
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        t = self.t(i)
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        sig = t.shapeSignature
+        if sig is not None and any(int(d) < 0 for d in list(sig)[1:]):
+            self.fail(f"tensor '{self.tname(i)}' has a dynamic shape {list(sig)}; only fixed "
+                      "shapes (batch dimension aside) are supported")
+        return tuple(shape)
+
+    def dtype(self, i: int):
+        return _DTYPES.get(self.t(i).type)
+
+    def data(self, i: int) -> np.ndarray | None:
+        buf = self.m.buffers[self.t(i).buffer]
+        if buf.data is None or len(buf.data) == 0:
+            return None
+        dt = self.dtype(i)
+        if dt is None:
+            self.fail(f"tensor '{self.tname(i)}' has an unsupported type {self.t(i).type}")
+        return np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), dtype=dt).reshape(self.shape(i))
+
+    def quant(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.t(i).quantization
+        if q is None or q.scale is None:
+            self.fail(f"tensor '{self.tname(i)}' has no quantisation parameters")
+        return np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.int64)
+
+    def add_tensor(self, shape, data=None, base="t", dtype="float32") -> str:
+        name = f"{base}#{len(self.tensors)}"
+        if data is not None:
+            data = np.ascontiguousarray(data, dtype=np.float32 if dtype == "float32" else data.dtype)
+        self.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, data)
+        return name
+
+    def node(self, op: str, inputs: list[str], out_shape, dtype="float32", **attrs) -> str:
+        out = self.add_tensor(out_shape, base=f"{self.node_name}:out", dtype=dtype)
+        self.nodes.append(Node(op, inputs, [out], attrs, name=out, source=self.node_name))
+        return out
+
+    def batchless(self, shape) -> tuple[int, ...]:
+        if not shape or shape[0] != 1:
+            self.fail(f"shape {list(shape)}: the first dimension must be the batch of 1")
+        return tuple(shape[1:])
+
+    def ir(self, i: int) -> str:
+        """IR tensor for TFLite tensor i (constants are created on first use)."""
+        if i in self.names:
+            return self.names[i]
+        d = self.data(i)
+        if d is None:
+            self.fail(f"tensor '{self.tname(i)}' is used before it is computed")
+        if self.dtype(i) == np.float16:
+            d = d.astype(np.float32)
+        name = self.add_tensor(d.shape, d.astype(np.float32), base=self.tname(i))
+        self.names[i] = name
+        return name
+
+    def const(self, i: int, what: str) -> np.ndarray:
+        d = self.data(i)
+        if d is None:
+            self.fail(f"{what} must be a constant")
+        return d
+
+    def opts(self, op):
+        return op.builtinOptions
+
+    # conversion
+    def run(self) -> Graph:
+        S = self.S
+        codes = self.m.operatorCodes
+        ops = []
+        for op in self.sg.operators:
+            c = codes[op.opcodeIndex]
+            ops.append((self.op_names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?"), op))
+        in_types = {self.dtype(i) for i in self.sg.inputs}
+        is_int8 = any(self.dtype(op.inputs[1]) == np.int8 for name, op in ops
+                      if name in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")) or np.int8 in in_types
+        if is_int8:
+            from ..int8 import Int8Builder
+            return Int8Builder(self).run(ops)
+        inputs = []
+        for i in self.sg.inputs:
+            if self.dtype(i) != np.float32:
+                self.fail(f"input '{self.tname(i)}' of type {self.dtype(i)} is not supported")
+            self.names[i] = self.add_tensor(self.batchless(self.shape(i)), base=self.tname(i))
+            inputs.append(self.names[i])
+        for k, (opname, op) in enumerate(ops):
+            self.node_name = self.tname(op.outputs[0]) if len(op.outputs) else f"op{k}"
+            fn = getattr(self, "op_" + opname, None)
+            if fn is None or opname not in _FLOAT_OPS:
+                self.fail(f"op '{opname}' is not supported (supported: {', '.join(sorted(_FLOAT_OPS))})")
+            out = fn(op)
+            self.names[op.outputs[0]] = out
+        self.node_name = ""
+        outputs = []
+        for i in self.sg.outputs:
+            t = self.ir(i)
+            if t in inputs or t in outputs:
+                t = self.node("reshape", [t], self.tensors[t].shape)
+            outputs.append(t)
+        del S
+        return Graph(name=self.path.stem, inputs=inputs, outputs=outputs, tensors=self.tensors,
+                     nodes=self.nodes, source_file=str(self.path))
+
+    def out_shape(self, op) -> tuple[int, ...]:
+        shape = self.shape(op.outputs[0])
+        if len(shape) > 1 and shape[0] == 1:
+            return tuple(shape[1:])
+        return tuple(shape)  # the converter squeezed the batch dimension away
+
+    def fused(self, op, attr="fusedActivationFunction") -> str:
+        o = self.opts(op)
+        f = getattr(o, attr, 0) if o is not None else 0
+        if f not in _FUSED:
+            self.fail(f"fused activation {f} is not supported (supported: none, relu, relu6)")
+        return _FUSED[f]
+
+    def act_after(self, y: str, act: str) -> str:
+        if act == "linear":
+            return y
+        return self.node("activation", [y], self.tensors[y].shape, activation=act)
+
+    # float ops
+    def op_FULLY_CONNECTED(self, op):
+        x = self.ir(op.inputs[0])
+        W = self.const(op.inputs[1], "FULLY_CONNECTED weights").astype(np.float32)
+        b = (self.const(op.inputs[2], "FULLY_CONNECTED bias").astype(np.float32)
+             if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
+        xs = self.tensors[x].shape
+        if xs[-1] != W.shape[1]:
+            x = self.node("reshape", [x], (self.tensors[x].size // W.shape[1], W.shape[1]))
+        out = self.out_shape(op)
+        w = self.add_tensor(W.shape, W, base=f"{self.node_name}:W")
+        bb = self.add_tensor(b.shape, b, base=f"{self.node_name}:b")
+        return self.node("dense", [x, w, bb], out, activation=self.fused(op))
+
+    def _conv_geo(self, op, kh, kw, in_shape):
+        o = self.opts(op)
+        sh, sw = o.strideH, o.strideW
+        dh, dw = getattr(o, "dilationHFactor", 1) or 1, getattr(o, "dilationWFactor", 1) or 1
+        ih, iw = in_shape[0], in_shape[1]
+        out = self.out_shape(op)
+        oh, ow = out[0], out[1]
+        if o.padding == 0:  # SAME
+            ph = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0) // 2
+            pw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0) // 2
+        else:
+            ph = pw = 0
+        return dict(rank=2, out_spatial=(oh, ow), strides=(sh, sw), dilations=(dh, dw),
+                    pads=(ph, pw)), out
+
+    def op_CONV_2D(self, op):
+        x = self.ir(op.inputs[0])
+        W = self.const(op.inputs[1], "CONV_2D weights").astype(np.float32)  # (O, kh, kw, I/g)
+        geo, out = self._conv_geo(op, W.shape[1], W.shape[2], self.tensors[x].shape)
+        b = (self.const(op.inputs[2], "bias").astype(np.float32)
+             if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
+        groups = self.tensors[x].shape[-1] // W.shape[3]
+        w = self.add_tensor(W.shape, W, base=f"{self.node_name}:W")
+        bb = self.add_tensor(b.shape, b, base=f"{self.node_name}:b")
+        return self.node("conv", [x, w, bb], out, groups=groups, activation=self.fused(op), **geo)
+
+    def op_DEPTHWISE_CONV_2D(self, op):
+        x = self.ir(op.inputs[0])
+        Wd = self.const(op.inputs[1], "DEPTHWISE_CONV_2D weights").astype(np.float32)  # (1,kh,kw,C*M)
+        W = np.moveaxis(Wd[0], -1, 0)[..., None]
+        geo, out = self._conv_geo(op, W.shape[1], W.shape[2], self.tensors[x].shape)
+        b = (self.const(op.inputs[2], "bias").astype(np.float32)
+             if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
+        w = self.add_tensor(W.shape, W, base=f"{self.node_name}:W")
+        bb = self.add_tensor(b.shape, b, base=f"{self.node_name}:b")
+        return self.node("conv", [x, w, bb], out, groups=self.tensors[x].shape[-1],
+                         activation=self.fused(op), **geo)
+
+    def _pool(self, op, kind):
+        x = self.ir(op.inputs[0])
+        o = self.opts(op)
+        geo, out = self._conv_geo(op, o.filterHeight, o.filterWidth, self.tensors[x].shape)
+        geo.pop("dilations")
+        y = self.node("pool", [x], out, kind=kind, kernel=(o.filterHeight, o.filterWidth), **geo)
+        return self.act_after(y, self.fused(op))
+
+    def op_MAX_POOL_2D(self, op):
+        return self._pool(op, "max")
+
+    def op_AVERAGE_POOL_2D(self, op):
+        return self._pool(op, "avg")
+
+    def _reduce(self, op, kind):
+        x = self.ir(op.inputs[0])
+        shape = self.tensors[x].shape
+        axes = sorted(int(a) % (len(shape) + 1) for a in np.atleast_1d(self.const(op.inputs[1], "axes")))
+        if len(shape) == 2 and axes == [1]:
+            y = self.node("pool", [x], (shape[1],), kind=kind, rank=1, out_spatial=(1,),
+                          kernel=(1, shape[0]), strides=(1, 1), pads=(0, 0))
+            out = self.out_shape(op)
+            return self.node("reshape", [y], out) if out != (shape[1],) else y
+        if len(shape) != 3 or axes != [1, 2]:
+            self.fail(f"reduction over axes {axes} of shape {shape} is not supported "
+                      "(supported: the spatial axes of an image, i.e. global pooling)")
+        y = self.node("pool", [x], (1, 1, shape[2]), kind=kind, rank=2, out_spatial=(1, 1),
+                      kernel=shape[:2], strides=(1, 1), pads=(0, 0))
+        out = self.out_shape(op)
+        return self.node("reshape", [y], out) if out != (1, 1, shape[2]) else y
+
+    def op_MEAN(self, op):
+        return self._reduce(op, "avg")
+
+    def op_REDUCE_MAX(self, op):
+        return self._reduce(op, "max")
+
+    def _reshape(self, op):
+        x = self.ir(op.inputs[0])
+        out = self.out_shape(op)
+        if int(np.prod(out)) != self.tensors[x].size:
+            self.fail(f"cannot reshape {self.tensors[x].shape} to {out}")
+        return self.node("reshape", [x], out)
+
+    op_RESHAPE = op_SQUEEZE = op_EXPAND_DIMS = _reshape
+
+    def op_DEQUANTIZE(self, op):
+        d = self.data(op.inputs[0])
+        if d is None or self.dtype(op.inputs[0]) != np.float16:
+            self.fail("DEQUANTIZE of a non-constant or non-float16 tensor in a float model")
+        return self.add_tensor(d.shape, d.astype(np.float32), base=self.node_name)
+
+    def _binary(self, op, kind):
+        a, b = self.ir(op.inputs[0]), self.ir(op.inputs[1])
+        ta, tb = self.tensors[a], self.tensors[b]
+        if ta.is_const and not tb.is_const and kind != "sub":
+            a, b, ta, tb = b, a, tb, ta
+        if tb.is_const:
+            data = tb.data.reshape(-1)
+            if ta.size % data.size:
+                self.fail(f"constant of shape {tb.shape} does not broadcast to {ta.shape}")
+            if tb.shape and tb.shape[0] == 1 and len(tb.shape) > len(ta.shape):
+                pass
+            b = self.add_tensor(data.shape, data, base=f"{self.node_name}:c")
+        elif ta.size != tb.size:
+            self.fail(f"{kind} of shapes {ta.shape} and {tb.shape} is not supported")
+        y = self.node(kind, [a, b], self.out_shape(op))
+        return self.act_after(y, self.fused(op))
+
+    def op_ADD(self, op):
+        return self._binary(op, "add")
+
+    def op_SUB(self, op):
+        return self._binary(op, "sub")
+
+    def op_MUL(self, op):
+        return self._binary(op, "mul")
+
+    def op_CONCATENATION(self, op):
+        ins = [self.ir(i) for i in op.inputs]
+        out = self.out_shape(op)
+        axis = int(self.opts(op).axis)
+        axis = axis + len(out) + 1 if axis < 0 else axis
+        if axis == 0:
+            self.fail("CONCATENATION along the batch dimension is not supported")
+        y = self.node("concat", ins, out, axis=axis - 1)
+        return self.act_after(y, self.fused(op))
+
+    def _unary(self, op, kind, **attrs):
+        x = self.ir(op.inputs[0])
+        return self.node("activation", [x], self.tensors[x].shape, activation=kind, **attrs)
+
+    def op_SOFTMAX(self, op):
+        if abs(self.opts(op).beta - 1.0) > 0:
+            self.fail("SOFTMAX with beta != 1 is not supported")
+        return self._unary(op, "softmax")
+
+    def op_LOGISTIC(self, op):
+        return self._unary(op, "sigmoid")
+
+    def op_TANH(self, op):
+        return self._unary(op, "tanh")
+
+    def op_RELU(self, op):
+        return self._unary(op, "relu")
+
+    def op_RELU6(self, op):
+        return self._unary(op, "relu6")
+
+    def op_ELU(self, op):
+        return self._unary(op, "elu", alpha=1.0)
+
+    def op_EXP(self, op):
+        return self._unary(op, "exponential")
+
+    def op_LEAKY_RELU(self, op):
+        return self._unary(op, "leaky_relu", alpha=float(self.opts(op).alpha))
+
+    def op_GELU(self, op):
+        o = self.opts(op)
+        return self._unary(op, "gelu_tanh" if (o is not None and o.approximate) else "gelu")
+
+    def op_HARD_SWISH(self, op):
+        x = self.ir(op.inputs[0])
+        s = self.node("activation", [x], self.tensors[x].shape, activation="hard_sigmoid",
+                      alpha=1.0 / 6.0, beta=0.5)
+        return self.node("mul", [x, s], self.tensors[x].shape)
+
+    def op_PAD(self, op):
+        x = self.ir(op.inputs[0])
+        pads = self.const(op.inputs[1], "PAD paddings").astype(np.int64)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            self.fail("PAD with a value is not supported")
+        if pads[0].any():
+            self.fail("PAD of the batch dimension is not supported")
+        shape = list(self.tensors[x].shape)
+        for ax in range(len(shape)):
+            before, after = (int(v) for v in pads[ax + 1])
+            if not before and not after:
+                continue
+            parts = []
+            for k in (before, after):
+                zs = list(shape)
+                zs[ax] = k
+                parts.append(self.add_tensor(zs, np.zeros(zs), base="pad") if k else None)
+            shape[ax] += before + after
+            x = self.node("concat", [p for p in (parts[0], x, parts[1]) if p is not None],
+                          tuple(shape), axis=ax)
+        return x
+
+    def op_TRANSPOSE(self, op):
+        x = self.ir(op.inputs[0])
+        perm = [int(p) for p in self.const(op.inputs[1], "TRANSPOSE perm")]
+        if perm[0] != 0:
+            self.fail("TRANSPOSE that moves the batch dimension is not supported")
+        return self.node("transpose", [x], self.out_shape(op), perm=[p - 1 for p in perm[1:]])
+
+
+def load_tflite(path: Path) -> Graph:
+    S = _schema()
+    data = path.read_bytes()
+    try:
+        model = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        if not model.subgraphs or model.subgraphs[0].tensors is None:
+            raise ValueError("no subgraph")
+    except Exception as e:
+        raise CompileError(f"the TFLite flatbuffer cannot be read ({type(e).__name__}); it may "
+                           "be corrupt or truncated", file=str(path)) from None
+    if len(model.subgraphs) > 1:
+        raise CompileError(f"{len(model.subgraphs)} subgraphs (control flow such as a recurrent "
+                           "layer's While loop) are not supported; export recurrent models as "
+                           ".keras", file=str(path))
+    return _TfliteLoader(path, S, model).run()
