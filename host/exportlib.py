@@ -175,7 +175,7 @@ def export_lib(model: str | Path, out: str | Path, *, board: Board | None = None
         model_dir = prepare_model(model, Path(tmp) / "work")
         lib = write_library(Path(tmp) / "lib", model_dir, arduino=True, board=board,
                             controller_dir=controller_dir,
-                            config=board_defines(board, period_us), example=True)
+                            config=board_defines(board, period_us) or None, example=True)
         if out.exists():
             shutil.rmtree(out)
         lib.rename(out)

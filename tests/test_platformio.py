@@ -1,0 +1,241 @@
+"""PlatformIO for real: the emulated board's generated project built with `pio run` offline
+through the local platform, run in QEMU and compared with Keras; `pio run -t upload` for it;
+real boards failing fast offline; the exported Arduino/PlatformIO library."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import serial
+
+from nnmpc.compiler import compile_model
+from nnmpc.host import pio
+from nnmpc.host.boards import load_board
+from nnmpc.host.client import DeviceClient
+from nnmpc.host.errors import NnmpcError
+from nnmpc.host.qemu import QemuBoard, _free_port
+from support import REPO, have, keras_mlp, rel_err
+
+pytestmark = [
+    pytest.mark.skipif(not (have("arm-none-eabi-gcc") and have("qemu-system-arm")),
+                       reason="needs arm-none-eabi-gcc and qemu-system-arm"),
+    pytest.mark.skipif(pio.importlib.util.find_spec("platformio") is None,
+                       reason="needs PlatformIO (pip install platformio)"),
+]
+
+N_IN, N_OUT = 3, 2
+
+
+def nnmpc_cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "nnmpc.host.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pio_model")
+    k = keras_mlp(d / "m.keras", N_IN, [(24, "tanh"), (16, "sigmoid"), (N_OUT, "linear")], seed=11)
+    compile_model(d / "m.keras", d / "model", name="model")
+    return k, d / "model"
+
+
+@pytest.fixture(scope="module")
+def built(model, tmp_path_factory):
+    """`nnmpc build --board qemu-m4f` with HOME moved, so any state PlatformIO kept outside the
+    project would show up there."""
+    root = tmp_path_factory.mktemp("pio_build")
+    home = root / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PLATFORMIO_CORE_DIR"}
+    env["HOME"] = str(home)
+    t0 = time.monotonic()
+    r = nnmpc_cli("build", "--board", "qemu-m4f", "--model", model[1], "-o", root / "proj", env=env)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "proj", home, r.stdout, elapsed
+
+
+def test_pio_build_of_emulated_board_is_real_and_local(built):
+    proj, home, out, elapsed = built
+    elf = proj / ".pio" / "build" / "qemu-m4f" / "firmware.elf"
+    assert elf.is_file() and (elf.with_suffix(".bin")).is_file()
+    ini = (proj / "platformio.ini").read_text()
+    assert "core_dir = .pio-core" in ini
+    assert f"platform = symlink://{REPO / 'firmware' / 'platformio'}" in ini
+    assert "board = qemu_m4f" in ini
+    manifest = json.loads((proj / "lib" / "nnmpc" / "library.json").read_text())
+    assert manifest["name"] == "nnmpc" and manifest["frameworks"] == "*"
+    for f in ("model.c", "model.h", "nnmpc_nn.c", "nnmpc_proto.c", "nnmpc_app.c"):
+        assert (proj / "lib" / "nnmpc" / "src" / f).is_file()
+    assert {p.name for p in (proj / "src").iterdir()} >= {"hal_mps2.c", "startup.c",
+                                                          "mps2_an386.ld"}
+    # PlatformIO's state stayed in the project: tool-scons from the SCons Python package,
+    # the local platform as a link; nothing in the (moved) home folder.
+    core = proj / ".pio-core"
+    assert json.loads((core / "packages" / "tool-scons" / ".piopm").read_text())["name"] \
+        == "tool-scons"
+    assert list((core / "platforms").glob("*.pio-link"))
+    assert not (home / ".platformio").exists()
+    assert "firmware: " in out and "flash " in out
+    print(f"nnmpc build --board qemu-m4f: {elapsed:.1f} s")
+
+
+def test_pio_built_firmware_runs_in_qemu_and_matches_keras(built, model):
+    proj, _, _, _ = built
+    keras_model, _ = model
+    board = load_board("qemu-m4f")
+    x = np.random.default_rng(2).uniform(-2, 2, size=(100, N_IN)).astype(np.float32)
+    y_k = keras_model.predict(x, verbose=0)
+    q = QemuBoard(proj / ".pio" / "build" / "qemu-m4f" / "firmware.elf", board)
+    with q as port:
+        c = DeviceClient(port)
+        h = c.hello()
+        assert (h.n_in, h.n_out, h.board) == (N_IN, N_OUT, "qemu-m4f")
+        y_dev = np.array([c.predict(xi) for xi in x])
+        y_j, J = c.predict_jacobian(x[0])
+        c.exit()
+        assert q.wait_exit() == 0
+    assert rel_err(y_dev, y_k) <= 1e-5
+    assert np.array_equal(y_j, y_dev[0]) and J.shape == (N_OUT, N_IN)
+
+
+def test_pio_upload_boots_emulated_board(built):
+    """`pio run -t upload` for the emulated board boots QEMU with UART0 on a TCP port."""
+    proj, _, _, _ = built
+    project = pio.open_project(load_board("qemu-m4f"), proj)
+    url = f"socket://127.0.0.1:{_free_port()}"
+    result: dict = {}
+
+    def upload():
+        try:
+            result["out"] = pio.upload(project, url, capture=True)
+        except NnmpcError as e:
+            result["err"] = str(e)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    port = None
+    deadline = time.monotonic() + 30
+    while port is None and time.monotonic() < deadline and t.is_alive():
+        try:
+            port = serial.serial_for_url(url, timeout=5)
+        except serial.SerialException:
+            time.sleep(0.05)
+    assert port is not None, result
+    try:
+        c = DeviceClient(port)
+        assert c.hello().board == "qemu-m4f"
+        c.exit()
+    finally:
+        port.close()
+    t.join(30)
+    assert not t.is_alive() and "err" not in result, result
+    assert "Booting" in result["out"] and "[SUCCESS]" in result["out"]
+
+
+# ---- real boards offline -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def offline():
+    if pio.registry_reachable():
+        pytest.skip("the PlatformIO registry is reachable: the offline path cannot be shown here")
+
+
+@pytest.mark.parametrize("board", ["nucleo_f446re", "teensy41"])
+def test_real_board_build_fails_fast_offline(offline, model, tmp_path, board):
+    t0 = time.monotonic()
+    r = nnmpc_cli("build", "--board", board, "--model", model[1], "-o", tmp_path / "proj",
+                  "--pio-core", tmp_path / "core", timeout=60)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1
+    assert err.startswith(f"nnmpc: error: cannot build for {board}: PlatformIO platform")
+    assert "PlatformIO registry is unreachable" in err
+    assert "nnmpc export-lib" in err and "internet access" in err
+    # The offline size check ran before, and the project was still generated for later.
+    assert f"{board} " in r.stdout and "flash" in r.stdout
+    assert (tmp_path / "proj" / "platformio.ini").is_file()
+    assert not (tmp_path / "core" / "platforms").exists()
+    print(f"{board}: offline failure after {elapsed:.2f} s")
+
+
+def test_real_board_flash_fails_fast_offline(offline, model, tmp_path):
+    board = load_board("adafruit_feather_m4")
+    project = pio.generate_project(board, model[1], tmp_path / "proj", core_dir=tmp_path / "core")
+    t0 = time.monotonic()
+    with pytest.raises(NnmpcError, match="cannot flash for adafruit_feather_m4: .*unreachable"):
+        pio.upload(project, "/dev/ttyACM0", capture=True)
+    assert time.monotonic() - t0 < 10
+
+
+def test_generated_arduino_project(model, tmp_path):
+    board = load_board("teensy41")
+    project = pio.generate_project(board, model[1], tmp_path / "proj", core_dir=tmp_path / "core",
+                                   period_us=2000)
+    ini = (project.dir / "platformio.ini").read_text()
+    for line in ("platform = teensy", "board = teensy41", "framework = arduino",
+                 "upload_protocol = teensy-cli", f"core_dir = {tmp_path / 'core'}",
+                 "-DNNMPC_BOARD_NAME='\"teensy41\"'", "-DNNMPC_TIMER_INTERVALTIMER=1",
+                 "-DNNMPC_PERIOD_US=2000u"):
+        assert line in ini, line
+    assert "-Werror" not in ini  # vendor cores are not ours to hold to -Werror
+    assert (project.dir / "src" / "main.cpp").is_file()
+    lib = project.dir / "lib" / "nnmpc" / "src"
+    assert (lib / "nnmpc_arduino.cpp").is_file() and (lib / "model.c").is_file()
+    assert json.loads((lib.parent / "library.json").read_text())["frameworks"] == "arduino"
+
+
+# ---- export-lib ---------------------------------------------------------------------------
+
+def test_export_lib(model, tmp_path):
+    out = tmp_path / "libs" / "nnmpc"
+    r = nnmpc_cli("export-lib", "--model", model[1], "-o", out, "--board", "pico")
+    assert r.returncode == 0, r.stderr
+    props = (out / "library.properties").read_text()
+    assert "name=nnmpc\n" in props and "includes=nnmpc.h\n" in props
+    assert "architectures=*\n" in props
+    manifest = json.loads((out / "library.json").read_text())
+    assert manifest["name"] == "nnmpc" and manifest["frameworks"] == "arduino"
+    sketch = out / "examples" / "nnmpc_device" / "nnmpc_device.ino"
+    assert "nnmpc_begin();" in sketch.read_text() and "nnmpc_poll();" in sketch.read_text()
+    config = (out / "src" / "nnmpc_config.h").read_text()
+    assert '#define NNMPC_BOARD_NAME "pico"' in config and "NNMPC_SERIAL Serial" in config
+    # The library's C is self-contained: every source compiles for the board from src/ alone.
+    board = load_board("pico")
+    for c in sorted((out / "src").glob("*.c")):
+        subprocess.run(["arm-none-eabi-gcc", *board.build["cflags"], "-std=c99", "-O2", "-Wall",
+                        "-Wextra", "-Werror", "-Wdouble-promotion", "-c", str(c),
+                        "-o", str(tmp_path / (c.stem + ".o"))], check=True, cwd=out / "src")
+    # The example sketch and the HAL compile as C++ with the library's config.
+    if have("arm-none-eabi-g++"):
+        for src in (sketch, out / "src" / "nnmpc_arduino.cpp"):
+            subprocess.run(["arm-none-eabi-g++", *board.build["cflags"], "-x", "c++", "-O2",
+                            "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti",
+                            f"-I{out / 'src'}", f"-I{REPO / 'tests' / 'arduino_api'}",
+                            "-c", str(src), "-o", str(tmp_path / "sketch.o")], check=True)
+    # Exporting again replaces the library; a folder that is not one is left alone.
+    assert nnmpc_cli("export-lib", "--model", model[1], "-o", out).returncode == 0
+    assert not (out / "src" / "nnmpc_config.h").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    r = nnmpc_cli("export-lib", "--model", model[1], "-o", other)
+    assert r.returncode == 2 and "is not an nnmpc library" in r.stderr
+    assert (other / "keep.txt").read_text() == "x"
+
+
+def test_missing_model_is_one_clear_line(tmp_path):
+    r = nnmpc_cli("build", "--board", "qemu-m4f", "--model", tmp_path / "nope.keras",
+                  "-o", tmp_path / "p")
+    assert r.returncode == 2 and "no such model file" in r.stderr and "Traceback" not in r.stderr
