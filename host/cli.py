@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plants)
     __import__("nnmpc.host.cmd_train", fromlist=["register"]).register(sub)
     __import__("nnmpc.host.cmd_bench", fromlist=["register"]).register(sub)
+    __import__("nnmpc.host.cmd_run", fromlist=["register"]).register(sub)
     return p
 
 

@@ -234,9 +234,11 @@ def pid_mix(plant: Plant, tracked: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
 
 
 def simulate_pid(plant: Plant, refs: np.ndarray, gains: np.ndarray, u_bias, mix,
-                 tracked) -> np.ndarray:
+                 tracked, seed: int | None = 1) -> np.ndarray:
     """The firmware's PID law (nnmpc_control.c) on the plant for a batch of gain triples
-    (B x 3: kp, ki, kd, same for every tracked output); returns the tracking RMS per triple."""
+    (B x 3: kp, ki, kd, same for every tracked output), with the plant's sensor noise (seed
+    None: none); returns the tracking RMS (noise-free outputs) per triple."""
+    rng = None if seed is None else np.random.default_rng(seed)
     B, T = len(gains), len(refs)
     p = len(plant.outputs)
     kp, ki, kd = (gains[:, i:i + 1] for i in range(3))
@@ -248,8 +250,10 @@ def simulate_pid(plant: Plant, refs: np.ndarray, gains: np.ndarray, u_bias, mix,
     err2 = np.zeros(B)
     for k in range(T):
         y = plant.h(x, np.broadcast_to(u_bias, (B, len(u_bias))))
+        err2 += (((refs[k] - y) * sel) ** 2).sum(axis=1)
+        if rng is not None and plant.noise_std:
+            y = y + rng.normal(0.0, plant.noise_std, size=y.shape)
         e = (refs[k] - y) * sel
-        err2 += (e ** 2).sum(axis=1)
         v = kp * e + integ + ki * e - kd * (y - y_prev) * sel
         s = u_bias + v @ mix.T
         u = np.clip(s, plant.u_low, plant.u_high)
