@@ -23,10 +23,10 @@ def _ints(text: str, what: str, count: int | None = None) -> tuple[int, ...]:
     return vals
 
 
-def _arch(n_in, n_out, hidden, activation, gru=None, window=None) -> str:
+def _arch(n_in, n_out, hidden, activation, gru=None, window=None, skip=False) -> str:
     head = f"{window}x{n_in} -> GRU {gru}" if gru else f"{n_in}"
     mid = "".join(f" -> {h} {activation}" for h in hidden)
-    return f"{head}{mid} -> {n_out}"
+    return f"{head}{mid} -> {n_out}" + (" (+ linear skip)" if skip else "")
 
 
 def _feature_limits(plant, names: list[tuple[str, str]]) -> list[dict]:
@@ -83,8 +83,11 @@ def cmd_train(args) -> int:
     from .export import export_all, representative_subset, run_tflite
     from .plants import get_plant
     from .progress import Progress, step
-    from .train import free_run_rmse, train_gru, train_mlp
+    from .train import ACTIVATIONS, free_run_rmse, train_gru, train_mlp
 
+    if args.activation not in ACTIVATIONS:
+        raise NnmpcError(f"unknown activation '{args.activation}' "
+                         f"(known: {', '.join(ACTIVATIONS)})")
     plant = get_plant(args.plant)
     spec = plant.default_net
     kind = args.kind or spec.kind
@@ -98,6 +101,10 @@ def cmd_train(args) -> int:
                          "and inputs)")
     if args.lags is not None and kind != "narx":
         raise NnmpcError("--lags applies to --kind narx only")
+    if gru is not None and args.skip:
+        raise NnmpcError("--skip adds a linear input-to-output path to an MLP; it does not "
+                         "apply with --gru")
+    skip = (kind in ("dyn", "narx") and not gru) if args.skip is None else args.skip
     window = max(lags) if gru else None
     stem = f"{plant.name}_{kind}" + ("_gru" if gru else "")
     out = Path(args.out)
@@ -108,7 +115,7 @@ def cmd_train(args) -> int:
     ds = make_dataset(plant, kind, samples, seed=args.seed, lags=lags, gru_window=window)
     n_in = ds.x_train.shape[-1]
     n_out = ds.y_train.shape[-1]
-    arch = _arch(n_in, n_out, hidden, args.activation, gru, window)
+    arch = _arch(n_in, n_out, hidden, args.activation, gru, window, skip)
     if args.save_data:
         out.mkdir(parents=True, exist_ok=True)
         ds.save(out / f"{stem}_data.npz")
@@ -124,7 +131,8 @@ def cmd_train(args) -> int:
             res = train_gru(ds.x_train, ds.y_train, ds.x_val, ds.y_val, units=gru,
                             on_epoch=on_epoch, **kw)
         else:
-            res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, on_epoch=on_epoch, **kw)
+            res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, on_epoch=on_epoch,
+                            skip=skip, **kw)
     free = free_run_rmse(res.model, ds, *lags, gru_window=window) if kind == "narx" else None
 
     step(3, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
@@ -133,6 +141,7 @@ def cmd_train(args) -> int:
         **plant.describe(),
         "kind": kind, "model": stem, "architecture": arch,
         "hidden": list(hidden), "activation": args.activation, "gru_units": gru,
+        "linear_skip": skip,
         "lags": {"ny": lags[0], "nu": lags[1]} if kind == "narx" else None,
         "gru_window": window,
         "input_layout": ("window of [y, u] rows, oldest first" if gru else
@@ -218,6 +227,9 @@ def register(subparsers) -> None:
     t.add_argument("--activation", default="tanh", help="hidden activation")
     t.add_argument("--gru", type=int, metavar="N",
                    help="put a GRU with N units first (narx only; window = max(lags))")
+    t.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
+                   help="add a linear input-to-output path beside the MLP (y = W x + MLP(x)); "
+                        "default: on for dyn and narx, off for fk")
     t.add_argument("--lags", metavar="NY,NU", help="NARX output and input lags (default: "
                                                     "the plant's)")
     t.add_argument("--epochs", type=int, help="maximum epochs (default: the plant's)")

@@ -44,12 +44,19 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def mlp(n_in: int, n_out: int, hidden: list[int], activation: str, name: str = "mlp"):
+def mlp(n_in: int, n_out: int, hidden: list[int], activation: str, name: str = "mlp",
+        skip: bool = False):
+    """Dense layers; with ``skip`` a bias-free linear path from input to output is added to
+    the last layer's output (``y = W x + MLP(x)``), which suits dynamics, where the next
+    output is mostly a linear function of the current ones."""
     keras = import_keras()
     x = inp = keras.Input((n_in,), name="u")
     for i, h in enumerate(hidden):
         x = keras.layers.Dense(h, activation=activation, name=f"hidden{i + 1}")(x)
     out = keras.layers.Dense(n_out, name="out")(x)
+    if skip:
+        lin = keras.layers.Dense(n_out, use_bias=False, name="linear")(inp)
+        out = keras.layers.Add(name="sum")([out, lin])
     return keras.Model(inp, out, name=name)
 
 
@@ -74,8 +81,9 @@ def fold_normalisation(model, nx: Normaliser, ny: Normaliser):
     keras = import_keras()
     raw = keras.models.clone_model(model)
     raw.set_weights(model.get_weights())
-    first = next(l for l in raw.layers if l.get_weights())
-    dense = [l for l in raw.layers if isinstance(l, keras.layers.Dense)]
+    linear = next((l for l in raw.layers if l.name == "linear"), None)
+    first = next(l for l in raw.layers if l.get_weights() and l is not linear)
+    dense = [l for l in raw.layers if isinstance(l, keras.layers.Dense) and l is not linear]
     if isinstance(first, keras.layers.GRU):
         # Every gate sees x W + b_in (reset_after=True keeps the reset gate off the input
         # term), so the input scaling folds into the input kernel and input bias alone.
@@ -89,7 +97,13 @@ def fold_normalisation(model, nx: Normaliser, ny: Normaliser):
         first.set_weights([W / nx.std[:, None], b - (nx.mean / nx.std) @ W])
     W, b = dense[-1].get_weights()
     # y = y_n * s + m
-    dense[-1].set_weights([W * ny.std[None, :], b * ny.std + ny.mean])
+    b = b * ny.std + ny.mean
+    if linear is not None:
+        # y_n += L^T x_n  =>  y += ((L / s_x) * s_y)^T x - s_y * ((m_x / s_x) L)
+        (L,) = linear.get_weights()
+        linear.set_weights([L / nx.std[:, None] * ny.std[None, :]])
+        b = b - ny.std * ((nx.mean / nx.std) @ L)
+    dense[-1].set_weights([W * ny.std[None, :], b])
     return raw
 
 
@@ -98,6 +112,14 @@ def _fit(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, lr, patie
 
     keras = import_keras()
     nx, ny = Normaliser.fit(x_train), Normaliser.fit(y_train)
+    linear = next((l for l in model.layers if l.name == "linear"), None)
+    if linear is not None:
+        # Start at the least-squares linear fit, with the MLP's output layer at zero: the
+        # MLP then only learns what the linear model misses.
+        L, *_ = np.linalg.lstsq(nx(x_train), ny(y_train), rcond=None)
+        linear.set_weights([L.astype(np.float32)])
+        out = model.get_layer("out")
+        out.set_weights([np.zeros_like(w) for w in out.get_weights()])
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
     # Halve the step when validation stalls (Adam's noise floor otherwise limits the fit
     # long before the model does), stop when it stalls for good and keep the best weights.
@@ -132,12 +154,14 @@ def _check(hidden, activation, epochs):
 
 def train_mlp(x_train, y_train, x_val, y_val, *, hidden=(32, 32), activation="tanh",
               epochs=200, batch_size=64, lr=3e-3, seed=0, patience=20, name="mlp",
-              on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
-    """Fit an MLP on normalised data with early stopping; return the raw-units model."""
+              on_epoch: Callable[[int, float, float], None] | None = None,
+              skip: bool = False) -> TrainResult:
+    """Fit an MLP (with a linear skip path if ``skip``) on normalised data with early
+    stopping; return the raw-units model."""
     _check(hidden, activation, epochs)
     keras = import_keras()
     keras.utils.set_random_seed(seed)
-    model = mlp(x_train.shape[1], y_train.shape[1], list(hidden), activation, name)
+    model = mlp(x_train.shape[1], y_train.shape[1], list(hidden), activation, name, skip)
     return _fit(model, x_train, y_train, x_val, y_val, epochs=epochs, batch_size=batch_size,
                 lr=lr, patience=patience, on_epoch=on_epoch)
 

@@ -24,5 +24,5 @@ def get_plant(name: str, **kwargs) -> Plant:
     return cls(**kwargs)
 
 
-__all__ = ["PLANTS", "HaselActuator", "MassSpringDamper", "NetSpec", "Plant", "Signal", "TendonSegment",
-           "TwoLinkArm", "get_plant"]
+__all__ = ["PLANTS", "HaselActuator", "MassSpringDamper", "NetSpec", "Plant", "Signal",
+           "TendonSegment", "TwoLinkArm", "get_plant"]

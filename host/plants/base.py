@@ -8,7 +8,7 @@ many trajectories integrate at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,15 +29,15 @@ class Signal:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """The net a plant trains by default, and the validation RMSE it is tested to reach."""
+    """The net ``nnmpc train`` builds for a plant when no options say otherwise."""
 
     kind: str                       # "fk", "dyn" or "narx"
     hidden: tuple[int, ...] = (32, 32)
     activation: str = "tanh"
     lags: tuple[int, int] = (2, 2)  # (ny, nu), NARX only
+    skip: bool = False              # linear input-to-output path beside the MLP
     samples: int = 6000
     epochs: int = 150
-    target_rmse: tuple[float, ...] = field(default_factory=tuple)  # per output, output units
 
 
 class Plant(ABC):

@@ -30,8 +30,8 @@ class HaselActuator(Plant):
     dt = 0.01
     substeps = 4
     noise_std = (0.01,)
-    default_net = NetSpec("narx", hidden=(32, 32), lags=(3, 3), samples=6000, epochs=150,
-                          target_rmse=(0.03,))
+    default_net = NetSpec("narx", hidden=(32, 32), lags=(3, 3), skip=True, samples=6000,
+                          epochs=150)
 
     def __init__(self, d_max_mm: float = 5.0, v0_kv: float = 5.0, z_max_kv: float = 0.5,
                  tau_e: float = 0.02, tau_m: float = 0.08) -> None:

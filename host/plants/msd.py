@@ -18,8 +18,8 @@ class MassSpringDamper(Plant):
     dt = 0.01
     substeps = 4
     noise_std = (0.1, 5.0)
-    default_net = NetSpec("narx", hidden=(32, 32), lags=(2, 2), samples=6000, epochs=150,
-                          target_rmse=(0.5, 12.0))
+    default_net = NetSpec("narx", hidden=(32, 32), lags=(2, 2), skip=True, samples=6000,
+                          epochs=150)
 
     def __init__(self, m: float = 1.0, k: float = 100.0, c: float = 4.0) -> None:
         self.m, self.k, self.c = m, k, c  # kg, N/m, N s/m
