@@ -163,13 +163,15 @@ class CallResult:
     cycles: int                  # estimate, see COST_TABLE
     taken_branches: int
     stack_bytes: int             # deepest stack use below the entry SP
-    histogram: dict[str, int]    # executed instructions by mnemonic
+    histogram: dict[str, int]    # executed instructions by mnemonic (if asked for)
+    profile: dict[str, int] = field(default_factory=dict)  # estimated cycles by function
 
 
 class CortexM4Counter:
     """Load an ELF once; call its functions and count what they execute."""
 
-    def __init__(self, elf_path: str | Path, *, histogram: bool = False) -> None:
+    def __init__(self, elf_path: str | Path, *, histogram: bool = False,
+                 profile: bool = False) -> None:
         from capstone import CS_ARCH_ARM, CS_MODE_MCLASS, CS_MODE_THUMB, Cs
         from elftools.elf.constants import SH_FLAGS
         from elftools.elf.elffile import ELFFile
@@ -199,6 +201,10 @@ class CortexM4Counter:
         self._cs = Cs(CS_ARCH_ARM, CS_MODE_THUMB | CS_MODE_MCLASS)
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._histogram = histogram
+        self._profile = profile
+        funcs = sorted((a & ~1, n) for n, (a, sz) in self.symbols.items() if sz)
+        self._func_addrs = [a for a, _ in funcs]
+        self._func_names = [n for _, n in funcs]
         self._reset_counts()
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         self.reload()
@@ -228,6 +234,7 @@ class CortexM4Counter:
         self._prev_end = 0
         self._prev_ls = False
         self._hist: dict[str, int] = {}
+        self._prof: dict[str, int] = {}
 
     def _decode(self, address: int, size: int) -> _Block:
         code = bytes(self._uc.mem_read(address, size))
@@ -245,11 +252,18 @@ class CortexM4Counter:
             raise RuntimeError(f"cannot decode the block at {address:#x} ({decoded}/{size} bytes)")
         return _Block(len(costs), costs, lss, last_pc, mns)
 
+    def _function_of(self, address: int) -> str:
+        import bisect
+        i = bisect.bisect_right(self._func_addrs, address) - 1
+        return self._func_names[i] if i >= 0 else "?"
+
     def _on_block(self, uc, address: int, size: int, _user) -> None:
-        prev = self._prev
-        if prev is not None and address != self._prev_end:
+        if self._prev is not None and address != self._prev_end:
             self._cyc += 2          # the previous block's last instruction was a taken branch
             self._taken += 1
+            if self._profile:
+                f = self._function_of(self._prev_end - 1)
+                self._prof[f] = self._prof.get(f, 0) + 2
         if address == MAGIC_RETURN:
             uc.emu_stop()
             self._prev = None
@@ -258,14 +272,18 @@ class CortexM4Counter:
         blk = self._blocks.get(key)
         if blk is None:
             blk = self._blocks[key] = self._decode(address, size)
+        c = blk.cycles(self._prev_ls)
         self._n += blk.n
-        self._cyc += blk.cycles(self._prev_ls)
+        self._cyc += c
         self._prev_ls = blk.single_ls[-1]
         self._prev = blk
         self._prev_end = address + size
         if self._histogram:
             for m in blk.mnemonics:
                 self._hist[m] = self._hist.get(m, 0) + 1
+        if self._profile:
+            f = self._function_of(address)
+            self._prof[f] = self._prof.get(f, 0) + c
 
     def call(self, function: str | int, args: tuple[int, ...] = (), *,
              max_instructions: int = 50_000_000) -> CallResult:
@@ -302,4 +320,4 @@ class CortexM4Counter:
                 break
         else:
             used = 0
-        return CallResult(self._n, self._cyc, self._taken, used, dict(self._hist))
+        return CallResult(self._n, self._cyc, self._taken, used, dict(self._hist), dict(self._prof))

@@ -4,40 +4,405 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Dense layer: one dot product per output row, then the activation. */
+/*
+ * Speed notes (Cortex-M4F, the main target): the FPU runs VMUL and VADD in one cycle each but
+ * a fused VMLA/VFMA in three, and a run of loads pipelines (one cycle each after the first).
+ * So the kernels keep products and sums separate (no fused multiply-add is asked for: the C is
+ * written with separate statements, and the file is built without FP contraction on GCC),
+ * load several values in a row, and reuse each loaded input across several output rows.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#define NN_INLINE static inline __attribute__((always_inline))
+#else
+#define NN_INLINE static inline
+#endif
+
+typedef union {
+    float f;
+    uint32_t u;
+} nn_bits;
+
+/* ---- Fast elementary functions (inlined into the loops) ----------------------------- */
+
+/*
+ * expm1 on |r| <= ln2/2 (slightly more): r + r^2 P(r), P a degree-4 minimax fit of
+ * (expm1(r) - r) / r^2; relative error 1.4e-8 before rounding.
+ */
+NN_INLINE float nn_expm1_reduced(float r)
+{
+    float p = 1.38825167e-03f;
+    p = p * r;
+    p = p + 8.36654752e-03f;
+    p = p * r;
+    p = p + 4.16672006e-02f;
+    p = p * r;
+    p = p + 1.66665435e-01f;
+    p = p * r;
+    p = p + 4.99999970e-01f;
+    {
+        const float r2 = r * r;
+        const float t = r2 * p;
+        return t + r;
+    }
+}
+
+/*
+ * Split z = k ln2 + r with k = round(z / ln2) (by the 1.5 * 2^23 rounding trick), return r
+ * and s = 2^k. Needs |k| <= 126, i.e. |z| <= 87.
+ */
+NN_INLINE float nn_reduce(float z, float *s)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    nn_bits t, p;
+    float kf, r, kl;
+    t.f = z * 1.44269502f;
+    t.f = t.f + magic;
+    kf = t.f - magic;
+    kl = kf * 0.693147182f;
+    r = z - kl;
+    /* The low mantissa bits of t hold k (two's complement); shift them into the exponent. */
+    p.u = (t.u << 23) + 0x3f800000u;
+    *s = p.f;
+    return r;
+}
+
+/*
+ * tanh(x) = e / (e + 2) with e = expm1(2x), e = s q + (s - 1) exact for the reduced
+ * argument: one division, a few ulps everywhere (relative near 0 too), odd by construction.
+ * |2x| is clamped to 18 where tanh rounds to +-1; NaN propagates.
+ */
+NN_INLINE float nn_tanh(float x)
+{
+    float z = x + x, s, q, e;
+    z = z > 18.0f ? 18.0f : z;
+    z = z < -18.0f ? -18.0f : z;
+    q = nn_expm1_reduced(nn_reduce(z, &s));
+    e = s * q;
+    e = e + (s - 1.0f);
+    return e / (e + 2.0f);
+}
+
+/* sigmoid(x) = N / (1 + E), E = exp(-|x|) (|x| clamped to 87), N = 1 for x >= 0, E else. */
+NN_INLINE float nn_sigmoid(float x)
+{
+    float a = x < 0.0f ? -x : x, s, q, E;
+    a = a > 87.0f ? 87.0f : a;
+    q = nn_expm1_reduced(nn_reduce(-a, &s));
+    E = s * q;
+    E = E + s;
+    return (x < 0.0f ? E : 1.0f) / (1.0f + E);
+}
+
+/* ---- Dense layer ------------------------------------------------------------------- */
+
+#if defined(__GNUC__) && defined(__thumb2__) && defined(__ARM_FP) && ((__ARM_FP) & 4)
+#define NN_ASM_VFP 1 /* Thumb-2 with a single-precision FPU (Cortex-M4F/M7/M33) */
+#else
+#define NN_ASM_VFP 0
+#endif
+
+#define NN_ROW8(w, a)                                                                          \
+    "vldmia %[" w "]!, {s8-s15}\n\t"                                                           \
+    "vmul.f32 s8, s8, s0\n\t"                                                                  \
+    "vmul.f32 s9, s9, s1\n\t"                                                                  \
+    "vmul.f32 s10, s10, s2\n\t"                                                                \
+    "vmul.f32 s11, s11, s3\n\t"                                                                \
+    "vmul.f32 s12, s12, s4\n\t"                                                                \
+    "vmul.f32 s13, s13, s5\n\t"                                                                \
+    "vmul.f32 s14, s14, s6\n\t"                                                                \
+    "vmul.f32 s15, s15, s7\n\t"                                                                \
+    "vadd.f32 " a ", " a ", s8\n\t"                                                            \
+    "vadd.f32 " a ", " a ", s9\n\t"                                                            \
+    "vadd.f32 " a ", " a ", s10\n\t"                                                           \
+    "vadd.f32 " a ", " a ", s11\n\t"                                                           \
+    "vadd.f32 " a ", " a ", s12\n\t"                                                           \
+    "vadd.f32 " a ", " a ", s13\n\t"                                                           \
+    "vadd.f32 " a ", " a ", s14\n\t"                                                           \
+    "vadd.f32 " a ", " a ", s15\n\t"
+
+/* Two and one columns of a row: a += w[0] x[0] (+ w[1] x[1]), x in s0-s1. */
+#define NN_ROW2(w, a)                                                                          \
+    "vldmia %[" w "]!, {s8-s9}\n\t"                                                            \
+    "vmul.f32 s8, s8, s0\n\t"                                                                  \
+    "vmul.f32 s9, s9, s1\n\t"                                                                  \
+    "vadd.f32 " a ", " a ", s8\n\t"                                                            \
+    "vadd.f32 " a ", " a ", s9\n\t"
+#define NN_ROW1(w, a)                                                                          \
+    "vldmia %[" w "]!, {s8}\n\t"                                                               \
+    "vmul.f32 s8, s8, s0\n\t"                                                                  \
+    "vadd.f32 " a ", " a ", s8\n\t"
+
+/* Clear the negative values (sign bit set) of two registers on their bit patterns. */
+#define NN_BIC2(lo, hi)                                                                        \
+    "vmov %[n], %[m], " lo ", " hi "\n\t"                                                      \
+    "bic %[n], %[n], %[n], asr #31\n\t"                                                        \
+    "bic %[m], %[m], %[m], asr #31\n\t"                                                        \
+    "vmov " lo ", " hi ", %[n], %[m]\n\t"
+
+/*
+ * Dense rows in blocks of eight: y[r] = act(b[r] + W[r, :] . x) for r < 8 * nblk (row stride
+ * n_in), act = relu if relu != 0 else identity. Each step loads eight inputs once for the eight
+ * rows and eight weights of a row with one multiple load, then multiplies and adds with
+ * separate one-cycle instructions; the eight sums stay in s16-s23.
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void dense_blocks8(const float *W, const float *b, const float *x, float *y, int n_in,
+                          int nblk, int relu)
+{
+#if NN_ASM_VFP
+    /* Loop state the asm reads from memory, to leave it the 13 registers it needs. */
+    struct {
+        const float *b;
+        const float *x;
+        int n_in;
+        int stride_bytes;
+        int nblk;
+        int relu;
+    } ctx;
+    const float *w0 = W, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
+    const float *w4 = w3 + n_in, *w5 = w4 + n_in, *w6 = w5 + n_in, *w7 = w6 + n_in;
+    const float *xp = x;
+    uintptr_t n, m;
+    ctx.b = b;
+    ctx.x = x;
+    ctx.n_in = n_in;
+    ctx.stride_bytes = n_in * 4;
+    ctx.nblk = nblk;
+    ctx.relu = relu;
+    __asm__ volatile(
+        "0:\n\t"
+        "ldr %[n], [%[c], #0]\n\t"
+        "vldmia %[n]!, {s16-s23}\n\t"      /* biases */
+        "str %[n], [%[c], #0]\n\t"
+        "ldr %[x], [%[c], #4]\n\t"
+        "ldr %[n], [%[c], #8]\n\t"
+        "and %[m], %[n], #7\n\t"
+        "lsrs %[n], %[n], #3\n\t"
+        "beq 2f\n"
+        "1:\n\t"
+        "vldmia %[x]!, {s0-s7}\n\t"
+        NN_ROW8("w0", "s16") NN_ROW8("w1", "s17") NN_ROW8("w2", "s18") NN_ROW8("w3", "s19")
+        NN_ROW8("w4", "s20") NN_ROW8("w5", "s21") NN_ROW8("w6", "s22") NN_ROW8("w7", "s23")
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n"
+        "2:\n\t"
+        /* the n_in % 8 last inputs: two at a time, then the odd one */
+        "lsrs %[n], %[m], #1\n\t"
+        "beq 6f\n"
+        "7:\n\t"
+        "vldmia %[x]!, {s0-s1}\n\t"
+        NN_ROW2("w0", "s16") NN_ROW2("w1", "s17") NN_ROW2("w2", "s18") NN_ROW2("w3", "s19")
+        NN_ROW2("w4", "s20") NN_ROW2("w5", "s21") NN_ROW2("w6", "s22") NN_ROW2("w7", "s23")
+        "subs %[n], %[n], #1\n\t"
+        "bne 7b\n"
+        "6:\n\t"
+        "lsls %[m], %[m], #31\n\t"
+        "beq 4f\n\t"
+        "vldmia %[x]!, {s0}\n\t"
+        NN_ROW1("w0", "s16") NN_ROW1("w1", "s17") NN_ROW1("w2", "s18") NN_ROW1("w3", "s19")
+        NN_ROW1("w4", "s20") NN_ROW1("w5", "s21") NN_ROW1("w6", "s22") NN_ROW1("w7", "s23")
+        "4:\n\t"
+        "ldr %[n], [%[c], #20]\n\t"        /* relu */
+        "cbz %[n], 5f\n\t"
+        NN_BIC2("s16", "s17") NN_BIC2("s18", "s19") NN_BIC2("s20", "s21") NN_BIC2("s22", "s23")
+        "5:\n\t"
+        "vstmia %[y]!, {s16-s23}\n\t"
+        /* next block: its row 0 starts where row 7 ended */
+        "mov %[w0], %[w7]\n\t"
+        "add %[w1], %[w0], %[s]\n\t"
+        "add %[w2], %[w1], %[s]\n\t"
+        "add %[w3], %[w2], %[s]\n\t"
+        "add %[w4], %[w3], %[s]\n\t"
+        "add %[w5], %[w4], %[s]\n\t"
+        "add %[w6], %[w5], %[s]\n\t"
+        "add %[w7], %[w6], %[s]\n\t"
+        "ldr %[m], [%[c], #16]\n\t"
+        "subs %[m], %[m], #1\n\t"
+        "str %[m], [%[c], #16]\n\t"
+        "bne 0b\n\t"
+        : [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3),
+          [w4] "+r"(w4), [w5] "+r"(w5), [w6] "+r"(w6), [w7] "+r"(w7),
+          [x] "+r"(xp), [n] "=&l"(n), [m] "=&l"(m), [y] "+r"(y)
+        : [c] "r"(&ctx), [s] "r"(n_in * 4)
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+          "s13", "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "cc",
+          "memory");
+#else
+    for (; nblk > 0; --nblk) {
+        int r, j;
+        for (r = 0; r < 8; ++r) {
+            const float *wr = W + (long)r * n_in;
+            float acc = b[r];
+            for (j = 0; j < n_in; ++j) {
+                const float m = wr[j] * x[j];
+                acc += m;
+            }
+            y[r] = (relu && acc < 0.0f) ? 0.0f : acc;
+        }
+        W += 8L * n_in;
+        b += 8;
+        y += 8;
+    }
+#endif
+}
+
+/* Two output rows: y0 = b0 + w0 . x, y1 = b1 + w1 . x (w1 may equal w0). */
+static void dense_rows2(const float *w0, const float *w1, float *y0, float *y1, float b0,
+                        float b1, const float *x, int n_in)
+{
+#if NN_ASM_VFP
+    int n8 = n_in >> 3, m = n_in & 7;
+    __asm__ volatile(
+        "cmp %[n], #0\n\t"
+        "beq 2f\n"
+        "1:\n\t"
+        "vldmia %[x]!, {s0-s7}\n\t"
+        NN_ROW8("w0", "%[a0]") NN_ROW8("w1", "%[a1]")
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n"
+        "2:\n\t"
+        "cbz %[m], 4f\n"
+        "3:\n\t"
+        "vldmia %[x]!, {s0}\n\t"
+        NN_ROW1("w0", "%[a0]") NN_ROW1("w1", "%[a1]")
+        "subs %[m], %[m], #1\n\t"
+        "bne 3b\n"
+        "4:\n\t"
+        : [a0] "+t"(b0), [a1] "+t"(b1), [w0] "+r"(w0), [w1] "+r"(w1), [x] "+r"(x),
+          [n] "+l"(n8), [m] "+l"(m)
+        :
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+          "s13", "s14", "s15", "cc", "memory");
+#else
+    int j;
+    for (j = 0; j < n_in; ++j) {
+        const float m0 = w0[j] * x[j], m1 = w1[j] * x[j];
+        b0 += m0;
+        b1 += m1;
+    }
+#endif
+    *y0 = b0;
+    *y1 = b1;
+}
+
 void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
                  int n_out, int n_in, nnmpc_act_t act)
 {
-    int i, j;
-    for (i = 0; i < n_out; ++i) {
-        const float *w = W + (long)i * n_in;
-        float acc = b[i];
-        for (j = 0; j < n_in; ++j) {
-            acc += w[j] * x[j];
-        }
-        y[i] = acc;
+    const int nblk = n_out >> 3, relu = act == NNMPC_ACT_RELU;
+    int i;
+    if (nblk > 0) {
+        dense_blocks8(W, b, x, y, n_in, nblk, relu);
     }
-    nnmpc_activate(y, y, n_out, act);
+    for (i = 8 * nblk; i < n_out; i += 2) {
+        /* an odd last row is computed twice */
+        const int i1 = i + 1 < n_out ? i + 1 : i;
+        dense_rows2(W + (long)i * n_in, W + (long)i1 * n_in, y + i, y + i1, b[i], b[i1], x,
+                    n_in);
+    }
+    if (relu) {
+        nnmpc_activate(y + 8 * nblk, y + 8 * nblk, n_out - 8 * nblk, act);
+    } else if (act != NNMPC_ACT_LINEAR) {
+        nnmpc_activate(y, y, n_out, act);
+    }
 }
+
+#if NN_ASM_VFP
+/*
+ * The tanh and sigmoid loop for n > 0 elements, one straight instruction sequence per element
+ * with every constant in a register:
+ *   e = expm1(z), z = c[0] * x clamped to [-87, 87] (NaN passes), y = (c[1] e + c[2]) / (e + 2);
+ * tanh: c = {2, 1, 0} (tanh x = e / (e + 2) with e = expm1(2x));
+ * sigmoid: c = {-1, 0, 1} (1 / (1 + exp(-x)) = 1 / (expm1(-x) + 2)).
+ * expm1 as in nn_expm1_reduced() / nn_reduce(): z = k ln2 + r, e = 2^k q + (2^k - 1).
+ */
+static void exp_act_loop(const float *x, float *y, int n, const float *c)
+{
+    static const float k[12] = {
+        87.0f, -87.0f, 1.44269502f, 12582912.0f, 0.693147182f,
+        1.38825167e-03f, 8.36654752e-03f, 4.16672006e-02f, 1.66665435e-01f, 4.99999970e-01f,
+        1.0f, 2.0f,
+    };
+    __asm__ volatile(
+        "vldmia %[k], {s16-s27}\n\t"
+        "vldmia %[c], {s28-s30}\n"
+        "1:\n\t"
+        "vldmia %[x]!, {s0}\n\t"
+        "vmul.f32 s0, s0, s28\n\t"      /* z, clamped to [-87, 87] (NaN passes) */
+        "vcmp.f32 s0, s16\n\t"
+        "vmrs APSR_nzcv, fpscr\n\t"
+        "it gt\n\t"
+        "vmovgt.f32 s0, s16\n\t"
+        "vcmp.f32 s0, s17\n\t"
+        "vmrs APSR_nzcv, fpscr\n\t"
+        "it mi\n\t"
+        "vmovmi.f32 s0, s17\n\t"
+        "vmul.f32 s1, s0, s18\n\t"      /* t = z / ln2 + 1.5 * 2^23: k in the low bits */
+        "vadd.f32 s1, s1, s19\n\t"
+        "vsub.f32 s2, s1, s19\n\t"      /* k */
+        "vmul.f32 s2, s2, s20\n\t"
+        "vsub.f32 s0, s0, s2\n\t"       /* r = z - k ln2 */
+        "vmov r3, s1\n\t"
+        "lsls r3, r3, #23\n\t"
+        "add r3, r3, #0x3f800000\n\t"
+        "vmov s3, r3\n\t"               /* s = 2^k */
+        "vmul.f32 s4, s0, s21\n\t"      /* P(r) */
+        "vadd.f32 s4, s4, s22\n\t"
+        "vmul.f32 s4, s4, s0\n\t"
+        "vadd.f32 s4, s4, s23\n\t"
+        "vmul.f32 s4, s4, s0\n\t"
+        "vadd.f32 s4, s4, s24\n\t"
+        "vmul.f32 s4, s4, s0\n\t"
+        "vadd.f32 s4, s4, s25\n\t"
+        "vmul.f32 s5, s0, s0\n\t"
+        "vmul.f32 s4, s4, s5\n\t"
+        "vadd.f32 s4, s4, s0\n\t"       /* q = expm1(r) */
+        "vmul.f32 s4, s4, s3\n\t"
+        "vsub.f32 s5, s3, s26\n\t"
+        "vadd.f32 s4, s4, s5\n\t"       /* e = s q + (s - 1) = expm1(z) */
+        "vadd.f32 s5, s4, s27\n\t"      /* e + 2 */
+        "vmul.f32 s4, s4, s29\n\t"
+        "vadd.f32 s4, s4, s30\n\t"
+        "vdiv.f32 s4, s4, s5\n\t"
+        "vstmia %[y]!, {s4}\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n"
+        : [x] "+r"(x), [y] "+r"(y), [n] "+r"(n)
+        : [k] "r"(k), [c] "r"(c)
+        : "r3", "s0", "s1", "s2", "s3", "s4", "s5", "s16", "s17", "s18", "s19", "s20", "s21",
+          "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "cc", "memory");
+}
+
+static const float nn_tanh_c[3] = {2.0f, 1.0f, 0.0f};
+static const float nn_sigmoid_c[3] = {-1.0f, 0.0f, 1.0f};
+#endif
 
 void nnmpc_activate(const float *x, float *y, int n, nnmpc_act_t act)
 {
     int i;
     switch (act) {
     case NNMPC_ACT_RELU:
+        /* max(v, 0) on the bit patterns: clear every value whose sign bit is set. */
         for (i = 0; i < n; ++i) {
-            y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+            nn_bits v;
+            v.f = x[i];
+            v.u &= (v.u >> 31) - 1u;
+            y[i] = v.f;
         }
         break;
     case NNMPC_ACT_TANH:
-        for (i = 0; i < n; ++i) {
-            y[i] = nnmpc_tanhf(x[i]);
-        }
-        break;
     case NNMPC_ACT_SIGMOID:
-        for (i = 0; i < n; ++i) {
-            y[i] = nnmpc_sigmoidf(x[i]);
+#if NN_ASM_VFP
+        if (n > 0) {
+            exp_act_loop(x, y, n, act == NNMPC_ACT_TANH ? nn_tanh_c : nn_sigmoid_c);
         }
+#else
+        for (i = 0; i < n; ++i) {
+            y[i] = act == NNMPC_ACT_TANH ? nn_tanh(x[i]) : nn_sigmoid(x[i]);
+        }
+#endif
         break;
     case NNMPC_ACT_LINEAR:
     default:
@@ -51,22 +416,30 @@ void nnmpc_activate(const float *x, float *y, int n, nnmpc_act_t act)
 void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
 {
     int i;
-    for (i = 0; i < n; ++i) {
-        switch (act) {
-        case NNMPC_ACT_RELU:
+    switch (act) {
+    case NNMPC_ACT_RELU:
+        for (i = 0; i < n; ++i) {
             d[i] = y[i] > 0.0f ? 1.0f : 0.0f;
-            break;
-        case NNMPC_ACT_TANH:
-            d[i] = 1.0f - y[i] * y[i];
-            break;
-        case NNMPC_ACT_SIGMOID:
-            d[i] = y[i] * (1.0f - y[i]);
-            break;
-        case NNMPC_ACT_LINEAR:
-        default:
-            d[i] = 1.0f;
-            break;
         }
+        break;
+    case NNMPC_ACT_TANH:
+        for (i = 0; i < n; ++i) {
+            const float v = y[i];
+            d[i] = 1.0f - v * v;
+        }
+        break;
+    case NNMPC_ACT_SIGMOID:
+        for (i = 0; i < n; ++i) {
+            const float v = y[i];
+            d[i] = v * (1.0f - v);
+        }
+        break;
+    case NNMPC_ACT_LINEAR:
+    default:
+        for (i = 0; i < n; ++i) {
+            d[i] = 1.0f;
+        }
+        break;
     }
 }
 
@@ -155,28 +528,22 @@ float nnmpc_expf(float x)
 
 float nnmpc_tanhf(float x)
 {
-    const float a = x < 0.0f ? -x : x;
+#if NN_ASM_VFP
     float y;
-    if (a < 0.4f) {
-        /* Odd Taylor series to x^11: truncation error < 3e-8 absolute on |x| < 0.4. */
-        const float z = x * x;
-        return x + x * z * (-3.33333343e-01f + z * (1.33333340e-01f + z * (-5.39682545e-02f +
-               z * (2.18694881e-02f + z * -8.86323549e-03f))));
-    }
-    if (a > 9.0f) {
-        y = 1.0f;
-    } else {
-        y = 1.0f - 2.0f / (nnmpc_expf(2.0f * a) + 1.0f);
-    }
-    return x < 0.0f ? -y : y;
+    exp_act_loop(&x, &y, 1, nn_tanh_c);
+    return y;
+#else
+    return nn_tanh(x);
+#endif
 }
 
 float nnmpc_sigmoidf(float x)
 {
-    if (x >= 0.0f) {
-        return 1.0f / (1.0f + nnmpc_expf(-x));
-    } else {
-        const float e = nnmpc_expf(x);
-        return e / (1.0f + e);
-    }
+#if NN_ASM_VFP
+    float y;
+    exp_act_loop(&x, &y, 1, nn_sigmoid_c);
+    return y;
+#else
+    return nn_sigmoid(x);
+#endif
 }
