@@ -48,6 +48,17 @@ def cmd_build(args) -> int:
     from .boards import load_board
     from .exportlib import prepare_model
 
+    if args.board == "all":
+        if not args.core_only:
+            raise NnmpcError("--board all works with --core-only (one PlatformIO build per board)")
+        from .boards import list_boards
+
+        work = (Path(args.out) if args.out else DEFAULT_OUT / "all").resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        model_dir = prepare_model(args.model, work)
+        for name in list_boards():
+            _core_check(load_board(name), model_dir, work / "core")
+        return 0
     board = load_board(args.board)
     project_dir = _project_dir(args).resolve()
     project_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +160,8 @@ def register(subparsers) -> None:
                     "firmware/platformio; real boards need PlatformIO's registry once.")
     common(bd, model_required=True)
     bd.add_argument("--core-only", action="store_true",
-                    help="only the offline core size/FPU check, no PlatformIO build")
+                    help="only the offline core size/FPU check, no PlatformIO build "
+                         "(with --board all: every board)")
     bd.set_defaults(func=cmd_build)
 
     fl = subparsers.add_parser(
