@@ -171,6 +171,7 @@ class ModelSource:
     consts: list[ConstArray] = field(default_factory=list)
     structs: list[Struct] = field(default_factory=list)
     functions: list[Function] = field(default_factory=list)
+    arena_bytes: int = 0
     state_floats: int = 0
     window: int = 0        # time steps of a recurrent model's window (0: not recurrent)
     step_input_size: int = 0
@@ -233,7 +234,7 @@ def _window_fields(graph: Graph, node) -> list[tuple[str, str]]:
     else:
         ih, iw, ic = x.shape
         oh, ow = a["out_spatial"]
-    if node.op == "conv":
+    if node.op in ("conv", "qconv"):
         W = graph.tensors[node.inputs[1]]
         oc, kh, kw = W.shape[0], W.shape[1], W.shape[2]
         groups = a.get("groups", 1)
@@ -547,7 +548,7 @@ def lower(graph: Graph, name: str) -> ModelSource:
         model_hash=graph.content_hash()[:16], source_file=Path(graph.source_file).name,
         input_size=graph.input_size, output_size=graph.output_size,
         arena_floats=max(arena_floats, 1), params=graph.param_count(),
-        includes=["nnmpc_nn.h", "nnmpc_ops.h"],
+        includes=["nnmpc_nn.h", "nnmpc_ops.h"], arena_bytes=4 * max(arena_floats, 1),
     )
     src.functions.append(_function(f"void {name}_predict(const float *input, float *output)",
                                    pred, plans["predict"][0], arena))

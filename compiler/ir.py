@@ -76,6 +76,12 @@ OPS: dict[str, int | None] = {
     "slice": 1,
     "reshape": 1,
     "transpose": 1,
+    # full-integer ops (see nnmpc.compiler.int8)
+    "qdense": 3,
+    "qconv": 3,
+    "qpool": 1,
+    "qadd": 2,
+    "qlut": 2,
 }
 
 
@@ -216,7 +222,7 @@ class Graph:
                     raise CompileError(f"tensor '{o}' is written twice", file=where,
                                        layer=n.source or n.name)
             known.update(n.outputs)
-            if n.op in ("add", "sub", "mul"):
+            if n.op in ("add", "sub", "mul", "qadd"):
                 a, b = (self.tensors[i] for i in n.inputs)
                 if a.size != b.size and not (b.is_const and a.size % b.size == 0):
                     raise CompileError(

@@ -246,10 +246,13 @@ def to_tflite(model, path: Path, int8_data: np.ndarray | None = None) -> None:
     path.write_bytes(conv.convert())
 
 
-def tflite_interpreter(path: Path):
-    from ai_edge_litert.interpreter import Interpreter
+def tflite_interpreter(path: Path, reference: bool = True):
+    """The TFLite interpreter with its reference kernels (no XNNPACK delegate, whose int8
+    arithmetic rounds differently from TFLite's own), or its default optimised set-up."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), num_threads=1)
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=kind)
     it.allocate_tensors()
     return it
 
@@ -266,3 +269,44 @@ def tflite_ref(path: Path, in_shape):
             ys.append(it.get_tensor(o["index"]).reshape(-1).copy())
         return np.array(ys)
     return ref
+
+
+def int8_keras_builders():
+    """Models for full-integer TFLite: the ops the int8 back-end supports."""
+    B = {}
+
+    def mlp_relu(keras):
+        L = keras.layers
+        return _seq(keras, (6,), [L.Dense(16, activation="relu"), L.Dense(16, activation="relu6"),
+                                  L.Dense(3)], "q_mlp_relu")
+
+    def mlp_tanh_sigmoid(keras):
+        L = keras.layers
+        return _seq(keras, (4,), [L.Dense(12, activation="tanh"), L.Dense(12, activation="sigmoid"),
+                                  L.Dense(2)], "q_mlp_tanh_sigmoid")
+
+    def residual(keras):
+        L = keras.layers
+        x = keras.Input((5,))
+        a = L.Dense(8, activation="relu")(x)
+        b = L.Dense(8)(a)
+        c = L.Add()([a, b])
+        return keras.Model(x, L.Dense(2)(c), name="q_residual")
+
+    def conv2d(keras):
+        L = keras.layers
+        return _seq(keras, (8, 8, 2), [L.Conv2D(4, 3, activation="relu"),
+                                       L.DepthwiseConv2D(3, padding="same"),
+                                       L.MaxPooling2D(2), L.Conv2D(3, 2, strides=2, padding="same"),
+                                       L.AveragePooling2D(2, padding="same"),
+                                       L.Flatten(), L.Dense(3)], "q_conv2d")
+
+    def conv1d(keras):
+        L = keras.layers
+        return _seq(keras, (12, 3), [L.Conv1D(6, 3, activation="relu"), L.MaxPooling1D(2),
+                                     L.Conv1D(4, 3, padding="same", activation="tanh"),
+                                     L.Flatten(), L.Dense(2)], "q_conv1d")
+
+    for fn in (mlp_relu, mlp_tanh_sigmoid, residual, conv2d, conv1d):
+        B[fn.__name__] = fn
+    return B

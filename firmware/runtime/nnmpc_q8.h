@@ -1,5 +1,253 @@
-/* placeholder */
+/*
+ * nnmpc int8 kernels: full-integer inference with TensorFlow Lite's exact arithmetic.
+ *
+ * Activations are int8 with an affine quantisation real = scale * (q - zero_point); weights
+ * int8 (symmetric, per output channel), biases int32. An accumulator is brought back to int8 by
+ * a fixed-point multiplier (int32 significand + power-of-two shift) with TFLite's two roundings:
+ * SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT. Results are bit-exact with the
+ * TFLite interpreter.
+ *
+ * Header-only (static inline), like nnmpc_ops.h. Plain C99, no malloc, no float inside the
+ * integer kernels.
+ */
 #ifndef NNMPC_Q8_H
 #define NNMPC_Q8_H
-#define NNMPC_Q8_VERSION 1
+
+#include <stdint.h>
+
+#include "nnmpc_ops.h"
+
+#ifdef __cplusplus
+extern "C" {
 #endif
+
+#define NNMPC_Q8_VERSION 1
+
+/** Quantisation of a conv/dense: offsets, output range, and a multiplier per channel. */
+typedef struct {
+    int32_t in_zp, out_zp;
+    int32_t act_min, act_max;
+    const int32_t *mult;  /* per output channel */
+    const int32_t *shift; /* per output channel: > 0 left, < 0 right */
+    int32_t double_rounding; /* 1: nnmpc_q_mul2, 0: nnmpc_q_mul */
+} nnmpc_q_params_t;
+
+/** Quantisation of an int8 addition (TFLite's scheme, left_shift = 20). */
+typedef struct {
+    int32_t a_offset, b_offset, out_zp;
+    int32_t a_mult, b_mult, out_mult;
+    int32_t a_shift, b_shift, out_shift;
+    int32_t left_shift;
+    int32_t act_min, act_max;
+} nnmpc_q_add_t;
+
+/** (a * b * 2) >> 32 with rounding to nearest and saturation (gemmlowp's definition). */
+static inline int32_t nnmpc_q_srdhm(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    if (a == b && a == INT32_MIN) {
+        return INT32_MAX;
+    }
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/** x / 2^e rounded to nearest, ties away from zero. */
+static inline int32_t nnmpc_q_rdbpot(int32_t x, int e)
+{
+    const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (remainder > threshold ? 1 : 0);
+}
+
+/** x * mult * 2^(shift - 31) rounded once (TFLite MultiplyByQuantizedMultiplier, single rounding). */
+static inline int32_t nnmpc_q_mul(int32_t x, int32_t mult, int32_t shift)
+{
+    const int total = 31 - (int)shift; /* in [1, 62] since shift is in [-31, 30] */
+    const int64_t round = (int64_t)1 << (total - 1);
+    return (int32_t)(((int64_t)x * (int64_t)mult + round) >> total);
+}
+
+/** The same with gemmlowp's two roundings (TFLite MultiplyByQuantizedMultiplier, double rounding). */
+static inline int32_t nnmpc_q_mul2(int32_t x, int32_t mult, int32_t shift)
+{
+    const int left = shift > 0 ? (int)shift : 0;
+    const int right = shift > 0 ? 0 : (int)-shift;
+    return nnmpc_q_rdbpot(nnmpc_q_srdhm((int32_t)((uint32_t)x << left), mult), right);
+}
+
+static inline int8_t nnmpc_q_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/** y[rows x n_out] = requantise(W[n_out x n_in] . (x - in_zp) + b), per output channel. */
+static inline void nnmpc_q_dense(const int8_t *x, const int8_t *W, const int32_t *b, int8_t *y,
+                                 int rows, int n_out, int n_in, const nnmpc_q_params_t *q)
+{
+    int r, i, j;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + (long)r * n_in;
+        for (i = 0; i < n_out; ++i) {
+            const int8_t *w = W + (long)i * n_in;
+            int32_t acc = 0;
+            for (j = 0; j < n_in; ++j) {
+                acc += (int32_t)w[j] * ((int32_t)xr[j] - q->in_zp);
+            }
+            if (b) {
+                acc += b[i];
+            }
+            acc = (q->double_rounding ? nnmpc_q_mul2(acc, q->mult[i], q->shift[i])
+                                      : nnmpc_q_mul(acc, q->mult[i], q->shift[i])) + q->out_zp;
+            y[(long)r * n_out + i] = nnmpc_q_clamp(acc, q->act_min, q->act_max);
+        }
+    }
+}
+
+/** Integer convolution (groups as in nnmpc_conv2d; padding contributes real zeros). */
+static inline void nnmpc_q_conv(const int8_t *x, const int8_t *W, const int32_t *b, int8_t *y,
+                                const nnmpc_window_t *p, const nnmpc_q_params_t *q)
+{
+    const int cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+    int oy, ox, o, ky, kx, c;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < p->out_c; ++o) {
+                const int g = o / cout_g;
+                const int8_t *w = W + (long)o * p->k_h * p->k_w * cin_g;
+                int32_t acc = 0;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int iy = oy * p->stride_h + ky * p->dil_h - p->pad_top;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int ix = ox * p->stride_w + kx * p->dil_w - p->pad_left;
+                        const int8_t *xi, *wk;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        xi = x + (long)(iy * p->in_w + ix) * p->in_c + (long)g * cin_g;
+                        wk = w + (long)(ky * p->k_w + kx) * cin_g;
+                        for (c = 0; c < cin_g; ++c) {
+                            acc += (int32_t)wk[c] * ((int32_t)xi[c] - q->in_zp);
+                        }
+                    }
+                }
+                if (b) {
+                    acc += b[o];
+                }
+                acc = (q->double_rounding ? nnmpc_q_mul2(acc, q->mult[o], q->shift[o])
+                                          : nnmpc_q_mul(acc, q->mult[o], q->shift[o])) + q->out_zp;
+                y[(long)(oy * p->out_w + ox) * p->out_c + o] =
+                    nnmpc_q_clamp(acc, q->act_min, q->act_max);
+            }
+        }
+    }
+}
+
+/** Integer max (kind 0) or average (kind 1, rounded half away from zero) pooling. */
+static inline void nnmpc_q_pool(const int8_t *x, int8_t *y, const nnmpc_window_t *p, int kind,
+                                int32_t act_min, int32_t act_max)
+{
+    int oy, ox, c, ky, kx;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (c = 0; c < p->in_c; ++c) {
+                int32_t acc = kind == 0 ? -128 : 0;
+                int32_t count = 0;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int iy = oy * p->stride_h + ky - p->pad_top;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int ix = ox * p->stride_w + kx - p->pad_left;
+                        int32_t v;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        v = x[(long)(iy * p->in_w + ix) * p->in_c + c];
+                        if (kind == 0) {
+                            acc = v > acc ? v : acc;
+                        } else {
+                            acc += v;
+                        }
+                        ++count;
+                    }
+                }
+                if (kind != 0 && count > 0) {
+                    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                }
+                y[(long)(oy * p->out_w + ox) * p->in_c + c] = nnmpc_q_clamp(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+/** y[i] = a[i] + b[i % nb] in TFLite's int8 addition arithmetic. */
+static inline void nnmpc_q_add(const int8_t *a, const int8_t *b, int8_t *y, int n, int nb,
+                               const nnmpc_q_add_t *q)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        const int32_t sa = nnmpc_q_mul((int32_t)((uint32_t)(a[i] + q->a_offset) << q->left_shift),
+                                       q->a_mult, q->a_shift);
+        const int32_t sb = nnmpc_q_mul((int32_t)((uint32_t)(b[i % nb] + q->b_offset) << q->left_shift),
+                                       q->b_mult, q->b_shift);
+        const int32_t out = nnmpc_q_mul(sa + sb, q->out_mult, q->out_shift) + q->out_zp;
+        y[i] = nnmpc_q_clamp(out, q->act_min, q->act_max);
+    }
+}
+
+/** y[i] = table[x[i] + 128]: an element-wise function tabulated by the compiler. */
+static inline void nnmpc_q_lut(const int8_t *x, int8_t *y, int n, const int8_t *table)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        y[i] = table[(int)x[i] + 128];
+    }
+}
+
+/** y = clamp(round(x / scale) + zp) with rounding half away from zero. */
+static inline void nnmpc_q_quantize(const float *x, int8_t *y, int n, float scale, int32_t zp)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        float v = x[i] / scale, t;
+        if (v > 1.0e6f) {
+            v = 1.0e6f;
+        } else if (v < -1.0e6f) {
+            v = -1.0e6f;
+        }
+        t = (float)(int32_t)v; /* truncated toward zero, exact below 2^23 */
+        if (v - t >= 0.5f) {
+            t += 1.0f;
+        } else if (t - v >= 0.5f) {
+            t -= 1.0f;
+        }
+        y[i] = nnmpc_q_clamp((int32_t)t + zp, -128, 127);
+    }
+}
+
+/** y = scale * (x - zp). */
+static inline void nnmpc_q_dequantize(const int8_t *x, float *y, int n, float scale, int32_t zp)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        y[i] = scale * (float)((int32_t)x[i] - zp);
+    }
+}
+
+/** Copy n int8 values (a reshape between caller-owned buffers). */
+static inline void nnmpc_q_copy(const int8_t *x, int8_t *y, int n)
+{
+    memcpy(y, x, (size_t)n);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NNMPC_Q8_H */
