@@ -135,6 +135,10 @@ def platformio_ini(board: Board, project_dir: Path, core_dir: Path, *, opt: str 
         lines.append(f"board_build.ldscript = src/{board.build['ldscript']}")
     if pio.get("upload_protocol"):
         lines.append(f"upload_protocol = {pio['upload_protocol']}")
+    # The board file's budget is the one PlatformIO's size check (and the local platform's
+    # linker script) uses.
+    lines += [f"board_upload.maximum_size = {board.flash_bytes}",
+              f"board_upload.maximum_ram_size = {board.ram_bytes}"]
     lines += [
         f"lib_deps = {LIBRARY_NAME}",
         f"monitor_speed = {board.baud}",

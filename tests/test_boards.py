@@ -115,7 +115,7 @@ def test_bad_board_files_are_rejected(tmp_path, edit, message):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("boards_model")
-    keras_mlp(d / "m.keras", 4, [(32, "tanh"), (32, "tanh"), (3, "linear")], seed=3)
+    keras_mlp(d / "m.keras", 3, [(32, "tanh"), (32, "tanh"), (3, "linear")], seed=3)
     compile_model(d / "m.keras", d / "model", name="model")
     return d / "model"
 
@@ -299,3 +299,75 @@ def test_resolve_port_only_resolves_auto():
 def test_board_without_usb_ids_needs_an_explicit_port():
     with pytest.raises(NnmpcError, match="lists no USB IDs.*--port"):
         find_port("qemu-m4f", PORTS)
+
+
+# ---- the Arduino HAL running in QEMU ------------------------------------------------------
+
+def _build_arduino_on_mps2(model_dir: Path, out: Path) -> Path:
+    """The Arduino HAL and main.cpp, unchanged, over tests/arduino_api/arduino_mps2.cpp (the
+    Arduino API on the emulated board) with the C core, the model and the mps2 startup."""
+    from nnmpc.host.firmware import CORE_SOURCES
+
+    b = load_board("qemu-m4f")
+    flags = [*b.build["cflags"], "-O2", "-ffunction-sections", "-fdata-sections"]
+    inc = [f"-I{model_dir}", f"-I{ARDUINO_DIR}", f"-I{REPO / 'tests' / 'arduino_api'}",
+           *(f"-I{FIRMWARE_DIR / d}" for d in CORE_DIRS)]
+    defs = ['-DNNMPC_BOARD_NAME="arduino-on-qemu"', "-DNNMPC_LOCAL_SENSORS=1",
+            "-DNNMPC_SENSOR_PINS=A0,A1,A2", "-DNNMPC_ACTUATOR_PINS=5,6,7"]
+    out.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for c in [model_dir / "model.c", *(FIRMWARE_DIR / s for s in CORE_SOURCES),
+              FIRMWARE_DIR / "boards" / "mps2" / "startup.c"]:
+        objs.append(out / f"{c.stem}.o")
+        subprocess.run(["arm-none-eabi-gcc", *flags, "-std=c99", "-Wall", "-Wextra", "-Werror",
+                        *inc, "-c", str(c), "-o", str(objs[-1])], check=True)
+    for cpp in [ARDUINO_DIR / "nnmpc_arduino.cpp", ARDUINO_DIR / "main.cpp",
+                REPO / "tests" / "arduino_api" / "arduino_mps2.cpp"]:
+        objs.append(out / f"{cpp.stem}.o")
+        subprocess.run(["arm-none-eabi-g++", *flags, "-fno-exceptions", "-fno-rtti",
+                        "-fno-threadsafe-statics", "-Wall", "-Wextra", "-Werror", *defs, *inc,
+                        "-c", str(cpp), "-o", str(objs[-1])], check=True)
+    elf = out / "arduino.elf"
+    subprocess.run(["arm-none-eabi-gcc", *flags, *map(str, objs), "-nostartfiles",
+                    "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
+                    f"-Wl,--defsym=__flash_bytes={b.flash_bytes}",
+                    f"-Wl,--defsym=__ram_bytes={b.ram_bytes}",
+                    "-T", str(FIRMWARE_DIR / "boards" / "mps2" / "mps2_an386.ld"),
+                    "-o", str(elf), "-lm"], check=True)
+    return elf
+
+
+@needs_gcc
+@pytest.mark.qemu
+@pytest.mark.skipif(not (have("arm-none-eabi-g++") and have("qemu-system-arm")),
+                    reason="needs arm-none-eabi-g++ and qemu-system-arm")
+def test_arduino_hal_runs_in_qemu(model_dir, tmp_path):
+    """The Arduino glue answers over Serial, clocks the fixed-rate loop with micros() and feeds
+    it from analogRead() (NNMPC_LOCAL_SENSORS)."""
+    import keras
+    import numpy as np
+
+    from nnmpc.host import protocol_msgs as M
+    from nnmpc.host.client import DeviceClient
+    from nnmpc.host.qemu import QemuBoard
+
+    elf = _build_arduino_on_mps2(model_dir, tmp_path)
+    net = keras.models.load_model(model_dir.parent / "m.keras")
+    x = np.random.default_rng(4).uniform(-1, 1, size=(20, 3)).astype(np.float32)
+    with QemuBoard(elf, load_board("qemu-m4f")) as port:
+        c = DeviceClient(port)
+        h = c.hello()
+        assert (h.board, h.n_in, h.n_out, h.clock_hz) == ("arduino-on-qemu", 3, 3, 1_000_000)
+        y = np.array([c.predict(v) for v in x])
+        np.testing.assert_allclose(y, net.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+        c.configure(M.ConfigRequest(controller=0, source=0, p=3, m=3, na=0, nb=1, horizon=1,
+                                    moves=1, period_us=20_000, max_iter=5, telemetry_every=1,
+                                    fd_eps=1e-3))
+        c.start()
+        t = [c.telemetry(timeout=5) for _ in range(3)]
+        c.stop()
+    assert all(ti is not None for ti in t)
+    # y is what analogRead gave (pins A0..A2 = 14..16 -> 114..116 of 1023), not host values.
+    for ti in t:
+        np.testing.assert_allclose(ti.y, np.array([114, 115, 116]) / 1023.0, rtol=1e-6)
+    assert [ti.k for ti in t] == sorted(ti.k for ti in t)

@@ -142,6 +142,19 @@ def test_pio_upload_boots_emulated_board(built):
     assert "Booting" in result["out"] and "[SUCCESS]" in result["out"]
 
 
+def test_pio_build_uses_the_board_files_budget(model, tmp_path):
+    """The budget in boards/*.toml is what PlatformIO links and checks against."""
+    import dataclasses
+
+    small = dataclasses.replace(load_board("qemu-m4f"), ram_bytes=16 * 1024)
+    project = pio.generate_project(small, model[1], tmp_path / "proj", core_dir=tmp_path / "core")
+    ini = (project.dir / "platformio.ini").read_text()
+    assert "board_upload.maximum_ram_size = 16384" in ini
+    assert "board_upload.maximum_size = 1048576" in ini
+    with pytest.raises(NnmpcError, match="region `RAM' overflowed"):
+        pio.run_pio(project)
+
+
 # ---- real boards offline -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
