@@ -67,16 +67,10 @@ def cmd_build(args) -> int:
     if args.core_only:
         return 0
     t0 = time.monotonic()
-    project = pio.generate_project(board, model_dir, project_dir,
-                                   core_dir=args.pio_core, controller_dir=args.controller,
-                                   period_us=args.period_us)
+    project, size = pio.build(board, model_dir, project_dir, capture=not args.verbose,
+                              core_dir=args.pio_core, period_us=args.period_us)
     print(f"PlatformIO project: {project.dir} (env {project.env}, platform {project.platform})")
-    pio.run_pio(project, capture=not args.verbose)
-    size = project.size()
-    if size.flash > board.flash_bytes or size.ram > board.ram_bytes:
-        raise NnmpcError(f"{project.elf}: {size.flash} B flash / {size.ram} B RAM exceeds "
-                         f"{board.name}'s budget of {board.flash_bytes} B / {board.ram_bytes} B")
-    print(f"firmware: {project.elf}  ({time.monotonic() - t0:.1f} s)")
+    print(f"firmware: {project.elf}  (pio run: {time.monotonic() - t0:.1f} s)")
     print(f"  flash {size.flash} B of {board.flash_bytes} B "
           f"({100 * size.flash / board.flash_bytes:.2f} %), RAM {size.ram} B of "
           f"{board.ram_bytes} B ({100 * size.ram / board.ram_bytes:.2f} %)")
@@ -118,8 +112,7 @@ def cmd_export_lib(args) -> int:
     from .exportlib import export_lib
 
     board = load_board(args.board) if args.board else None
-    out = export_lib(args.model, args.output, board=board, controller_dir=args.controller,
-                     period_us=args.period_us)
+    out = export_lib(args.model, args.output, board=board, period_us=args.period_us)
     print(f"library: {out}")
     print(f"  Arduino IDE: copy it to your sketchbook's libraries/ folder and open "
           f"File > Examples > nnmpc > nnmpc_device")
@@ -142,8 +135,6 @@ def register(subparsers) -> None:
                             "model.c/model.h")
         p.add_argument("-o", "--out", metavar="DIR",
                        help=f"PlatformIO project folder (default: {DEFAULT_OUT}/BOARD)")
-        p.add_argument("--controller", type=Path, metavar="DIR",
-                       help="folder of generated controller C files to build in")
         p.add_argument("--period-us", type=int, metavar="N",
                        help="control period in microseconds (default: the board file's)")
         p.add_argument("--pio-core", type=Path, metavar="DIR",
@@ -184,7 +175,5 @@ def register(subparsers) -> None:
                     help="model file or folder with a compiled model.c/model.h")
     ex.add_argument("-o", "--output", required=True, metavar="DIR", help="library folder")
     ex.add_argument("--board", help="write the board's serial/timer settings to nnmpc_config.h")
-    ex.add_argument("--controller", type=Path, metavar="DIR",
-                    help="folder of generated controller C files to include")
     ex.add_argument("--period-us", type=int, metavar="N", help="control period in microseconds")
     ex.set_defaults(func=cmd_export_lib)

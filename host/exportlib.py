@@ -108,18 +108,12 @@ def _config_header(board: Board | None, defines: dict[str, str]) -> str:
 
 
 def write_library(dest: Path, model_dir: Path, *, arduino: bool = True, board: Board | None = None,
-                  controller_dir: Path | None = None, config: dict[str, str] | None = None,
-                  example: bool = False) -> Path:
+                  config: dict[str, str] | None = None, example: bool = False) -> Path:
     """Write the library into ``dest`` (created; existing files are overwritten)."""
     dest = Path(dest)
     src = dest / "src"
     src.mkdir(parents=True, exist_ok=True)
     files = core_files() + model_files(model_dir)
-    if controller_dir is not None:
-        ctl = sorted(Path(controller_dir).glob("*.[ch]"))
-        if not ctl:
-            raise NnmpcError(f"{controller_dir}: no generated controller .c/.h files")
-        files += ctl
     if arduino:
         files += [ARDUINO_DIR / f for f in ARDUINO_FILES]
     for f in files:
@@ -163,7 +157,7 @@ def write_library(dest: Path, model_dir: Path, *, arduino: bool = True, board: B
 
 
 def export_lib(model: str | Path, out: str | Path, *, board: Board | None = None,
-               controller_dir: Path | None = None, period_us: int | None = None) -> Path:
+               period_us: int | None = None) -> Path:
     """``nnmpc export-lib``: write the library to ``out``, replacing an earlier export there."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -174,7 +168,6 @@ def export_lib(model: str | Path, out: str | Path, *, board: Board | None = None
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         model_dir = prepare_model(model, Path(tmp) / "work")
         lib = write_library(Path(tmp) / "lib", model_dir, arduino=True, board=board,
-                            controller_dir=controller_dir,
                             config=board_defines(board, period_us) or None, example=True)
         if out.exists():
             shutil.rmtree(out)

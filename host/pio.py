@@ -150,8 +150,8 @@ def platformio_ini(board: Board, project_dir: Path, core_dir: Path, *, opt: str 
 
 
 def generate_project(board: Board, model_dir: Path, project_dir: Path, *,
-                     core_dir: Path | None = None, controller_dir: Path | None = None,
-                     period_us: int | None = None, opt: str = "-O2") -> PioProject:
+                     core_dir: Path | None = None, period_us: int | None = None,
+                     opt: str = "-O2") -> PioProject:
     """Write (or rewrite) the PlatformIO project for ``board`` and the model in ``model_dir``."""
     project_dir = Path(project_dir).resolve()
     core_dir = Path(core_dir).resolve() if core_dir else default_core_dir(project_dir)
@@ -173,10 +173,7 @@ def generate_project(board: Board, model_dir: Path, project_dir: Path, *,
             if f.suffix in (".c", ".h", ".ld", ".S"):
                 shutil.copyfile(f, src / f.name)
     defines = board_defines(board, period_us)
-    if controller_dir is not None:
-        defines["NNMPC_CONTROLLER"] = "1"
-    write_library(project_dir / "lib" / LIBRARY_NAME, model_dir, arduino=arduino, board=board,
-                  controller_dir=controller_dir)
+    write_library(project_dir / "lib" / LIBRARY_NAME, model_dir, arduino=arduino, board=board)
     (project_dir / "platformio.ini").write_text(
         platformio_ini(board, project_dir, core_dir, opt=opt, defines=defines))
     return PioProject(board, project_dir, core_dir, platform, local)

@@ -4,6 +4,7 @@ real boards failing fast offline; the exported Arduino/PlatformIO library."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from support import REPO, have, keras_mlp, rel_err
 pytestmark = [
     pytest.mark.skipif(not (have("arm-none-eabi-gcc") and have("qemu-system-arm")),
                        reason="needs arm-none-eabi-gcc and qemu-system-arm"),
-    pytest.mark.skipif(pio.importlib.util.find_spec("platformio") is None,
+    pytest.mark.skipif(importlib.util.find_spec("platformio") is None,
                        reason="needs PlatformIO (pip install platformio)"),
 ]
 
