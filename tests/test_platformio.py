@@ -164,6 +164,42 @@ def offline():
         pytest.skip("the PlatformIO registry is reachable: the offline path cannot be shown here")
 
 
+def test_registry_probe_is_bounded_in_time():
+    """A registry that accepts the connection and then never answers (a loopback socket that
+    is never served) counts as unreachable after the timeout, not after PlatformIO's minutes."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}/"
+        t0 = time.monotonic()
+        assert pio.registry_reachable(url, timeout=1.0) is False
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_registry_probe_sees_an_answering_server():
+    """Any HTTP answer, 404 included, means reachable."""
+    import http.server
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - the stdlib's name
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert pio.registry_reachable(f"http://127.0.0.1:{srv.server_port}/v3/packages", 2.0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.mark.parametrize("board", ["nucleo_f446re", "teensy41"])
 def test_real_board_build_fails_fast_offline(offline, model, tmp_path, board):
     t0 = time.monotonic()
