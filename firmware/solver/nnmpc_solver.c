@@ -52,7 +52,7 @@ void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
     }
     cfg->max_iter = 10;
     cfg->tol_step = 1e-5f;
-    cfg->tol_cost = 1e-6f;
+    cfg->tol_cost = 1e-4f;
     cfg->lambda0 = 1e-3f;
 }
 
@@ -213,7 +213,13 @@ static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
         }
         s->evaluations++;
         for (a = 0; a < p; ++a) {
-            const float e = s->yhat[j][a] + s->d[a] - s->ref[j][a];
+            /* The disturbance estimate shifts every prediction, and the shifted values are
+             * what later steps see as their output lags: at a steady state with y = r the
+             * corrected model agrees with the plant, so tracking is offset-free. */
+            s->yhat[j][a] += s->d[a];
+        }
+        for (a = 0; a < p; ++a) {
+            const float e = s->yhat[j][a] - s->ref[j][a];
             cost += c->q[a] * e * e;
         }
     }
@@ -247,7 +253,7 @@ static void assemble(nnmpc_mpc_t *s, const float *U)
         for (a = 0; a < p; ++a) {
             const float *row = s->S[j][a];
             const float q = c->q[a];
-            const float e = s->yhat[j][a] + s->d[a] - s->ref[j][a];
+            const float e = s->yhat[j][a] - s->ref[j][a];
             for (i = 0; i < n; ++i) {
                 const float qs = q * row[i];
                 if (qs == 0.0f) {
@@ -327,7 +333,10 @@ static uint32_t now(const nnmpc_mpc_t *s)
 /* Keep y1 (the one-step prediction of the accepted U) for the disturbance estimate. */
 static void keep_prediction(nnmpc_mpc_t *s)
 {
-    memcpy(s->y_pred, s->yhat[0], sizeof(float) * s->cfg.p);
+    int a;
+    for (a = 0; a < s->cfg.p; ++a) {
+        s->y_pred[a] = s->yhat[0][a] - s->d[a]; /* the net's own one-step prediction */
+    }
 }
 
 static void hold_safe(nnmpc_mpc_t *s)
@@ -586,7 +595,7 @@ nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, floa
         float ga = c->s[a] * (u0[a] - c->u_nom[a]);
         for (j = 0; j < N; ++j) {
             for (k = 0; k < p; ++k) {
-                const float e = ybase[j][k] + s->d[k] - s->ref[j][k];
+                const float e = ybase[j][k] - s->ref[j][k];
                 ga += c->q[k] * s->S[j][k][a] * e;
                 h += c->q[k] * s->S[j][k][a] * s->S[j][k][a];
             }

@@ -11,10 +11,12 @@
  *   - receding-horizon MPC (mode b): na >= 0, nb >= 1, horizon N <= NNMPC_MAX_N steps,
  *     Nc <= N free moves (u is held at u[Nc-1] after them).
  * Cost over the decision vector U = [u[k] .. u[k+Nc-1]] (m*Nc entries):
- *     sum_j sum_c q_c (yhat[k+j]_c + d_c - r[k+j]_c)^2           j = 1..N
+ *     sum_j sum_c q_c (yhat[k+j]_c - r[k+j]_c)^2                 j = 1..N
  *   + sum_i sum_a r_a (u[k+i]_a - u[k+i-1]_a)^2                  i = 0..Nc-1
  *   + sum_i sum_a s_a (u[k+i]_a - u_nom_a)^2                     (optional regularisation)
- * d is an output-disturbance estimate (offset-free tracking), filtered with `bias_gain`.
+ * yhat = f(z) + d: d is an output-disturbance estimate (the filtered one-step prediction
+ * error, gain `bias_gain`); the corrected outputs are also the output lags of later steps,
+ * which makes tracking offset-free at steady state.
  * Rollout sensitivities dyhat/dU follow from the per-step Jacobians by the chain rule; the
  * Gauss-Newton Hessian is the full (m*Nc)^2 matrix. Box limits: projected steps with the
  * active bounds frozen. Globalisation: Levenberg-Marquardt damping + backtracking.
@@ -96,7 +98,7 @@ typedef struct {
     float uh[NNMPC_MAX_LAG][NNMPC_MAX_U];
     float ref[NNMPC_MAX_N][NNMPC_MAX_Y];   /* r[k+1 .. k+N] */
     float d[NNMPC_MAX_Y];                  /* output disturbance estimate */
-    float y_pred[NNMPC_MAX_Y];             /* one-step prediction made by the last solve */
+    float y_pred[NNMPC_MAX_Y];             /* the net's one-step prediction (without d) */
     int have_pred;
     /* Decision vector (warm-started by shifting) and workspace. */
     float U[NNMPC_MAX_DEC];
