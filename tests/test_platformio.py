@@ -85,7 +85,7 @@ def test_pio_build_of_emulated_board_is_real_and_local(built):
     assert json.loads((core / "packages" / "tool-scons" / ".piopm").read_text())["name"] \
         == "tool-scons"
     assert list((core / "platforms").glob("*.pio-link"))
-    assert not (home / ".platformio").exists()
+    assert not any(home.iterdir()), sorted(home.rglob("*"))
     assert "firmware: " in out and "flash " in out
     print(f"nnmpc build --board qemu-m4f: {elapsed:.1f} s")
 
