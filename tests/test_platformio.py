@@ -246,6 +246,21 @@ def test_generated_arduino_project(model, tmp_path):
     assert json.loads((lib.parent / "library.json").read_text())["frameworks"] == "arduino"
 
 
+def test_a_foreign_project_is_not_overwritten(model, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "src" / "main.cpp").write_text("// my sketch\n")
+    (mine / "platformio.ini").write_text("[env:x]\nboard = pico\n")
+    with pytest.raises(NnmpcError, match="nnmpc did not generate"):
+        pio.generate_project(load_board("pico"), model[1], mine, core_dir=tmp_path / "core")
+    assert (mine / "src" / "main.cpp").read_text() == "// my sketch\n"
+    # A project nnmpc generated is regenerated in place.
+    p = pio.generate_project(load_board("pico"), model[1], tmp_path / "gen", core_dir=tmp_path / "c")
+    (p.dir / "src" / "stale.c").write_text("")
+    pio.generate_project(load_board("pico"), model[1], p.dir, core_dir=tmp_path / "c")
+    assert not (p.dir / "src" / "stale.c").exists()
+
+
 # ---- export-lib ---------------------------------------------------------------------------
 
 def test_export_lib(model, tmp_path):
