@@ -136,7 +136,7 @@ def cmd_train(args) -> int:
     free = free_run_rmse(res.model, ds, *lags, gru_window=window) if kind == "narx" else None
 
     step(3, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
-    rep = representative_subset(ds.x_train, 200, seed=args.seed)
+    rep = representative_subset(ds.x_train, 200, seed=args.seed, y=ds.y_train)
     meta = {
         **plant.describe(),
         "kind": kind, "model": stem, "architecture": arch,

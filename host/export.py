@@ -53,13 +53,26 @@ def _quiet():
             os.close(saved[1])
 
 
+def fixed_batch(model):
+    """The same model with batch size 1 for recurrent nets: the converters then fold the
+    initial-state shape arithmetic (SHAPE, FILL) into constants. Dense-only models are
+    returned as they are."""
+    keras = import_keras()
+    if not any(isinstance(l, keras.layers.RNN) for l in model.layers):
+        return model
+    inp = keras.Input(tuple(model.inputs[0].shape[1:]), batch_size=1, name=model.inputs[0].name)
+    clone = keras.models.clone_model(model, input_tensors=inp)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def tflite_bytes(model, representative: np.ndarray | None = None) -> bytes:
     """Convert to a TFLite flatbuffer: float32, or full-integer int8 (int8 input and output
     tensors, int8 weights and activations) calibrated on ``representative``."""
     import tensorflow as tf
 
     import_keras()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = tf.lite.TFLiteConverter.from_keras_model(fixed_batch(model))
     if representative is not None:
         rep = np.asarray(representative, dtype=np.float32)
 
@@ -83,7 +96,8 @@ def onnx_bytes(model, opset: int = 17) -> bytes:
     import_keras()
     import tf2onnx
 
-    shape = (None,) + tuple(int(d) for d in model.inputs[0].shape[1:])
+    model = fixed_batch(model)
+    shape = (model.inputs[0].shape[0],) + tuple(int(d) for d in model.inputs[0].shape[1:])
     spec = [tf.TensorSpec(shape, tf.float32, name="input")]
     with _quiet():
         proto, _ = tf2onnx.convert.from_function(tf.function(model), input_signature=spec,
@@ -117,6 +131,9 @@ def export_all(model, out_dir: str | Path, stem: str, metadata: dict,
         raise NnmpcError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     names = {"keras": f"{stem}.keras", "tflite": f"{stem}.tflite",
              "int8": f"{stem}_int8.tflite", "onnx": f"{stem}.onnx"}
+    for fmt in formats:
+        if fmt not in names:
+            raise NnmpcError(f"unknown export format '{fmt}' (known: {', '.join(names)})")
     meta = dict(metadata)
     meta["format_version"] = FORMAT_VERSION
     meta["files"] = {}
@@ -139,7 +156,8 @@ def export_all(model, out_dir: str | Path, stem: str, metadata: dict,
                 path.write_bytes(onnx_bytes(model))
                 meta["files"]["onnx"] = {"file": names[fmt], "input": "input"}
             else:
-                raise NnmpcError(f"unknown export format '{fmt}'")
+                raise NnmpcError(f"unknown export format '{fmt}' "
+                                 f"(known: {', '.join(names)})")
             written.append(path)
         js = staging / f"{stem}.json"
         js.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -160,10 +178,17 @@ def export_all(model, out_dir: str | Path, stem: str, metadata: dict,
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def representative_subset(x: np.ndarray, n: int = 200, seed: int = 0) -> np.ndarray:
-    """A random subset of training inputs to calibrate int8 quantisation on."""
+def representative_subset(x: np.ndarray, n: int = 200, seed: int = 0,
+                          y: np.ndarray | None = None) -> np.ndarray:
+    """Training inputs to calibrate int8 quantisation on: the rows where each input (and each
+    output, if ``y`` is given) reaches its minimum and maximum, so the calibrated ranges cover
+    the data, topped up with a random sample to ``n`` rows."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    cols = [flat] + ([np.asarray(y).reshape(len(y), -1)] if y is not None else [])
+    keep = {int(i) for c in cols for i in (*c.argmin(axis=0), *c.argmax(axis=0))}
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
+    rest = rng.permutation(np.setdiff1d(np.arange(len(x)), sorted(keep)))
+    idx = sorted(keep) + sorted(rest[:max(0, n - len(keep))].tolist())
     return np.asarray(x[np.sort(idx)], dtype=np.float32)
 
 
@@ -200,4 +225,8 @@ def run_onnx(path_or_bytes, x: np.ndarray) -> np.ndarray:
 
     src = bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
+    inp = sess.get_inputs()[0]
+    x = np.asarray(x, dtype=np.float32)
+    if inp.shape[0] == 1:  # a fixed-batch export: row by row
+        return np.concatenate([sess.run(None, {inp.name: row[None]})[0] for row in x])
+    return sess.run(None, {inp.name: x})[0]
