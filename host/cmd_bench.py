@@ -28,7 +28,7 @@ def cmd_bench(args) -> int:
                   f"{e['predict']['cycles_est']:>8.0f} cyc (est.)  jacobian "
                   f"{e['jacobian']['instructions']:>8.0f} instr {e['jacobian']['cycles_est']:>8.0f} "
                   f"cyc  flash {e['flash_predict']:>6} B (+jac {e['flash_predict_jacobian']:>6} B)  "
-                  f"RAM {e['ram_static']:>5} B  err {e['max_rel_err_y_vs_tf']:.1e}")
+                  f"RAM {e['ram_static']:>5} B  err y {e['max_rel_err_y_vs_tf']:.1e} J {e['max_rel_err_J_vs_tf']:.1e}")
         r = n["ratio_to_naive"]
         print(f"{key} nnmpc/naive: predict cycles {r['predict_cycles_est']:.2f}x, "
               f"jacobian cycles {r['jacobian_cycles_est']:.2f}x, flash {r['flash_predict']:.2f}x; "

@@ -159,7 +159,7 @@ static void dense_blocks8(const float *W, const float *b, const float *x, float 
         const float *x;
         int n_in;
         int stride_bytes;
-        int nblk;
+        float *y_end;
         int relu;
     } ctx;
     const float *w0 = W, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
@@ -170,7 +170,7 @@ static void dense_blocks8(const float *W, const float *b, const float *x, float 
     ctx.x = x;
     ctx.n_in = n_in;
     ctx.stride_bytes = n_in * 4;
-    ctx.nblk = nblk;
+    ctx.y_end = y + 8L * nblk;
     ctx.relu = relu;
     __asm__ volatile(
         "0:\n\t"
@@ -219,9 +219,8 @@ static void dense_blocks8(const float *W, const float *b, const float *x, float 
         "add %[w5], %[w4], %[s]\n\t"
         "add %[w6], %[w5], %[s]\n\t"
         "add %[w7], %[w6], %[s]\n\t"
-        "ldr %[m], [%[c], #16]\n\t"
-        "subs %[m], %[m], #1\n\t"
-        "str %[m], [%[c], #16]\n\t"
+        "ldr %[m], [%[c], #16]\n\t"      /* end of y */
+        "cmp %[y], %[m]\n\t"
         "bne 0b\n\t"
         : [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3),
           [w4] "+r"(w4), [w5] "+r"(w5), [w6] "+r"(w6), [w7] "+r"(w7),
@@ -443,35 +442,369 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
     }
 }
 
-/* Tangent of a dense layer: rows of W (scaled by d) times the incoming tangent. */
-void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, float *T_out,
-                         int n_out, int n_in, int k)
+/*
+ * Tangent of a dense layer, T_out = diag(d) . W . T_in, with two kinds of sparsity a relu net
+ * has: an output row whose d is 0 is zero, and an input row of T_in that is all zeros (a unit
+ * the previous relu switched off) is skipped. The remaining work runs in groups of four output
+ * rows by three tangent columns, twelve sums in registers.
+ */
+
+/* Whether the n floats at t are all +-0 (on their bit patterns, so NaN counts as non-zero). */
+static int all_zero(const float *t, int n)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)t;
+    uint32_t acc = 0;
+    int c = 0;
+    for (; c + 2 <= n; c += 2) {
+        acc |= (u[c] | u[c + 1]) << 1;
+    }
+    if (c < n) {
+        acc |= u[c] << 1;
+    }
+    return acc == 0;
+}
+
+/* o[0..n) = v (a +-0 or a product, so the compiler keeps a plain loop), n >= 1. */
+static void fill_row(float *o, float v, int n)
+{
+    int c = 0;
+    for (; c + 2 <= n; c += 2) {
+        o[c] = v;
+        o[c + 1] = v;
+    }
+    if (c < n) {
+        o[c] = v;
+    }
+}
+
+#define NN_TAN_MAX 256 /* larger layers take the plain loops */
+
+#if NN_ASM_VFP
+/*
+ * acc[3 r + c] = sum over the n entries j of list: w_r[j] * T[j * kbytes / 4 + c], for the four
+ * rows w0..w3 and c < 3 (T already offset to the first column of the group).
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tangent_4x3(const float *w0, const float *w1, const float *w2, const float *w3,
+                        const float *T, int kbytes, const uint8_t *list, int n, float *acc)
+{
+    uint32_t j, a0, a1;
+    __asm__ volatile(
+        "movs %[a0], #0\n\t"
+        "vmov s16, s17, %[a0], %[a0]\n\t"
+        "vmov s18, s19, %[a0], %[a0]\n\t"
+        "vmov s20, s21, %[a0], %[a0]\n\t"
+        "vmov s22, s23, %[a0], %[a0]\n\t"
+        "vmov s24, s25, %[a0], %[a0]\n\t"
+        "vmov s26, s27, %[a0], %[a0]\n"
+        "1:\n\t"
+        "ldrb %[j], [%[l]], #1\n\t"
+        "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
+        "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
+        "vmov s0, s1, %[a0], %[a1]\n\t"
+        "ldr %[a0], [%[w2], %[j], lsl #2]\n\t"
+        "ldr %[a1], [%[w3], %[j], lsl #2]\n\t"
+        "mla %[j], %[j], %[kb], %[T]\n\t"
+        "vmov s2, s3, %[a0], %[a1]\n\t"
+        "vldr s4, [%[j]]\n\t"
+        "vldr s5, [%[j], #4]\n\t"
+        "vldr s6, [%[j], #8]\n\t"
+        "vmul.f32 s8, s0, s4\n\t"
+        "vmul.f32 s9, s0, s5\n\t"
+        "vmul.f32 s10, s0, s6\n\t"
+        "vmul.f32 s11, s1, s4\n\t"
+        "vmul.f32 s12, s1, s5\n\t"
+        "vmul.f32 s13, s1, s6\n\t"
+        "vadd.f32 s16, s16, s8\n\t"
+        "vadd.f32 s17, s17, s9\n\t"
+        "vadd.f32 s18, s18, s10\n\t"
+        "vadd.f32 s19, s19, s11\n\t"
+        "vadd.f32 s20, s20, s12\n\t"
+        "vadd.f32 s21, s21, s13\n\t"
+        "vmul.f32 s8, s2, s4\n\t"
+        "vmul.f32 s9, s2, s5\n\t"
+        "vmul.f32 s10, s2, s6\n\t"
+        "vmul.f32 s11, s3, s4\n\t"
+        "vmul.f32 s12, s3, s5\n\t"
+        "vmul.f32 s13, s3, s6\n\t"
+        "vadd.f32 s22, s22, s8\n\t"
+        "vadd.f32 s23, s23, s9\n\t"
+        "vadd.f32 s24, s24, s10\n\t"
+        "vadd.f32 s25, s25, s11\n\t"
+        "vadd.f32 s26, s26, s12\n\t"
+        "vadd.f32 s27, s27, s13\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        "vstmia %[acc], {s16-s27}\n\t"
+        : [l] "+r"(list), [n] "+r"(n), [j] "=&r"(j), [a0] "=&l"(a0), [a1] "=&r"(a1)
+        : [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [T] "r"(T), [kb] "r"(kbytes),
+          [acc] "r"(acc)
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9", "s10", "s11", "s12", "s13",
+          "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+          "cc", "memory");
+}
+
+/*
+ * As tangent_4x3 with every input row j < n (T rows kbytes apart): two input rows per step,
+ * the weights of each row loaded in pairs.
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tangent_4x3_all(const float *w0, const float *w1, const float *w2, const float *w3,
+                            const float *T, int kbytes, int n, float *acc)
+{
+    uint32_t z, half = (uint32_t)n >> 1;
+    __asm__ volatile(
+        "movs %[z], #0\n\t"
+        "vmov s16, s17, %[z], %[z]\n\t"
+        "vmov s18, s19, %[z], %[z]\n\t"
+        "vmov s20, s21, %[z], %[z]\n\t"
+        "vmov s22, s23, %[z], %[z]\n\t"
+        "vmov s24, s25, %[z], %[z]\n\t"
+        "vmov s26, s27, %[z], %[z]\n\t"
+        "cmp %[h], #0\n\t"
+        "beq 2f\n"
+        "1:\n\t"
+        "vldmia %[w0]!, {s0-s1}\n\t"
+        "vldmia %[w1]!, {s2-s3}\n\t"
+        "vldmia %[w2]!, {s4-s5}\n\t"
+        "vldmia %[w3]!, {s6-s7}\n\t"
+        "vldr s8, [%[T]]\n\t"
+        "vldr s9, [%[T], #4]\n\t"
+        "vldr s10, [%[T], #8]\n\t"
+        "add %[T], %[T], %[kb]\n\t"
+        "vldr s11, [%[T]]\n\t"
+        "vldr s12, [%[T], #4]\n\t"
+        "vldr s13, [%[T], #8]\n\t"
+        "add %[T], %[T], %[kb]\n\t"
+        "vmul.f32 s14, s0, s8\n\t"
+        "vadd.f32 s16, s16, s14\n\t"
+        "vmul.f32 s15, s0, s9\n\t"
+        "vadd.f32 s17, s17, s15\n\t"
+        "vmul.f32 s14, s0, s10\n\t"
+        "vadd.f32 s18, s18, s14\n\t"
+        "vmul.f32 s15, s2, s8\n\t"
+        "vadd.f32 s19, s19, s15\n\t"
+        "vmul.f32 s14, s2, s9\n\t"
+        "vadd.f32 s20, s20, s14\n\t"
+        "vmul.f32 s15, s2, s10\n\t"
+        "vadd.f32 s21, s21, s15\n\t"
+        "vmul.f32 s14, s4, s8\n\t"
+        "vadd.f32 s22, s22, s14\n\t"
+        "vmul.f32 s15, s4, s9\n\t"
+        "vadd.f32 s23, s23, s15\n\t"
+        "vmul.f32 s14, s4, s10\n\t"
+        "vadd.f32 s24, s24, s14\n\t"
+        "vmul.f32 s15, s6, s8\n\t"
+        "vadd.f32 s25, s25, s15\n\t"
+        "vmul.f32 s14, s6, s9\n\t"
+        "vadd.f32 s26, s26, s14\n\t"
+        "vmul.f32 s15, s6, s10\n\t"
+        "vadd.f32 s27, s27, s15\n\t"
+        "vmul.f32 s14, s1, s11\n\t"
+        "vadd.f32 s16, s16, s14\n\t"
+        "vmul.f32 s15, s1, s12\n\t"
+        "vadd.f32 s17, s17, s15\n\t"
+        "vmul.f32 s14, s1, s13\n\t"
+        "vadd.f32 s18, s18, s14\n\t"
+        "vmul.f32 s15, s3, s11\n\t"
+        "vadd.f32 s19, s19, s15\n\t"
+        "vmul.f32 s14, s3, s12\n\t"
+        "vadd.f32 s20, s20, s14\n\t"
+        "vmul.f32 s15, s3, s13\n\t"
+        "vadd.f32 s21, s21, s15\n\t"
+        "vmul.f32 s14, s5, s11\n\t"
+        "vadd.f32 s22, s22, s14\n\t"
+        "vmul.f32 s15, s5, s12\n\t"
+        "vadd.f32 s23, s23, s15\n\t"
+        "vmul.f32 s14, s5, s13\n\t"
+        "vadd.f32 s24, s24, s14\n\t"
+        "vmul.f32 s15, s7, s11\n\t"
+        "vadd.f32 s25, s25, s15\n\t"
+        "vmul.f32 s14, s7, s12\n\t"
+        "vadd.f32 s26, s26, s14\n\t"
+        "vmul.f32 s15, s7, s13\n\t"
+        "vadd.f32 s27, s27, s15\n\t"
+        "subs %[h], %[h], #1\n\t"
+        "bne 1b\n"
+        "2:\n\t"
+        "lsls %[z], %[n], #31\n\t"
+        "beq 3f\n\t"
+        "vldmia %[w0]!, {s0}\n\t"
+        "vldmia %[w1]!, {s2}\n\t"
+        "vldmia %[w2]!, {s4}\n\t"
+        "vldmia %[w3]!, {s6}\n\t"
+        "vldr s8, [%[T]]\n\t"
+        "vldr s9, [%[T], #4]\n\t"
+        "vldr s10, [%[T], #8]\n\t"
+        "vmul.f32 s14, s0, s8\n\t"
+        "vadd.f32 s16, s16, s14\n\t"
+        "vmul.f32 s15, s0, s9\n\t"
+        "vadd.f32 s17, s17, s15\n\t"
+        "vmul.f32 s14, s0, s10\n\t"
+        "vadd.f32 s18, s18, s14\n\t"
+        "vmul.f32 s15, s2, s8\n\t"
+        "vadd.f32 s19, s19, s15\n\t"
+        "vmul.f32 s14, s2, s9\n\t"
+        "vadd.f32 s20, s20, s14\n\t"
+        "vmul.f32 s15, s2, s10\n\t"
+        "vadd.f32 s21, s21, s15\n\t"
+        "vmul.f32 s14, s4, s8\n\t"
+        "vadd.f32 s22, s22, s14\n\t"
+        "vmul.f32 s15, s4, s9\n\t"
+        "vadd.f32 s23, s23, s15\n\t"
+        "vmul.f32 s14, s4, s10\n\t"
+        "vadd.f32 s24, s24, s14\n\t"
+        "vmul.f32 s15, s6, s8\n\t"
+        "vadd.f32 s25, s25, s15\n\t"
+        "vmul.f32 s14, s6, s9\n\t"
+        "vadd.f32 s26, s26, s14\n\t"
+        "vmul.f32 s15, s6, s10\n\t"
+        "vadd.f32 s27, s27, s15\n\t"
+        "3:\n\t"
+        "vstmia %[acc], {s16-s27}\n\t"
+        : [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [T] "+r"(T),
+          [h] "+r"(half), [z] "=&l"(z)
+        : [kb] "r"(kbytes), [acc] "r"(acc), [n] "r"(n)
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+          "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
+          "s26", "s27", "cc", "memory");
+}
+#else
+static void tangent_4x3(const float *w0, const float *w1, const float *w2, const float *w3,
+                        const float *T, int kbytes, const uint8_t *list, int n, float *acc)
+{
+    const float *w[4];
+    int r, c, e;
+    w[0] = w0;
+    w[1] = w1;
+    w[2] = w2;
+    w[3] = w3;
+    for (e = 0; e < 12; ++e) {
+        acc[e] = 0.0f;
+    }
+    for (e = 0; e < n; ++e) {
+        const int j = list[e];
+        const float *t = T + (long)j * (kbytes / 4);
+        for (r = 0; r < 4; ++r) {
+            for (c = 0; c < 3; ++c) {
+                const float m = w[r][j] * t[c];
+                acc[3 * r + c] += m;
+            }
+        }
+    }
+}
+#endif
+
+/* The general loops: any size, d and T_in as in nnmpc_dense_tangent. */
+static void dense_tangent_loops(const float *W, const float *d, const float *T_in, float *T_out,
+                                int n_out, int n_in, int k)
 {
     int i, j, c;
     for (i = 0; i < n_out; ++i) {
         const float *w = W + (long)i * n_in;
         float *t = T_out + (long)i * k;
         const float s = d ? d[i] : 1.0f;
-        if (T_in == NULL) {
-            for (c = 0; c < k; ++c) {
-                t[c] = s * w[c];
-            }
-            continue;
-        }
         for (c = 0; c < k; ++c) {
             t[c] = 0.0f;
+        }
+        if (s == 0.0f) {
+            continue;
         }
         for (j = 0; j < n_in; ++j) {
             const float wj = w[j];
             const float *tin = T_in + (long)j * k;
             for (c = 0; c < k; ++c) {
-                t[c] += wj * tin[c];
+                const float m = wj * tin[c];
+                t[c] += m;
             }
         }
-        if (d) {
-            for (c = 0; c < k; ++c) {
-                t[c] *= s;
+        for (c = 0; c < k; ++c) {
+            t[c] *= s;
+        }
+    }
+}
+
+void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, float *T_out,
+                         int n_out, int n_in, int k)
+{
+    uint8_t cols[NN_TAN_MAX], rows[NN_TAN_MAX];
+    float acc[12];
+    const float *t;
+    float *o;
+    int i, j, c, n_cols = 0, n_rows = 0, g;
+    if (T_in == NULL) {
+        /* identity input tangent: T_out = diag(d) . W (k == n_in) */
+        for (i = 0, o = T_out, t = W; i < n_out; ++i, o += k, t += n_in) {
+            const float s = d ? d[i] : 1.0f;
+            if (s == 0.0f) {
+                fill_row(o, 0.0f * s, k);
+                continue;
             }
+            for (c = 0; c + 2 <= k; c += 2) {
+                const float a = t[c], b = t[c + 1];
+                o[c] = s * a;
+                o[c + 1] = s * b;
+            }
+            if (c < k) {
+                o[c] = s * t[c];
+            }
+        }
+        return;
+    }
+    if (k < 3 || n_in > NN_TAN_MAX || n_out > NN_TAN_MAX) {
+        dense_tangent_loops(W, d, T_in, T_out, n_out, n_in, k);
+        return;
+    }
+    for (j = 0, t = T_in; j < n_in; ++j, t += k) {
+        nn_bits v;
+        v.f = t[0];
+        if ((v.u << 1) != 0 || !all_zero(t + 1, k - 1)) {
+            cols[n_cols++] = (uint8_t)j;
+        }
+    }
+    for (i = 0, o = T_out; i < n_out; ++i, o += k) {
+        const float s = d ? d[i] : 1.0f;
+        if (s != 0.0f && n_cols > 0) {
+            rows[n_rows++] = (uint8_t)i;
+        } else {
+            fill_row(o, 0.0f * s, k);
+        }
+    }
+    for (g = 0; g < n_rows; g += 4) {
+        /* four active rows; a short last group repeats its last row */
+        int rr[4], r, c0 = 0;
+        for (r = 0; r < 4; ++r) {
+            rr[r] = rows[g + r < n_rows ? g + r : n_rows - 1];
+        }
+        for (;;) {
+            const float *w0 = W + (long)rr[0] * n_in, *w1 = W + (long)rr[1] * n_in;
+            const float *w2 = W + (long)rr[2] * n_in, *w3 = W + (long)rr[3] * n_in;
+            if (c0 > k - 3) {
+                c0 = k - 3; /* the last group of columns overlaps the previous one */
+            }
+#if NN_ASM_VFP
+            if (n_cols == n_in) {
+                tangent_4x3_all(w0, w1, w2, w3, T_in + c0, 4 * k, n_in, acc);
+            } else
+#endif
+            {
+                tangent_4x3(w0, w1, w2, w3, T_in + c0, 4 * k, cols, n_cols, acc);
+            }
+            for (r = 0; r < 4; ++r) {
+                const float s = d ? d[rr[r]] : 1.0f;
+                o = T_out + (long)rr[r] * k + c0;
+                o[0] = s * acc[3 * r];
+                o[1] = s * acc[3 * r + 1];
+                o[2] = s * acc[3 * r + 2];
+            }
+            if (c0 + 3 >= k) {
+                break;
+            }
+            c0 += 3;
         }
     }
 }
