@@ -124,8 +124,9 @@ def write_library(dest: Path, model_dir: Path, *, arduino: bool = True, board: B
     manifest = {
         "name": LIBRARY_NAME,
         "version": __version__,
-        "description": f"Compiled neural net (model {h}) with the nnmpc C runtime, serial "
-                       "protocol and application core" + (" and Arduino HAL" if arduino else ""),
+        "description": f"Compiled neural net (model {h}) with the nnmpc C runtime, Newton MPC "
+                       "solver, control loop and serial protocol"
+                       + (" and Arduino HAL" if arduino else ""),
         "keywords": ["neural network", "mpc", "cortex-m"],
         "license": "MIT",
         "frameworks": "arduino" if arduino else "*",
@@ -142,8 +143,9 @@ def write_library(dest: Path, model_dir: Path, *, arduino: bool = True, board: B
             "author=nnmpc",
             "maintainer=nnmpc",
             f"sentence=Compiled neural net (model {h}) and the nnmpc runtime for Cortex-M boards.",
-            "paragraph=Answers predict and Jacobian requests over a COBS/CRC-16 serial link; "
-            "call nnmpc_begin() in setup() and nnmpc_poll() in loop().",
+            "paragraph=Runs the Newton MPC control loop on the net and answers the nnmpc host "
+            "over a COBS/CRC-16 serial link; call nnmpc_begin() in setup() and nnmpc_poll() "
+            "in loop().",
             "category=Data Processing",
             "architectures=*",
             "includes=nnmpc.h",
