@@ -56,8 +56,11 @@ def cmd_build(args) -> int:
         work = (Path(args.out) if args.out else DEFAULT_OUT / "all").resolve()
         work.mkdir(parents=True, exist_ok=True)
         model_dir = prepare_model(args.model, work)
+        from .sizecheck import build_core
+
+        print("core (bare-metal, arm-none-eabi-gcc -O2, each board's -mcpu/-mfpu/-mfloat-abi):")
         for name in list_boards():
-            _core_check(load_board(name), model_dir, work / "core")
+            print(f"  {build_core(load_board(name), model_dir, work / 'core').line()}")
         return 0
     board = load_board(args.board)
     project_dir = _project_dir(args).resolve()
