@@ -537,6 +537,12 @@ def lower(graph: Graph, name: str) -> ModelSource:
     if step_graph is not None:
         step = GraphLowering(low, step_graph, tangents=False, state_base=f"{name}_state")
         sprog = step.run()
+        # The new state replaces the old one once every node has read it; these copies are
+        # part of the program so that the new state's buffers stay live until they are done.
+        for k, (s_in, s_out) in enumerate(step_graph.states):
+            sprog.emit("nnmpc_copy_blocks", step.v(s_out), Buf(f"{name}_state", off=step.state_off[s_in]),
+                       1, step_graph.tensors[s_in].size, 0, 0,
+                       comment="the new recurrent state replaces the old one" if k == 0 else "")
         programs.append(("step", sprog))
     plans = {k: p.plan() for k, p in programs}
     floats = max(size for _, size in plans.values())
@@ -560,15 +566,8 @@ def lower(graph: Graph, name: str) -> ModelSource:
                                    "jacobian);"]))
     if step is not None:
         sg = step_graph
-        tail = ["/* the new state replaces the old one */"]
-        offs = plans["step"][0]
-        for s_in, s_out in sg.states:
-            n = sg.tensors[s_in].size
-            src_buf = _render_args([step.v(s_out)], offs, arena)
-            tail.append(f"nnmpc_copy_blocks({src_buf}, {name}_state + {step.state_off[s_in]}, "
-                        f"1, {n}, 0, 0);")
         src.functions.append(_function(
-            f"void {name}_step(const float *input, float *output)", sprog, offs, arena, tail))
+            f"void {name}_step(const float *input, float *output)", sprog, plans["step"][0], arena))
         src.functions.append(Function(f"void {name}_reset(void)",
                                       [f"nnmpc_copy_blocks(NULL, {name}_state, 1, "
                                        f"{step.state_floats}, 0, 0);"]))

@@ -1,11 +1,15 @@
-"""Per-layer cost report: MACs, parameters, flash and RAM bytes."""
+"""Per-layer cost report: MACs, parameters, flash and RAM bytes (``nnmpc compile --report``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .ir import Graph
-from .passes import plan_memory
+from .passes import alias_roots
+
+_BYTES = {"float32": 4, "int8": 1, "int32": 4}
 
 
 @dataclass(frozen=True)
@@ -18,31 +22,59 @@ class LayerCost:
     ram_bytes: int
 
 
+def _macs(graph: Graph, node) -> int:
+    t = graph.tensors
+    y = t[node.outputs[0]]
+    if node.op in ("dense", "qdense"):
+        n_out, n_in = t[node.inputs[1]].shape
+        return (t[node.inputs[0]].size // n_in) * n_out * n_in
+    if node.op in ("conv", "qconv"):
+        W = t[node.inputs[1]]
+        return y.size * int(np.prod(W.shape[1:]))
+    if node.op in ("pool", "qpool"):
+        kh, kw = node.attrs["kernel"]
+        return y.size * kh * kw
+    if node.op in ("mul", "add", "sub", "qadd"):
+        return y.size
+    return 0
+
+
 def layer_costs(graph: Graph) -> list[LayerCost]:
-    plan = plan_memory(graph)
+    """One row per node: multiply-accumulates, parameters, their flash bytes, and the bytes of
+    the node's output buffer (0 when it lives in the caller's buffer or aliases its input)."""
+    roots = alias_roots(graph)
+    external = set(graph.inputs) | set(graph.outputs) | {s for pair in graph.states for s in pair}
     rows = []
     for node in graph.nodes:
         consts = [graph.tensors[t] for t in node.inputs if graph.tensors[t].is_const]
-        params = sum(t.size for t in consts)
-        out = graph.tensors[node.outputs[0]]
-        x = graph.tensors[node.inputs[0]]
-        macs = out.size * x.size if node.op == "dense" else 0
-        ram = 0 if node.outputs[0] not in plan.offsets else out.size * 4
-        rows.append(LayerCost(node.source or node.name, node.op, macs, params,
-                              sum(t.size * 4 for t in consts), ram))
+        out = node.outputs[0]
+        shared = roots[out] != out or out in external
+        ram = 0 if shared else graph.tensors[out].size * _BYTES[graph.tensors[out].dtype]
+        rows.append(LayerCost(node.source or node.name, node.op, _macs(graph, node),
+                              sum(t.size for t in consts),
+                              sum(t.size * _BYTES[t.dtype] for t in consts), ram))
     return rows
 
 
-def format_report(graph: Graph) -> str:
+def format_report(graph: Graph, name: str = "model") -> str:
+    """The table ``nnmpc compile --report`` prints; the total RAM is the generated arena."""
+    from .codegen import lower
+
     rows = layer_costs(graph)
-    plan = plan_memory(graph)
-    head = f"{'layer':<24} {'op':<12} {'MACs':>8} {'params':>8} {'flash B':>9} {'RAM B':>7}"
+    src = lower(graph, name)
+    head = f"{'layer':<28} {'op':<10} {'MACs':>9} {'params':>8} {'flash B':>9} {'RAM B':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.name[:24]:<24} {r.op:<12} {r.macs:>8} {r.params:>8} "
-                     f"{r.flash_bytes:>9} {r.ram_bytes:>7}")
+        lines.append(f"{r.name[:28]:<28} {r.op:<10} {r.macs:>9} {r.params:>8} "
+                     f"{r.flash_bytes:>9} {r.ram_bytes:>8}")
     lines.append("-" * len(head))
-    lines.append(f"{'total':<24} {'':<12} {sum(r.macs for r in rows):>8} "
+    lines.append(f"{'total':<28} {'':<10} {sum(r.macs for r in rows):>9} "
                  f"{sum(r.params for r in rows):>8} {sum(r.flash_bytes for r in rows):>9} "
-                 f"{plan.size * 4:>7}  (arena after buffer reuse)")
+                 f"{src.arena_bytes:>8}")
+    lines.append(f"{name.upper()}_ARENA_BYTES = {src.arena_bytes}: one static arena shared, by "
+                 "liveness, by every layer's output"
+                 + ("" if graph.int8 is not None else ", the Jacobian's tangents and scratch"))
+    if src.state_floats:
+        lines.append(f"{name.upper()}_STATE_BYTES = {src.state_floats * 4}: recurrent state of "
+                     f"{name}_step")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ def cmd_compile(args) -> int:
     graph = optimise(load_model(args.model))
     files = compile_model(graph, args.output, name=args.name)
     if args.report:
-        print(format_report(graph))
+        print(format_report(graph, args.name))
     for f in files:
         print(f)
     return 0

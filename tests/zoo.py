@@ -28,11 +28,11 @@ class ZooModel:
     path: Path
     in_shape: tuple[int, ...]
     out_size: int
-    reference: Callable[[np.ndarray], np.ndarray]  # batch of flat inputs -> batch of flat outputs
+    reference: Callable[[np.ndarray], np.ndarray] | None  # flat input batch -> flat output batch
     keras_model: object = None    # for GradientTape Jacobians (None: not checked)
     x_range: float = 2.0
     recurrent: bool = False
-    int8: object = None           # (interpreter, in_q, out_q) for int8 models
+    int8: bool = False
 
     @property
     def in_size(self) -> int:
@@ -258,7 +258,7 @@ def tflite_interpreter(path: Path, reference: bool = True):
 
 
 def tflite_ref(path: Path, in_shape):
-    it = tflite_interpreter(path)
+    it = tflite_interpreter(path, reference=False)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
 
     def ref(x: np.ndarray) -> np.ndarray:
@@ -310,3 +310,121 @@ def int8_keras_builders():
     for fn in (mlp_relu, mlp_tanh_sigmoid, residual, conv2d, conv1d):
         B[fn.__name__] = fn
     return B
+
+
+# ---- The zoo: every model in every format it is tested in ------------------------------------
+
+#: Keras builders exported to ONNX (tf2onnx) and to float TFLite.
+ONNX_MODELS = ["mlp_linear_relu_relu6", "mlp_leaky_relu_elu_selu", "mlp_tanh_sigmoid_hard_sigmoid",
+               "mlp_softplus_softsign_swish", "functional_add_concat_mul", "bn_dropout",
+               "conv1d_pool", "conv1d_bn_gap", "conv2d_valid_same", "conv2d_dilation_depthwise",
+               "conv2d_bn_reshape"]
+TFLITE_MODELS = ["mlp_linear_relu_relu6", "mlp_tanh_sigmoid_hard_sigmoid",
+                 "mlp_gelu_softmax_exponential", "functional_add_concat_mul", "bn_dropout",
+                 "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite"]
+
+
+def _tflite_act_layers(keras):
+    L = keras.layers
+    return _seq(keras, (6,), [L.Dense(10), L.LeakyReLU(negative_slope=0.1), L.Dense(10),
+                              L.ELU(), L.Dense(10, activation="relu"), L.Dense(8),
+                              L.Activation("hard_swish"), L.Dense(4), L.Softmax()],
+                "act_layers_tflite")
+
+
+def onnx_handmade(path: Path):
+    """An ONNX graph written directly (opset 20): Gelu (exact and tanh), Softmax, Exp, Div, Neg, Sub of a
+    constant, Flatten and a MatMul + Add, ops tf2onnx does not emit for Keras models."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    W1 = rng.normal(0, 0.5, (6, 8)).astype(np.float32)
+    b1 = rng.normal(0, 0.2, (8,)).astype(np.float32)
+    W2 = rng.normal(0, 0.5, (8, 4)).astype(np.float32)
+    inits = [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(b1, "b1"),
+             numpy_helper.from_array(W2, "W2"),
+             numpy_helper.from_array(np.array([2.0], np.float32), "two"),
+             numpy_helper.from_array(np.array([0.5], np.float32), "half")]
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["xf"], axis=1, name="flatten"),
+        helper.make_node("MatMul", ["xf", "W1"], ["h0"], name="matmul1"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="bias1"),
+        helper.make_node("Gelu", ["h1"], ["g1"], name="gelu"),
+        helper.make_node("Gelu", ["h1"], ["g2"], approximate="tanh", name="gelu_tanh"),
+        helper.make_node("Add", ["g1", "g2"], ["h2"], name="add"),
+        helper.make_node("Div", ["h2", "two"], ["h3"], name="div"),
+        helper.make_node("Sub", ["half", "h3"], ["h4"], name="rsub"),
+        helper.make_node("Neg", ["h4"], ["h5"], name="neg"),
+        helper.make_node("Exp", ["h5"], ["h6"], name="exp"),
+        helper.make_node("MatMul", ["h6", "W2"], ["h7"], name="matmul2"),
+        helper.make_node("Softmax", ["h7"], ["y"], axis=-1, name="softmax"),
+    ]
+    g = helper.make_graph(nodes, "handmade",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    m.ir_version = 9
+    onnx.checker.check_model(m)
+    path.write_bytes(m.SerializeToString())
+
+
+def build_zoo(root: Path) -> list[ZooModel]:
+    """Build every zoo model under ``root`` (about a minute) and return them."""
+    import keras
+
+    root.mkdir(parents=True, exist_ok=True)
+    zoo: list[ZooModel] = []
+    builders = dict(keras_builders())
+    builders["act_layers_tflite"] = (_tflite_act_layers, ())
+    models = {}
+    for i, (name, (fn, fmts)) in enumerate(sorted(builders.items())):
+        keras.utils.set_random_seed(i)
+        m = fn(keras)
+        _randomise(m, 100 + i)
+        models[name] = m
+        shape = tuple(m.inputs[0].shape[1:])
+        out = int(np.prod(m.outputs[0].shape[1:]))
+        rec = any(type(layer).__name__ in ("SimpleRNN", "GRU", "LSTM") for layer in m.layers)
+        for fmt in fmts:
+            p = root / f"{name}.{fmt}"
+            m.save(p)
+            zoo.append(ZooModel(f"{fmt}:{name}", fmt, p, shape, out, _keras_ref(m), m,
+                                recurrent=rec))
+    for name in ONNX_MODELS:
+        m = models[name]
+        p = root / f"{name}.onnx"
+        to_onnx(m, p)
+        shape = tuple(m.inputs[0].shape[1:])
+        zoo.append(ZooModel(f"onnx:{name}", "onnx", p, shape, int(np.prod(m.outputs[0].shape[1:])),
+                            onnx_ref(p, shape), m))
+    p = root / "handmade.onnx"
+    onnx_handmade(p)
+    zoo.append(ZooModel("onnx:handmade", "onnx", p, (2, 3), 4, onnx_ref(p, (2, 3))))
+    for name in TFLITE_MODELS:
+        m = models[name]
+        p = root / f"{name}.tflite"
+        to_tflite(m, p)
+        shape = tuple(m.inputs[0].shape[1:])
+        zoo.append(ZooModel(f"tflite:{name}", "tflite", p, shape,
+                            int(np.prod(m.outputs[0].shape[1:])), tflite_ref(p, shape), m))
+    for i, (name, fn) in enumerate(sorted(int8_keras_builders().items())):
+        keras.utils.set_random_seed(50 + i)
+        m = fn(keras)
+        _randomise(m, 200 + i)
+        shape = tuple(m.inputs[0].shape[1:])
+        rep = np.random.default_rng(i).uniform(-2, 2, (200,) + shape).astype(np.float32)
+        p = root / f"{name}.int8.tflite"
+        to_tflite(m, p, rep)
+        zoo.append(ZooModel(f"int8:{name}", "tflite_int8", p, shape,
+                            int(np.prod(m.outputs[0].shape[1:])), None, m, int8=True))
+    return zoo
+
+
+def zoo_names() -> list[str]:
+    """The names build_zoo gives its models, known without building them."""
+    names = [f"{fmt}:{n}" for n, (_, fmts) in sorted(keras_builders().items()) for fmt in fmts]
+    names += [f"onnx:{n}" for n in ONNX_MODELS] + ["onnx:handmade"]
+    names += [f"tflite:{n}" for n in TFLITE_MODELS]
+    names += [f"int8:{n}" for n in sorted(int8_keras_builders())]
+    return names

@@ -205,7 +205,11 @@ class _OnnxLoader:
         self._unary(n, "selu", {})
 
     def op_Gelu(self, n, a):
-        self._unary(n, "gelu_tanh" if a.get("approximate", "none") == "tanh" else "gelu", {})
+        approx = a.get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        if approx not in ("none", "tanh"):
+            self.fail(f"Gelu approximate='{approx}' is not supported (supported: none, tanh)")
+        self._unary(n, "gelu_tanh" if approx == "tanh" else "gelu", {})
 
     def op_Softmax(self, n, a):
         v = self.get(n.input[0])
