@@ -6,13 +6,14 @@
 
 /*
  * Speed notes (Cortex-M4F, the main target): the FPU runs VMUL and VADD in one cycle each but
- * a fused VMLA/VFMA in three, and a run of loads pipelines (one cycle each after the first).
- * So the kernels keep products and sums separate (no fused multiply-add is asked for: the C is
- * written with separate statements, and the file is built without FP contraction on GCC),
- * load several values in a row, and reuse each loaded input across several output rows.
+ * a fused VMLA/VFMA in three, a multiple load (VLDM) of n words takes 1 + n cycles, and a
+ * taken branch costs 2 more. So the hot loops keep products and sums in separate one-cycle
+ * instructions, load weights eight at a time, reuse each loaded input across eight output
+ * rows and keep every constant and sum in a register. They are written in GCC inline assembly
+ * for Thumb-2 with a single-precision FPU (NN_ASM_VFP below); every other target compiles the
+ * plain C loops beside them (same functions, sums in another order), which the host tests build.
  */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off")
 #define NN_INLINE static inline __attribute__((always_inline))
 #else
 #define NN_INLINE static inline
@@ -59,8 +60,11 @@ NN_INLINE float nn_reduce(float z, float *s)
     t.f = z * 1.44269502f;
     t.f = t.f + magic;
     kf = t.f - magic;
-    kl = kf * 0.693147182f;
+    /* ln2 in two parts (Cody-Waite): k * ln2_hi is exact for |k| < 2^11 */
+    kl = kf * 0.693145752f;
     r = z - kl;
+    kl = kf * 1.42860677e-06f;
+    r = r - kl;
     /* The low mantissa bits of t hold k (two's complement); shift them into the exponent. */
     p.u = (t.u << 23) + 0x3f800000u;
     *s = p.f;
@@ -96,7 +100,8 @@ NN_INLINE float nn_sigmoid(float x)
 
 /* ---- Dense layer ------------------------------------------------------------------- */
 
-#if defined(__GNUC__) && defined(__thumb2__) && defined(__ARM_FP) && ((__ARM_FP) & 4)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__thumb2__) && defined(__ARM_FP) && \
+    ((__ARM_FP) & 4) && !defined(NNMPC_NN_PORTABLE)
 #define NN_ASM_VFP 1 /* Thumb-2 with a single-precision FPU (Cortex-M4F/M7/M33) */
 #else
 #define NN_ASM_VFP 0
@@ -316,20 +321,21 @@ void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
  * tanh: c = {2, 1, 0} (tanh x = e / (e + 2) with e = expm1(2x));
  * sigmoid: c = {-1, 0, 1} (1 / (1 + exp(-x)) = 1 / (expm1(-x) + 2)).
  * expm1 as in nn_expm1_reduced() / nn_reduce(): z = k ln2 + r, e = 2^k q + (2^k - 1).
+ * The table k holds the clamp, 1/ln2, the rounding constant, ln2_hi, P, 1, 2 and ln2_lo.
  */
 static void exp_act_loop(const float *x, float *y, int n, const float *c)
 {
-    static const float k[12] = {
-        87.0f, -87.0f, 1.44269502f, 12582912.0f, 0.693147182f,
+    static const float k[13] = {
+        87.0f, -87.0f, 1.44269502f, 12582912.0f, 0.693145752f,
         1.38825167e-03f, 8.36654752e-03f, 4.16672006e-02f, 1.66665435e-01f, 4.99999970e-01f,
-        1.0f, 2.0f,
+        1.0f, 2.0f, 1.42860677e-06f,
     };
     __asm__ volatile(
-        "vldmia %[k], {s16-s27}\n\t"
-        "vldmia %[c], {s28-s30}\n"
+        "vldmia %[k], {s16-s28}\n\t"
+        "vldmia %[c], {s29-s31}\n"
         "1:\n\t"
         "vldmia %[x]!, {s0}\n\t"
-        "vmul.f32 s0, s0, s28\n\t"      /* z, clamped to [-87, 87] (NaN passes) */
+        "vmul.f32 s0, s0, s29\n\t"      /* z, clamped to [-87, 87] (NaN passes) */
         "vcmp.f32 s0, s16\n\t"
         "vmrs APSR_nzcv, fpscr\n\t"
         "it gt\n\t"
@@ -341,8 +347,10 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
         "vmul.f32 s1, s0, s18\n\t"      /* t = z / ln2 + 1.5 * 2^23: k in the low bits */
         "vadd.f32 s1, s1, s19\n\t"
         "vsub.f32 s2, s1, s19\n\t"      /* k */
-        "vmul.f32 s2, s2, s20\n\t"
-        "vsub.f32 s0, s0, s2\n\t"       /* r = z - k ln2 */
+        "vmul.f32 s5, s2, s20\n\t"
+        "vsub.f32 s0, s0, s5\n\t"
+        "vmul.f32 s5, s2, s28\n\t"
+        "vsub.f32 s0, s0, s5\n\t"       /* r = z - k ln2_hi - k ln2_lo */
         "vmov r3, s1\n\t"
         "lsls r3, r3, #23\n\t"
         "add r3, r3, #0x3f800000\n\t"
@@ -362,8 +370,8 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
         "vsub.f32 s5, s3, s26\n\t"
         "vadd.f32 s4, s4, s5\n\t"       /* e = s q + (s - 1) = expm1(z) */
         "vadd.f32 s5, s4, s27\n\t"      /* e + 2 */
-        "vmul.f32 s4, s4, s29\n\t"
-        "vadd.f32 s4, s4, s30\n\t"
+        "vmul.f32 s4, s4, s30\n\t"
+        "vadd.f32 s4, s4, s31\n\t"
         "vdiv.f32 s4, s4, s5\n\t"
         "vstmia %[y]!, {s4}\n\t"
         "subs %[n], %[n], #1\n\t"
@@ -371,7 +379,7 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
         : [x] "+r"(x), [y] "+r"(y), [n] "+r"(n)
         : [k] "r"(k), [c] "r"(c)
         : "r3", "s0", "s1", "s2", "s3", "s4", "s5", "s16", "s17", "s18", "s19", "s20", "s21",
-          "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "cc", "memory");
+          "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
 }
 
 static const float nn_tanh_c[3] = {2.0f, 1.0f, 0.0f};
@@ -416,11 +424,17 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
 {
     int i;
     switch (act) {
-    case NNMPC_ACT_RELU:
+    case NNMPC_ACT_RELU: {
+        /* 1 where y > 0, on the bit patterns: a positive sign-clear non-zero value (a NaN
+         * output of relu counts as positive). */
         for (i = 0; i < n; ++i) {
-            d[i] = y[i] > 0.0f ? 1.0f : 0.0f;
+            nn_bits v;
+            v.f = y[i];
+            v.u = (int32_t)v.u > 0 ? 0x3f800000u : 0u;
+            d[i] = v.f;
         }
         break;
+    }
     case NNMPC_ACT_TANH:
         for (i = 0; i < n; ++i) {
             const float v = y[i];
@@ -452,14 +466,18 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
 /* Whether the n floats at t are all +-0 (on their bit patterns, so NaN counts as non-zero). */
 static int all_zero(const float *t, int n)
 {
-    const uint32_t *u = (const uint32_t *)(const void *)t;
     uint32_t acc = 0;
     int c = 0;
     for (; c + 2 <= n; c += 2) {
-        acc |= (u[c] | u[c + 1]) << 1;
+        nn_bits a, b;
+        a.f = t[c];
+        b.f = t[c + 1];
+        acc |= (a.u | b.u) << 1;
     }
     if (c < n) {
-        acc |= u[c] << 1;
+        nn_bits a;
+        a.f = t[c];
+        acc |= a.u << 1;
     }
     return acc == 0;
 }

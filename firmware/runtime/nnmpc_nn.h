@@ -1,8 +1,13 @@
 /*
  * nnmpc neural-network kernels: the fixed C runtime that generated models call.
  *
- * Plain C99, no malloc, no global state. Matrices are row-major float32. Every function
- * documents its shapes; callers (generated code) guarantee them at compile time.
+ * C99, no malloc, no global state. Matrices are row-major float32. Every function documents
+ * its shapes; callers (generated code) guarantee them at compile time.
+ *
+ * On Thumb-2 cores with a single-precision FPU (Cortex-M4F/M7/M33) built with GCC, the hot
+ * loops are inline assembly tuned for the Cortex-M4 pipeline; everywhere else (or with
+ * -DNNMPC_NN_PORTABLE) the same functions are plain C loops. Sums may be added in a different
+ * order from a naive loop, so results can differ from one in the last bits.
  */
 #ifndef NNMPC_NN_H
 #define NNMPC_NN_H
@@ -22,7 +27,10 @@ typedef enum {
     NNMPC_ACT_SIGMOID = 3
 } nnmpc_act_t;
 
-/** y[n_out] = W[n_out x n_in] . x[n_in] + b[n_out], then act applied element-wise. */
+/**
+ * y[n_out] = W[n_out x n_in] . x[n_in] + b[n_out], then act applied element-wise.
+ * y must not overlap x. Output rows are computed eight at a time.
+ */
 void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
                  int n_out, int n_in, nnmpc_act_t act);
 
@@ -31,7 +39,8 @@ void nnmpc_activate(const float *x, float *y, int n, nnmpc_act_t act);
 
 /**
  * d[n] = act'(z) written in terms of the activation's output y = act(z), so no pre-activation
- * buffer is needed: tanh' = 1 - y^2, sigmoid' = y (1 - y), relu' = (y > 0).
+ * buffer is needed: tanh' = 1 - y^2, sigmoid' = y (1 - y), relu' = (y > 0) (a relu output
+ * that is NaN with the sign bit clear gives 1).
  */
 void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act);
 
@@ -39,6 +48,10 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act);
  * Forward-mode tangent through a dense layer with activation derivative d (NULL for linear):
  * T_out[n_out x k] = diag(d) . W[n_out x n_in] . T_in[n_in x k].
  * With T_in == NULL the input tangent is the identity (k == n_in): T_out = diag(d) . W.
+ * Rows with d == 0 and all-zero rows of T_in (units a relu switched off) are skipped, so a
+ * relu layer costs about (active outputs x active inputs x k) multiply-adds. Uses up to
+ * 512 bytes of stack for the lists of active rows (layers up to 256 wide; wider layers and
+ * k < 3 take plain loops).
  */
 void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, float *T_out,
                          int n_out, int n_in, int k);
@@ -46,10 +59,17 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
 /** T_out[n x k] = diag(d) . T_in, an element-wise layer's tangent; T_out may equal T_in. */
 void nnmpc_scale_rows(const float *T_in, const float *d, float *T_out, int n, int k);
 
-/** tanh, accurate to a few float ulps, without libm. */
+/**
+ * tanh without libm: expm1(2x) = 2^k (1 + q) - 1 by range reduction and a degree-6 minimax
+ * polynomial, then tanh = e / (e + 2) (one division). Relative error a few float ulps
+ * everywhere (also near 0); odd; +-1 beyond |x| = 9; NaN in, NaN out.
+ */
 float nnmpc_tanhf(float x);
 
-/** Logistic sigmoid 1 / (1 + exp(-x)), accurate to a few float ulps, without libm. */
+/**
+ * Logistic sigmoid 1 / (1 + exp(-x)) = 1 / (expm1(-x) + 2), without libm: relative error a
+ * few float ulps down to about 1e-38 (|x| is clamped to 87: sigmoid(x < -87) = sigmoid(-87)).
+ */
 float nnmpc_sigmoidf(float x);
 
 /** exp(x) for float, accurate to about 2 ulps, without libm. Saturates outside [-87.3, 88.7]. */
