@@ -164,9 +164,10 @@ def _link(gcc: str, flags: list[str], sources: list[Path], includes: list[Path],
 
 @dataclass
 class Images:
-    predict: Path
-    full: Path
-    empty: Path
+    predict: Path          # calls predict only
+    full: Path             # calls predict and jacobian
+    empty: Path            # as full, with empty functions
+    empty_predict: Path    # as predict, with an empty function
 
 
 def build_images(name: str, prefix: str, model_sources: list[Path], includes: list[Path],
@@ -182,6 +183,8 @@ def build_images(name: str, prefix: str, model_sources: list[Path], includes: li
                    out_dir / f"{name}_full.elf"),
         empty=_link(gcc, flags, [main, BENCH_DIR / "bench_empty.c"], [], {**d, "BENCH_JACOBIAN": "1"},
                     out_dir / f"{name}_empty.elf"),
+        empty_predict=_link(gcc, flags, [main, BENCH_DIR / "bench_empty.c"], [],
+                            {**d, "BENCH_JACOBIAN": "0"}, out_dir / f"{name}_empty_predict.elf"),
     )
 
 
@@ -258,7 +261,7 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
                             work / "elf", flags)
         run = run_calls(imgs.full, prefix, xs, spec.n_out)
         entry = run["summary"]
-        entry["flash_predict"] = size_delta(imgs.predict, imgs.empty)["flash"]
+        entry["flash_predict"] = size_delta(imgs.predict, imgs.empty_predict)["flash"]
         full = size_delta(imgs.full, imgs.empty)
         entry["flash_predict_jacobian"] = full["flash"]
         entry["ram_static"] = full["ram_static"]

@@ -287,18 +287,24 @@ class CortexM4Counter:
 
     def call(self, function: str | int, args: tuple[int, ...] = (), *,
              max_instructions: int = 50_000_000) -> CallResult:
-        """Call ``function`` (a symbol or an address) with integer/pointer ``args`` in r0..r3."""
+        """Call ``function`` (a symbol or an address) with integer/pointer ``args`` (AAPCS: the
+        first four in r0..r3, the rest on the stack). Stack use is measured below the
+        arguments."""
+        import struct
+
         from unicorn.arm_const import (UC_ARM_REG_LR, UC_ARM_REG_R0, UC_ARM_REG_R1,
                                        UC_ARM_REG_R2, UC_ARM_REG_R3, UC_ARM_REG_SP)
-        if len(args) > 4:
-            raise ValueError("at most 4 register arguments")
         addr = self.address(function) if isinstance(function, str) else function
         uc = self._uc
+        stacked = [a & 0xFFFFFFFF for a in args[4:]]
+        sp = (STACK_TOP - 4 * len(stacked)) & ~7
         stack_floor = STACK_TOP - 0x10000
         uc.mem_write(stack_floor, bytes([STACK_PAINT]) * 0x10000)
+        if stacked:
+            uc.mem_write(sp, struct.pack(f"<{len(stacked)}I", *stacked))
         for reg, val in zip((UC_ARM_REG_R0, UC_ARM_REG_R1, UC_ARM_REG_R2, UC_ARM_REG_R3), args):
             uc.reg_write(reg, val & 0xFFFFFFFF)
-        uc.reg_write(UC_ARM_REG_SP, STACK_TOP)
+        uc.reg_write(UC_ARM_REG_SP, sp)
         uc.reg_write(UC_ARM_REG_LR, MAGIC_RETURN | 1)
         self._reset_counts()
         uc.emu_start(addr | 1, MAGIC_RETURN, count=max_instructions)
@@ -311,13 +317,11 @@ class CortexM4Counter:
                                    "instructions")
             self._cyc += 2
             self._taken += 1
+            if self._profile:
+                f = self._function_of(self._prev_end - 1)
+                self._prof[f] = self._prof.get(f, 0) + 2
             self._prev = None
-        painted = uc.mem_read(stack_floor, 0x10000)
-        used = 0x10000
-        for i, b in enumerate(painted):
-            if b != STACK_PAINT:
-                used = 0x10000 - i
-                break
-        else:
-            used = 0
+        painted = bytes(uc.mem_read(stack_floor, sp - stack_floor))
+        untouched = len(painted) - len(painted.lstrip(bytes([STACK_PAINT])))
+        used = len(painted) - untouched
         return CallResult(self._n, self._cyc, self._taken, used, dict(self._hist), dict(self._prof))
