@@ -79,7 +79,10 @@ static const nnmpc_model_t g_model = {
 static nnmpc_control_t g_control;
 static nnmpc_app_t g_app;
 
-int main(void)
+/* Peripherals and the application; a function of its own so an instruction counter can set
+ * the image up and then drive nnmpc_app_on_byte(&g_app, ...) itself (bench/mpc_bench.py). */
+__attribute__((noinline)) int nnmpc_board_init(void);
+__attribute__((noinline)) int nnmpc_board_init(void)
 {
     uart_init();
     SYST_RVR = SYSTICK_RELOAD - 1u;
@@ -93,9 +96,16 @@ int main(void)
     g_app.clock = clock_ticks;
     g_app.clock_hz = NNMPC_SYSTICK_INPUT_HZ;
     g_app.control = &g_control;
-    if (nnmpc_app_init(&g_app) != 0) {
+    return nnmpc_app_init(&g_app);
+}
+
+int main(void)
+{
+    if (nnmpc_board_init() != 0) {
         semihost_exit(3);
     }
+    /* Sample the UART, run the control period when it is due (fixed rate) or when a SENSOR
+     * frame completes (lock-step). */
     for (;;) {
         if (UART_STATE & UART_STATE_RXFULL) {
             nnmpc_app_on_byte(&g_app, (uint8_t)UART_DATA);

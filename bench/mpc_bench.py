@@ -1,0 +1,243 @@
+"""Closed-loop benchmarks of the on-device controllers: tracking and cycles per period.
+
+    .venv/bin/python bench/mpc_bench.py [--out bench] [--periods 300] [--quick]
+
+1. Tracking: ``nnmpc run`` on the emulated board (QEMU mps2-an386, hardware-in-the-loop in
+   lock-step, sensor noise on) for the mass-spring-damper (step, sine) and the tendon segment
+   (step, circle), with nr / pid / fd; the plant's default net (trained and cached in
+   build/run). Errors are on the noise-free plant output.
+2. Cost per period on a Cortex-M4F: the *same firmware image* runs in the unicorn CPU
+   emulator (host/cortexm_count.py) in a closed loop with the host plant; every byte of each
+   SENSOR frame goes through ``nnmpc_app_on_byte`` and everything it executes is counted:
+   frame decoding, the solve, the telemetry frame and its UART writes (as CPU work: a FIFO or
+   DMA is assumed, not the wire time). Cycles are an estimate from the simplified Cortex-M4
+   cost table (host/cortexm_count.COST_TABLE), no wait states.
+3. Firmware size: flash (text + data) and static RAM (data + bss) of the image, plus stack.
+
+Writes ``mpc_results.json`` and ``mpc_results.md`` in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nnmpc.host import protocol as P  # noqa: E402
+from nnmpc.host import protocol_msgs as M  # noqa: E402
+from nnmpc.host import run as R  # noqa: E402
+from nnmpc.host.boards import load_board  # noqa: E402
+from nnmpc.host.cortexm_count import COST_TABLE, CortexM4Counter  # noqa: E402
+from nnmpc.host.plants import get_plant  # noqa: E402
+
+CLOCK_HZ = 168_000_000
+CASES = [("msd", "step"), ("msd", "sine"), ("tendon", "step"), ("tendon", "sine")]
+CONTROLLERS = ("nr", "pid", "fd")
+
+
+class UnicornLoop:
+    """The firmware image in unicorn: feed frames byte by byte, capture the UART output."""
+
+    UART = 0x40004000
+
+    def __init__(self, elf: Path) -> None:
+        from unicorn import UC_HOOK_MEM_WRITE, UcError
+
+        self.cnt = CortexM4Counter(elf)
+        uc = self.cnt._uc
+        for base in (0x40004000, 0xE000E000):
+            try:
+                uc.mem_map(base, 0x1000)
+            except UcError:
+                pass                      # already mapped by the CPU model
+        self.out = bytearray()
+        uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, begin=self.UART, end=self.UART + 3)
+        if self.cnt.call("nnmpc_board_init").instructions <= 0:
+            raise RuntimeError("board init did not run")
+        self.app = self.cnt.address("g_app")
+        self.dec = P.Decoder()
+        self.seq = 0
+
+    def _on_write(self, uc, access, address, size, value, user) -> None:
+        if address == self.UART:
+            self.out.append(value & 0xFF)
+
+    def send(self, msg_type: int, payload: bytes = b"") -> tuple[list, int, int]:
+        """Feed one frame; return (frames answered, instructions, cycles) over all its bytes."""
+        self.seq = (self.seq + 1) & 0xFF
+        n_ins = n_cyc = 0
+        for b in P.encode_frame(msg_type, self.seq, payload):
+            r = self.cnt.call("nnmpc_app_on_byte", (self.app, b))
+            n_ins += r.instructions
+            n_cyc += r.cycles
+        frames = self.dec.feed(bytes(self.out))
+        self.out.clear()
+        return frames, n_ins, n_cyc
+
+
+def count_loop(plant_name: str, controller: str, net, img, periods: int) -> dict:
+    """Closed loop in unicorn on the step reference; instructions and cycles per period."""
+    plant = get_plant(plant_name)
+    refs = R.reference(plant, "step")[:periods]
+    pid = R.tune_pid(plant, refs) if controller == "pid" else None
+    loop = UnicornLoop(img.elf)
+    u_init = None
+    for msg in R.settings(plant, net, controller, pid=pid):
+        frames, _, _ = loop.send(msg.TYPE, msg.pack())
+        if not frames or frames[-1].type != (msg.TYPE | P.REPLY):
+            raise RuntimeError(f"{type(msg).__name__} refused: {frames}")
+        if isinstance(msg, M.LimitsRequest):
+            u_init = np.asarray(msg.u_init[:len(plant.inputs)], float)
+    T, p = refs.shape
+    per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
+    for off in range(0, T, per):
+        loop.send(P.TRAJECTORY, M.TrajectoryRequest(total=T, offset=off, rows=[
+            float(v) for v in refs[off:off + per].ravel()]).pack())
+    loop.send(P.START)
+    x = plant.steady_state(u_init[None])[0]
+    u = u_init
+    rng = np.random.default_rng(0)
+    ins, cyc, its = [], [], []
+    for k in range(T):
+        y = plant.measure(x, u, rng)
+        frames, n_i, n_c = loop.send(P.SENSOR, M.SensorRequest(k=k, y=[float(v) for v in y]).pack())
+        tel = [M.Telemetry.unpack(f.payload) for f in frames if f.type == P.TELEMETRY]
+        if len(tel) != 1:
+            raise RuntimeError(f"period {k}: {len(tel)} telemetry frames")
+        t = tel[0]
+        u = np.asarray(t.values[2 * t.p:], float)
+        ins.append(n_i), cyc.append(n_c), its.append(t.iterations)
+        x = plant.step(x, u)
+    ins, cyc = np.array(ins), np.array(cyc)
+    stack = loop.cnt.call("nnmpc_app_on_byte", (loop.app, 0)).stack_bytes
+    return {"periods": int(T), "instructions_mean": int(ins.mean()),
+            "instructions_max": int(ins.max()), "cycles_mean": int(cyc.mean()),
+            "cycles_p99": int(np.percentile(cyc, 99)), "cycles_max": int(cyc.max()),
+            "iterations_mean": round(float(np.mean(its)), 2),
+            "loop_rate_hz_at_168MHz_worst": int(CLOCK_HZ / cyc.max()),
+            "loop_rate_hz_at_168MHz_mean": int(CLOCK_HZ / cyc.mean()),
+            "stack_bytes_idle_call": int(stack)}
+
+
+def tracking(plant_name: str, reference: str, controller: str, built, work: Path) -> dict:
+    r = R.run_on_board(plant_name, controller, reference, built=built, work=work,
+                       log_path=work / "logs" / f"{plant_name}_{reference}_{controller}.csv",
+                       log=lambda *a: None)
+    s = dict(r.summary)
+    if "pid" in r.log.extra:
+        s["pid_gains"] = {k: round(v, 4) for k, v in r.log.extra["pid"].items()}
+    return s
+
+
+def markdown(res: dict) -> str:
+    L = ["# On-device controllers: tracking, cost per period, size", "",
+         f"Made with `{res['command']}` ({res['date']}, {res['toolchain']}).", "",
+         "Plants run on the host and exchange one SENSOR / TELEMETRY frame pair per period "
+         "with the emulated Cortex-M4F (QEMU mps2-an386, lock-step hardware-in-the-loop, sensor "
+         "noise on). Errors are RMS over the whole run, on the noise-free plant output. "
+         "nr: Newton MPC (damped Gauss-Newton / LM on the net's exact Jacobian); pid: PID tuned "
+         "by grid search on the plant model for the same reference; fd: one Newton step per "
+         "period with central finite differences, a scalar Hessian and clipping (the reference "
+         "implementation's scheme).", "",
+         "## Tracking", "",
+         "| plant | reference | controller | RMS error | path error RMS / max | iterations mean | nr vs this |",
+         "|---|---|---|---:|---:|---:|---:|"]
+    for key, rows in res["tracking"].items():
+        plant, ref = key.split("/")
+        unit = "mm"
+        nr = rows["nr"]["tracking_rms"]
+        for c in CONTROLLERS:
+            s = rows[c]
+            pe = (f"{s['path_error_rms']:.3f} / {s['path_error_max']:.3f} {unit}"
+                  if "path_error_rms" in s else "-")
+            ratio = "" if c == "nr" else f"{nr / s['tracking_rms']:.2f}x"
+            L.append(f"| {plant} | {ref} | {c} | {s['tracking_rms']:.3f} {unit} | {pe} | "
+                     f"{s['iterations_mean']} | {ratio} |")
+    L += ["", "Tendon path error: distance of the tip (x, y) to the reference path (the "
+          "polyline through the reference points); the step reference's path includes the "
+          "straight jumps between targets.", "",
+          "## Cost per period on a Cortex-M4F (estimate)", "",
+          "Everything one period executes on the device: decoding the SENSOR frame byte by "
+          "byte, the solve, and building and writing the TELEMETRY frame (closed loop, step "
+          f"reference, {res['count_periods']} periods, same image as in QEMU). Cost table: "
+          f"{COST_TABLE}.", "",
+          "| plant | net | controller | instructions mean | cycles mean | cycles p99 | cycles max "
+          "| loop rate at 168 MHz (worst period) |",
+          "|---|---|---|---:|---:|---:|---:|---:|"]
+    for plant, rows in res["cycles"].items():
+        for c in CONTROLLERS:
+            s = rows[c]
+            L.append(f"| {plant} | {res['nets'][plant]} | {c} | {s['instructions_mean']:,} | "
+                     f"{s['cycles_mean']:,} | {s['cycles_p99']:,} | {s['cycles_max']:,} | "
+                     f"{s['loop_rate_hz_at_168MHz_worst']:,} Hz |")
+    L += ["", "## Firmware size", "", "| plant image | flash | static RAM | stack reserved |",
+          "|---|---:|---:|---:|"]
+    for plant, s in res["size"].items():
+        L.append(f"| {plant} ({res['nets'][plant]}) | {s['flash']:,} B | {s['ram_static']:,} B | "
+                 f"{s['stack']:,} B |")
+    L += ["", "Targets: loop >= 1 kHz at 168 MHz (<= 168,000 cycles per period, everything "
+          "included); MSD step RMS <= 0.5x PID's; tendon path error <= 0.5 mm; firmware <= 32 KB "
+          "flash.", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "bench"))
+    ap.add_argument("--work", default=str(ROOT / "build" / "run"))
+    ap.add_argument("--periods", type=int, default=300, help="periods counted in unicorn")
+    args = ap.parse_args(argv)
+    out, work = Path(args.out), Path(args.work)
+    t0 = time.monotonic()
+    res = {"command": "python bench/mpc_bench.py" + (f" --periods {args.periods}"
+                                                      if args.periods != 300 else ""),
+           "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+           "toolchain": subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True,
+                                       text=True).stdout.splitlines()[0],
+           "board": "qemu-m4f", "clock_hz": CLOCK_HZ, "count_periods": args.periods,
+           "tracking": {}, "cycles": {}, "size": {}, "nets": {}}
+    built = {}
+    for plant in ("msd", "tendon"):
+        built[plant] = R.build_for(get_plant(plant), None, "qemu-m4f", work, log=print)
+        net, img = built[plant]
+        st = R.setup_for(get_plant(plant))
+        res["nets"][plant] = (f"{net.kind} {'x'.join(map(str, st.hidden))} tanh, "
+                              f"{net.n_in} in / {net.n_out} out"
+                              + (f", N={st.horizon}, Nc={st.moves}" if net.kind == "narx" else ""))
+        res["size"][plant] = {"flash": img.size.flash, "ram_static": img.size.ram - img.size.stack,
+                              "stack": img.size.stack}
+    for plant, ref in CASES:
+        res["tracking"][f"{plant}/{ref}"] = {}
+        for c in CONTROLLERS:
+            s = tracking(plant, ref, c, built[plant], work)
+            res["tracking"][f"{plant}/{ref}"][c] = s
+            print(f"{plant:7s} {ref:5s} {c:4s} RMS {s['tracking_rms']:.4f}"
+                  + (f" path {s['path_error_rms']:.4f}" if "path_error_rms" in s else ""),
+                  flush=True)
+    for plant in ("msd", "tendon"):
+        res["cycles"][plant] = {}
+        for c in CONTROLLERS:
+            s = count_loop(plant, c, *built[plant], args.periods)
+            res["cycles"][plant][c] = s
+            print(f"{plant:7s} {c:4s} cycles mean {s['cycles_mean']:,} max {s['cycles_max']:,} "
+                  f"-> {s['loop_rate_hz_at_168MHz_worst']:,} Hz", flush=True)
+    res["seconds"] = round(time.monotonic() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mpc_results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / "mpc_results.md").write_text(markdown(res))
+    print(f"wrote {out / 'mpc_results.json'} and {out / 'mpc_results.md'} "
+          f"in {res['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
