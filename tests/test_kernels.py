@@ -1,0 +1,342 @@
+"""The C runtime kernels (firmware/runtime/nnmpc_nn.c) against numpy in float64.
+
+Every test runs twice: on the host (the portable C loops, built with the host cc and called
+through ctypes) and on an emulated Cortex-M4F (the Thumb-2/VFP assembly paths, built with
+arm-none-eabi-gcc and called in the instruction-level emulator the benchmark uses)."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from support import HOST_CFLAGS, REPO, have
+
+RUNTIME = REPO / "firmware" / "runtime"
+ACTS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+F32 = np.float32
+
+
+def ref_act(z: np.ndarray, act: str) -> np.ndarray:
+    z = z.astype(np.float64)
+    return {"linear": lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh,
+            "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v))}[act](z)
+
+
+# ---- the two back-ends --------------------------------------------------------------------
+
+class HostKernels:
+    name = "host"
+
+    def __init__(self, so):
+        self.lib = lib = ctypes.CDLL(str(so))
+        P = ctypes.c_void_p
+        I = ctypes.c_int
+        lib.nnmpc_dense.argtypes = [P, P, P, P, I, I, I]
+        lib.nnmpc_activate.argtypes = [P, P, I, I]
+        lib.nnmpc_act_deriv.argtypes = [P, P, I, I]
+        lib.nnmpc_dense_tangent.argtypes = [P, P, P, P, I, I, I]
+        lib.nnmpc_scale_rows.argtypes = [P, P, P, I, I]
+        for f in ("nnmpc_tanhf", "nnmpc_sigmoidf", "nnmpc_expf"):
+            getattr(lib, f).argtypes = [ctypes.c_float]
+            getattr(lib, f).restype = ctypes.c_float
+
+    @staticmethod
+    def _p(a):
+        return None if a is None else a.ctypes.data_as(ctypes.c_void_p)
+
+    def dense(self, W, b, x, act, y=None):
+        n_out, n_in = W.shape
+        y = np.full(n_out + 1, 7.0, F32) if y is None else y
+        self.lib.nnmpc_dense(self._p(W), self._p(b), self._p(x), self._p(y), n_out, n_in, ACTS[act])
+        return y
+
+    def activate(self, x, act, inplace=False):
+        y = np.full(len(x) + 1, 7.0, F32)
+        if inplace:
+            y[:-1] = x
+            x = y
+        self.lib.nnmpc_activate(self._p(x), self._p(y), len(x) - inplace, ACTS[act])
+        return y
+
+    def act_deriv(self, y, act):
+        d = np.full(len(y) + 1, 7.0, F32)
+        self.lib.nnmpc_act_deriv(self._p(y), self._p(d), len(y), ACTS[act])
+        return d
+
+    def dense_tangent(self, W, d, T_in, k):
+        n_out, n_in = W.shape
+        T = np.full(n_out * k + 1, 7.0, F32)
+        self.lib.nnmpc_dense_tangent(self._p(W), self._p(d), self._p(T_in), self._p(T), n_out, n_in, k)
+        return T
+
+    def scale_rows(self, T_in, d, k):
+        out = np.full(T_in.size + 1, 7.0, F32)
+        self.lib.nnmpc_scale_rows(self._p(T_in), self._p(d), self._p(out), len(d), k)
+        return out
+
+
+class ArmKernels:
+    """Arrays are copied into the emulator's RAM; results read back (one slot past the end
+    is kept as a sentinel, like the host's)."""
+    name = "arm"
+
+    def __init__(self, elf):
+        from nnmpc.host.cortexm_count import RAM_BASE, CortexM4Counter
+        self.c = CortexM4Counter(elf)
+        self.base = RAM_BASE + 0x10000
+        self.cycles: dict[str, int] = {}
+
+    def _alloc(self, arrays):
+        addrs, at = [], self.base
+        for a in arrays:
+            if a is None:
+                addrs.append(0)
+                continue
+            data = np.ascontiguousarray(a, F32).tobytes()
+            self.c.write(at, data)
+            addrs.append(at)
+            at += (len(data) + 15) & ~15
+        return addrs, at
+
+    def _out(self, at, n):
+        self.c.write(at, np.full(n + 1, 7.0, F32).tobytes())
+        return at
+
+    def _read(self, at, n):
+        return np.frombuffer(self.c.read(at, 4 * (n + 1)), F32).copy()
+
+    def dense(self, W, b, x, act):
+        n_out, n_in = W.shape
+        (w, bb, xx), at = self._alloc([W, b, x])
+        y = self._out(at, n_out)
+        self.c.call("nnmpc_dense", (w, bb, xx, y, n_out, n_in, ACTS[act]))
+        return self._read(y, n_out)
+
+    def activate(self, x, act, inplace=False):
+        (xx,), at = self._alloc([x])
+        y = xx if inplace else self._out(at, len(x))
+        if inplace:
+            self.c.write(xx + 4 * len(x), struct.pack("<f", 7.0))
+        self.c.call("nnmpc_activate", (xx, y, len(x), ACTS[act]))
+        return self._read(y, len(x))
+
+    def act_deriv(self, y, act):
+        (yy,), at = self._alloc([y])
+        d = self._out(at, len(y))
+        self.c.call("nnmpc_act_deriv", (yy, d, len(y), ACTS[act]))
+        return self._read(d, len(y))
+
+    def dense_tangent(self, W, d, T_in, k):
+        n_out, n_in = W.shape
+        (w, dd, t), at = self._alloc([W, d, T_in])
+        T = self._out(at, n_out * k)
+        self.c.call("nnmpc_dense_tangent", (w, dd, t, T, n_out, n_in, k))
+        return self._read(T, n_out * k)
+
+    def scale_rows(self, T_in, d, k):
+        (t, dd), at = self._alloc([T_in, d])
+        out = self._out(at, T_in.size)
+        self.c.call("nnmpc_scale_rows", (t, dd, out, len(d), k))
+        return self._read(out, T_in.size)
+
+
+KERNEL_HARNESS = r"""
+/* Keeps every kernel in the image; the emulator calls them directly. */
+#include "nnmpc_nn.h"
+void kern_predict(const float *input, float *output);
+void kern_jacobian(const float *input, float *jacobian);
+void (*volatile kern_keep[])(void) = {
+    (void (*)(void))nnmpc_dense, (void (*)(void))nnmpc_activate,
+    (void (*)(void))nnmpc_act_deriv, (void (*)(void))nnmpc_dense_tangent,
+    (void (*)(void))nnmpc_scale_rows, (void (*)(void))nnmpc_tanhf,
+    (void (*)(void))nnmpc_sigmoidf, (void (*)(void))nnmpc_expf,
+};
+void kern_predict(const float *input, float *output) { output[0] = input[0]; (void)kern_keep[0]; }
+void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]; }
+"""
+
+
+@pytest.fixture(scope="module", params=["host", "arm"])
+def K(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"kern_{request.param}")
+    if request.param == "host":
+        if not have("cc"):
+            pytest.skip("needs cc")
+        so = d / "libnn.so"
+        subprocess.run(["cc", *HOST_CFLAGS, "-shared", "-fPIC", str(RUNTIME / "nnmpc_nn.c"),
+                        "-o", str(so)], check=True, capture_output=True, text=True)
+        return HostKernels(so)
+    if not have("arm-none-eabi-gcc"):
+        pytest.skip("needs arm-none-eabi-gcc")
+    from nnmpc.host.bench import BENCH_DIR, _link
+    from nnmpc.host.boards import load_board
+    from nnmpc.host.firmware import cflags
+    (d / "kern.c").write_text(KERNEL_HARNESS)
+    elf = _link("arm-none-eabi-gcc", cflags(load_board("qemu-m4f")),
+                [BENCH_DIR / "bench_main.c", d / "kern.c", RUNTIME / "nnmpc_nn.c"], [RUNTIME],
+                {"BENCH_PREFIX": "kern", "BENCH_IN": "1", "BENCH_OUT": "1", "BENCH_JACOBIAN": "1"},
+                d / "kern.elf")
+    return ArmKernels(elf)
+
+
+# ---- elementary functions -----------------------------------------------------------------
+
+def sweep():
+    x = np.linspace(-20, 20, 100_001).astype(F32)
+    special = np.array([0.0, 1e-30, -1e-30, 1e-8, 1e-4, 0.17, 0.3466, 0.35, 0.5, 1.0, 8.9, 9.0,
+                        9.1, 43.5, 86.9, 87.0, 87.1, 88.0], F32)
+    return np.concatenate([x, special, -special])
+
+
+def test_tanh_accuracy(K):
+    x = sweep()
+    y = K.activate(x, "tanh")[:-1].astype(np.float64)
+    t = np.tanh(x.astype(np.float64))
+    assert np.abs(y - t).max() <= 2e-7
+    nz = np.abs(t) > 1e-37
+    assert (np.abs(y - t)[nz] / np.abs(t[nz])).max() <= 4e-7       # a few ulps, also near 0
+    assert np.all(np.abs(y) <= 1.0)
+    assert np.array_equal(np.sign(y), np.sign(t))                    # odd, no sign flips
+
+
+def test_sigmoid_accuracy(K):
+    x = sweep()
+    y = K.activate(x, "sigmoid")[:-1].astype(np.float64)
+    s = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert np.abs(y - s).max() <= 1.2e-7
+    keep = x >= -80
+    assert (np.abs(y - s)[keep] / s[keep]).max() <= 4e-7
+    assert np.all((y >= 0) & (y <= 1))
+
+
+def test_activation_edge_cases(K):
+    x = np.array([np.inf, -np.inf, 1e30, -1e30, np.nan, -0.0], F32)
+    t = K.activate(x, "tanh")
+    assert list(t[:4]) == [1.0, -1.0, 1.0, -1.0] and np.isnan(t[4]) and t[5] == 0.0
+    s = K.activate(x, "sigmoid")
+    assert s[0] == 1.0 and s[2] == 1.0 and 0 <= s[1] < 1e-37 and 0 <= s[3] < 1e-37
+    assert np.isnan(s[4]) and s[5] == 0.5
+    r = K.activate(x, "relu")
+    assert list(r[:4]) == [np.inf, 0.0, 1e30, 0.0] and r[5] == 0.0
+    assert t[-1] == s[-1] == r[-1] == 7.0                           # nothing written past n
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 33])
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_activate_sizes_in_and_out_of_place(K, rng, n, act):
+    x = rng.uniform(-4, 4, n).astype(F32)
+    ref = ref_act(x, act)
+    for inplace in (False, True):
+        y = K.activate(x.copy(), act, inplace=inplace)
+        assert np.allclose(y[:n], ref, rtol=4e-7, atol=2e-7)
+        assert y[n] == 7.0
+
+
+def test_scalar_functions_on_host(K):
+    if K.name != "host":
+        pytest.skip("scalar float arguments are exercised on the host")
+    lib = K.lib
+    xs = np.linspace(-87, 88, 20001).astype(F32)
+    e = np.array([lib.nnmpc_expf(float(v)) for v in xs])
+    ref = np.exp(xs.astype(np.float64))
+    assert (np.abs(e - ref) / ref).max() <= 3e-7
+    assert lib.nnmpc_expf(100.0) == np.float32(3.40282347e38) and lib.nnmpc_expf(-100.0) == 0.0
+    for v in (-5.0, -0.3, 1e-20, 0.7, 12.0):
+        assert abs(lib.nnmpc_tanhf(v) - np.tanh(v)) <= 2e-7 * max(1.0, abs(np.tanh(v)))
+        assert abs(lib.nnmpc_sigmoidf(v) - 1 / (1 + np.exp(-v))) <= 1.2e-7
+
+
+# ---- dense, derivative, tangent -----------------------------------------------------------
+
+SHAPES = [(1, 1), (3, 1), (1, 3), (2, 5), (8, 8), (9, 7), (16, 6), (13, 17), (3, 32), (32, 3),
+          (8, 64), (64, 64), (4, 64), (24, 11)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_dense_matches_numpy(K, rng, shape, act):
+    n_out, n_in = shape
+    W = rng.normal(0, 1 / np.sqrt(n_in), shape).astype(F32)
+    b = rng.normal(0, 0.3, n_out).astype(F32)
+    x = rng.uniform(-3, 3, n_in).astype(F32)
+    y = K.dense(W, b, x, act)
+    z = W.astype(np.float64) @ x + b
+    scale = np.abs(W.astype(np.float64)) @ np.abs(x) + np.abs(b)     # bound on rounding
+    assert np.all(np.abs(y[:n_out] - ref_act(z, act)) <= 1e-6 * (1 + scale))
+    assert y[n_out] == 7.0
+
+
+def test_dense_empty_sizes(K):
+    b = np.array([0.5, -2.0], F32)
+    y = K.dense(np.zeros((2, 0), F32), b, np.zeros(0, F32), "relu")   # n_in = 0: act(b)
+    assert list(y) == [0.5, 0.0, 7.0]
+    y = K.dense(np.zeros((0, 3), F32), np.zeros(0, F32), np.ones(3, F32), "tanh")
+    assert list(y) == [7.0]                                             # n_out = 0: untouched
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_act_deriv(K, rng, act):
+    z = rng.uniform(-4, 4, 37).astype(F32)
+    y = ref_act(z, act).astype(F32)
+    d = K.act_deriv(y, act)
+    yy = y.astype(np.float64)
+    ref = {"linear": np.ones_like(yy), "relu": (yy > 0).astype(float), "tanh": 1 - yy * yy,
+           "sigmoid": yy * (1 - yy)}[act]
+    assert np.allclose(d[:-1], ref, rtol=1e-6, atol=1e-7) and d[-1] == 7.0
+
+
+def tangent_case(rng, n_out, n_in, k, dead_out=0.0, dead_in=0.0, identity=False):
+    W = rng.normal(0, 0.5, (n_out, n_in)).astype(F32)
+    d = rng.uniform(0.1, 1.0, n_out).astype(F32)
+    d[rng.random(n_out) < dead_out] = 0.0
+    T_in = None if identity else rng.normal(0, 1, (n_in, k)).astype(F32)
+    if T_in is not None:
+        T_in[rng.random(n_in) < dead_in] = 0.0
+        if n_in > 2:
+            T_in[1] = -0.0                    # a negative-zero row counts as zero
+    return W, d, T_in
+
+
+@pytest.mark.parametrize("n_out, n_in, k", [
+    (1, 1, 1), (4, 4, 2), (4, 4, 3), (5, 7, 3), (8, 3, 4), (32, 32, 3), (9, 64, 6), (64, 64, 6),
+    (7, 13, 5), (3, 32, 7), (6, 5, 8), (4, 64, 6)])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("with_d", [True, False])
+def test_dense_tangent_matches_numpy(K, rng, n_out, n_in, k, sparse, with_d):
+    W, d, T_in = tangent_case(rng, n_out, n_in, k, *((0.5, 0.5) if sparse else (0, 0)))
+    dd = d if with_d else None
+    T = K.dense_tangent(W, dd, T_in, k)
+    ref = (W.astype(np.float64) @ T_in) * (d[:, None] if with_d else 1.0)
+    scale = np.abs(W.astype(np.float64)) @ np.abs(T_in) + 1
+    assert np.all(np.abs(T[:-1].reshape(n_out, k) - ref) <= 1e-6 * scale)
+    assert T[-1] == 7.0
+
+
+def test_dense_tangent_all_inputs_dead_and_identity(K, rng):
+    W, d, T_in = tangent_case(rng, 9, 6, 4)
+    T_in[:] = 0.0
+    assert np.all(K.dense_tangent(W, d, T_in, 4)[:-1] == 0.0)
+    W, d, _ = tangent_case(rng, 10, 5, 5, dead_out=0.4)
+    T = K.dense_tangent(W, d, None, 5)                                  # T_in = identity
+    assert np.allclose(T[:-1].reshape(10, 5), W * d[:, None], rtol=1e-7, atol=0)
+    assert T[-1] == 7.0
+
+
+def test_dense_tangent_wide_layer_fallback(K, rng):
+    if K.name != "host":
+        pytest.skip("the fallback is plain C on every target")
+    W, d, T_in = tangent_case(rng, 5, 300, 3, dead_out=0.3, dead_in=0.3)
+    T = K.dense_tangent(W, d, T_in, 3)
+    ref = (W.astype(np.float64) @ T_in) * d[:, None]
+    assert np.allclose(T[:-1].reshape(5, 3), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_scale_rows(K, rng):
+    T_in = rng.normal(0, 1, (7, 3)).astype(F32)
+    d = rng.uniform(-1, 1, 7).astype(F32)
+    out = K.scale_rows(T_in, d, 3)
+    assert np.array_equal(out[:-1].reshape(7, 3), T_in * d[:, None]) and out[-1] == 7.0
