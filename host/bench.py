@@ -46,6 +46,7 @@ class NetSpec:
     n_in: int
     layers: tuple[tuple[int, str], ...]
     seed: int = 0
+    int8: bool = False    # also bench the TFLite int8 export (when the int8 runtime exists)
 
     @property
     def n_out(self) -> int:
@@ -66,11 +67,13 @@ class NetSpec:
 
 NETS = {
     "A": NetSpec("A", 3, ((32, "tanh"), (32, "tanh"), (3, "linear")), seed=1),
-    "B": NetSpec("B", 6, ((64, "relu"), (64, "relu"), (64, "relu"), (4, "linear")), seed=2),
+    "B": NetSpec("B", 6, ((64, "relu"), (64, "relu"), (64, "relu"), (4, "linear")), seed=2,
+                 int8=True),
 }
 
 #: Targets from the issue (estimated Cortex-M4 cycles per predict; flash <= 4 B/param + 2 KB).
 TARGETS = {"A": 10_000, "B": 32_000}
+TARGET_INT8 = {"B": 30_000}
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -171,20 +174,27 @@ class Images:
 
 
 def build_images(name: str, prefix: str, model_sources: list[Path], includes: list[Path],
-                 n_in: int, n_out: int, out_dir: Path, flags: list[str]) -> Images:
+                 n_in: int, n_out: int, out_dir: Path, flags: list[str], *,
+                 jacobian: bool = True) -> Images:
+    """The bench images of one model; without ``jacobian`` (a model that has none), ``full``
+    and ``empty`` are the predict-only images."""
     gcc = require("arm-none-eabi-gcc")
     out_dir.mkdir(parents=True, exist_ok=True)
     main = BENCH_DIR / "bench_main.c"
     d = {"BENCH_PREFIX": prefix, "BENCH_IN": str(n_in), "BENCH_OUT": str(n_out)}
+    predict = _link(gcc, flags, [main, *model_sources], includes, {**d, "BENCH_JACOBIAN": "0"},
+                    out_dir / f"{name}_predict.elf")
+    empty_predict = _link(gcc, flags, [main, BENCH_DIR / "bench_empty.c"], [],
+                          {**d, "BENCH_JACOBIAN": "0"}, out_dir / f"{name}_empty_predict.elf")
+    if not jacobian:
+        return Images(predict, predict, empty_predict, empty_predict)
     return Images(
-        predict=_link(gcc, flags, [main, *model_sources], includes, {**d, "BENCH_JACOBIAN": "0"},
-                      out_dir / f"{name}_predict.elf"),
+        predict=predict,
         full=_link(gcc, flags, [main, *model_sources], includes, {**d, "BENCH_JACOBIAN": "1"},
                    out_dir / f"{name}_full.elf"),
         empty=_link(gcc, flags, [main, BENCH_DIR / "bench_empty.c"], [], {**d, "BENCH_JACOBIAN": "1"},
                     out_dir / f"{name}_empty.elf"),
-        empty_predict=_link(gcc, flags, [main, BENCH_DIR / "bench_empty.c"], [],
-                            {**d, "BENCH_JACOBIAN": "0"}, out_dir / f"{name}_empty_predict.elf"),
+        empty_predict=empty_predict,
     )
 
 
@@ -195,15 +205,17 @@ def size_delta(img: Path, empty: Path) -> dict[str, int]:
 
 # ---- running --------------------------------------------------------------------------------
 
-def run_calls(elf: Path, prefix: str, xs: np.ndarray, n_out: int) -> dict:
-    """Call predict and jacobian for each input row of ``xs``; counts and outputs."""
+def run_calls(elf: Path, prefix: str, xs: np.ndarray, n_out: int, *,
+              jacobian: bool = True) -> dict:
+    """Call predict (and jacobian) for each input row of ``xs``; counts and outputs."""
     cnt = CortexM4Counter(elf)
     n_in = xs.shape[1]
     x_addr, y_addr = BUF_ADDR, BUF_ADDR + 0x1000
-    stats = {"predict": [], "jacobian": []}
+    fns = ("predict", "jacobian") if jacobian else ("predict",)
+    stats: dict[str, list] = {fn: [] for fn in fns}
     ys, js = [], []
     for x in xs:
-        for fn in ("predict", "jacobian"):
+        for fn in fns:
             cnt.reload()
             cnt.write(x_addr, np.asarray(x, np.float32).tobytes())
             r = cnt.call(f"{prefix}_{fn}", (x_addr, y_addr))
@@ -220,7 +232,8 @@ def run_calls(elf: Path, prefix: str, xs: np.ndarray, n_out: int) -> dict:
             "instructions_max": int(max(r.instructions for r in rs)),
             "stack_bytes": int(max(r.stack_bytes for r in rs)),
         }
-    return {"summary": summary, "y": np.array(ys), "J": np.array(js).reshape(len(xs), n_out, n_in)}
+    J = np.array(js).reshape(len(xs), n_out, n_in) if jacobian else None
+    return {"summary": summary, "y": np.array(ys), "J": J}
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -245,6 +258,12 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
     weights = model.get_weights()
     gen = work / "nnmpc"
     compile_model(work / f"{spec.key}.keras", gen, name="net")
+    # The compiler picks reverse mode for nets with fewer outputs than inputs; the forward-mode
+    # Jacobian (the tangent kernels) is measured too for those.
+    fwd = work / "nnmpc-fwd"
+    auto_mode = "reverse" if spec.n_out < spec.n_in else "forward"
+    if auto_mode != "forward":
+        compile_model(work / f"{spec.key}.keras", fwd, name="net", jacobian="forward")
     naive_src = work / "naive.c"
     naive_src.write_text(naive_c(spec, weights))
 
@@ -255,6 +274,9 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
         "nnmpc": ("net", sorted(gen.glob("*.c")), [gen]),
         "naive": ("naive", [naive_src], []),
     }
+    if auto_mode != "forward":
+        impls["nnmpc-fwd"] = ("net", sorted(fwd.glob("*.c")), [fwd])
+    result["jacobian_mode"] = auto_mode
     for impl, (prefix, sources, includes) in impls.items():
         progress(f"[{spec.key}] {impl}: build, count")
         imgs = build_images(impl, prefix, sources, includes, spec.n_in, spec.n_out,
@@ -268,6 +290,9 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
         entry["max_rel_err_y_vs_tf"] = _rel_err(run["y"], y_tf)
         entry["max_rel_err_J_vs_tf"] = _rel_err(run["J"], J_tf)
         result["impl"][impl] = entry
+    if spec.int8 and (FIRMWARE_DIR / "runtime" / "nnmpc_q8.h").is_file():
+        progress(f"[{spec.key}] nnmpc-int8: TFLite int8 export, compile, build, count")
+        result["impl"]["nnmpc-int8"] = bench_int8(spec, model, work, flags, xs, y_tf)
     a, b = result["impl"]["nnmpc"], result["impl"]["naive"]
     result["ratio_to_naive"] = {
         "predict_cycles_est": round(a["predict"]["cycles_est"] / b["predict"]["cycles_est"], 3),
@@ -275,8 +300,52 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
         "jacobian_cycles_est": round(a["jacobian"]["cycles_est"] / b["jacobian"]["cycles_est"], 3),
         "flash_predict": round(a["flash_predict"] / b["flash_predict"], 3),
     }
+    if "nnmpc-int8" in result["impl"]:
+        q = result["impl"]["nnmpc-int8"]
+        result["ratio_to_naive"]["int8_predict_cycles_est"] = round(
+            q["predict"]["cycles_est"] / b["predict"]["cycles_est"], 3)
+        result["ratio_to_naive"]["int8_flash_predict"] = round(q["flash_predict"] / b["flash_predict"], 3)
     result["jacobian_over_predict"] = round(a["jacobian"]["cycles_est"] / a["predict"]["cycles_est"], 3)
     return result
+
+
+def bench_int8(spec: NetSpec, model, work: Path, flags: list[str], xs: np.ndarray,
+               y_tf: np.ndarray) -> dict:
+    """The int8 build of ``model``: TFLite full-integer export (float input and output, a
+    representative dataset of 256 inputs uniform in [-3, 3], numpy seed 1000 + spec.seed),
+    compiled by nnmpc. Errors are against the TFLite interpreter and against float Keras."""
+    import tensorflow as tf
+    from nnmpc.compiler import compile_model
+
+    rng = np.random.default_rng(1000 + spec.seed)
+    rep = rng.uniform(-3, 3, (256, spec.n_in)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([r[None]] for r in rep)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.float32
+    conv.inference_output_type = tf.float32
+    path = work / f"{spec.key}_int8.tflite"
+    path.write_bytes(conv.convert())
+    gen = work / "nnmpc-int8"
+    compile_model(path, gen, name="net")
+    imgs = build_images("nnmpc-int8", "net", sorted(gen.glob("*.c")), [gen], spec.n_in, spec.n_out,
+                        work / "elf", flags, jacobian=False)
+    run = run_calls(imgs.predict, "net", xs, spec.n_out, jacobian=False)
+    interp = tf.lite.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    y_lite = []
+    for x in xs:
+        interp.set_tensor(i_in, x[None])
+        interp.invoke()
+        y_lite.append(interp.get_tensor(i_out)[0])
+    entry = run["summary"]
+    entry["flash_predict"] = size_delta(imgs.predict, imgs.empty_predict)["flash"]
+    entry["ram_static"] = size_delta(imgs.predict, imgs.empty_predict)["ram_static"]
+    entry["max_abs_err_y_vs_tflite"] = float(np.abs(run["y"] - np.array(y_lite)).max())
+    entry["max_rel_err_y_vs_tf"] = _rel_err(run["y"], y_tf)
+    return entry
 
 
 def toolchain_version() -> str:
@@ -317,39 +386,69 @@ def _k(v: float) -> str:
     return f"{v / 1000:.1f}k"
 
 
+IMPL_NOTES = {
+    "nnmpc": "`nnmpc compile` output as generated (Jacobian mode `auto`)",
+    "nnmpc-fwd": "the same net compiled with `jacobian=\"forward\"` (the tangent kernels)",
+    "nnmpc-int8": "TFLite full-integer export compiled by nnmpc (predict only)",
+    "naive": "naive C loops, same weights and flags (the baseline)",
+}
+
+
 def markdown(res: dict) -> str:
-    L = ["# nnmpc benchmark: Cortex-M4F, float32", "",
+    L = ["# nnmpc benchmark: Cortex-M4F", "",
          f"Generated {res['date']} by `{res['command']}` (machine-readable: `bench/results.json`).",
          "", "Cycle figures are **estimates**: instructions counted one by one in an emulated "
          "Cortex-M4 and costed with the table below (no wait states, no bus contention). "
-         "Flash and RAM of a model are its image minus the same image with empty functions.", "",
+         "Flash and RAM of a model are its image minus the same image with empty functions "
+         "(so they include the runtime kernels and any library code the model pulls in).", "",
          f"- Target: {res['target']}; compiler: {res['compiler']}",
          f"- Flags: `{' '.join(res['cflags'])}`",
          f"- Counter: {res['counter']}",
          f"- Weights: {res['weights']}",
          f"- Inputs: {res['inputs']}",
-         f"- Cost table: {res['cost_table']}", ""]
+         f"- Cost table: {res['cost_table']}", "",
+         "Implementations: " + "; ".join(f"**{k}**: {v}" for k, v in IMPL_NOTES.items()) + ".", ""]
     L += ["## Results", "",
           "| net | impl | predict instr | predict cycles (est.) | jacobian instr | jacobian cycles (est.) "
-          "| flash predict | flash predict+jac | static RAM | stack pred/jac | max err y / J vs TF |",
+          "| flash (predict) | flash (predict + jacobian) | static RAM | stack predict / jacobian "
+          "| max error y / J |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, n in res["nets"].items():
         for impl, e in n["impl"].items():
+            j = e.get("jacobian")
+            err = f"{e['max_rel_err_y_vs_tf']:.1e}"
+            if "max_rel_err_J_vs_tf" in e:
+                err += f" / {e['max_rel_err_J_vs_tf']:.1e}"
+            if "max_abs_err_y_vs_tflite" in e:
+                err += f" (vs TFLite int8: {e['max_abs_err_y_vs_tflite']:.1e})"
             L.append(f"| {key} | {impl} | {e['predict']['instructions']:.0f} | "
-                     f"{e['predict']['cycles_est']:.0f} | {e['jacobian']['instructions']:.0f} | "
-                     f"{e['jacobian']['cycles_est']:.0f} | {e['flash_predict']} B | "
-                     f"{e['flash_predict_jacobian']} B | {e['ram_static']} B | "
-                     f"{e['predict']['stack_bytes']}/{e['jacobian']['stack_bytes']} B | "
-                     f"{e['max_rel_err_y_vs_tf']:.1e} / {e['max_rel_err_J_vs_tf']:.1e} |")
-    L += ["", "Errors are max |c - tf| / (1 + |tf|) over the inputs (TensorFlow float32, "
-          "Jacobian by GradientTape).", "", "## Against the naive C loops (same run)", "",
-          "| net | predict cycles | predict instr | jacobian cycles | flash (predict) | "
-          "jacobian / predict (nnmpc) |", "|---|---:|---:|---:|---:|---:|"]
+                     f"{e['predict']['cycles_est']:.0f} | "
+                     f"{'%.0f' % j['instructions'] if j else '-'} | "
+                     f"{'%.0f' % j['cycles_est'] if j else '-'} | {e['flash_predict']} B | "
+                     f"{str(e['flash_predict_jacobian']) + ' B' if 'flash_predict_jacobian' in e else '-'} | "
+                     f"{e['ram_static']} B | {e['predict']['stack_bytes']} / "
+                     f"{j['stack_bytes'] if j else '-'} B | {err} |")
+    L += ["", "Errors: max |c - tf| / (1 + |tf|) over the inputs against TensorFlow float32 "
+          "(Jacobian by GradientTape); the int8 build also against the TFLite interpreter running "
+          "the same .tflite. Counts are means over the inputs (max in the JSON); B's Jacobian "
+          "depends on how many relu units are active.", "",
+          "## Against the naive C loops (same run)", "",
+          "| net | predict cycles | predict instr | jacobian cycles (auto / forward) | "
+          "flash (predict) | nnmpc jacobian / predict |", "|---|---:|---:|---:|---:|---:|"]
     for key, n in res["nets"].items():
         r = n["ratio_to_naive"]
+        jac = f"{r['jacobian_cycles_est']:.2f}x"
+        if "nnmpc-fwd" in n["impl"]:
+            jac += f" / {n['impl']['nnmpc-fwd']['jacobian']['cycles_est'] / n['impl']['naive']['jacobian']['cycles_est']:.2f}x"
+        jop = f"{n['jacobian_over_predict']:.2f}"
+        if "nnmpc-fwd" in n["impl"]:
+            f = n["impl"]["nnmpc-fwd"]
+            jop += f" (forward: {f['jacobian']['cycles_est'] / f['predict']['cycles_est']:.2f})"
         L.append(f"| {key} | {r['predict_cycles_est']:.2f}x | {r['predict_instructions']:.2f}x | "
-                 f"{r['jacobian_cycles_est']:.2f}x | {r['flash_predict']:.2f}x | "
-                 f"{n['jacobian_over_predict']:.2f} |")
+                 f"{jac} | {r['flash_predict']:.2f}x | {jop} |")
+        if "int8_predict_cycles_est" in r:
+            L.append(f"| {key} int8 | {r['int8_predict_cycles_est']:.2f}x | | | "
+                     f"{r['int8_flash_predict']:.2f}x | |")
     L += ["", "## Targets", "", "| net | target | measured | met |", "|---|---|---:|:---:|"]
     for key, n in res["nets"].items():
         e = n["impl"]["nnmpc"]
@@ -357,14 +456,25 @@ def markdown(res: dict) -> str:
             c = e["predict"]["cycles_est"]
             L.append(f"| {key} | predict <= {TARGETS[key]:,} cycles (est.) | {c:,.0f} | "
                      f"{'yes' if c <= TARGETS[key] else 'no'} |")
-        L.append(f"| {key} | flash predict <= 4 B/param + 2 KB = {n['flash_budget']} B "
+        L.append(f"| {key} | flash (predict) <= 4 B/param + 2 KB = {n['flash_budget']} B "
                  f"({n['params']} params) | {e['flash_predict']} B | "
                  f"{'yes' if e['flash_predict'] <= n['flash_budget'] else 'no'} |")
-        L.append(f"| {key} | jacobian <= 3x predict | {n['jacobian_over_predict']:.2f}x | "
-                 f"{'yes' if n['jacobian_over_predict'] <= 3 else 'no'} |")
+        jp = [("auto", n["jacobian_over_predict"])]
+        if "nnmpc-fwd" in n["impl"]:
+            f = n["impl"]["nnmpc-fwd"]
+            jp.append(("forward", f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
+        for mode, v in jp:
+            L.append(f"| {key} | jacobian <= 3x predict ({mode} mode) | {v:.2f}x | "
+                     f"{'yes' if v <= 3 else 'no'} |")
+        q = n["impl"].get("nnmpc-int8")
+        if q and key in TARGET_INT8:
+            c = q["predict"]["cycles_est"]
+            L.append(f"| {key} int8 | predict <= {TARGET_INT8[key]:,} cycles (est.) | {c:,.0f} | "
+                     f"{'yes' if c <= TARGET_INT8[key] else 'no'} |")
     L += ["", "## Nets", ""]
     for key, n in res["nets"].items():
-        L.append(f"- **{key}**: {n['net']}, {n['params']} float32 parameters, seed {n['seed']}")
+        L.append(f"- **{key}**: {n['net']}, {n['params']} float32 parameters, seed {n['seed']}; "
+                 f"the compiler's Jacobian mode for it: {n['jacobian_mode']}")
     L.append("")
     return "\n".join(L)
 
