@@ -68,7 +68,7 @@ SETUPS: dict[str, PlantSetup] = {
                       sine_amp=(30.0,), sine_offset=(0.0,), sine_hz=0.5),
     # Tendon segment: quasi-static inversion of the forward-kinematics net (the paper's use).
     "tendon": PlantSetup(kind="fk", tracked=(0, 1), hidden=(32, 32), samples=4000, epochs=200,
-                         q=(1.0, 1.0, 0.0), r=1e-3, s=1e-3, bias_gain=0.05, max_iter=8,
+                         q=(1.0, 1.0, 0.0), r=1e-3, s=1e-3, bias_gain=0.2, max_iter=8,
                          duration=10.0,
                          step_levels=((0.0, 0.0), (25.0, 10.0), (-15.0, 20.0), (5.0, -25.0)),
                          sine_amp=(25.0, 25.0), sine_offset=(0.0, 0.0), sine_hz=0.1,

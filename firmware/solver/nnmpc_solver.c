@@ -7,7 +7,7 @@
 #define ARMIJO 1e-4f
 #define LAMBDA_MIN 1e-7f
 #define LAMBDA_MAX 1e7f
-#define BACKTRACKS 4
+#define BACKTRACKS 2 /* trials per iteration (alpha = 1, 1/2): bounds the work per period */
 
 static int finite(float v)
 {
