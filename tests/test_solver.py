@@ -53,6 +53,8 @@ def quad(u):
 
 
 def test_quasi_static_inversion_converges_to_a_reachable_target(harness):
+    # Start in the target's basin (from u = 0, Gauss-Newton can end in the local minimum
+    # that the cubic makes at u1 > 0, as any local method can).
     u_true = np.array([0.7, -1.1])
     r = quad(u_true)
     res = run(harness, f"""model 0
@@ -61,13 +63,14 @@ iter 30 1e-6 0
 lo -3 -3
 hi 3 3
 init
+reset 0 0 0.5 -0.5
 ref 1 {r[0]} {r[1]}
 solve
 """)
     assert res[0]["init"] == 0
     s = res[1]
     assert s["status"] == CONVERGED
-    assert 1 <= s["iter"] <= 25
+    assert 1 <= s["iter"] <= 15
     np.testing.assert_allclose(quad(s["u"]), r, atol=1e-4)
     assert s["cost"] < 1e-8
 

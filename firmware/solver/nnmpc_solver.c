@@ -430,7 +430,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             st = NNMPC_SOLVE_CONVERGED;
             break;
         }
-        for (bt = 0; bt < BACKTRACKS && !accepted; ++bt, alpha *= 0.5f) {
+        for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
             gd = 0.0f;
             for (i = 0; i < n; ++i) {
                 const int a = i % m;
@@ -442,6 +442,9 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
             trial = rollout(s, s->Ut, 0);
             accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
+            if (accepted) {
+                break; /* alpha is the accepted step length */
+            }
         }
         if (!accepted) {
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
@@ -458,9 +461,13 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
             memcpy(s->U, s->Ut, sizeof(float) * (size_t)n);
             keep_prediction(s);
-            s->lambda = s->lambda * 0.3f > LAMBDA_MIN ? s->lambda * 0.3f : LAMBDA_MIN;
             {
-                const int done = moved < c->tol_step || cost - trial <= c->tol_cost * cost;
+                /* A small decrease only means convergence after an undamped full step; after
+                 * heavy damping it only means the steps were short. */
+                const int gn_step = alpha == 1.0f && s->lambda <= 10.0f * c->lambda0;
+                const int done = moved < c->tol_step ||
+                                 (gn_step && cost - trial <= c->tol_cost * cost);
+                s->lambda = s->lambda * 0.3f > LAMBDA_MIN ? s->lambda * 0.3f : LAMBDA_MIN;
                 cost = trial;
                 if (done) {
                     st = NNMPC_SOLVE_CONVERGED;
