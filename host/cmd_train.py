@@ -42,8 +42,10 @@ def _feature_limits(plant, names: list[tuple[str, str]]) -> list[dict]:
     return out
 
 
-def plot_validation(path: Path, ds, y_pred: np.ndarray, title: str, n: int = 400) -> None:
-    """Predicted vs true on validation data: time series (left) and scatter (right)."""
+def plot_validation(path: Path, ds, y_pred: np.ndarray, title: str, n: int = 400,
+                    y_free: np.ndarray | None = None) -> None:
+    """Predicted vs true on validation data: time series (left) and scatter (right); for
+    NARX nets also the free-run simulation of the first validation trajectory."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +58,10 @@ def plot_validation(path: Path, ds, y_pred: np.ndarray, title: str, n: int = 400
     for j, (name, unit) in enumerate(ds.output_names):
         ax = axes[j][0]
         ax.plot(ds.y_val[:k, j], lw=1.2, label="true (measured)")
-        ax.plot(y_pred[:k, j], lw=1.0, ls="--", label="predicted")
+        ax.plot(y_pred[:k, j], lw=1.0, ls="--", label="predicted (one step)"
+                if y_free is not None else "predicted")
+        if y_free is not None:
+            ax.plot(y_free[:k, j], lw=1.0, ls=":", label="free run")
         ax.set_ylabel(f"{name} [{unit}]")
         ax.grid(alpha=0.3)
         if j == 0:
@@ -83,7 +88,7 @@ def cmd_train(args) -> int:
     from .export import export_all, representative_subset, run_tflite
     from .plants import get_plant
     from .progress import Progress, step
-    from .train import ACTIVATIONS, free_run_rmse, train_gru, train_mlp
+    from .train import ACTIVATIONS, free_run, train_gru, train_mlp
 
     if args.activation not in ACTIVATIONS:
         raise NnmpcError(f"unknown activation '{args.activation}' "
@@ -133,7 +138,11 @@ def cmd_train(args) -> int:
         else:
             res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, on_epoch=on_epoch,
                             skip=skip, **kw)
-    free = free_run_rmse(res.model, ds, *lags, gru_window=window) if kind == "narx" else None
+    free, y_free = None, None
+    if kind == "narx":
+        pred, true = free_run(res.model, ds, *lags, gru_window=window)
+        free = np.sqrt(((pred - true) ** 2).mean(axis=(0, 1)))
+        y_free = pred[0]
 
     step(3, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
     rep = representative_subset(ds.x_train, 200, seed=args.seed, y=ds.y_train)
@@ -150,6 +159,10 @@ def cmd_train(args) -> int:
         "model_inputs": _feature_limits(plant, ds.input_names),
         "model_outputs": _feature_limits(plant, ds.output_names),
         "normalisation": "folded into the model: raw physical units in and out",
+        "folded_scaling": {"input_mean": res.x_norm.mean.tolist(),
+                           "input_std": res.x_norm.std.tolist(),
+                           "output_mean": res.y_norm.mean.tolist(),
+                           "output_std": res.y_norm.std.tolist()},
         "training": {"samples": samples, "n_train": int(len(ds.x_train)),
                      "n_val": int(len(ds.x_val)), "epochs_run": res.epochs,
                      "best_epoch": res.best_epoch, "max_epochs": epochs, "seed": args.seed,
@@ -167,7 +180,8 @@ def cmd_train(args) -> int:
     png = out / f"{stem}.png"
     y_pred = res.model.predict(ds.x_val, verbose=0, batch_size=4096)
     plot_validation(png, ds, y_pred, f"{stem}: {arch}, validation RMSE "
-                    + ", ".join(f"{v:.3g} {u}" for v, (_, u) in zip(res.val_rmse, ds.output_names)))
+                    + ", ".join(f"{v:.3g} {u}" for v, (_, u) in zip(res.val_rmse, ds.output_names)),
+                    y_free=y_free)
     files.append(png)
 
     params = int(sum(np.prod(w.shape) for w in res.model.get_weights()))
@@ -176,12 +190,13 @@ def cmd_train(args) -> int:
           + f", {arch}, {params} parameters")
     print(f"  data     {len(ds.x_train)} train / {len(ds.x_val)} validation samples")
     print(f"  epochs   {res.epochs} run, best {res.best_epoch} ({res.seconds:.1f} s)")
-    hdr = f"  {'output':<12}{'unit':<7}{'val RMSE':>10}{'val max':>10}{'int8 RMSE':>11}"
+    w = max(8, *(len(nm) + 2 for nm, _ in ds.output_names))
+    hdr = f"  {'output':<{w}}{'unit':<7}{'val RMSE':>10}{'val max':>10}{'int8 RMSE':>11}"
     if free is not None:
         hdr += f"{'free-run RMSE':>15}"
     print(hdr)
     for j, (name, unit) in enumerate(ds.output_names):
-        row = (f"  {name:<12}{unit:<7}{res.val_rmse[j]:>10.4g}{res.val_max[j]:>10.4g}"
+        row = (f"  {name:<{w}}{unit:<7}{res.val_rmse[j]:>10.4g}{res.val_max[j]:>10.4g}"
                f"{int8_rmse[j]:>11.4g}")
         if free is not None:
             row += f"{free[j]:>15.4g}"

@@ -230,9 +230,11 @@ def make_dataset(plant: Plant, kind: str, samples: int, seed: int = 0,
     if n_traj - n_val_traj < 1:
         raise NnmpcError("too few trajectories for a train/validation split")
     T = max(samples // n_traj, 20)
+    if kind == "narx" and max(ny, nu, gru_window or 0) > T // 2:
+        raise NnmpcError(f"lags {ny},{nu} are too long for {samples} samples "
+                         f"({n_traj} trajectories of {T}); use more --samples")
     u = np.stack([excitation(plant, T, rng) for _ in range(n_traj)])
     xs, ys = plant.simulate(u, rng=rng)
-    xs, ys = xs[:, :T + 1], ys[:, :T + 1]
     is_val = np.zeros(n_traj, dtype=bool)
     is_val[-n_val_traj:] = True
 

@@ -42,6 +42,8 @@ class TrainResult:
     best_epoch: int = 0
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
+    x_norm: Normaliser | None = None  # the scalings folded into the model
+    y_norm: Normaliser | None = None
 
 
 def mlp(n_in: int, n_out: int, hidden: list[int], activation: str, name: str = "mlp",
@@ -140,7 +142,7 @@ def _fit(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, lr, patie
     return TrainResult(raw, np.sqrt((err ** 2).mean(axis=0)), np.abs(err).max(axis=0),
                        len(hist.history["loss"]), int(np.argmin(vl)) + 1,
                        {k: [float(v) for v in vs] for k, vs in hist.history.items()
-                        if k in ("loss", "val_loss")}, seconds)
+                        if k in ("loss", "val_loss")}, seconds, nx, ny)
 
 
 def _check(hidden, activation, epochs):
@@ -181,10 +183,10 @@ def train_gru(x_train, y_train, x_val, y_val, *, units=16, hidden=(), activation
                 lr=lr, patience=patience, on_epoch=on_epoch)
 
 
-def free_run_rmse(model, ds, ny: int, nu: int, gru_window: int | None = None) -> np.ndarray:
-    """RMSE (per output, physical units) of a NARX net run in simulation on the validation
-    trajectories: after the first ``lag`` measured samples it sees only its own predictions.
-    """
+def free_run(model, ds, ny: int, nu: int, gru_window: int | None = None):
+    """Run a NARX net as a simulator on the validation trajectories: after the first ``lag``
+    measured samples it sees only its own predictions. Returns ``(predicted, measured)``,
+    both ``(n_val_traj, T - lag + 1, n_outputs)``, aligned with the one-step targets."""
     from .datasets import narx_features, narx_sequences
 
     u = ds.traj_u[ds.traj_val].astype(np.float64)
@@ -198,5 +200,10 @@ def free_run_rmse(model, ds, ny: int, nu: int, gru_window: int | None = None) ->
         else:
             feats = narx_features(yh, uh, ny, nu)[:, -1]
         y[:, k + 1] = np.asarray(model(feats.astype(np.float32), training=False))
-    err = (y - y_true)[:, lag:]
-    return np.sqrt((err ** 2).mean(axis=(0, 1)))
+    return y[:, lag:], y_true[:, lag:]
+
+
+def free_run_rmse(model, ds, ny: int, nu: int, gru_window: int | None = None) -> np.ndarray:
+    """RMSE (per output, physical units) of :func:`free_run` against the measurements."""
+    pred, true = free_run(model, ds, ny, nu, gru_window)
+    return np.sqrt(((pred - true) ** 2).mean(axis=(0, 1)))

@@ -15,7 +15,7 @@ class TwoLinkArm(Plant):
     states = (Signal("q1", "rad", -np.pi, np.pi), Signal("q2", "rad", -np.pi, np.pi))
     dt = 0.01
     noise_std = (0.2, 0.2)
-    default_net = NetSpec("fk", hidden=(32, 32), samples=3000, epochs=150)
+    default_net = NetSpec("fk", hidden=(32, 32), samples=3000, epochs=300)
 
     def __init__(self, l1: float = 200.0, l2: float = 150.0, tau: float = 0.05) -> None:
         self.l1, self.l2, self.tau = l1, l2, tau  # link lengths (mm), servo time constant (s)

@@ -31,7 +31,7 @@ class TendonSegment(Plant):
               Signal("L", "mm", 80.0, 100.0))
     dt = 0.01
     noise_std = (0.2, 0.2, 0.2)
-    default_net = NetSpec("fk", hidden=(32, 32), samples=3000, epochs=150)
+    default_net = NetSpec("fk", hidden=(32, 32), samples=3000, epochs=300)
 
     def __init__(self, length_mm: float = 100.0, radius_mm: float = 8.0,
                  ei_nmm2: float = 4000.0, k_axial_n_per_mm: float = 3.0, tau: float = 0.1) -> None:
