@@ -307,7 +307,9 @@ void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
                     n_in);
     }
     if (relu) {
-        nnmpc_activate(y + 8 * nblk, y + 8 * nblk, n_out - 8 * nblk, act);
+        if (n_out > 8 * nblk) { /* the blocks applied relu themselves */
+            nnmpc_activate(y + 8 * nblk, y + 8 * nblk, n_out - 8 * nblk, act);
+        }
     } else if (act != NNMPC_ACT_LINEAR) {
         nnmpc_activate(y, y, n_out, act);
     }
