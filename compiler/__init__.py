@@ -25,9 +25,12 @@ def load_model(path: str | Path) -> Graph:
     return _load(path)
 
 
-def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "model") -> list[Path]:
+def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "model",
+                  jacobian: str = "auto") -> list[Path]:
     """Compile ``model`` (a file or a Graph) to C in ``out_dir``; return the files written.
 
+    ``jacobian`` picks how ``NAME_jacobian`` is computed: ``forward`` mode (cost ~ INPUT_SIZE
+    model passes), ``reverse`` mode (~ OUTPUT_SIZE passes) or ``auto`` (the cheaper one).
     Nothing is written unless every step succeeds.
     """
     from .codegen import check_name, render, write_files
@@ -36,5 +39,5 @@ def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "m
     check_name(name)
     graph = model if isinstance(model, Graph) else load_model(model)
     graph = optimise(graph)
-    files = render(graph, name)
+    files = render(graph, name, jacobian)
     return write_files(files, out_dir)

@@ -172,6 +172,7 @@ class ModelSource:
     structs: list[Struct] = field(default_factory=list)
     functions: list[Function] = field(default_factory=list)
     arena_bytes: int = 0
+    jacobian_mode: str = ""
     state_floats: int = 0
     window: int = 0        # time steps of a recurrent model's window (0: not recurrent)
     step_input_size: int = 0
@@ -216,6 +217,15 @@ class Lowering:
                                           f"{t} {list(tensor.shape)}"))
         return Buf(self._const_syms[key])
 
+    def const_value(self, graph: Graph, name: str, data: np.ndarray) -> Buf:
+        """A constant the lowering itself needs (not a tensor of the graph)."""
+        key = ("value", name)
+        if key not in self._const_syms:
+            sym = f"{self.name}_{_symbol(name, self.used)}"
+            self._const_syms[key] = sym
+            self.consts.append(ConstArray("float", sym, data.size, c_array(data), name))
+        return Buf(self._const_syms[key])
+
     def struct(self, ctype: str, fields: list[tuple[str, str]], comment: str) -> str:
         key = (ctype, tuple(fields))
         if key not in self._struct_syms:
@@ -251,10 +261,16 @@ def _window_fields(graph: Graph, node) -> list[tuple[str, str]]:
 
 
 class GraphLowering:
-    """Lower one graph into a predict-like program, optionally carrying tangents."""
+    """Lower one graph into a program: ``predict`` (values only), ``forward`` (values and their
+    tangents: forward-mode Jacobian) or ``reverse`` (values, then adjoints from the output back
+    to the input: reverse-mode Jacobian)."""
 
-    def __init__(self, low: Lowering, graph: Graph, *, tangents: bool, state_base: str = "") -> None:
-        self.low, self.g, self.tangents = low, graph, tangents
+    def __init__(self, low: Lowering, graph: Graph, *, mode: str = "predict",
+                 state_base: str = "") -> None:
+        self.low, self.g, self.mode = low, graph, mode
+        self.tangents = mode == "forward"
+        self.derivs = mode in ("forward", "reverse")
+        self.dbuf: dict[int, Buf] = {}
         self.roots = alias_roots(graph)
         self.p = Program()
         self.K = graph.input_size
@@ -322,7 +338,189 @@ class GraphLowering:
                 self.p.calls[n0].comment = (self.p.calls[n0].comment or
                                             f"{node.source or node.name}: {node.op}"
                                             + (f" {act}" if act and act != 'linear' else ""))
+        if self.mode == "reverse":
+            self.backward()
         return self.p
+
+    # -- reverse mode --
+    def backward(self) -> None:
+        """Adjoints A_t (size x M, M = OUTPUT_SIZE lanes) from the outputs back to the inputs;
+        the Jacobian is the transpose of the inputs' adjoints."""
+        g, M, K = self.g, self.g.output_size, self.K
+        self.M = M
+        self.adj: dict[str, Buf] = {}
+        first = True
+        for t in g.outputs:
+            r = self.roots[t]
+            buf = self.p.scratch("A:" + r, g.tensors[r].size * M)
+            self.p.emit("nnmpc_eye_rows", buf, g.tensors[r].size, M, self.out_off[r],
+                        comment="reverse mode: the outputs' adjoints are rows of the identity"
+                        if first else "")
+            first = False
+            self.adj[r] = buf
+        for i in range(len(g.nodes) - 1, -1, -1):
+            node = g.nodes[i]
+            r = self.roots[node.outputs[0]]
+            if r not in self.adj:
+                continue
+            n0 = len(self.p.calls)
+            getattr(self, "vjp_" + node.op)(node, i, self.adj[r])
+            if len(self.p.calls) > n0 and not self.p.calls[n0].comment:
+                self.p.calls[n0].comment = f"{node.source or node.name}: adjoint of {node.op}"
+        for t in g.inputs:
+            r, n, off = self.roots[t], g.tensors[t].size, self.in_off[t]
+            if r not in self.adj:
+                self.p.emit("nnmpc_copy_blocks", NULL, Buf("jacobian", off=off), M, n, 0, K)
+                continue
+            tp = self.low.struct("nnmpc_transpose_t",
+                                 [("shape", f"{{1, 1, {n}, {M}}}"), ("perm", "{0, 1, 3, 2}")],
+                                 "adjoint (INPUT x OUTPUT) to Jacobian (OUTPUT x INPUT)")
+            if len(g.inputs) == 1:
+                self.p.emit("nnmpc_transpose", self.adj[r], Buf("jacobian"), tp, 1,
+                            comment="the Jacobian is the transpose of the input's adjoint")
+            else:
+                tmp = self.p.scratch(f"J:{t}", n * M)
+                self.p.emit("nnmpc_transpose", self.adj[r], tmp, tp, 1)
+                self.p.emit("nnmpc_copy_blocks", tmp, Buf("jacobian", off=off), M, n, n, K)
+
+    def contribute(self, t: str, buf: Buf, owned: bool) -> None:
+        """Add an adjoint contribution to tensor t (owned: buf may become t's adjoint)."""
+        r = self.roots[t]
+        if self.g.tensors[r].is_const:
+            return
+        n = self.g.tensors[r].size * self.M
+        if r in self.adj:
+            self.p.emit("nnmpc_binary", self.adj[r], buf, self.adj[r], n, n, "NNMPC_BIN_ADD")
+        elif owned:
+            self.adj[r] = buf
+        else:
+            own = self.p.scratch(f"A:{r}", n)
+            self.p.emit("nnmpc_copy_blocks", buf, own, 1, n, 0, 0)
+            self.adj[r] = own
+
+    def _scaled(self, i: int, A: Buf, n: int) -> None:
+        d = self.dbuf.get(i, NULL)
+        if d is not NULL:
+            self.p.emit("nnmpc_scale_rows", A, d, A, n, self.M)
+
+    def vjp_dense(self, node, i, A) -> None:
+        x, w = node.inputs[0], node.inputs[1]
+        n_out, n_in = self.g.tensors[w].shape
+        rows = self.g.tensors[x].size // n_in
+        self._scaled(i, A, rows * n_out)
+        if not self.has_t(x):
+            return
+        C = self.p.scratch(f"C:{i}", rows * n_in * self.M)
+        self.p.emit("nnmpc_dense_vjp", self.low.const(self.g, w), A, C, rows, n_out, n_in, self.M)
+        self.contribute(x, C, True)
+
+    def vjp_conv(self, node, i, A) -> None:
+        x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        self._scaled(i, A, self.g.tensors[y].size)
+        win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
+                              f"{node.source}: convolution geometry")
+        C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * self.M)
+        self.p.emit("nnmpc_conv2d_vjp", self.low.const(self.g, w), A, C, win, self.M)
+        self.contribute(x, C, True)
+
+    def vjp_pool(self, node, i, A) -> None:
+        x = node.inputs[0]
+        win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
+                              f"{node.source}: pooling window")
+        C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * self.M)
+        if node.attrs["kind"] == "max":
+            self.p.emit("nnmpc_maxpool_vjp", self.v(x), A, C, win, self.M)
+        else:
+            self.p.emit("nnmpc_avgpool_vjp", A, C, win, self.M)
+        self.contribute(x, C, True)
+
+    def vjp_activation(self, node, i, A) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        n = self.g.tensors[y].size
+        if node.attrs["activation"] == "softmax":
+            last = self.g.tensors[y].shape[-1] if self.g.tensors[y].shape else 1
+            # the softmax Jacobian is symmetric: its adjoint is its tangent map
+            self.p.emit("nnmpc_softmax_tangent", self.v(y), A, A, n // last, last, self.M)
+        else:
+            self._scaled(i, A, n)
+        self.contribute(x, A, True)
+
+    def _vjp_binary(self, node, i, A, op: str) -> None:
+        a, b = node.inputs
+        if self.g.tensors[a].is_const:
+            a, b = b, a
+        n, nb, M = self.g.tensors[node.outputs[0]].size, self.g.tensors[b].size, self.M
+        b_var = self.has_t(b)
+        if op == "mul":
+            Ca = self.p.scratch(f"C:{i}", n * M)
+            self.p.emit("nnmpc_mul_tangent", self.v(a), self.v(b), A, NULL, Ca, n, nb, M)
+            if b_var:
+                Cb = self.p.scratch(f"Cb:{i}", n * M)
+                self.p.emit("nnmpc_mul_tangent", self.v(b), self.v(a), A, NULL, Cb, n, n, M)
+                self.contribute(b, Cb, True)
+            self.contribute(a, Ca, True)
+            return
+        if b_var and op == "sub":
+            Cb = self.p.scratch(f"Cb:{i}", n * M)
+            minus = self.low.const_value(self.g, "minus_one", np.array([-1.0], np.float32))
+            self.p.emit("nnmpc_binary", A, minus, Cb, n * M, 1, "NNMPC_BIN_MUL")
+            self.contribute(b, Cb, True)
+        elif b_var:
+            self.contribute(b, A, False)
+        self.contribute(a, A, True)
+
+    def vjp_add(self, node, i, A) -> None:
+        self._vjp_binary(node, i, A, "add")
+
+    def vjp_sub(self, node, i, A) -> None:
+        self._vjp_binary(node, i, A, "sub")
+
+    def vjp_mul(self, node, i, A) -> None:
+        self._vjp_binary(node, i, A, "mul")
+
+    def vjp_concat(self, node, i, A) -> None:
+        y = node.outputs[0]
+        shape = self.g.tensors[y].shape
+        outer = int(np.prod(shape[:node.attrs["axis"]], dtype=np.int64))
+        total, M, off = self.g.tensors[y].size // outer, self.M, 0
+        for k, x in enumerate(node.inputs):
+            ln = self.g.tensors[x].size // outer
+            if self.has_t(x):
+                C = self.p.scratch(f"C:{i}:{k}", ln * outer * M)
+                self.p.emit("nnmpc_copy_blocks", A + off * M, C, outer, ln * M, total * M, ln * M)
+                self.contribute(x, C, True)
+            off += ln
+
+    def vjp_slice(self, node, i, A) -> None:
+        x = node.inputs[0]
+        shape = self.g.tensors[x].shape
+        ax, s0, s1 = node.attrs["axis"], node.attrs["start"], node.attrs["stop"]
+        outer = int(np.prod(shape[:ax], dtype=np.int64))
+        inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+        ln, stride, M = (s1 - s0) * inner, shape[ax] * inner, self.M
+        C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * M)
+        self.p.emit("nnmpc_copy_blocks", NULL, C, 1, self.g.tensors[x].size * M, 0, 0)
+        self.p.emit("nnmpc_copy_blocks", A, C + s0 * inner * M, outer, ln * M, ln * M, stride * M)
+        self.contribute(x, C, True)
+
+    def vjp_reshape(self, node, i, A) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if self.roots[x] != self.roots[y]:
+            self.contribute(x, A, True)
+
+    def vjp_transpose(self, node, i, A) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        shape = list(self.g.tensors[y].shape)
+        perm = list(node.attrs["perm"])
+        inv = [perm.index(k) for k in range(len(perm))]
+        pad = 4 - len(shape)
+        tp = self.low.struct("nnmpc_transpose_t",
+                             [("shape", "{" + ", ".join(map(str, [1] * pad + shape)) + "}"),
+                              ("perm", "{" + ", ".join(map(str, list(range(pad)) + [q + pad for q in inv])) + "}")],
+                             f"{node.source}: inverse transpose")
+        C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * self.M)
+        self.p.emit("nnmpc_transpose", A, C, tp, self.M)
+        self.contribute(x, C, True)
 
     # -- ops --
     def op_dense(self, node, i) -> None:
@@ -334,7 +532,8 @@ class GraphLowering:
         act = node.attrs.get("activation", "linear")
         al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
         Wb, bb, xb, yb = self.low.const(self.g, w), self.low.const(self.g, b), self.v(x), self.v(y)
-        d = self.p.scratch(f"d:{i}", rows * n_out) if (self.tangents and act != "linear") else NULL
+        d = self.p.scratch(f"d:{i}", rows * n_out) if (self.derivs and act != "linear") else NULL
+        self.dbuf[i] = d
         if rows == 1 and act in _NN_ACT:
             self.p.emit("nnmpc_dense", Wb, bb, xb, yb, n_out, n_in, _NN_ACT[act])
             if d is not NULL:
@@ -363,7 +562,8 @@ class GraphLowering:
         act = node.attrs.get("activation", "linear")
         al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
         Wb, bb, xb, yb = self.low.const(self.g, w), self.low.const(self.g, b), self.v(x), self.v(y)
-        d = self.p.scratch(f"d:{i}", n) if (self.tangents and act != "linear") else NULL
+        d = self.p.scratch(f"d:{i}", n) if (self.derivs and act != "linear") else NULL
+        self.dbuf[i] = d
         self.p.emit("nnmpc_conv2d", Wb, bb, xb, yb, win, 1)
         if act != "linear":
             self.p.emit("nnmpc_fn", yb, yb, d, n, fn_enum(act), al, be)
@@ -399,7 +599,8 @@ class GraphLowering:
                             self.K)
             return
         al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
-        d = self.p.scratch(f"d:{i}", n) if self.tangents else NULL
+        d = self.p.scratch(f"d:{i}", n) if self.derivs else NULL
+        self.dbuf[i] = d
         self.p.emit("nnmpc_fn", xb, yb, d, n, fn_enum(act), al, be)
         if self.tangents:
             self.p.emit("nnmpc_scale_rows", self.T(x), d, self.T(y), n, self.K)
@@ -522,20 +723,34 @@ def _function(decl: str, prog: Program, offsets: dict[str, int], arena: str,
     return Function(decl, lines + (tail or []))
 
 
-def lower(graph: Graph, name: str) -> ModelSource:
+JACOBIAN_MODES = ("auto", "forward", "reverse")
+
+
+def jacobian_mode(graph: Graph, mode: str = "auto") -> str:
+    """Forward mode costs about INPUT_SIZE passes of the model, reverse mode OUTPUT_SIZE:
+    ``auto`` picks reverse mode when the model has fewer outputs than inputs."""
+    if mode not in JACOBIAN_MODES:
+        raise CompileError(f"Jacobian mode '{mode}' is not one of {', '.join(JACOBIAN_MODES)}")
+    if mode == "auto":
+        return "reverse" if graph.output_size < graph.input_size else "forward"
+    return mode
+
+
+def lower(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
     """Decide every call, buffer and symbol of the generated C for ``graph``."""
     if graph.int8 is not None:
         from .int8 import lower_int8
         return lower_int8(graph, name)
     low = Lowering(name)
     arena = f"{name}_arena"
-    pred = GraphLowering(low, graph, tangents=False).run()
-    jac = GraphLowering(low, graph, tangents=True).run()
+    pred = GraphLowering(low, graph, mode="predict").run()
+    jmode = jacobian_mode(graph, jacobian)
+    jac = GraphLowering(low, graph, mode=jmode).run()
     programs = [("predict", pred), ("jacobian", jac)]
     step_graph = graph.step_graph
     step = None
     if step_graph is not None:
-        step = GraphLowering(low, step_graph, tangents=False, state_base=f"{name}_state")
+        step = GraphLowering(low, step_graph, mode="predict", state_base=f"{name}_state")
         sprog = step.run()
         # The new state replaces the old one once every node has read it; these copies are
         # part of the program so that the new state's buffers stay live until they are done.
@@ -555,6 +770,7 @@ def lower(graph: Graph, name: str) -> ModelSource:
         input_size=graph.input_size, output_size=graph.output_size,
         arena_floats=max(arena_floats, 1), params=graph.param_count(),
         includes=["nnmpc_nn.h", "nnmpc_ops.h"], arena_bytes=4 * max(arena_floats, 1),
+        jacobian_mode=jmode,
     )
     src.functions.append(_function(f"void {name}_predict(const float *input, float *output)",
                                    pred, plans["predict"][0], arena))
@@ -590,10 +806,10 @@ def _env() -> jinja2.Environment:
     )
 
 
-def render(graph: Graph, name: str = "model") -> dict[str, str]:
+def render(graph: Graph, name: str = "model", jacobian: str = "auto") -> dict[str, str]:
     """Render all output files for ``graph`` into memory: ``{filename: text}``."""
     check_name(name)
-    src = lower(graph, name)
+    src = lower(graph, name, jacobian)
     env = _env()
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(m=src),

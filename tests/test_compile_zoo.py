@@ -286,3 +286,21 @@ def test_zoo_sample_runs_in_qemu(zoo, name, tmp_path):
     assert np.array_equal(y_j, y_dev[0])
     J_ref = gradient_tape(m.keras_model, x[:1])[0]
     assert rel_err(J, J_ref) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["keras:functional_add_concat_mul", "onnx:conv1d_pool",
+                                  "keras:gru_reset_before", "keras:lstm", "onnx:handmade",
+                                  "tflite:act_layers_tflite", "keras:conv2d_dilation_depthwise"])
+def test_forward_and_reverse_mode_jacobians_agree(zoo, name, tmp_path):
+    """Both differentiation modes, forced, give the same Jacobian (and the same outputs)."""
+    m, d = zoo[name]
+    x = np.random.default_rng(5).uniform(-1.5, 1.5, (8, m.in_size)).astype(np.float32)
+    runs = {}
+    for mode in ("forward", "reverse"):
+        cn = f"{c_name(name)}_{mode}"
+        compile_model(m.path, tmp_path / mode, name=cn, jacobian=mode)
+        assert f"{mode}-mode differentiation" in (tmp_path / mode / f"{cn}.h").read_text()
+        runs[mode] = build_host(tmp_path / mode, cn, m.in_size, m.out_size).run(x)
+    (y_f, J_f), (y_r, J_r) = runs["forward"], runs["reverse"]
+    assert np.array_equal(y_f, y_r)
+    assert rel_err(J_r, J_f) <= 1e-5

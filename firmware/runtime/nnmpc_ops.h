@@ -538,6 +538,152 @@ static inline void nnmpc_transpose(const float *x, float *y, const nnmpc_transpo
     }
 }
 
+/* ---- Reverse mode: vector-Jacobian products, m lanes (one per model output) ------------ */
+
+/**
+ * Adjoint of a dense layer on rows: A_x[r, j, :] = sum_i W[i, j] G[r, i, :], with G the output
+ * adjoint already scaled by the activation derivative (rows x n_out x m).
+ */
+static inline void nnmpc_dense_vjp(const float *W, const float *G, float *A_x, int rows,
+                                   int n_out, int n_in, int m)
+{
+    int r, i, j, l;
+    memset(A_x, 0, (size_t)rows * (size_t)n_in * (size_t)m * sizeof(float));
+    for (r = 0; r < rows; ++r) {
+        const float *g = G + (long)r * n_out * m;
+        float *a = A_x + (long)r * n_in * m;
+        for (i = 0; i < n_out; ++i) {
+            const float *w = W + (long)i * n_in;
+            const float *gi = g + (long)i * m;
+            for (j = 0; j < n_in; ++j) {
+                const float wj = w[j];
+                float *aj = a + (long)j * m;
+                for (l = 0; l < m; ++l) {
+                    aj[l] += wj * gi[l];
+                }
+            }
+        }
+    }
+}
+
+/** Adjoint of nnmpc_conv2d: A_x = conv^T(W, G), m lanes (a transposed convolution). */
+static inline void nnmpc_conv2d_vjp(const float *W, const float *G, float *A_x,
+                                    const nnmpc_window_t *p, int m)
+{
+    const int cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+    int oy, ox, o, ky, kx, c, l;
+    memset(A_x, 0, (size_t)p->in_h * (size_t)p->in_w * (size_t)p->in_c * (size_t)m * sizeof(float));
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < p->out_c; ++o) {
+                const int g = o / cout_g;
+                const float *go = G + ((long)(oy * p->out_w + ox) * p->out_c + o) * m;
+                const float *w = W + (long)o * p->k_h * p->k_w * cin_g;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int iy = oy * p->stride_h + ky * p->dil_h - p->pad_top;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int ix = ox * p->stride_w + kx * p->dil_w - p->pad_left;
+                        const float *wk = w + (long)(ky * p->k_w + kx) * cin_g;
+                        float *ai;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        ai = A_x + ((long)(iy * p->in_w + ix) * p->in_c + (long)g * cin_g) * m;
+                        for (c = 0; c < cin_g; ++c) {
+                            const float wc = wk[c];
+                            float *al = ai + (long)c * m;
+                            for (l = 0; l < m; ++l) {
+                                al[l] += wc * go[l];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/** Adjoint of max pooling: each output's adjoint goes to its input's (first) maximum. */
+static inline void nnmpc_maxpool_vjp(const float *x, const float *G, float *A_x,
+                                     const nnmpc_window_t *p, int m)
+{
+    int oy, ox, c, ky, kx, l;
+    memset(A_x, 0, (size_t)p->in_h * (size_t)p->in_w * (size_t)p->in_c * (size_t)m * sizeof(float));
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (c = 0; c < p->in_c; ++c) {
+                const float *g = G + ((long)(oy * p->out_w + ox) * p->in_c + c) * m;
+                float mx = -3.40282347e+38f;
+                long best = -1;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int iy = oy * p->stride_h + ky - p->pad_top;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int ix = ox * p->stride_w + kx - p->pad_left;
+                        long at;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        at = (long)(iy * p->in_w + ix) * p->in_c + c;
+                        if (best < 0 || x[at] > mx) {
+                            mx = x[at];
+                            best = at;
+                        }
+                    }
+                }
+                for (l = 0; l < m; ++l) {
+                    A_x[best * m + l] += g[l];
+                }
+            }
+        }
+    }
+}
+
+/** Adjoint of average pooling (over the valid part of each window). */
+static inline void nnmpc_avgpool_vjp(const float *G, float *A_x, const nnmpc_window_t *p, int m)
+{
+    int oy, ox, c, ky, kx, l, pass;
+    memset(A_x, 0, (size_t)p->in_h * (size_t)p->in_w * (size_t)p->in_c * (size_t)m * sizeof(float));
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (c = 0; c < p->in_c; ++c) {
+                const float *g = G + ((long)(oy * p->out_w + ox) * p->in_c + c) * m;
+                int count = 0;
+                float inv = 0.0f;
+                for (pass = 0; pass < 2; ++pass) { /* count the window, then spread */
+                    for (ky = 0; ky < p->k_h; ++ky) {
+                        const int iy = oy * p->stride_h + ky - p->pad_top;
+                        if (iy < 0 || iy >= p->in_h) {
+                            continue;
+                        }
+                        for (kx = 0; kx < p->k_w; ++kx) {
+                            const int ix = ox * p->stride_w + kx - p->pad_left;
+                            float *a;
+                            if (ix < 0 || ix >= p->in_w) {
+                                continue;
+                            }
+                            if (pass == 0) {
+                                ++count;
+                                continue;
+                            }
+                            a = A_x + ((long)(iy * p->in_w + ix) * p->in_c + c) * m;
+                            for (l = 0; l < m; ++l) {
+                                a[l] += inv * g[l];
+                            }
+                        }
+                    }
+                    inv = 1.0f / (float)(count > 0 ? count : 1);
+                }
+            }
+        }
+    }
+}
+
 /** T[n x k] = the rows [offset, offset + n) of the k x k identity (a graph input's tangent). */
 static inline void nnmpc_eye_rows(float *T, int n, int k, int offset)
 {
