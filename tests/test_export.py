@@ -187,3 +187,21 @@ def test_failed_export_leaves_nothing_behind(tmp_path):
     with pytest.raises(NnmpcError, match="unknown export format 'bogus'"):
         export_all(model, out, "m", {}, np.zeros((4, 2), np.float32), formats=("keras", "bogus"))
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("plant", ["arm2", "msd", "tendon"])  # hasel: tests/test_train.py
+def test_every_plant_trains_from_the_cli_and_its_exports_compile(plant, tmp_path, capsys):
+    from nnmpc.host.cli import main
+
+    out = tmp_path / "models"
+    assert main(["train", "--plant", plant, "--epochs", "3", "--samples", "400",
+                 "--out", str(out)]) == 0
+    assert f"Summary: {plant}" in capsys.readouterr().out
+    meta = json.loads(next(out.glob("*.json")).read_text())
+    assert meta["plant"] == plant and meta["kind"] == get_plant(plant).default_net.kind
+    assert len(meta["validation"]["rmse"]) == len(get_plant(plant).outputs)
+    for model in sorted(out.glob("*.onnx")) + sorted(out.glob("*int8.tflite")):
+        compile_model(model, tmp_path / model.stem, name="net")
+        h = (tmp_path / model.stem / "net.h").read_text()
+        assert f"#define NET_INPUT_SIZE {len(meta['model_inputs'])}" in h
+        assert f"#define NET_OUTPUT_SIZE {len(meta['model_outputs'])}" in h
