@@ -66,13 +66,20 @@ def cmd_build(args) -> int:
     project_dir = _project_dir(args).resolve()
     project_dir.mkdir(parents=True, exist_ok=True)
     model_dir = prepare_model(args.model, project_dir)
+    if not args.core_only:
+        # Generate the project and fail fast if PlatformIO would have to download and cannot,
+        # before spending time on anything else.
+        project = pio.generate_project(board, model_dir, project_dir, core_dir=args.pio_core,
+                                       period_us=args.period_us)
+        print(f"PlatformIO project: {project.dir} (env {project.env}, "
+              f"platform {project.platform})")
+        pio.check_offline(project)
     _core_check(board, model_dir, project_dir / "core")
     if args.core_only:
         return 0
     t0 = time.monotonic()
     project, size = pio.build(board, model_dir, project_dir, capture=not args.verbose,
                               core_dir=args.pio_core, period_us=args.period_us)
-    print(f"PlatformIO project: {project.dir} (env {project.env}, platform {project.platform})")
     print(f"firmware: {project.elf}  (pio run: {time.monotonic() - t0:.1f} s)")
     print(f"  flash {size.flash} B of {board.flash_bytes} B "
           f"({100 * size.flash / board.flash_bytes:.2f} %), RAM {size.ram} B of "

@@ -213,9 +213,12 @@ def test_real_board_build_fails_fast_offline(offline, model, tmp_path, board):
     assert err.startswith(f"nnmpc: error: cannot build for {board}: PlatformIO platform")
     assert "PlatformIO registry is unreachable" in err
     assert "nnmpc export-lib" in err and "internet access" in err
-    # The offline size check ran before, and the project was still generated for later.
-    assert f"{board} " in r.stdout and "flash" in r.stdout
+    # The project was generated for later; the core check is one flag away and offline.
+    assert "PlatformIO project:" in r.stdout
     assert (tmp_path / "proj" / "platformio.ini").is_file()
+    r = nnmpc_cli("build", "--board", board, "--model", model[1], "-o", tmp_path / "proj",
+                  "--core-only")
+    assert r.returncode == 0 and f"{board} " in r.stdout and "flash" in r.stdout
     assert not (tmp_path / "core" / "platforms").exists()
     print(f"{board}: offline failure after {elapsed:.2f} s")
 
