@@ -264,6 +264,29 @@ def test_a_foreign_project_is_not_overwritten(model, tmp_path):
     assert not (p.dir / "src" / "stale.c").exists()
 
 
+@pytest.mark.parametrize("name", ["nucleo_f446re", "teensy41", "adafruit_feather_m4",
+                                  "nrf52840_dk", "pico"])
+def test_platformio_reads_generated_ini_as_meant(model, tmp_path, name):
+    """PlatformIO's own parser (offline: `pio project config`) reads the generated project's
+    settings back as the board file has them."""
+    board = load_board(name)
+    project = pio.generate_project(board, model[1], tmp_path / "proj", core_dir=tmp_path / "core")
+    r = subprocess.run([*pio.pio_command(), "project", "config", "-d", str(project.dir),
+                        "--json-output"], env=pio.pio_env(project), capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    sections = {sec: dict(opts) for sec, opts in json.loads(r.stdout)}
+    env = sections[f"env:{name}"]
+    assert sections["platformio"]["core_dir"] == str(tmp_path / "core")
+    assert (env["platform"], env["board"], env["framework"]) == (
+        board.platformio["platform"], board.platformio["board"], ["arduino"])
+    assert int(env["board_upload.maximum_size"]) == board.flash_bytes
+    assert int(env["board_upload.maximum_ram_size"]) == board.ram_bytes
+    assert env["monitor_speed"] == board.baud
+    assert f"-DNNMPC_BOARD_NAME='\"{name}\"'" in env["build_flags"]
+    assert f"-DNNMPC_SERIAL={board.serial['instance']}" in env["build_flags"]
+
+
 # ---- export-lib ---------------------------------------------------------------------------
 
 def test_export_lib(model, tmp_path):
