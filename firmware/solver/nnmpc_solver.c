@@ -7,7 +7,7 @@
 #define ARMIJO 1e-4f
 #define LAMBDA_MIN 1e-7f
 #define LAMBDA_MAX 1e7f
-#define BACKTRACKS 2 /* trials per iteration (alpha = 1, 1/2): bounds the work per period */
+#define BACKTRACKS 4 /* trials per iteration (alpha = 1 .. 1/8); the time budget may stop earlier */
 
 static int finite(float v)
 {
@@ -361,8 +361,10 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int m = c->m, n = m * c->moves;
     const uint32_t t0 = now(s);
+    const int timed = c->budget_ticks && c->clock;
+    uint32_t t_jac, t_pred;
     float cost;
-    int i, it = 0;
+    int i, it = 0, out_of_time = 0;
     nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
 
     s->evaluations = 0;
@@ -378,6 +380,10 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
         s->lambda = c->lambda0 > LAMBDA_MIN ? c->lambda0 : LAMBDA_MIN;
     }
     cost = rollout(s, s->U, 1);
+    /* Time estimates for the budget: a Jacobian rollout as measured, a plain rollout at most
+     * half of it until one has been measured. */
+    t_jac = now(s) - t0;
+    t_pred = t_jac / 2u;
     if (!finite(cost)) {
         hold_safe(s);
         s->cost = cost;
@@ -431,6 +437,11 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             break;
         }
         for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
+            uint32_t ts;
+            if (timed && now(s) - t0 + t_pred > c->budget_ticks) {
+                out_of_time = 1; /* no time for this trial: keep U */
+                break;
+            }
             gd = 0.0f;
             for (i = 0; i < n; ++i) {
                 const int a = i % m;
@@ -440,16 +451,26 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             if (!(gd > 0.0f)) {
                 break;
             }
+            ts = now(s);
             trial = rollout(s, s->Ut, 0);
+            t_pred = now(s) - ts;
             accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
             if (accepted) {
                 break; /* alpha is the accepted step length */
             }
         }
+        if (out_of_time) {
+            st = NNMPC_SOLVE_BUDGET;
+            break;
+        }
         if (!accepted) {
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
             if (alpha * max_step < c->tol_step || !(gd > 0.0f)) {
                 st = NNMPC_SOLVE_CONVERGED;
+                break;
+            }
+            if (timed && now(s) - t0 + t_pred > c->budget_ticks) {
+                st = NNMPC_SOLVE_BUDGET;
                 break;
             }
             cost = rollout(s, s->U, 0); /* yhat at U again; S is unchanged */
@@ -475,14 +496,12 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 }
             }
             if (it < c->max_iter) {
+                /* Another iteration needs a Jacobian rollout and at least one trial. */
+                if (timed && now(s) - t0 + t_jac + t_pred > c->budget_ticks) {
+                    st = NNMPC_SOLVE_BUDGET;
+                    break;
+                }
                 cost = rollout(s, s->U, 1);
-            }
-        }
-        if (c->budget_ticks && c->clock) {
-            const uint32_t used = now(s) - t0;
-            if (used + used / (uint32_t)it > c->budget_ticks) {
-                st = NNMPC_SOLVE_BUDGET;
-                break;
             }
         }
     }
