@@ -429,7 +429,43 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
     case NNMPC_ACT_RELU: {
         /* 1 where y > 0, on the bit patterns: a positive sign-clear non-zero value (a NaN
          * output of relu counts as positive). */
-        for (i = 0; i < n; ++i) {
+        i = 0;
+#if NN_ASM_VFP
+        if (n >= 4) {
+            /* four at a time: y as int32 > 0 ? bits of 1.0f : 0 */
+            const uint32_t one = 0x3f800000u;
+            const float *yp = y;
+            float *dp = d;
+            int q = n >> 2;
+            __asm__ volatile(
+                "1:\n\t"
+                "ldmia %[y]!, {r4-r7}\n\t"
+                "cmp r4, #0\n\t"
+                "ite gt\n\t"
+                "movgt r4, %[one]\n\t"
+                "movle r4, #0\n\t"
+                "cmp r5, #0\n\t"
+                "ite gt\n\t"
+                "movgt r5, %[one]\n\t"
+                "movle r5, #0\n\t"
+                "cmp r6, #0\n\t"
+                "ite gt\n\t"
+                "movgt r6, %[one]\n\t"
+                "movle r6, #0\n\t"
+                "cmp r7, #0\n\t"
+                "ite gt\n\t"
+                "movgt r7, %[one]\n\t"
+                "movle r7, #0\n\t"
+                "stmia %[d]!, {r4-r7}\n\t"
+                "subs %[q], %[q], #1\n\t"
+                "bne 1b\n\t"
+                : [y] "+r"(yp), [d] "+r"(dp), [q] "+r"(q)
+                : [one] "r"(one)
+                : "r4", "r5", "r6", "r7", "cc", "memory");
+            i = n & ~3;
+        }
+#endif
+        for (; i < n; ++i) {
             nn_bits v;
             v.f = y[i];
             v.u = (int32_t)v.u > 0 ? 0x3f800000u : 0u;
@@ -466,6 +502,31 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
  */
 
 /* Whether the n floats at t are all +-0 (on their bit patterns, so NaN counts as non-zero). */
+#if NN_ASM_VFP
+static int all_zero(const float *t, int n)
+{
+    uint32_t acc = 0, a, b;
+    int m = n >> 1;
+    __asm__ volatile(
+        "cbz %[m], 2f\n"
+        "1:\n\t"
+        "ldrd %[a], %[b], [%[t]], #8\n\t"
+        "orr %[acc], %[acc], %[a]\n\t"
+        "orr %[acc], %[acc], %[b]\n\t"
+        "subs %[m], %[m], #1\n\t"
+        "bne 1b\n"
+        "2:\n\t"
+        : [acc] "+r"(acc), [a] "=&r"(a), [b] "=&r"(b), [t] "+r"(t), [m] "+l"(m)
+        :
+        : "cc", "memory");
+    if (n & 1) {
+        nn_bits v;
+        v.f = *t;
+        acc |= v.u;
+    }
+    return (acc << 1) == 0;
+}
+#else
 static int all_zero(const float *t, int n)
 {
     uint32_t acc = 0;
@@ -483,6 +544,7 @@ static int all_zero(const float *t, int n)
     }
     return acc == 0;
 }
+#endif
 
 /* o[0..n) = v (a +-0 or a product, so the compiler keeps a plain loop), n >= 1. */
 static void fill_row(float *o, float v, int n)
@@ -564,6 +626,116 @@ static void tangent_4x3(const float *w0, const float *w1, const float *w2, const
         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9", "s10", "s11", "s12", "s13",
           "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
           "cc", "memory");
+}
+
+/*
+ * out->o[r][c] = out->s[r] * sum over the n entries j of list: w_r[j] * T[j * kbytes / 4 + c],
+ * for the three rows w0..w2 and c < 6: eighteen sums in s14-s31.
+ */
+typedef struct {
+    float *o[3];
+    float s[3];
+} nn_out3;
+
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tangent_3x6(const float *w0, const float *w1, const float *w2, const float *T,
+                        int kbytes, const uint8_t *list, int n, const nn_out3 *out)
+{
+    uint32_t j, a0, a1;
+    __asm__ volatile(
+        "movs %[a0], #0\n\t"
+        "vmov s14, s15, %[a0], %[a0]\n\t"
+        "vmov s16, s17, %[a0], %[a0]\n\t"
+        "vmov s18, s19, %[a0], %[a0]\n\t"
+        "vmov s20, s21, %[a0], %[a0]\n\t"
+        "vmov s22, s23, %[a0], %[a0]\n\t"
+        "vmov s24, s25, %[a0], %[a0]\n\t"
+        "vmov s26, s27, %[a0], %[a0]\n\t"
+        "vmov s28, s29, %[a0], %[a0]\n\t"
+        "vmov s30, s31, %[a0], %[a0]\n"
+        "1:\n\t"
+        "ldrb %[j], [%[l]], #1\n\t"
+        "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
+        "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
+        "vmov s0, s1, %[a0], %[a1]\n\t"
+        "ldr %[a0], [%[w2], %[j], lsl #2]\n\t"
+        "mla %[j], %[j], %[kb], %[T]\n\t"
+        "vmov s2, %[a0]\n\t"
+        "vldmia %[j], {s3-s8}\n\t"
+        "vmul.f32 s9, s0, s3\n\t"
+        "vadd.f32 s14, s14, s9\n\t"
+        "vmul.f32 s10, s0, s4\n\t"
+        "vadd.f32 s15, s15, s10\n\t"
+        "vmul.f32 s11, s0, s5\n\t"
+        "vadd.f32 s16, s16, s11\n\t"
+        "vmul.f32 s12, s0, s6\n\t"
+        "vadd.f32 s17, s17, s12\n\t"
+        "vmul.f32 s13, s0, s7\n\t"
+        "vadd.f32 s18, s18, s13\n\t"
+        "vmul.f32 s9, s0, s8\n\t"
+        "vadd.f32 s19, s19, s9\n\t"
+        "vmul.f32 s10, s1, s3\n\t"
+        "vadd.f32 s20, s20, s10\n\t"
+        "vmul.f32 s11, s1, s4\n\t"
+        "vadd.f32 s21, s21, s11\n\t"
+        "vmul.f32 s12, s1, s5\n\t"
+        "vadd.f32 s22, s22, s12\n\t"
+        "vmul.f32 s13, s1, s6\n\t"
+        "vadd.f32 s23, s23, s13\n\t"
+        "vmul.f32 s9, s1, s7\n\t"
+        "vadd.f32 s24, s24, s9\n\t"
+        "vmul.f32 s10, s1, s8\n\t"
+        "vadd.f32 s25, s25, s10\n\t"
+        "vmul.f32 s11, s2, s3\n\t"
+        "vadd.f32 s26, s26, s11\n\t"
+        "vmul.f32 s12, s2, s4\n\t"
+        "vadd.f32 s27, s27, s12\n\t"
+        "vmul.f32 s13, s2, s5\n\t"
+        "vadd.f32 s28, s28, s13\n\t"
+        "vmul.f32 s9, s2, s6\n\t"
+        "vadd.f32 s29, s29, s9\n\t"
+        "vmul.f32 s10, s2, s7\n\t"
+        "vadd.f32 s30, s30, s10\n\t"
+        "vmul.f32 s11, s2, s8\n\t"
+        "vadd.f32 s31, s31, s11\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        /* scale each row by its s and store it */
+        "ldr %[j], [%[out], #0]\n\t"
+        "vldr s0, [%[out], #12]\n\t"
+        "vldr s1, [%[out], #16]\n\t"
+        "vldr s2, [%[out], #20]\n\t"
+        "vmul.f32 s14, s14, s0\n\t"
+        "vmul.f32 s15, s15, s0\n\t"
+        "vmul.f32 s16, s16, s0\n\t"
+        "vmul.f32 s17, s17, s0\n\t"
+        "vmul.f32 s18, s18, s0\n\t"
+        "vmul.f32 s19, s19, s0\n\t"
+        "vstmia %[j], {s14-s19}\n\t"
+        "ldr %[j], [%[out], #4]\n\t"
+        "vmul.f32 s20, s20, s1\n\t"
+        "vmul.f32 s21, s21, s1\n\t"
+        "vmul.f32 s22, s22, s1\n\t"
+        "vmul.f32 s23, s23, s1\n\t"
+        "vmul.f32 s24, s24, s1\n\t"
+        "vmul.f32 s25, s25, s1\n\t"
+        "vstmia %[j], {s20-s25}\n\t"
+        "ldr %[j], [%[out], #8]\n\t"
+        "vmul.f32 s26, s26, s2\n\t"
+        "vmul.f32 s27, s27, s2\n\t"
+        "vmul.f32 s28, s28, s2\n\t"
+        "vmul.f32 s29, s29, s2\n\t"
+        "vmul.f32 s30, s30, s2\n\t"
+        "vmul.f32 s31, s31, s2\n\t"
+        "vstmia %[j], {s26-s31}\n\t"
+        : [l] "+r"(list), [n] "+r"(n), [j] "=&r"(j), [a0] "=&l"(a0), [a1] "=&r"(a1)
+        : [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [T] "r"(T), [kb] "r"(kbytes),
+          [out] "r"(out)
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+          "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
+          "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
 }
 
 /*
@@ -782,7 +954,7 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
     for (j = 0, t = T_in; j < n_in; ++j, t += k) {
         nn_bits v;
         v.f = t[0];
-        if ((v.u << 1) != 0 || !all_zero(t + 1, k - 1)) {
+        if ((v.u << 1) != 0 || !all_zero(t, k)) {
             cols[n_cols++] = (uint8_t)j;
         }
     }
@@ -794,6 +966,29 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
             fill_row(o, 0.0f * s, k);
         }
     }
+#if NN_ASM_VFP
+    if (k % 6 == 0 && n_cols < n_in) {
+        /* sparse inputs and six tangent columns: three rows by six columns at a time (a short
+         * last group repeats a row, stored twice with the same values) */
+        nn_out3 out;
+        for (g = 0; g < n_rows; g += 3) {
+            const int r0 = rows[g], r1 = rows[g + 1 < n_rows ? g + 1 : g];
+            const int r2 = rows[g + 2 < n_rows ? g + 2 : (g + 1 < n_rows ? g + 1 : g)];
+            int c0;
+            out.s[0] = d ? d[r0] : 1.0f;
+            out.s[1] = d ? d[r1] : 1.0f;
+            out.s[2] = d ? d[r2] : 1.0f;
+            for (c0 = 0; c0 < k; c0 += 6) {
+                out.o[0] = T_out + (long)r0 * k + c0;
+                out.o[1] = T_out + (long)r1 * k + c0;
+                out.o[2] = T_out + (long)r2 * k + c0;
+                tangent_3x6(W + (long)r0 * n_in, W + (long)r1 * n_in, W + (long)r2 * n_in,
+                            T_in + c0, 4 * k, cols, n_cols, &out);
+            }
+        }
+        return;
+    }
+#endif
     for (g = 0; g < n_rows; g += 4) {
         /* four active rows; a short last group repeats its last row */
         int rr[4], r, c0 = 0;
