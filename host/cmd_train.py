@@ -113,6 +113,12 @@ def cmd_train(args) -> int:
     window = max(lags) if gru else None
     stem = f"{plant.name}_{kind}" + ("_gru" if gru else "")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NnmpcError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NnmpcError(f"--out {out}: cannot create the folder: {e.strerror}") from None
     total = 4
 
     step(1, total, f"simulating {plant.name}: {plant.description} "
@@ -122,7 +128,6 @@ def cmd_train(args) -> int:
     n_out = ds.y_train.shape[-1]
     arch = _arch(n_in, n_out, hidden, args.activation, gru, window, skip)
     if args.save_data:
-        out.mkdir(parents=True, exist_ok=True)
         ds.save(out / f"{stem}_data.npz")
 
     step(2, total, f"training {arch} (Keras, up to {epochs} epochs, early stopping)")
@@ -144,45 +149,47 @@ def cmd_train(args) -> int:
         free = np.sqrt(((pred - true) ** 2).mean(axis=(0, 1)))
         y_free = pred[0]
 
-    step(3, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
-    rep = representative_subset(ds.x_train, 200, seed=args.seed, y=ds.y_train)
-    meta = {
-        **plant.describe(),
-        "kind": kind, "model": stem, "architecture": arch,
-        "hidden": list(hidden), "activation": args.activation, "gru_units": gru,
-        "linear_skip": skip,
-        "lags": {"ny": lags[0], "nu": lags[1]} if kind == "narx" else None,
-        "gru_window": window,
-        "input_layout": ("window of [y, u] rows, oldest first" if gru else
-                         "[y[k..k-ny+1], u[k..k-nu+1]]" if kind == "narx" else
-                         "[x[k], u[k]]" if kind == "dyn" else "u"),
-        "model_inputs": _feature_limits(plant, ds.input_names),
-        "model_outputs": _feature_limits(plant, ds.output_names),
-        "normalisation": "folded into the model: raw physical units in and out",
-        "folded_scaling": {"input_mean": res.x_norm.mean.tolist(),
-                           "input_std": res.x_norm.std.tolist(),
-                           "output_mean": res.y_norm.mean.tolist(),
-                           "output_std": res.y_norm.std.tolist()},
-        "training": {"samples": samples, "n_train": int(len(ds.x_train)),
-                     "n_val": int(len(ds.x_val)), "epochs_run": res.epochs,
-                     "best_epoch": res.best_epoch, "max_epochs": epochs, "seed": args.seed,
-                     "seconds": round(res.seconds, 2)},
-        "validation": {"rmse": [float(v) for v in res.val_rmse],
-                       "max_abs": [float(v) for v in res.val_max],
-                       "free_run_rmse": None if free is None else [float(v) for v in free]},
-    }
-    files = export_all(res.model, out, stem, meta, rep)
+    step(3, total, "plotting predicted vs true on validation data")
+    png_part = out / f".{stem}.png.part"
+    y_pred = res.model.predict(ds.x_val, verbose=0, batch_size=4096)
+    try:
+        plot_validation(png_part, ds, y_pred, f"{stem}: {arch}, validation RMSE " + ", ".join(
+            f"{v:.3g} {u}" for v, (_, u) in zip(res.val_rmse, ds.output_names)), y_free=y_free)
+
+        step(4, total, f"exporting .keras, .tflite (float, int8), .onnx and metadata to {out}")
+        rep = representative_subset(ds.x_train, 200, seed=args.seed, y=ds.y_train)
+        meta = {
+            **plant.describe(),
+            "kind": kind, "model": stem, "architecture": arch,
+            "hidden": list(hidden), "activation": args.activation, "gru_units": gru,
+            "linear_skip": skip,
+            "lags": {"ny": lags[0], "nu": lags[1]} if kind == "narx" else None,
+            "gru_window": window,
+            "input_layout": ("window of [y, u] rows, oldest first" if gru else
+                             "[y[k..k-ny+1], u[k..k-nu+1]]" if kind == "narx" else
+                             "[x[k], u[k]]" if kind == "dyn" else "u"),
+            "model_inputs": _feature_limits(plant, ds.input_names),
+            "model_outputs": _feature_limits(plant, ds.output_names),
+            "normalisation": "folded into the model: raw physical units in and out",
+            "folded_scaling": {"input_mean": res.x_norm.mean.tolist(),
+                               "input_std": res.x_norm.std.tolist(),
+                               "output_mean": res.y_norm.mean.tolist(),
+                               "output_std": res.y_norm.std.tolist()},
+            "training": {"samples": samples, "n_train": int(len(ds.x_train)),
+                         "n_val": int(len(ds.x_val)), "epochs_run": res.epochs,
+                         "best_epoch": res.best_epoch, "max_epochs": epochs,
+                         "seed": args.seed, "seconds": round(res.seconds, 2)},
+            "validation": {"rmse": [float(v) for v in res.val_rmse],
+                           "max_abs": [float(v) for v in res.val_max],
+                           "free_run_rmse": None if free is None else [float(v) for v in free]},
+        }
+        files = export_all(res.model, out, stem, meta, rep,
+                           extra_files={f"{stem}.png": png_part})
+    finally:
+        png_part.unlink(missing_ok=True)
     q = min(300, len(ds.x_val))
     y_int8 = run_tflite(out / f"{stem}_int8.tflite", ds.x_val[:q])
     int8_rmse = np.sqrt(((y_int8 - ds.y_val[:q]) ** 2).mean(axis=0))
-
-    step(4, total, "plotting predicted vs true on validation data")
-    png = out / f"{stem}.png"
-    y_pred = res.model.predict(ds.x_val, verbose=0, batch_size=4096)
-    plot_validation(png, ds, y_pred, f"{stem}: {arch}, validation RMSE "
-                    + ", ".join(f"{v:.3g} {u}" for v, (_, u) in zip(res.val_rmse, ds.output_names)),
-                    y_free=y_free)
-    files.append(png)
 
     params = int(sum(np.prod(w.shape) for w in res.model.get_weights()))
     print()

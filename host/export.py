@@ -121,9 +121,11 @@ def _tflite_io(data: bytes) -> dict:
 
 def export_all(model, out_dir: str | Path, stem: str, metadata: dict,
                representative: np.ndarray,
-               formats: tuple[str, ...] = ("keras", "tflite", "int8", "onnx")) -> list[Path]:
+               formats: tuple[str, ...] = ("keras", "tflite", "int8", "onnx"),
+               extra_files: dict[str, Path] | None = None) -> list[Path]:
     """Write ``stem.keras``, ``stem.tflite``, ``stem_int8.tflite``, ``stem.onnx`` and
-    ``stem.json`` into ``out_dir``; return the paths. All or nothing."""
+    ``stem.json`` into ``out_dir``, and copy ``extra_files`` (final name -> file already
+    written) in with them; return the paths. All or nothing."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,9 @@ def export_all(model, out_dir: str | Path, stem: str, metadata: dict,
         js = staging / f"{stem}.json"
         js.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         written.append(js)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, staging / name)
+            written.append(staging / name)
         final = []
         for p in written:
             dest = out_dir / p.name

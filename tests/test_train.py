@@ -199,6 +199,15 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, expect):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_cli_output_folder_that_is_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    r = run_cli("train", "--plant", "tendon", "--epochs", "1", "--samples", "100",
+                "--out", tmp_path / "taken")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "taken" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
 def test_cli_plants_lists_every_plant_with_limits():
     r = run_cli("plants")
     assert r.returncode == 0
