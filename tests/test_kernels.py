@@ -1,8 +1,9 @@
 """The C runtime kernels (firmware/runtime/nnmpc_nn.c) against numpy in float64.
 
-Every test runs twice: on the host (the portable C loops, built with the host cc and called
-through ctypes) and on an emulated Cortex-M4F (the Thumb-2/VFP assembly paths, built with
-arm-none-eabi-gcc and called in the instruction-level emulator the benchmark uses)."""
+Every test runs on the host (the portable C loops, built with the host cc and called through
+ctypes) and on an emulated Cortex-M4F: the Thumb-2/VFP assembly paths built with
+arm-none-eabi-gcc -O2 and -Os, and the C loops as an -O0 build compiles them, all called in the
+instruction-level emulator the benchmark uses."""
 
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]
 """
 
 
-@pytest.fixture(scope="module", params=["host", "arm"])
+@pytest.fixture(scope="module", params=["host", "arm", "arm-Os", "arm-O0"])
 def K(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(f"kern_{request.param}")
     if request.param == "host":
@@ -176,7 +177,8 @@ def K(request, tmp_path_factory):
     from nnmpc.host.boards import load_board
     from nnmpc.host.firmware import cflags
     (d / "kern.c").write_text(KERNEL_HARNESS)
-    elf = _link("arm-none-eabi-gcc", cflags(load_board("qemu-m4f")),
+    opt = {"arm": "-O2", "arm-Os": "-Os", "arm-O0": "-O0"}[request.param]  # -O0: the C loops
+    elf = _link("arm-none-eabi-gcc", cflags(load_board("qemu-m4f"), opt),
                 [BENCH_DIR / "bench_main.c", d / "kern.c", RUNTIME / "nnmpc_nn.c"], [RUNTIME],
                 {"BENCH_PREFIX": "kern", "BENCH_IN": "1", "BENCH_OUT": "1", "BENCH_JACOBIAN": "1"},
                 d / "kern.elf")

@@ -100,8 +100,10 @@ NN_INLINE float nn_sigmoid(float x)
 
 /* ---- Dense layer ------------------------------------------------------------------- */
 
+/* The assembly needs up to 14 core registers at once, which an unoptimised (-O0) build cannot
+ * give it; such builds take the C loops. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__thumb2__) && defined(__ARM_FP) && \
-    ((__ARM_FP) & 4) && !defined(NNMPC_NN_PORTABLE)
+    ((__ARM_FP) & 4) && defined(__OPTIMIZE__) && !defined(NNMPC_NN_PORTABLE)
 #define NN_ASM_VFP 1 /* Thumb-2 with a single-precision FPU (Cortex-M4F/M7/M33) */
 #else
 #define NN_ASM_VFP 0
