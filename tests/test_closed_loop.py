@@ -166,3 +166,22 @@ def test_write_csv_columns_for_a_multi_output_plant(msd, tmp_path):
     assert header == ["t", "ref_x", "ref_y", "y_x", "y_y", "y_z", "u_T1", "u_T2", "u_T3",
                       "iterations", "status", "residual", "work_us"]
     assert tendon.outputs[0].name == "x"
+
+
+def test_time_budget_bounds_the_work_per_period_on_a_cortex_m4(msd):
+    """The firmware image in the instruction counter, in closed loop, with the SysTick clock
+    advanced from the estimated cycles: a tight budget cuts every period short."""
+    import sys
+
+    from support import REPO
+    sys.path.insert(0, str(REPO / "bench"))
+    import mpc_bench
+
+    plant, net, img, _ = msd
+    free = mpc_bench.count_loop("msd", "nr", net, img, 30, budget_us=0)
+    tight = mpc_bench.count_loop("msd", "nr", net, img, 30, budget_us=300)
+    assert free["periods_stopped_by_budget"] == 0
+    assert tight["periods_stopped_by_budget"] == 30
+    # Past the budget only the first Jacobian rollout runs: no line-search rollout.
+    assert tight["cycles_max"] < free["cycles_mean"]
+    assert tight["iterations_mean"] == 1.0
