@@ -17,7 +17,7 @@ def cmd_compile(args) -> int:
     from nnmpc.compiler.report import format_report
 
     graph = optimise(load_model(args.model))
-    files = compile_model(graph, args.output, name=args.name)
+    files = compile_model(graph, args.output, name=args.name, jacobian=args.jacobian)
     if args.report:
         print(format_report(graph, args.name))
     for f in files:
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="C prefix of every generated symbol and file name (default: model)")
     c.add_argument("--report", action="store_true",
                    help="print MACs, parameters, flash and RAM bytes per layer")
+    c.add_argument("--jacobian", choices=("auto", "forward", "reverse"), default="auto",
+                   help="how NAME_jacobian differentiates: forward mode (cost ~ INPUT_SIZE model "
+                        "passes), reverse mode (~ OUTPUT_SIZE passes), or auto: the cheaper")
     c.set_defaults(func=cmd_compile)
 
     d = sub.add_parser("demo", help="train, compile, build and run a model on the emulated board",
