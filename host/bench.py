@@ -276,6 +276,17 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
     }
     if auto_mode != "forward":
         impls["nnmpc-fwd"] = ("net", sorted(fwd.glob("*.c")), [fwd])
+    if "nnmpc_dense_vjp(" in (gen / "net.c").read_text():
+        # What the generated reverse mode gives with the runtime's adjoint kernel (same
+        # contract as nnmpc_dense_vjp): the same files with those calls renamed.
+        adj = work / "nnmpc-adjoint"
+        adj.mkdir(parents=True, exist_ok=True)
+        for f in gen.iterdir():
+            text = f.read_text()
+            if f.name == "net.c":
+                text = text.replace("nnmpc_dense_vjp(", "nnmpc_dense_adjoint(")
+            (adj / f.name).write_text(text)
+        impls["nnmpc-adjoint"] = ("net", sorted(adj.glob("*.c")), [adj])
     result["jacobian_mode"] = auto_mode
     for impl, (prefix, sources, includes) in impls.items():
         progress(f"[{spec.key}] {impl}: build, count")
@@ -389,6 +400,9 @@ def _k(v: float) -> str:
 IMPL_NOTES = {
     "nnmpc": "`nnmpc compile` output as generated (Jacobian mode `auto`)",
     "nnmpc-fwd": "the same net compiled with `jacobian=\"forward\"` (the tangent kernels)",
+    "nnmpc-adjoint": "the `nnmpc` sources with their `nnmpc_dense_vjp` calls renamed to the "
+                     "runtime's `nnmpc_dense_adjoint` (same contract; what that one-line "
+                     "compiler change would give)",
     "nnmpc-int8": "TFLite full-integer export compiled by nnmpc (predict only)",
     "naive": "naive C loops, same weights and flags (the baseline)",
 }
@@ -460,9 +474,10 @@ def markdown(res: dict) -> str:
                  f"({n['params']} params) | {e['flash_predict']} B | "
                  f"{'yes' if e['flash_predict'] <= n['flash_budget'] else 'no'} |")
         jp = [("auto", n["jacobian_over_predict"])]
-        if "nnmpc-fwd" in n["impl"]:
-            f = n["impl"]["nnmpc-fwd"]
-            jp.append(("forward", f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
+        for impl, label in (("nnmpc-fwd", "forward"), ("nnmpc-adjoint", "reverse with nnmpc_dense_adjoint")):
+            if impl in n["impl"]:
+                f = n["impl"][impl]
+                jp.append((label, f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
         for mode, v in jp:
             L.append(f"| {key} | jacobian <= 3x predict ({mode} mode) | {v:.2f}x | "
                      f"{'yes' if v <= 3 else 'no'} |")

@@ -41,6 +41,7 @@ class HostKernels:
         lib.nnmpc_act_deriv.argtypes = [P, P, I, I]
         lib.nnmpc_dense_tangent.argtypes = [P, P, P, P, I, I, I]
         lib.nnmpc_scale_rows.argtypes = [P, P, P, I, I]
+        lib.nnmpc_dense_adjoint.argtypes = [P, P, P, I, I, I, I]
         for f in ("nnmpc_tanhf", "nnmpc_sigmoidf", "nnmpc_expf"):
             getattr(lib, f).argtypes = [ctypes.c_float]
             getattr(lib, f).restype = ctypes.c_float
@@ -74,10 +75,19 @@ class HostKernels:
         self.lib.nnmpc_dense_tangent(self._p(W), self._p(d), self._p(T_in), self._p(T), n_out, n_in, k)
         return T
 
-    def scale_rows(self, T_in, d, k):
+    def scale_rows(self, T_in, d, k, inplace=False):
         out = np.full(T_in.size + 1, 7.0, F32)
-        self.lib.nnmpc_scale_rows(self._p(T_in), self._p(d), self._p(out), len(d), k)
+        src = out if inplace else T_in
+        if inplace:
+            out[:-1] = T_in.ravel()
+        self.lib.nnmpc_scale_rows(self._p(src), self._p(d), self._p(out), len(d), k)
         return out
+
+    def dense_adjoint(self, W, G, rows, m):
+        n_out, n_in = W.shape
+        A = np.full(rows * n_in * m + 1, 7.0, F32)
+        self.lib.nnmpc_dense_adjoint(self._p(W), self._p(G), self._p(A), rows, n_out, n_in, m)
+        return A
 
 
 class ArmKernels:
@@ -138,11 +148,22 @@ class ArmKernels:
         self.c.call("nnmpc_dense_tangent", (w, dd, t, T, n_out, n_in, k))
         return self._read(T, n_out * k)
 
-    def scale_rows(self, T_in, d, k):
+    def scale_rows(self, T_in, d, k, inplace=False):
         (t, dd), at = self._alloc([T_in, d])
-        out = self._out(at, T_in.size)
+        if inplace:
+            self.c.write(t + 4 * T_in.size, struct.pack("<f", 7.0))
+            out = t
+        else:
+            out = self._out(at, T_in.size)
         self.c.call("nnmpc_scale_rows", (t, dd, out, len(d), k))
         return self._read(out, T_in.size)
+
+    def dense_adjoint(self, W, G, rows, m):
+        n_out, n_in = W.shape
+        (w, g), at = self._alloc([W, G])
+        A = self._out(at, rows * n_in * m)
+        self.c.call("nnmpc_dense_adjoint", (w, g, A, rows, n_out, n_in, m))
+        return self._read(A, rows * n_in * m)
 
 
 KERNEL_HARNESS = r"""
@@ -155,6 +176,7 @@ void (*volatile kern_keep[])(void) = {
     (void (*)(void))nnmpc_act_deriv, (void (*)(void))nnmpc_dense_tangent,
     (void (*)(void))nnmpc_scale_rows, (void (*)(void))nnmpc_tanhf,
     (void (*)(void))nnmpc_sigmoidf, (void (*)(void))nnmpc_expf,
+    (void (*)(void))nnmpc_dense_adjoint,
 };
 void kern_predict(const float *input, float *output) { output[0] = input[0]; (void)kern_keep[0]; }
 void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]; }
@@ -337,8 +359,38 @@ def test_dense_tangent_wide_layer_fallback(K, rng):
     assert np.allclose(T[:-1].reshape(5, 3), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_scale_rows(K, rng):
+@pytest.mark.parametrize("inplace", [False, True])
+def test_scale_rows(K, rng, inplace):
     T_in = rng.normal(0, 1, (7, 3)).astype(F32)
     d = rng.uniform(-1, 1, 7).astype(F32)
-    out = K.scale_rows(T_in, d, 3)
-    assert np.array_equal(out[:-1].reshape(7, 3), T_in * d[:, None]) and out[-1] == 7.0
+    d[[1, 4]] = 1.0                                   # copies (nothing to do in place)
+    d[[2, 5]] = 0.0
+    T_in[5, 1] = np.inf                               # 0 * inf stays NaN
+    out = K.scale_rows(T_in, d, 3, inplace=inplace)
+    with np.errstate(invalid="ignore"):
+        ref = T_in * d[:, None]
+    assert np.array_equal(out[:-1].reshape(7, 3), ref, equal_nan=True)
+    assert out[-1] == 7.0
+
+
+@pytest.mark.parametrize("n_out, n_in, m, rows", [
+    (1, 1, 1, 1), (4, 4, 4, 1), (5, 3, 4, 1), (3, 5, 2, 2), (6, 6, 4, 1), (64, 64, 4, 1),
+    (64, 6, 4, 1), (4, 64, 4, 1), (7, 9, 5, 2), (9, 13, 8, 1), (16, 16, 3, 1)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dense_adjoint_matches_numpy(K, rng, n_out, n_in, m, rows, sparse):
+    W = rng.normal(0, 0.5, (n_out, n_in)).astype(F32)
+    G = rng.normal(0, 1, (rows, n_out, m)).astype(F32)
+    if sparse:
+        G[:, rng.random(n_out) < 0.5] = 0.0
+        G[:, 0] = -0.0
+    A = K.dense_adjoint(W, G, rows, m)
+    ref = np.einsum("ij,ril->rjl", W.astype(np.float64), G.astype(np.float64))
+    scale = np.einsum("ij,ril->rjl", np.abs(W.astype(np.float64)), np.abs(G)) + 1
+    assert np.all(np.abs(A[:-1].reshape(rows, n_in, m) - ref) <= 1e-6 * scale)
+    assert A[-1] == 7.0
+
+
+def test_dense_adjoint_all_rows_zero(K, rng):
+    W = rng.normal(0, 0.5, (8, 6)).astype(F32)
+    A = K.dense_adjoint(W, np.zeros((1, 8, 4), F32), 1, 4)
+    assert np.all(A[:-1] == 0.0) and A[-1] == 7.0

@@ -1026,12 +1026,171 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
     }
 }
 
+/*
+ * Adjoint (vector-Jacobian product) of a dense layer, the reverse-mode step:
+ * A_x[r] = W^T . G[r] for r < rows, G[r] [n_out x m], A_x[r] [n_in x m]. Rows of G that are all
+ * zero (units a relu switched off, once scaled by their derivative) are skipped; the rest runs
+ * in blocks of four inputs by four columns, sixteen sums in registers.
+ */
+#if NN_ASM_VFP
+/*
+ * out[jj * ostride + c] = sum over the n entries i of list: Wc[i * wstride + jj] *
+ * Gc[i * gstride + c] for jj, c < 4 (strides in bytes).
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void adjoint_4x4(const float *Wc, int wstride, const float *Gc, int gstride,
+                        const uint8_t *list, int n, float *out, int ostride)
+{
+    uint32_t i, wp, gp;
+    __asm__ volatile(
+        "movs %[i], #0\n\t"
+        "vmov s16, s17, %[i], %[i]\n\t"
+        "vmov s18, s19, %[i], %[i]\n\t"
+        "vmov s20, s21, %[i], %[i]\n\t"
+        "vmov s22, s23, %[i], %[i]\n\t"
+        "vmov s24, s25, %[i], %[i]\n\t"
+        "vmov s26, s27, %[i], %[i]\n\t"
+        "vmov s28, s29, %[i], %[i]\n\t"
+        "vmov s30, s31, %[i], %[i]\n"
+        "1:\n\t"
+        "ldrb %[i], [%[l]], #1\n\t"
+        "mla %[wp], %[i], %[ws], %[W]\n\t"
+        "mla %[gp], %[i], %[gs], %[G]\n\t"
+        "vldmia %[wp], {s0-s3}\n\t"
+        "vldmia %[gp], {s4-s7}\n\t"
+        "vmul.f32 s8, s0, s4\n\t"
+        "vadd.f32 s16, s16, s8\n\t"
+        "vmul.f32 s9, s0, s5\n\t"
+        "vadd.f32 s17, s17, s9\n\t"
+        "vmul.f32 s10, s0, s6\n\t"
+        "vadd.f32 s18, s18, s10\n\t"
+        "vmul.f32 s11, s0, s7\n\t"
+        "vadd.f32 s19, s19, s11\n\t"
+        "vmul.f32 s12, s1, s4\n\t"
+        "vadd.f32 s20, s20, s12\n\t"
+        "vmul.f32 s13, s1, s5\n\t"
+        "vadd.f32 s21, s21, s13\n\t"
+        "vmul.f32 s14, s1, s6\n\t"
+        "vadd.f32 s22, s22, s14\n\t"
+        "vmul.f32 s15, s1, s7\n\t"
+        "vadd.f32 s23, s23, s15\n\t"
+        "vmul.f32 s8, s2, s4\n\t"
+        "vadd.f32 s24, s24, s8\n\t"
+        "vmul.f32 s9, s2, s5\n\t"
+        "vadd.f32 s25, s25, s9\n\t"
+        "vmul.f32 s10, s2, s6\n\t"
+        "vadd.f32 s26, s26, s10\n\t"
+        "vmul.f32 s11, s2, s7\n\t"
+        "vadd.f32 s27, s27, s11\n\t"
+        "vmul.f32 s12, s3, s4\n\t"
+        "vadd.f32 s28, s28, s12\n\t"
+        "vmul.f32 s13, s3, s5\n\t"
+        "vadd.f32 s29, s29, s13\n\t"
+        "vmul.f32 s14, s3, s6\n\t"
+        "vadd.f32 s30, s30, s14\n\t"
+        "vmul.f32 s15, s3, s7\n\t"
+        "vadd.f32 s31, s31, s15\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        "vstmia %[o], {s16-s19}\n\t"
+        "add %[o], %[o], %[os]\n\t"
+        "vstmia %[o], {s20-s23}\n\t"
+        "add %[o], %[o], %[os]\n\t"
+        "vstmia %[o], {s24-s27}\n\t"
+        "add %[o], %[o], %[os]\n\t"
+        "vstmia %[o], {s28-s31}\n\t"
+        : [l] "+r"(list), [n] "+r"(n), [i] "=&l"(i), [wp] "=&r"(wp), [gp] "=&r"(gp),
+          [o] "+r"(out)
+        : [W] "r"(Wc), [ws] "r"(wstride), [G] "r"(Gc), [gs] "r"(gstride), [os] "r"(ostride)
+        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+          "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
+          "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
+}
+#endif
+
+void nnmpc_dense_adjoint(const float *W, const float *G, float *A_x, int rows, int n_out,
+                         int n_in, int m)
+{
+    uint8_t list[NN_TAN_MAX];
+    int r, i, j, c;
+    for (r = 0; r < rows; ++r) {
+        const float *g = G + (long)r * n_out * m;
+        float *a = A_x + (long)r * n_in * m;
+        int n_act = 0;
+#if NN_ASM_VFP
+        if (m >= 4 && n_in >= 4 && n_out <= NN_TAN_MAX) {
+            int j0, c0;
+            for (i = 0; i < n_out; ++i) {
+                if (!all_zero(g + (long)i * m, m)) {
+                    list[n_act++] = (uint8_t)i;
+                }
+            }
+            if (n_act == 0) {
+                fill_row(a, 0.0f, n_in * m);
+                continue;
+            }
+            for (j0 = 0;; j0 += 4) {
+                if (j0 > n_in - 4) {
+                    j0 = n_in - 4; /* the last block of inputs overlaps the previous one */
+                }
+                for (c0 = 0;; c0 += 4) {
+                    if (c0 > m - 4) {
+                        c0 = m - 4;
+                    }
+                    adjoint_4x4(W + j0, 4 * n_in, g + c0, 4 * m, list, n_act,
+                                a + (long)j0 * m + c0, 4 * m);
+                    if (c0 + 4 >= m) {
+                        break;
+                    }
+                }
+                if (j0 + 4 >= n_in) {
+                    break;
+                }
+            }
+            continue;
+        }
+#endif
+        (void)list;
+        (void)n_act;
+        for (j = 0; j < n_in * m; ++j) {
+            a[j] = 0.0f;
+        }
+        for (i = 0; i < n_out; ++i) {
+            const float *w = W + (long)i * n_in;
+            const float *gi = g + (long)i * m;
+            if (all_zero(gi, m)) {
+                continue;
+            }
+            for (j = 0; j < n_in; ++j) {
+                const float wj = w[j];
+                float *aj = a + (long)j * m;
+                for (c = 0; c < m; ++c) {
+                    const float p = wj * gi[c];
+                    aj[c] += p;
+                }
+            }
+        }
+    }
+}
+
 void nnmpc_scale_rows(const float *T_in, const float *d, float *T_out, int n, int k)
 {
     int i, c;
-    for (i = 0; i < n; ++i) {
+    for (i = 0; i < n; ++i, T_in += k, T_out += k) {
+        const float s = d[i];
+        if (s == 1.0f) {
+            /* a relu's active unit (or any unit slope): a copy, nothing to do in place */
+            if (T_out != T_in) {
+                for (c = 0; c < k; ++c) {
+                    T_out[c] = T_in[c];
+                }
+            }
+            continue;
+        }
         for (c = 0; c < k; ++c) {
-            T_out[(long)i * k + c] = d[i] * T_in[(long)i * k + c];
+            T_out[c] = s * T_in[c];
         }
     }
 }

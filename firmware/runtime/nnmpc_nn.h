@@ -56,6 +56,16 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act);
 void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, float *T_out,
                          int n_out, int n_in, int k);
 
+/**
+ * Reverse-mode step of a dense layer (vector-Jacobian product), for `rows` adjoints at once:
+ * A_x[r][n_in x m] = W^T . G[r][n_out x m], r < rows (A_x is overwritten; it must not overlap
+ * G). Same contract as nnmpc_dense_vjp() in nnmpc_ops.h. Rows of G that are all zero (relu
+ * units switched off) are skipped; on Cortex-M4F-class cores with m >= 4 and n_in >= 4 the rest
+ * runs in 4 x 4 register blocks (up to 256 B of stack for the list of active rows).
+ */
+void nnmpc_dense_adjoint(const float *W, const float *G, float *A_x, int rows, int n_out,
+                         int n_in, int m);
+
 /** T_out[n x k] = diag(d) . T_in, an element-wise layer's tangent; T_out may equal T_in. */
 void nnmpc_scale_rows(const float *T_in, const float *d, float *T_out, int n, int k);
 
