@@ -185,3 +185,34 @@ def test_time_budget_bounds_the_work_per_period_on_a_cortex_m4(msd):
     # Past the budget only the first Jacobian rollout runs: no line-search rollout.
     assert tight["cycles_max"] < free["cycles_mean"]
     assert tight["iterations_mean"] == 1.0
+
+
+def test_nnmpc_run_command_line_writes_csv_png_and_summary(msd, tmp_path, capsys):
+    import json
+
+    from nnmpc.host.cli import main
+
+    _, _, _, d = msd
+    log = tmp_path / "run.csv"
+    rc = main(["run", "--board", "qemu-m4f", "--plant", "msd", "--model", str(d / "model"),
+               "--controller", "fd", "--reference", "sine", "--duration", "1.0",
+               "--log", str(log), "--work", str(tmp_path / "w"), "--json",
+               str(tmp_path / "s.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "msd / fd / sine: 100 periods" in out
+    assert log.is_file() and log.with_suffix(".png").is_file()
+    assert len(log.read_text().splitlines()) == 101
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["controller"] == "fd" and s["lost_frames"] == 0
+    # A reference file: one column per tracked output.
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "\n".join(str(5.0 * (k > 20)) for k in range(60)) + "\n")
+    assert main(["run", "--plant", "msd", "--model", str(d / "model"), "--reference",
+                 str(ref), "--log", str(tmp_path / "f.csv"), "--work",
+                 str(tmp_path / "w")]) == 0
+    rows = (tmp_path / "f.csv").read_text().splitlines()
+    assert len(rows) == 61 and rows[30].split(",")[1] == "5"
+    # A bad reference name is a one-line error, not a traceback.
+    assert main(["run", "--plant", "msd", "--model", str(d / "model"), "--reference",
+                 "nosuch", "--work", str(tmp_path / "w")]) == 2

@@ -263,3 +263,12 @@ def test_fuzz_target_runs_clean_under_sanitizers(tmp_path):
     counts = r.stdout.split()
     # The driver reached every layer: frames accepted and rejected, control periods run.
     assert int(counts[3]) > 10_000 and int(counts[6]) > 1_000 and int(counts[8]) > 1_000
+
+
+def test_protocol_doc_lists_every_message_and_error():
+    doc = (REPO / "docs" / "PROTOCOL.md").read_text()
+    schema = protogen.load_schema()
+    for m in schema["messages"]:
+        assert f"`{m['name'].upper()}` 0x{m['id']:02X}" in doc, m["name"]
+    for e in schema["errors"]:
+        assert f"| {e['code']} | {e['name']} |" in doc, e["name"]
