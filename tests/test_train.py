@@ -20,9 +20,9 @@ from nnmpc.host.train import Normaliser, fold_normalisation, free_run_rmse, gru_
 # epochs) does better; docs/TRAINING.md lists those figures.
 BUDGET = {
     "arm2": (2000, 40, (5.0, 5.0)),              # mm
-    "msd": (3000, 30, (0.3, 8.0)),               # mm, mm/s (noise sd 0.1 mm, 5 mm/s)
+    "msd": (2000, 30, (0.3, 8.0)),               # mm, mm/s (noise sd 0.1 mm, 5 mm/s)
     "tendon": (2000, 40, (0.8, 0.8, 0.8)),       # mm
-    "hasel": (3000, 30, (0.03,)),                # mm
+    "hasel": (2000, 30, (0.03,)),                # mm
 }
 
 
@@ -48,19 +48,19 @@ def test_default_net_reaches_stated_validation_error(name):
 
 def test_dyn_surrogate_of_msd_predicts_next_state():
     p = get_plant("msd")
-    ds = make_dataset(p, "dyn", 2000, seed=2)
+    ds = make_dataset(p, "dyn", 1200, seed=2)
     assert ds.x_train.shape[1] == 3 and ds.y_train.shape[1] == 2
     res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, hidden=(16, 16),
-                    epochs=20, batch_size=32, patience=10, skip=True)
+                    epochs=12, batch_size=32, patience=10, skip=True)
     assert res.val_rmse[0] < 0.05 and res.val_rmse[1] < 0.5  # mm, mm/s (noise-free states)
 
 
 def test_gru_narx_trains_and_folds_into_raw_units():
     p = get_plant("msd")
-    ds = make_dataset(p, "narx", 1500, seed=0, lags=(3, 3), gru_window=3)
+    ds = make_dataset(p, "narx", 1000, seed=0, lags=(3, 3), gru_window=3)
     assert ds.x_train.shape[1:] == (3, 3)  # window x [x, v, F]
     res = train_gru(ds.x_train, ds.y_train, ds.x_val, ds.y_val, units=8, hidden=(8,),
-                    epochs=15, batch_size=32)
+                    epochs=10, batch_size=32)
     assert np.all(res.val_rmse < 0.3 * ds.y_val.std(axis=0)), res.val_rmse
 
 
@@ -87,7 +87,7 @@ def test_seeds_reproduce_data_and_weights():
     a, b = make_dataset(p, "fk", 300, seed=3), make_dataset(p, "fk", 300, seed=3)
     assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_val, b.y_val)
     assert not np.array_equal(make_dataset(p, "fk", 300, seed=4).x_train, a.x_train)
-    r1, r2, r3 = (train_mlp(a.x_train, a.y_train, a.x_val, a.y_val, hidden=(8,), epochs=2,
+    r1, r2, r3 = (train_mlp(a.x_train, a.y_train, a.x_val, a.y_val, hidden=(8,), epochs=1,
                             seed=s) for s in (5, 5, 6))
     for w1, w2 in zip(r1.model.get_weights(), r2.model.get_weights()):
         assert np.array_equal(w1, w2)
