@@ -67,7 +67,8 @@ def multisine(plant: Plant, n: int, rng: np.random.Generator, n_tones: int = 12,
     freqs = np.geomspace(f_hz[0], min(f_hz[1], 0.4 / plant.dt), n_tones)
     u = np.empty((n, len(lo)))
     for j in range(len(lo)):
-        s = np.sin(2 * np.pi * freqs[None, :] * t[:, None] + rng.uniform(0, 2 * np.pi, n_tones)).sum(1)
+        phases = rng.uniform(0, 2 * np.pi, n_tones)
+        s = np.sin(2 * np.pi * freqs[None, :] * t[:, None] + phases).sum(axis=1)
         s = (s - s.min()) / max(s.max() - s.min(), 1e-12)
         u[:, j] = lo[j] + (hi[j] - lo[j]) * s
     return u
@@ -98,7 +99,8 @@ def narx_features(y: np.ndarray, u: np.ndarray, ny: int, nu: int) -> np.ndarray:
 
 def narx_sequences(y: np.ndarray, u: np.ndarray, window: int) -> np.ndarray:
     """GRU inputs: for every ``k >= window - 1`` the window ``[y[t], u[t]]``,
-    ``t = k - window + 1 ... k`` (oldest first); shape ``(..., T - window + 1, window, ny + nu)``."""
+    ``t = k - window + 1 ... k`` (oldest first); shape
+    ``(..., T - window + 1, window, ny + nu)``."""
     z = np.concatenate([y, u], axis=-1)
     T = z.shape[-2]
     return np.stack([z[..., i:T - window + 1 + i, :] for i in range(window)], axis=-2)

@@ -228,7 +228,8 @@ def run_tflite(path_or_bytes, x: np.ndarray) -> np.ndarray:
 def run_onnx(path_or_bytes, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    src = bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    src = path_or_bytes
+    src = bytes(src) if isinstance(src, (bytes, bytearray)) else str(src)
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     x = np.asarray(x, dtype=np.float32)

@@ -45,7 +45,8 @@ def exported(request, tmp_path_factory):
                         batch_size=32, skip=kind != "fk")
     out = tmp_path_factory.mktemp(name)
     meta = {**p.describe(), "kind": kind, "lags": {"ny": lags[0], "nu": lags[1]}}
-    files = export_all(res.model, out, name, meta, representative_subset(ds.x_train, 200, y=ds.y_train))
+    rep = representative_subset(ds.x_train, 200, y=ds.y_train)
+    files = export_all(res.model, out, name, meta, rep)
     return dict(name=name, plant=p, ds=ds, model=res.model, out=out, files=files,
                 int8_tol=int8_tol, x=ds.x_val[:300])
 
@@ -104,7 +105,8 @@ def test_metadata_describes_inputs_outputs_units_limits_and_rate(exported):
     assert meta["sample_rate_hz"] == pytest.approx(1.0 / p.dt)
     assert [i["name"] for i in meta["inputs"]] == [s.name for s in p.inputs]
     assert [o["unit"] for o in meta["outputs"]] == [s.unit for s in p.outputs]
-    assert meta["inputs"][0]["low"] == p.inputs[0].low and meta["inputs"][0]["high"] == p.inputs[0].high
+    assert meta["inputs"][0]["low"] == p.inputs[0].low
+    assert meta["inputs"][0]["high"] == p.inputs[0].high
     assert meta["lags"]["ny"] == p.default_net.lags[0]
     q = meta["files"]["int8"]
     assert q["input"]["dtype"] == "int8" and q["input"]["scale"] > 0
@@ -142,7 +144,8 @@ def run_int8_c(model_dir, x: np.ndarray, n_out: int) -> np.ndarray:
     subprocess.run(["cc", *HOST_CFLAGS, f"-I{model_dir}", str(src),
                     *map(str, sorted(model_dir.glob("*.c"))), "-o", str(exe), "-lm"],
                    check=True, capture_output=True, text=True)
-    out = subprocess.run([str(exe), str(len(x))], input=np.ascontiguousarray(x, np.float32).tobytes(),
+    out = subprocess.run([str(exe), str(len(x))],
+                         input=np.ascontiguousarray(x, np.float32).tobytes(),
                          capture_output=True, check=True).stdout
     return np.frombuffer(out, dtype=np.float32).reshape(len(x), n_out)
 

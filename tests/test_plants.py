@@ -50,7 +50,8 @@ def test_msd_forced_steady_state_is_f_over_k():
 
 # -- tendon segment ------------------------------------------------------------------------------
 def theta_tension(p, theta):
-    """Tension on one tendon that bends the segment by ``theta``: r T / EI * (L0 - T / k) = theta."""
+    """Tension on one tendon that bends the segment by ``theta``:
+    r T / EI * (L0 - T / k) = theta."""
     a, b, c = -p.r / (p.EI * p.k_ax), p.r * p.L0 / p.EI, -theta
     return (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
 

@@ -56,5 +56,6 @@ class MassSpringDamper(Plant):
         a, b = x0_mm, (v0_mm_s + z * wn * x0_mm) / wd
         e = np.exp(-z * wn * t)
         pos = e * (a * np.cos(wd * t) + b * np.sin(wd * t))
-        vel = e * ((-z * wn * a + wd * b) * np.cos(wd * t) + (-z * wn * b - wd * a) * np.sin(wd * t))
+        c, s = np.cos(wd * t), np.sin(wd * t)
+        vel = e * ((-z * wn * a + wd * b) * c + (-z * wn * b - wd * a) * s)
         return np.stack([pos, vel], axis=-1)
