@@ -93,6 +93,12 @@ def cmd_train(args) -> int:
     if args.activation not in ACTIVATIONS:
         raise NnmpcError(f"unknown activation '{args.activation}' "
                          f"(known: {', '.join(ACTIVATIONS)})")
+    for opt, val, ok in (("--patience", args.patience, args.patience >= 1),
+                         ("--batch-size", args.batch_size, args.batch_size >= 1),
+                         ("--lr", args.lr, args.lr > 0),
+                         ("--gru", args.gru, args.gru is None or args.gru >= 1)):
+        if not ok:
+            raise NnmpcError(f"{opt} {val} is out of range (must be positive)")
     plant = get_plant(args.plant)
     spec = plant.default_net
     kind = args.kind or spec.kind
@@ -239,28 +245,27 @@ def register(subparsers) -> None:
         description="Simulate a plant with excitation inside its actuator limits, train a "
                     "forward-kinematics (fk), one-step dynamics (dyn) or NARX net with Keras, "
                     "and write OUT/PLANT_KIND.keras, .tflite, _int8.tflite, .onnx, .json and a "
-                    "validation plot .png. The exported nets take and return raw physical units.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "validation plot .png. The exported nets take and return raw physical units. "
+                    "Options left out take the plant's default net (see `nnmpc plants`).")
     t.add_argument("--plant", required=True, choices=sorted(PLANTS), help="plant to simulate")
     t.add_argument("--kind", choices=("fk", "dyn", "narx"),
                    help="fk: y = f(u); dyn: x[k+1] = g(x[k], u[k]); narx: y[k+1] from lagged "
-                        "y and u (default: the plant's default net)")
-    t.add_argument("--hidden", metavar="N,N,...", help="hidden Dense sizes (default: 32,32)")
-    t.add_argument("--activation", default="tanh", help="hidden activation")
+                        "y and u")
+    t.add_argument("--hidden", metavar="N,N,...", help="hidden Dense sizes, e.g. 32,32")
+    t.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
     t.add_argument("--gru", type=int, metavar="N",
                    help="put a GRU with N units first (narx only; window = max(lags))")
     t.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                    help="add a linear input-to-output path beside the MLP (y = W x + MLP(x)); "
                         "default: on for dyn and narx, off for fk")
-    t.add_argument("--lags", metavar="NY,NU", help="NARX output and input lags (default: "
-                                                    "the plant's)")
-    t.add_argument("--epochs", type=int, help="maximum epochs (default: the plant's)")
-    t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs")
-    t.add_argument("--batch-size", type=int, default=64, help="minibatch size")
-    t.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    t.add_argument("--seed", type=int, default=0, help="seed for data and weights")
-    t.add_argument("--samples", type=int, help="simulated samples (default: the plant's)")
-    t.add_argument("--out", default="models", help="output folder")
+    t.add_argument("--lags", metavar="NY,NU", help="NARX output and input lags, e.g. 2,2")
+    t.add_argument("--epochs", type=int, help="maximum epochs")
+    t.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default: 20)")
+    t.add_argument("--batch-size", type=int, default=64, help="minibatch size (default: 64)")
+    t.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 0.003)")
+    t.add_argument("--seed", type=int, default=0, help="seed for data, split and weights (default: 0)")
+    t.add_argument("--samples", type=int, help="simulated samples")
+    t.add_argument("--out", default="models", help="output folder (default: models)")
     t.add_argument("--save-data", action="store_true",
                    help="also write the data set as OUT/PLANT_KIND_data.npz")
     t.set_defaults(func=cmd_train)
