@@ -473,13 +473,14 @@ def markdown(res: dict) -> str:
         L.append(f"| {key} | flash (predict) <= 4 B/param + 2 KB = {n['flash_budget']} B "
                  f"({n['params']} params) | {e['flash_predict']} B | "
                  f"{'yes' if e['flash_predict'] <= n['flash_budget'] else 'no'} |")
-        jp = [("auto", n["jacobian_over_predict"])]
-        for impl, label in (("nnmpc-fwd", "forward"), ("nnmpc-adjoint", "reverse with nnmpc_dense_adjoint")):
+        jp = [("as generated, mode auto", n["jacobian_over_predict"])]
+        for impl, label in (("nnmpc-fwd", "forward mode"),
+                            ("nnmpc-adjoint", "reverse mode with nnmpc_dense_adjoint")):
             if impl in n["impl"]:
                 f = n["impl"][impl]
                 jp.append((label, f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
         for mode, v in jp:
-            L.append(f"| {key} | jacobian <= 3x predict ({mode} mode) | {v:.2f}x | "
+            L.append(f"| {key} | jacobian <= 3x predict ({mode}) | {v:.2f}x | "
                      f"{'yes' if v <= 3 else 'no'} |")
         q = n["impl"].get("nnmpc-int8")
         if q and key in TARGET_INT8:

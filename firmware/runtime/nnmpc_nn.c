@@ -631,8 +631,8 @@ static void tangent_4x3(const float *w0, const float *w1, const float *w2, const
 }
 
 /*
- * out->o[r][c] = out->s[r] * sum over the n entries j of list: w_r[j] * T[j * kbytes / 4 + c],
- * for the three rows w0..w2 and c < 6: eighteen sums in s14-s31.
+ * out->o[r][c] = out->s[r] * sum over the 2 n entries j of list: w_r[j] * T[j * kbytes / 4 + c],
+ * for the three rows w0..w2 and c < 6: eighteen sums in s14-s31, two list entries per step.
  */
 typedef struct {
     float *o[3];
@@ -658,6 +658,50 @@ static void tangent_3x6(const float *w0, const float *w1, const float *w2, const
         "vmov s28, s29, %[a0], %[a0]\n\t"
         "vmov s30, s31, %[a0], %[a0]\n"
         "1:\n\t"
+        "ldrb %[j], [%[l]], #1\n\t"
+        "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
+        "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
+        "vmov s0, s1, %[a0], %[a1]\n\t"
+        "ldr %[a0], [%[w2], %[j], lsl #2]\n\t"
+        "mla %[j], %[j], %[kb], %[T]\n\t"
+        "vmov s2, %[a0]\n\t"
+        "vldmia %[j], {s3-s8}\n\t"
+        "vmul.f32 s9, s0, s3\n\t"
+        "vadd.f32 s14, s14, s9\n\t"
+        "vmul.f32 s10, s0, s4\n\t"
+        "vadd.f32 s15, s15, s10\n\t"
+        "vmul.f32 s11, s0, s5\n\t"
+        "vadd.f32 s16, s16, s11\n\t"
+        "vmul.f32 s12, s0, s6\n\t"
+        "vadd.f32 s17, s17, s12\n\t"
+        "vmul.f32 s13, s0, s7\n\t"
+        "vadd.f32 s18, s18, s13\n\t"
+        "vmul.f32 s9, s0, s8\n\t"
+        "vadd.f32 s19, s19, s9\n\t"
+        "vmul.f32 s10, s1, s3\n\t"
+        "vadd.f32 s20, s20, s10\n\t"
+        "vmul.f32 s11, s1, s4\n\t"
+        "vadd.f32 s21, s21, s11\n\t"
+        "vmul.f32 s12, s1, s5\n\t"
+        "vadd.f32 s22, s22, s12\n\t"
+        "vmul.f32 s13, s1, s6\n\t"
+        "vadd.f32 s23, s23, s13\n\t"
+        "vmul.f32 s9, s1, s7\n\t"
+        "vadd.f32 s24, s24, s9\n\t"
+        "vmul.f32 s10, s1, s8\n\t"
+        "vadd.f32 s25, s25, s10\n\t"
+        "vmul.f32 s11, s2, s3\n\t"
+        "vadd.f32 s26, s26, s11\n\t"
+        "vmul.f32 s12, s2, s4\n\t"
+        "vadd.f32 s27, s27, s12\n\t"
+        "vmul.f32 s13, s2, s5\n\t"
+        "vadd.f32 s28, s28, s13\n\t"
+        "vmul.f32 s9, s2, s6\n\t"
+        "vadd.f32 s29, s29, s9\n\t"
+        "vmul.f32 s10, s2, s7\n\t"
+        "vadd.f32 s30, s30, s10\n\t"
+        "vmul.f32 s11, s2, s8\n\t"
+        "vadd.f32 s31, s31, s11\n\t"
         "ldrb %[j], [%[l]], #1\n\t"
         "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
         "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
@@ -973,6 +1017,13 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
         /* sparse inputs and six tangent columns: three rows by six columns at a time (a short
          * last group repeats a row, stored twice with the same values) */
         nn_out3 out;
+        if (n_cols & 1) {
+            /* pad to an even count with an input row that is all zero (one exists: n_cols <
+             * n_in); it adds w * 0 = 0 (the weights are finite) */
+            for (j = 0, t = T_in; j < n_in && !all_zero(t, k); ++j, t += k) {
+            }
+            cols[n_cols] = (uint8_t)j;
+        }
         for (g = 0; g < n_rows; g += 3) {
             const int r0 = rows[g], r1 = rows[g + 1 < n_rows ? g + 1 : g];
             const int r2 = rows[g + 2 < n_rows ? g + 2 : (g + 1 < n_rows ? g + 1 : g)];
@@ -985,7 +1036,7 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
                 out.o[1] = T_out + (long)r1 * k + c0;
                 out.o[2] = T_out + (long)r2 * k + c0;
                 tangent_3x6(W + (long)r0 * n_in, W + (long)r1 * n_in, W + (long)r2 * n_in,
-                            T_in + c0, 4 * k, cols, n_cols, &out);
+                            T_in + c0, 4 * k, cols, (n_cols + 1) >> 1, &out);
             }
         }
         return;
