@@ -272,3 +272,36 @@ def test_protocol_doc_lists_every_message_and_error():
         assert f"`{m['name'].upper()}` 0x{m['id']:02X}" in doc, m["name"]
     for e in schema["errors"]:
         assert f"| {e['code']} | {e['name']} |" in doc, e["name"]
+
+
+def test_libfuzzer_target_runs_briefly(tmp_path):
+    """The same target under libFuzzer (clang, coverage-guided), seeded with CRC-valid frame
+    streams from the deterministic driver, for a few seconds."""
+    import shutil
+
+    clang = shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang not installed (apt-get install clang libclang-rt-14-dev)")
+    inc = [f"-I{FW / d}" for d in ("protocol", "solver", "control", "app")]
+    src = [str(REPO / "tests" / "fuzz" / "fuzz_app.c"),
+           *(str(FW / s) for s in ("protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
+                                   "solver/nnmpc_solver.c", "control/nnmpc_control.c",
+                                   "app/nnmpc_app.c"))]
+    exe = tmp_path / "libfuzz"
+    r = subprocess.run([clang, "-std=c99", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
+                        "-fno-sanitize-recover=all", *inc, *src, "-lm", "-o", str(exe)],
+                       capture_output=True, text=True)
+    if r.returncode != 0 and "libclang_rt" in r.stderr:
+        pytest.skip("clang's libFuzzer runtime is missing (apt-get install libclang-rt-14-dev)")
+    assert r.returncode == 0, r.stderr
+    seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
+    seeds.mkdir()
+    corpus.mkdir()
+    driver = tmp_path / "driver"
+    subprocess.run(["cc", "-std=c99", "-O1", "-DNNMPC_FUZZ_MAIN", *inc, *src, "-lm", "-o",
+                    str(driver)], check=True)
+    subprocess.run([str(driver), "200", "3", str(seeds)], check=True, capture_output=True)
+    r = subprocess.run([str(exe), "-max_total_time=5", "-seed=1", "-rss_limit_mb=1024",
+                        str(corpus), str(seeds)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Done" in r.stderr

@@ -6,7 +6,8 @@
  * libFuzzer: clang -fsanitize=fuzzer,address,undefined ... (LLVMFuzzerTestOneInput).
  * Without libFuzzer (-DNNMPC_FUZZ_MAIN): a deterministic driver that mutates valid frames
  * (bit flips, truncation, splices, garbage) for argv[1] iterations with seed argv[2]; built
- * with -fsanitize=address,undefined it stops at the first memory or UB error.
+ * with -fsanitize=address,undefined it stops at the first memory or UB error. With a folder
+ * as argv[3] it also writes its first 200 inputs there as a libFuzzer seed corpus.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -244,6 +245,17 @@ int main(int argc, char **argv)
             if (rnd() % 6u == 0) buf[len++] = 0;
         }
         LLVMFuzzerTestOneInput(buf, len);
+        if (argc > 3 && it < 200) {
+            /* Seed corpus for libFuzzer: CRC-valid frame streams it would not find alone. */
+            char path[4096];
+            FILE *fh;
+            snprintf(path, sizeof(path), "%s/seed_%04ld", argv[3], it);
+            fh = fopen(path, "wb");
+            if (fh) {
+                fwrite(buf, 1, len, fh);
+                fclose(fh);
+            }
+        }
     }
     printf("fuzz: %ld inputs, %lu frames accepted, %lu rejected, %lu control periods, "
            "%lu output bytes, ok\n", iters, g_requests, g_rejected, g_periods,
