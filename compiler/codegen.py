@@ -788,9 +788,9 @@ def lower(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
                                       [f"nnmpc_copy_blocks(NULL, {name}_state, 1, "
                                        f"{step.state_floats}, 0, 0);"]))
         src.state_floats = step.state_floats
-        src.window = graph.window
         src.step_input_size = sg.input_size
         src.step_output_size = sg.output_size
+    src.window = graph.window
     src.consts, src.structs = low.consts, low.structs
     return src
 

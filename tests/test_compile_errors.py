@@ -15,8 +15,30 @@ from zoo import _randomise, to_onnx, to_tflite
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnmpc.host.cli", *map(str, args)],
-                          capture_output=True, text=True)
+    """`nnmpc ARGS` in this process (imports are paid once), with its exit code and output."""
+    import contextlib
+    import io
+
+    from nnmpc.host.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def test_cli_process_exits_non_zero_with_one_line(tmp_path):
+    """The real process: exit status 2 and one line on stderr."""
+    p = tmp_path / "junk.onnx"
+    p.write_bytes(b"\x08\x07garbage")
+    r = subprocess.run([sys.executable, "-m", "nnmpc.host.cli", "compile", str(p), "-o",
+                        str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "junk.onnx" in r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def assert_rejected(path: Path, out: Path, *needles: str) -> str:

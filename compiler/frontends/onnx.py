@@ -122,6 +122,10 @@ class _OnnxLoader:
             inputs.append(t)
         for n in g.node:
             self.node_name = n.name or f"{n.op_type}:{n.output[0]}"
+            if n.op_type in ("Loop", "Scan", "If", "LSTM", "GRU", "RNN"):
+                self.fail(f"op '{n.op_type}' (control flow or a recurrent layer) is not supported; "
+                          "compile recurrent models from their .keras file, which is unrolled "
+                          "over the window")
             if n.op_type not in SUPPORTED:
                 self.fail(f"op '{n.op_type}' is not supported (supported: {', '.join(SUPPORTED)})")
             if n.domain not in ("", "ai.onnx"):
