@@ -174,6 +174,17 @@ def keras_builders():
             L.Activation("tanh"), L.GlobalMaxPooling2D(), L.Dense(4, activation="sigmoid")],
             "conv2d_bn_reshape")
 
+    @add("preprocessing_padding", ("keras", "h5"))
+    def _(keras):
+        L = keras.layers
+        return _seq(keras, (10, 3), [
+            L.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0]),
+            L.Rescaling(1.5, offset=0.1), L.ZeroPadding1D((1, 2)), L.Conv1D(4, 3),
+            L.Cropping1D((2, 1)), L.Permute((2, 1)), L.TimeDistributed(L.Dense(3)),
+            L.Identity(), L.Reshape((4, 3, 1)), L.ZeroPadding2D(((1, 0), (0, 2))),
+            L.Cropping2D(((0, 1), (1, 0))), L.Conv2D(2, 2), L.Flatten(), L.Dense(2)],
+            "preprocessing_padding")
+
     @add("simple_rnn")
     def _(keras):
         L = keras.layers
@@ -321,7 +332,8 @@ ONNX_MODELS = ["mlp_linear_relu_relu6", "mlp_leaky_relu_elu_selu", "mlp_tanh_sig
                "conv2d_bn_reshape"]
 TFLITE_MODELS = ["mlp_linear_relu_relu6", "mlp_tanh_sigmoid_hard_sigmoid",
                  "mlp_gelu_softmax_exponential", "functional_add_concat_mul", "bn_dropout",
-                 "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite"]
+                 "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite",
+                 "tflite_crop_permute"]
 
 
 def _tflite_act_layers(keras):
@@ -330,6 +342,14 @@ def _tflite_act_layers(keras):
                               L.ELU(), L.Dense(10, activation="relu"), L.Dense(8),
                               L.Activation("hard_swish"), L.Dense(4), L.Softmax()],
                 "act_layers_tflite")
+
+
+def _tflite_crop_permute(keras):
+    L = keras.layers
+    return _seq(keras, (10, 3), [L.Rescaling(0.5, offset=0.2), L.ZeroPadding1D((2, 1)),
+                                 L.Conv1D(4, 3, activation="relu"), L.Cropping1D((1, 2)),
+                                 L.Permute((2, 1)), L.Dense(5, activation="tanh"), L.Flatten(),
+                                 L.Dense(2)], "tflite_crop_permute")
 
 
 def onnx_handmade(path: Path):
@@ -377,6 +397,7 @@ def build_zoo(root: Path) -> list[ZooModel]:
     zoo: list[ZooModel] = []
     builders = dict(keras_builders())
     builders["act_layers_tflite"] = (_tflite_act_layers, ())
+    builders["tflite_crop_permute"] = (_tflite_crop_permute, ())
     models = {}
     for i, (name, (fn, fmts)) in enumerate(sorted(builders.items())):
         keras.utils.set_random_seed(i)

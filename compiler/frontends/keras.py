@@ -351,6 +351,96 @@ def _batchnorm(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return b.add_node("add", name, [y, b.const(name, "shift", shift)], shape)
 
 
+def _scale_shift(b: _Builder, name: str, x: str, scale, shift) -> str:
+    """y = x * scale + shift with constants broadcast over the last axis (or scalars)."""
+    shape = b.shape(x)
+    y = x
+    scale, shift = np.asarray(scale, np.float64).ravel(), np.asarray(shift, np.float64).ravel()
+    for v in (scale, shift):
+        if v.size not in (1, shape[-1]):
+            b.fail(name, f"per-feature constants of size {v.size} do not match the input {shape}")
+    if not np.all(scale == 1.0):
+        y = b.add_node("mul", name, [y, b.const(name, "scale", scale)], shape)
+    if not np.all(shift == 0.0):
+        y = b.add_node("add", name, [y, b.const(name, "shift", shift)], shape)
+    return y if y != x else b.add_node("reshape", name, [x], shape)
+
+
+def _normalization(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    name = cfg["name"]
+    axis = cfg.get("axis", -1)
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    if axis not in ((-1,), (len(b.shape(x)),)):
+        b.fail(name, f"Normalization over axis {cfg.get('axis')} is not supported (supported: -1)")
+    mean = np.asarray(layer.mean, np.float64).ravel()
+    std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).ravel()), 1e-7)
+    if cfg.get("invert"):
+        return _scale_shift(b, name, x, std, mean)
+    return _scale_shift(b, name, x, 1.0 / std, -mean / std)
+
+
+def _rescaling(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    return _scale_shift(b, cfg["name"], x, cfg.get("scale", 1.0), cfg.get("offset", 0.0))
+
+
+def _pad_crop(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    """ZeroPadding1D/2D (concatenation with zeros) and Cropping1D/2D (slices)."""
+    (x,) = inputs
+    name = cfg["name"]
+    cls = type(layer).__name__
+    _check_channels_last(b, cfg)
+    rank = 1 if "1D" in cls else 2
+    shape = b.shape(x)
+    if len(shape) != rank + 1:
+        b.fail(name, f"{cls} on input shape {shape} is not supported")
+    amounts = cfg["padding"] if cls.startswith("Zero") else cfg["cropping"]
+    if rank == 1:
+        amounts = [_tuple(amounts, 2)]
+    else:
+        amounts = [_tuple(a, 2) for a in (amounts if not isinstance(amounts, int) else (amounts, amounts))]
+    for ax, (before, after) in enumerate(amounts):
+        shape = b.shape(x)
+        if cls.startswith("Zero"):
+            parts = []
+            for k in (before, after):
+                zs = list(shape)
+                zs[ax] = k
+                parts.append(b.const(name, "zeros", np.zeros(zs)) if k else None)
+            out = list(shape)
+            out[ax] += before + after
+            if before or after:
+                x = b.add_node("concat", name, [p for p in (parts[0], x, parts[1]) if p is not None],
+                               tuple(out), axis=ax)
+        else:
+            out = list(shape)
+            out[ax] -= before + after
+            if out[ax] <= 0:
+                b.fail(name, f"cropping {amounts} leaves nothing of {shape}")
+            if before or after:
+                x = b.add_node("slice", name, [x], tuple(out), axis=ax, start=before,
+                               stop=shape[ax] - after)
+    return x
+
+
+def _permute(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    (x,) = inputs
+    perm = [int(d) - 1 for d in cfg["dims"]]
+    shape = b.shape(x)
+    return b.add_node("transpose", cfg["name"], [x], tuple(shape[p] for p in perm), perm=perm)
+
+
+def _time_distributed(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+    inner = layer.layer
+    if type(inner).__name__ != "Dense":
+        b.fail(cfg["name"], f"TimeDistributed({type(inner).__name__}) is not supported "
+                            "(supported: TimeDistributed(Dense))")
+    icfg = dict(inner.get_config())
+    icfg["name"] = cfg["name"]
+    return _dense(b, inner, icfg, inputs)
+
+
 def _merge(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     cls = type(layer).__name__
@@ -535,6 +625,15 @@ _CONVERTERS: dict[str, Callable[..., str]] = {
     "SimpleRNN": _recurrent,
     "GRU": _recurrent,
     "LSTM": _recurrent,
+    "Normalization": _normalization,
+    "Rescaling": _rescaling,
+    "ZeroPadding1D": _pad_crop,
+    "ZeroPadding2D": _pad_crop,
+    "Cropping1D": _pad_crop,
+    "Cropping2D": _pad_crop,
+    "Permute": _permute,
+    "TimeDistributed": _time_distributed,
+    "Identity": _identity,
     "Dropout": _identity,
     "SpatialDropout1D": _identity,
     "SpatialDropout2D": _identity,

@@ -126,6 +126,8 @@ class _OnnxLoader:
                 self.fail(f"op '{n.op_type}' (control flow or a recurrent layer) is not supported; "
                           "compile recurrent models from their .keras file, which is unrolled "
                           "over the window")
+            if self._fold(n):
+                continue
             if n.op_type not in SUPPORTED:
                 self.fail(f"op '{n.op_type}' is not supported (supported: {', '.join(SUPPORTED)})")
             if n.domain not in ("", "ai.onnx"):
@@ -143,6 +145,35 @@ class _OnnxLoader:
             outputs.append(t)
         return Graph(name=g.name or self.path.stem, inputs=inputs, outputs=outputs,
                      tensors=self.tensors, nodes=self.nodes, source_file=str(self.path))
+
+    def _fold(self, n) -> bool:
+        """Evaluate a node at compile time when its inputs are constants (weights arithmetic an
+        exporter left in the graph: Sqrt, Max, Cast, ...) or when it only reads a shape."""
+        if n.op_type == "Shape" and n.input[0] in self.vals:
+            v = self.vals[n.input[0]]
+            self.vals[n.output[0]] = _Val(None, (len(v.shape) + 1,),
+                                          const=np.array((1,) + v.shape, np.int64))
+            return True
+        if n.op_type == "Constant" or any(a.g.node or a.graphs for a in n.attribute):
+            return False
+        ins = [i for i in n.input if i]
+        if not ins or not all(i in self.vals and self.vals[i].const is not None for i in ins):
+            return False
+        from onnx import helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            inits = [numpy_helper.from_array(np.asarray(self.vals[i].const), i) for i in set(ins)]
+            g = helper.make_graph([n], "fold", [], [helper.make_tensor_value_info(o, 0, None)
+                                                    for o in n.output], inits)
+            model = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)])
+            outs = ReferenceEvaluator(model).run(None, {})
+        except Exception:
+            return False
+        for o, val in zip(n.output, outs):
+            val = np.asarray(val)
+            self.vals[o] = _Val(None, val.shape, const=val)
+        return True
 
     def _shape_of(self, vi) -> tuple[int, ...]:
         dims = vi.type.tensor_type.shape.dim
@@ -601,7 +632,9 @@ def load_onnx(path: Path) -> Graph:
     if opset < 13:
         raise CompileError(f"ONNX opset {opset} is not supported (supported: opset 13 and later)",
                            file=str(path))
-    graph = _OnnxLoader(path).run(model)
+    loader = _OnnxLoader(path)
+    loader.opset = opset
+    graph = loader.run(model)
     if invalid is not None:
         raise invalid
     return graph

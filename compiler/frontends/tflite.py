@@ -20,7 +20,8 @@ from ..ir import Graph, Node, Tensor
 _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MEAN", "REDUCE_MAX", "ADD",
               "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6",
-              "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE"]
+              "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE",
+              "STRIDED_SLICE", "SLICE"]
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "LOGISTIC", "TANH",
              "QUANTIZE", "DEQUANTIZE"]
@@ -387,12 +388,78 @@ class _TfliteLoader:
                           tuple(shape), axis=ax)
         return x
 
+    def _slices(self, op, begin, end) -> str:
+        """Slices along every axis whose range is not the whole axis (stride 1)."""
+        x = self.ir(op.inputs[0])
+        full = tuple(self.shape(op.inputs[0]))
+        if len(full) != len(begin) or full[0] != 1:
+            self.fail(f"slice of shape {list(full)} with {len(begin)} bounds is not supported")
+        if self.tensors[x].shape != full[1:]:
+            x = self.node("reshape", [x], full[1:])
+        for ax in range(1, len(full)):
+            b0, e0 = int(begin[ax]), int(end[ax])
+            b0, e0 = b0 + full[ax] if b0 < 0 else b0, e0 + full[ax] if e0 < 0 else e0
+            b0, e0 = max(0, min(b0, full[ax])), max(0, min(e0, full[ax]))
+            if e0 <= b0:
+                self.fail(f"empty slice [{b0}:{e0}] of axis {ax}")
+            if (b0, e0) != (0, full[ax]):
+                shape = list(self.tensors[x].shape)
+                shape[ax - 1] = e0 - b0
+                x = self.node("slice", [x], tuple(shape), axis=ax - 1, start=b0, stop=e0)
+        out = self.out_shape(op)
+        if self.tensors[x].shape != out:
+            x = self.node("reshape", [x], out)
+        return x
+
+    def op_STRIDED_SLICE(self, op):
+        o = self.opts(op)
+        begin = self.const(op.inputs[1], "STRIDED_SLICE begin").astype(np.int64).copy()
+        end = self.const(op.inputs[2], "STRIDED_SLICE end").astype(np.int64).copy()
+        strides = self.const(op.inputs[3], "STRIDED_SLICE strides")
+        if np.any(strides != 1) or o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False):
+            self.fail("STRIDED_SLICE with strides other than 1, ellipsis or new axes is not "
+                      "supported")
+        full = tuple(self.shape(op.inputs[0]))
+        if len(full) != len(begin):
+            self.fail(f"STRIDED_SLICE of shape {list(full)} with {len(begin)} bounds is not supported")
+        for ax in range(len(begin)):
+            if o.beginMask >> ax & 1:
+                begin[ax] = 0
+            if o.endMask >> ax & 1:
+                end[ax] = full[ax]
+            if o.shrinkAxisMask >> ax & 1:
+                end[ax] = begin[ax] + 1 if begin[ax] != -1 else full[ax]
+        if begin[0] != 0 or (end[0] not in (1, full[0]) and not o.endMask & 1):
+            self.fail("STRIDED_SLICE of the batch dimension is not supported")
+        return self._slices(op, begin, end)
+
+    def op_SLICE(self, op):
+        begin = self.const(op.inputs[1], "SLICE begin").astype(np.int64)
+        size = self.const(op.inputs[2], "SLICE size").astype(np.int64)
+        full = tuple(self.shape(op.inputs[0]))
+        end = np.array([full[i] if size[i] == -1 else begin[i] + size[i] for i in range(len(size))])
+        if begin[0] != 0:
+            self.fail("SLICE of the batch dimension is not supported")
+        return self._slices(op, begin, end)
+
     def op_TRANSPOSE(self, op):
         x = self.ir(op.inputs[0])
         perm = [int(p) for p in self.const(op.inputs[1], "TRANSPOSE perm")]
-        if perm[0] != 0:
-            self.fail("TRANSPOSE that moves the batch dimension is not supported")
-        return self.node("transpose", [x], self.out_shape(op), perm=[p - 1 for p in perm[1:]])
+        full = (1,) + self.tensors[x].shape
+        if len(full) != len(perm):
+            self.fail(f"TRANSPOSE perm {perm} does not match shape {list(full)}")
+        # Axes of size 1 (the batch among them) can move freely: transpose the others.
+        keep = [a for a in range(len(full)) if full[a] != 1]
+        order = [a for a in perm if full[a] != 1]
+        out = self.out_shape(op)
+        if order == keep:
+            return self.node("reshape", [x], out)
+        reduced = tuple(full[a] for a in keep)
+        if reduced != self.tensors[x].shape:
+            x = self.node("reshape", [x], reduced)
+        y = self.node("transpose", [x], tuple(full[a] for a in order),
+                      perm=[keep.index(a) for a in order])
+        return y if self.tensors[y].shape == out else self.node("reshape", [y], out)
 
 
 def load_tflite(path: Path) -> Graph:
