@@ -40,8 +40,16 @@ from nnmpc.host.cortexm_count import COST_TABLE, CortexM4Counter  # noqa: E402
 from nnmpc.host.plants import get_plant  # noqa: E402
 
 CLOCK_HZ = 168_000_000
-CASES = [("msd", "step"), ("msd", "sine"), ("tendon", "step"), ("tendon", "sine")]
+#: Images: name -> (plant, net kind (None: the plant's default)).
+IMAGES = {"msd": ("msd", None), "tendon": ("tendon", None), "tendon-narx": ("tendon", "narx")}
+CASES = [("msd", "step"), ("msd", "sine"), ("tendon", "step"), ("tendon", "sine"),
+         ("tendon-narx", "step"), ("tendon-narx", "sine")]
 CONTROLLERS = ("nr", "pid", "fd")
+
+
+def controllers_for(image: str) -> tuple[str, ...]:
+    # The PID does not use the net: its tendon rows are the same for both images.
+    return ("nr", "fd") if image == "tendon-narx" else CONTROLLERS
 
 
 class UnicornLoop:
@@ -159,8 +167,9 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
 
 
 def tracking(plant_name: str, reference: str, controller: str, built, work: Path) -> dict:
+    kind = built[0].kind
     r = R.run_on_board(plant_name, controller, reference, built=built, work=work,
-                       log_path=work / "logs" / f"{plant_name}_{reference}_{controller}.csv",
+                       log_path=work / "logs" / f"{plant_name}_{kind}_{reference}_{controller}.csv",
                        log=lambda *a: None)
     s = dict(r.summary)
     if "pid" in r.log.extra:
@@ -177,7 +186,9 @@ def markdown(res: dict) -> str:
          "nr: Newton MPC (damped Gauss-Newton / LM on the net's exact Jacobian); pid: PID tuned "
          "by grid search on the plant model for the same reference; fd: one Newton step per "
          "period with central finite differences, a scalar Hessian and clipping (the reference "
-         "implementation's scheme).", "",
+         "implementation's scheme). tendon-narx: the tendon segment through a dynamic net "
+         "(receding-horizon MPC) instead of the forward-kinematics net (quasi-static inversion, "
+         "the reference paper's use); the PID does not use a net, its tendon rows apply.", "",
          "## Tracking", "",
          "| plant | reference | controller | RMS error | path error RMS / max | iterations mean | nr's RMS / this RMS |",
          "|---|---|---|---:|---:|---:|---:|"]
@@ -185,7 +196,7 @@ def markdown(res: dict) -> str:
         plant, ref = key.split("/")
         unit = "mm"
         nr = rows["nr"]["tracking_rms"]
-        for c in CONTROLLERS:
+        for c in rows:
             s = rows[c]
             pe = (f"{s['path_error_rms']:.3f} / {s['path_error_max']:.3f} {unit}"
                   if "path_error_rms" in s else "-")
@@ -209,7 +220,7 @@ def markdown(res: dict) -> str:
           "| loop rate at 168 MHz (worst period) | stopped by budget | RMS here |",
           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for plant, rows in res["cycles"].items():
-        for c in CONTROLLERS:
+        for c in rows:
             s = rows[c]
             L.append(f"| {plant} | {res['nets'][plant]} | {c} | {s['instructions_mean']:,} | "
                      f"{s['cycles_mean']:,} | {s['cycles_p99']:,} | {s['cycles_max']:,} | "
@@ -254,29 +265,30 @@ def main(argv=None) -> int:
            "board": "qemu-m4f", "clock_hz": CLOCK_HZ, "count_periods": args.periods,
            "tracking": {}, "cycles": {}, "size": {}, "nets": {}}
     built = {}
-    for plant in ("msd", "tendon"):
-        built[plant] = R.build_for(get_plant(plant), None, "qemu-m4f", work, log=print)
-        net, img = built[plant]
-        st = R.setup_for(get_plant(plant))
-        res["nets"][plant] = (f"{net.kind} {'x'.join(map(str, st.hidden))} tanh, "
-                              f"{net.n_in} in / {net.n_out} out"
-                              + (f", N={st.horizon}, Nc={st.moves}" if net.kind == "narx" else ""))
-        res["size"][plant] = {"flash": img.size.flash, "ram_static": img.size.ram - img.size.stack,
-                              "stack": img.size.stack}
-    for plant, ref in CASES:
-        res["tracking"][f"{plant}/{ref}"] = {}
-        for c in CONTROLLERS:
-            s = tracking(plant, ref, c, built[plant], work)
-            res["tracking"][f"{plant}/{ref}"][c] = s
-            print(f"{plant:7s} {ref:5s} {c:4s} RMS {s['tracking_rms']:.4f}"
+    for name, (plant, kind) in IMAGES.items():
+        built[name] = R.build_for(get_plant(plant), None, "qemu-m4f", work, log=print, kind=kind)
+        net, img = built[name]
+        st = R.setup_for(get_plant(plant), net.kind)
+        res["nets"][name] = (f"{net.kind} {'x'.join(map(str, st.hidden))} tanh, "
+                             f"{net.n_in} in / {net.n_out} out"
+                             + (f", N={st.horizon}, Nc={st.moves}" if net.kind == "narx" else ""))
+        res["size"][name] = {"flash": img.size.flash, "ram_static": img.size.ram - img.size.stack,
+                             "stack": img.size.stack}
+    for name, ref in CASES:
+        plant = IMAGES[name][0]
+        res["tracking"][f"{name}/{ref}"] = {}
+        for c in controllers_for(name):
+            s = tracking(plant, ref, c, built[name], work)
+            res["tracking"][f"{name}/{ref}"][c] = s
+            print(f"{name:11s} {ref:5s} {c:4s} RMS {s['tracking_rms']:.4f}"
                   + (f" path {s['path_error_rms']:.4f}" if "path_error_rms" in s else ""),
                   flush=True)
-    for plant in ("msd", "tendon"):
-        res["cycles"][plant] = {}
-        for c in CONTROLLERS:
-            s = count_loop(plant, c, *built[plant], args.periods)
-            res["cycles"][plant][c] = s
-            print(f"{plant:7s} {c:4s} cycles mean {s['cycles_mean']:,} max {s['cycles_max']:,} "
+    for name, (plant, _) in IMAGES.items():
+        res["cycles"][name] = {}
+        for c in controllers_for(name):
+            s = count_loop(plant, c, *built[name], args.periods)
+            res["cycles"][name][c] = s
+            print(f"{name:11s} {c:4s} cycles mean {s['cycles_mean']:,} max {s['cycles_max']:,} "
                   f"-> {s['loop_rate_hz_at_168MHz_worst']:,} Hz", flush=True)
     res["seconds"] = round(time.monotonic() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ def cmd_run(args) -> int:
     r = run_on_board(args.plant, args.controller, args.reference, model=args.model,
                      board_name=args.board, work=Path(args.work), log_path=log_path,
                      sim=args.sim, seed=args.seed, duration=args.duration,
-                     noise=not args.no_noise)
+                     noise=not args.no_noise, net_kind=args.net)
     s = r.summary
     print(f"{args.plant} / {args.controller} / {args.reference}: {s['periods']} periods, "
           f"tracking RMS {s['tracking_rms']:.4g} (noise-free output)"
@@ -50,6 +50,10 @@ def register(sub) -> None:
     r.add_argument("--model", default=None, metavar="M",
                    help="net file (.keras/.h5/.tflite/.onnx) or compiled folder; default: "
                         "train the plant's default net (cached in --work)")
+    r.add_argument("--net", choices=("fk", "narx"), default=None,
+                   help="kind of default net to train when --model is omitted: fk "
+                        "(quasi-static inversion) or narx (dynamics, receding-horizon MPC); "
+                        "default: the plant's (msd: narx, tendon: fk)")
     r.add_argument("--controller", choices=("nr", "pid", "fd"), default="nr",
                    help="nr: Newton MPC (exact Jacobian); pid: tuned PID; fd: one "
                         "finite-difference Newton step per period (default: nr)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +81,29 @@ SETUPS: dict[str, PlantSetup] = {
 }
 
 
-def setup_for(plant: Plant) -> PlantSetup:
+#: Other nets a plant can be controlled with (``nnmpc run --net``).
+VARIANTS: dict[str, dict[str, PlantSetup]] = {
+    # Tendon segment through a dynamic net: the MPC sees the segment's lag and overdrives the
+    # tensions on steps; N = 5, one Gauss-Newton iteration per period.
+    "tendon": {"narx": replace(SETUPS["tendon"], kind="narx", lags=(1, 1), hidden=(16, 16),
+                               samples=8000, epochs=150, horizon=5, moves=2, max_iter=1,
+                               bias_gain=0.3)},
+}
+
+
+def setup_for(plant: Plant, kind: str | None = None) -> PlantSetup:
+    """The plant's closed-loop setup for nets of ``kind`` ("fk" or "narx"; None: default)."""
     if plant.name not in SETUPS:
         raise NnmpcError(f"no closed-loop setup for plant '{plant.name}' "
                          f"(have: {', '.join(sorted(SETUPS))})")
-    return SETUPS[plant.name]
+    base = SETUPS[plant.name]
+    if kind is None or kind == base.kind:
+        return base
+    if kind in VARIANTS.get(plant.name, {}):
+        return VARIANTS[plant.name][kind]
+    if kind not in ("fk", "narx"):
+        raise NnmpcError(f"unknown net kind '{kind}' (fk or narx)")
+    return replace(base, kind=kind)
 
 
 # -- references -------------------------------------------------------------------------------
@@ -168,21 +186,21 @@ def _model_sizes(model_dir: Path) -> tuple[int, int]:
 
 
 def prepare_model(plant: Plant, model: str | None, work: Path, seed: int = 0,
-                  log=print) -> NetInfo:
+                  log=print, kind: str | None = None) -> NetInfo:
     """Compile ``model`` (a model file, or a folder with model.c) or train the plant's default
-    net when it is None. Trained nets are cached under ``work``."""
+    net (of ``kind``, if given) when it is None. Trained nets are cached under ``work``."""
     from nnmpc.compiler import compile_model
 
     work.mkdir(parents=True, exist_ok=True)
     if model is None:
-        st = setup_for(plant)
+        st = setup_for(plant, kind)
         key = f"{plant.name}-{st.kind}-{st.lags[0]}{st.lags[1]}-" \
               f"{'x'.join(map(str, st.hidden))}-{st.samples}-{st.epochs}-{seed}"
         d = work / "nets" / key
         if not (d / "model" / "model.c").is_file():
             log(f"training a default {st.kind} net for '{plant.name}' "
                 f"({'x'.join(map(str, st.hidden))} tanh, {st.samples} samples)")
-            info = train_default(plant, d, seed)
+            info = train_default(plant, d, seed, st)
             log(f"  validation RMSE {np.array2string(info, precision=3)}")
         model_dir = d / "model"
     else:
@@ -199,14 +217,15 @@ def prepare_model(plant: Plant, model: str | None, work: Path, seed: int = 0,
     return NetInfo(model_dir, kind, na, nb, n_in, n_out)
 
 
-def train_default(plant: Plant, out: Path, seed: int = 0) -> np.ndarray:
+def train_default(plant: Plant, out: Path, seed: int = 0,
+                  st: PlantSetup | None = None) -> np.ndarray:
     """Train the plant's default closed-loop net into ``out/model``; return its val RMSE."""
     from nnmpc.compiler import compile_model
 
     from .datasets import make_dataset
     from .train import train_mlp
 
-    st = setup_for(plant)
+    st = st or setup_for(plant)
     ds = make_dataset(plant, st.kind, st.samples, seed=seed, lags=st.lags if st.kind == "narx"
                       else (2, 2))
     res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, hidden=st.hidden,
@@ -301,7 +320,7 @@ def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host
              horizon: int | None = None, moves: int | None = None,
              max_iter: int | None = None) -> list:
     """The settings messages for one run, in the order the device takes them."""
-    st = setup_for(plant)
+    st = setup_for(plant, net.kind)
     p, m = len(plant.outputs), len(plant.inputs)
     if controller not in CONTROLLERS:
         raise NnmpcError(f"unknown controller '{controller}' (known: {', '.join(CONTROLLERS)})")
@@ -530,13 +549,13 @@ class RunResult:
 
 
 def build_for(plant: Plant, model: str | None, board_name: str, work: Path, seed: int = 0,
-              log=print):
+              log=print, kind: str | None = None):
     """Prepare the net and the firmware image for ``board_name``; return (NetInfo, image)."""
     from .boards import load_board
     from .firmware import build_firmware
 
     board = load_board(board_name)
-    net = prepare_model(plant, model, work, seed=seed, log=log)
+    net = prepare_model(plant, model, work, seed=seed, log=log, kind=kind)
     img = build_firmware(board, net.model_dir, work / "fw" / net.model_dir.parent.name)
     return net, img
 
@@ -545,7 +564,7 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
                  board_name: str = "qemu-m4f", work: Path = Path("build/run"),
                  log_path: Path | None = None, sim: str = "host", seed: int = 0,
                  duration: float | None = None, noise: bool = True, built=None,
-                 log=print) -> RunResult:
+                 net_kind: str | None = None, log=print) -> RunResult:
     """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG."""
     from .boards import load_board
     from .client import DeviceClient
@@ -556,7 +575,7 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
     if not board.emulated:
         raise NnmpcError(f"board '{board_name}' is not emulated: use `nnmpc monitor` with the "
                          "board's port, or an emulated board")
-    net, img = built or build_for(plant, model, board_name, work, seed, log)
+    net, img = built or build_for(plant, model, board_name, work, seed, log, kind=net_kind)
     refs = reference(plant, reference_kind, duration)
     pid = tune_pid(plant, refs) if controller == "pid" else None
     period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
