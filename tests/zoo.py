@@ -235,15 +235,21 @@ def onnx_ref(path: Path, in_shape):
     return ref
 
 
-def to_tflite(model, path: Path, int8_data: np.ndarray | None = None) -> None:
-    """Convert a Keras model with the TFLite converter (float32, or full-integer int8)."""
+def to_tflite(model, path: Path, int8_data: np.ndarray | None = None,
+              batch_one: bool = True) -> None:
+    """Convert a Keras model with the TFLite converter (float32, or full-integer int8).
+
+    ``batch_one`` fixes the batch to 1 so that Flatten/Reshape convert to static reshapes;
+    without it the converter writes dilated convolutions as SPACE_TO_BATCH_ND + CONV_2D +
+    BATCH_TO_SPACE_ND."""
     import tensorflow as tf
 
     import keras
 
-    # A batch of exactly 1 so that Flatten/Reshape convert to static reshapes.
-    inp = keras.Input(batch_shape=(1,) + tuple(model.inputs[0].shape[1:]))
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, model(inp)))
+    if batch_one:
+        inp = keras.Input(batch_shape=(1,) + tuple(model.inputs[0].shape[1:]))
+        model = keras.Model(inp, model(inp))
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8_data is not None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -333,7 +339,7 @@ ONNX_MODELS = ["mlp_linear_relu_relu6", "mlp_leaky_relu_elu_selu", "mlp_tanh_sig
 TFLITE_MODELS = ["mlp_linear_relu_relu6", "mlp_tanh_sigmoid_hard_sigmoid",
                  "mlp_gelu_softmax_exponential", "functional_add_concat_mul", "bn_dropout",
                  "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite",
-                 "tflite_crop_permute"]
+                 "tflite_crop_permute", "tflite_dilated"]
 
 
 def _tflite_act_layers(keras):
@@ -342,6 +348,13 @@ def _tflite_act_layers(keras):
                               L.ELU(), L.Dense(10, activation="relu"), L.Dense(8),
                               L.Activation("hard_swish"), L.Dense(4), L.Softmax()],
                 "act_layers_tflite")
+
+
+def _tflite_dilated(keras):
+    L = keras.layers
+    return _seq(keras, (10, 10, 2), [L.Conv2D(4, 3, dilation_rate=2, activation="relu"),
+                                     L.Conv2D(3, 3, dilation_rate=(1, 2), padding="same"),
+                                     L.GlobalAveragePooling2D(), L.Dense(2)], "tflite_dilated")
 
 
 def _tflite_crop_permute(keras):
@@ -389,6 +402,45 @@ def onnx_handmade(path: Path):
     path.write_bytes(m.SerializeToString())
 
 
+def onnx_nchw_cnn(path: Path):
+    """An NCHW CNN as PyTorch exports them (opset 17): Conv with pads, BatchNormalization,
+    Relu, MaxPool, a depthwise strided Conv, AveragePool with pads, GlobalAveragePool, Flatten,
+    Gemm with transB=1, Sigmoid."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    f = lambda *s: rng.normal(0, 0.4, s).astype(np.float32)  # noqa: E731
+    inits = {"w1": f(4, 2, 3, 3), "b1": f(4), "g": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+             "be": f(4), "mu": f(4), "var": rng.uniform(0.5, 2, 4).astype(np.float32),
+             "w2": f(8, 1, 3, 3), "b2": f(8), "w3": f(3, 8), "b3": f(3)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "g", "be", "mu", "var"], ["n1"],
+                         epsilon=1e-5, name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="pool1"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], group=4, strides=[2, 2],
+                         pads=[1, 1, 1, 1], name="dwconv"),
+        helper.make_node("Tanh", ["c2"], ["t2"], name="tanh2"),
+        helper.make_node("AveragePool", ["t2"], ["a2"], kernel_shape=[2, 2], strides=[1, 1],
+                         pads=[0, 0, 1, 1], name="avg2"),
+        helper.make_node("GlobalAveragePool", ["a2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["fl"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["fl", "w3", "b3"], ["fc"], transB=1, name="fc"),
+        helper.make_node("Sigmoid", ["fc"], ["y"], name="out"),
+    ]
+    g = helper.make_graph(nodes, "nchw_cnn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    path.write_bytes(m.SerializeToString())
+
+
 def build_zoo(root: Path) -> list[ZooModel]:
     """Build every zoo model under ``root`` (about a minute) and return them."""
     import keras
@@ -398,6 +450,7 @@ def build_zoo(root: Path) -> list[ZooModel]:
     builders = dict(keras_builders())
     builders["act_layers_tflite"] = (_tflite_act_layers, ())
     builders["tflite_crop_permute"] = (_tflite_crop_permute, ())
+    builders["tflite_dilated"] = (_tflite_dilated, ())
     models = {}
     for i, (name, (fn, fmts)) in enumerate(sorted(builders.items())):
         keras.utils.set_random_seed(i)
@@ -422,10 +475,13 @@ def build_zoo(root: Path) -> list[ZooModel]:
     p = root / "handmade.onnx"
     onnx_handmade(p)
     zoo.append(ZooModel("onnx:handmade", "onnx", p, (2, 3), 4, onnx_ref(p, (2, 3))))
+    p = root / "nchw_cnn.onnx"
+    onnx_nchw_cnn(p)
+    zoo.append(ZooModel("onnx:nchw_cnn", "onnx", p, (2, 8, 8), 3, onnx_ref(p, (2, 8, 8))))
     for name in TFLITE_MODELS:
         m = models[name]
         p = root / f"{name}.tflite"
-        to_tflite(m, p)
+        to_tflite(m, p, batch_one=name != "tflite_dilated")
         shape = tuple(m.inputs[0].shape[1:])
         zoo.append(ZooModel(f"tflite:{name}", "tflite", p, shape,
                             int(np.prod(m.outputs[0].shape[1:])), tflite_ref(p, shape), m))
@@ -445,7 +501,7 @@ def build_zoo(root: Path) -> list[ZooModel]:
 def zoo_names() -> list[str]:
     """The names build_zoo gives its models, known without building them."""
     names = [f"{fmt}:{n}" for n, (_, fmts) in sorted(keras_builders().items()) for fmt in fmts]
-    names += [f"onnx:{n}" for n in ONNX_MODELS] + ["onnx:handmade"]
+    names += [f"onnx:{n}" for n in ONNX_MODELS] + ["onnx:handmade", "onnx:nchw_cnn"]
     names += [f"tflite:{n}" for n in TFLITE_MODELS]
     names += [f"int8:{n}" for n in sorted(int8_keras_builders())]
     return names

@@ -21,7 +21,7 @@ _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MEAN", "REDUCE_MAX", "ADD",
               "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6",
               "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE",
-              "STRIDED_SLICE", "SLICE"]
+              "STRIDED_SLICE", "SLICE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"]
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "LOGISTIC", "TANH",
              "QUANTIZE", "DEQUANTIZE"]
@@ -215,7 +215,46 @@ class _TfliteLoader:
         return dict(rank=2, out_spatial=(oh, ow), strides=(sh, sw), dilations=(dh, dw),
                     pads=(ph, pw)), out
 
+    def op_SPACE_TO_BATCH_ND(self, op):
+        """The first half of TensorFlow's dilated convolution: remembered, not emitted."""
+        block = self.const(op.inputs[1], "SPACE_TO_BATCH_ND block").astype(np.int64)
+        pads = self.const(op.inputs[2], "SPACE_TO_BATCH_ND paddings").astype(np.int64)
+        if block.shape != (2,) or pads.shape != (2, 2):
+            self.fail("SPACE_TO_BATCH_ND other than a 2-D dilated convolution's is not supported")
+        self.s2b = getattr(self, "s2b", {})
+        self.s2b[op.outputs[0]] = (self.ir(op.inputs[0]), block, pads)
+        return self.add_tensor((1,), base=f"{self.node_name}:space_to_batch")
+
+    def _dilated(self, op, W, b, groups) -> str:
+        """A conv on a SPACE_TO_BATCH_ND output: remembered until BATCH_TO_SPACE_ND."""
+        x, block, pads = self.s2b[op.inputs[0]]
+        o = self.opts(op)
+        if o.padding != 1 or o.strideH != 1 or o.strideW != 1:
+            self.fail("a SPACE_TO_BATCH_ND convolution must be VALID with stride 1")
+        self.b2s = getattr(self, "b2s", {})
+        self.b2s[op.outputs[0]] = (x, W, b, groups, self.fused(op), block, pads)
+        return self.add_tensor((1,), base=f"{self.node_name}:batched")
+
+    def op_BATCH_TO_SPACE_ND(self, op):
+        if op.inputs[0] not in getattr(self, "b2s", {}):
+            self.fail("BATCH_TO_SPACE_ND not after a SPACE_TO_BATCH_ND convolution")
+        x, W, b, groups, act, block, pads = self.b2s[op.inputs[0]]
+        crops = self.const(op.inputs[2], "BATCH_TO_SPACE_ND crops").astype(np.int64)
+        out = self.out_shape(op)
+        top, left = int(pads[0][0] - crops[0][0]), int(pads[1][0] - crops[1][0])
+        w = self.add_tensor(W.shape, W, base=f"{self.node_name}:W")
+        bb = self.add_tensor(b.shape, b, base=f"{self.node_name}:b")
+        return self.node("conv", [x, w, bb], out, groups=groups, activation=act, rank=2,
+                         out_spatial=out[:2], strides=(1, 1), dilations=tuple(int(v) for v in block),
+                         pads=(top, left))
+
     def op_CONV_2D(self, op):
+        if op.inputs[0] in getattr(self, "s2b", {}):
+            W = self.const(op.inputs[1], "CONV_2D weights").astype(np.float32)
+            b = (self.const(op.inputs[2], "bias").astype(np.float32)
+                 if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
+            cin = self.tensors[self.s2b[op.inputs[0]][0]].shape[-1]
+            return self._dilated(op, W, b, cin // W.shape[3])
         x = self.ir(op.inputs[0])
         W = self.const(op.inputs[1], "CONV_2D weights").astype(np.float32)  # (O, kh, kw, I/g)
         geo, out = self._conv_geo(op, W.shape[1], W.shape[2], self.tensors[x].shape)
@@ -227,9 +266,13 @@ class _TfliteLoader:
         return self.node("conv", [x, w, bb], out, groups=groups, activation=self.fused(op), **geo)
 
     def op_DEPTHWISE_CONV_2D(self, op):
-        x = self.ir(op.inputs[0])
         Wd = self.const(op.inputs[1], "DEPTHWISE_CONV_2D weights").astype(np.float32)  # (1,kh,kw,C*M)
         W = np.moveaxis(Wd[0], -1, 0)[..., None]
+        if op.inputs[0] in getattr(self, "s2b", {}):
+            b = (self.const(op.inputs[2], "bias").astype(np.float32)
+                 if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
+            return self._dilated(op, W, b, self.tensors[self.s2b[op.inputs[0]][0]].shape[-1])
+        x = self.ir(op.inputs[0])
         geo, out = self._conv_geo(op, W.shape[1], W.shape[2], self.tensors[x].shape)
         b = (self.const(op.inputs[2], "bias").astype(np.float32)
              if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(W.shape[0], np.float32))
