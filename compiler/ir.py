@@ -85,6 +85,10 @@ OPS: dict[str, int | None] = {
 }
 
 
+#: Largest tensor (in values) the compiler accepts: far beyond any microcontroller's memory.
+MAX_ELEMENTS = 1 << 24
+
+
 @dataclass
 class Tensor:
     """A named value. ``data`` is set for constants (weights, biases), ``None`` otherwise."""
@@ -179,6 +183,7 @@ class Graph:
         for name in self.inputs + self.outputs:
             if name not in self.tensors:
                 raise CompileError(f"graph tensor '{name}' is not defined", file=where)
+        total = 0
         for t in self.tensors.values():
             if any((not isinstance(d, (int, np.integer))) or d <= 0 for d in t.shape):
                 raise CompileError(
@@ -186,6 +191,12 @@ class Graph:
                     "only fixed shapes (batch dimension aside) are supported",
                     file=where,
                 )
+            total += t.size
+            if t.size > MAX_ELEMENTS or total > 4 * MAX_ELEMENTS:
+                raise CompileError(
+                    f"tensor '{t.name}' of shape {t.shape} makes the model larger than "
+                    f"{MAX_ELEMENTS} values per tensor / {4 * MAX_ELEMENTS} in all; too large "
+                    "for a microcontroller (or a damaged file)", file=where)
             if t.data is not None and t.data.dtype.kind == "f" and not np.all(np.isfinite(t.data)):
                 raise CompileError(
                     f"constant '{t.name}' holds NaN or Inf values", file=where,

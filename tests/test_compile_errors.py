@@ -217,3 +217,35 @@ def test_report_prints_a_row_per_layer(mlp, tmp_path):
     rows = [line for line in r.stdout.splitlines() if " dense " in line]
     assert len(rows) == 2
     assert rows[0].split()[2] == str(4 * 6)  # MACs of the hidden layer
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_random_damage_never_crashes_the_compiler(mlp, tmp_path, fmt):
+    """Byte flips, truncations and splices of a valid file: each either compiles or raises one
+    CompileError; never another exception, and nothing is written on error."""
+    _, d = mlp
+    data = (d / f"mlp.{fmt}").read_bytes()
+    rng = np.random.default_rng(17)
+    outcomes = {"ok": 0, "rejected": 0}
+    for k in range(150):
+        b = bytearray(data)
+        kind = k % 3
+        if kind == 0:
+            for i in rng.integers(8, len(b), size=int(rng.integers(1, 8))):
+                b[i] = int(rng.integers(0, 256))
+        elif kind == 1:
+            b = b[: int(rng.integers(8, len(b)))]
+        else:
+            i, j = sorted(rng.integers(8, len(b), size=2))
+            b = b[:i] + bytes(rng.integers(0, 256, size=int(j - i)).astype(np.uint8)) + b[j:]
+        p = tmp_path / f"m{k}.{fmt}"
+        p.write_bytes(bytes(b))
+        out = tmp_path / f"out{k}"
+        try:
+            compile_model(p, out, name="m")
+            outcomes["ok"] += 1
+        except CompileError as e:
+            assert p.name in str(e)
+            assert not out.exists()
+            outcomes["rejected"] += 1
+    assert outcomes["rejected"] > 0

@@ -52,6 +52,20 @@ def load_model(path: str | Path) -> Graph:
     """Read ``path`` (.keras, .h5, .tflite or .onnx) into a validated :class:`Graph`."""
     path = Path(path)
     fmt = sniff(path)
+    try:
+        return _load(path, fmt)
+    except CompileError:
+        raise
+    except (MemoryError, RecursionError) as e:
+        raise CompileError(f"the model is too large or deeply nested to read ({type(e).__name__})",
+                           file=str(path)) from None
+    except Exception as e:  # a damaged file can break a parser in any of many ways
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CompileError(f"{FORMATS[fmt]} could not be converted ({type(e).__name__}: {msg}); "
+                           "the file may be corrupt or truncated", file=str(path)) from None
+
+
+def _load(path: Path, fmt: str) -> Graph:
     if fmt in ("keras", "h5"):
         from .keras import load_keras
 
