@@ -1,10 +1,10 @@
 # Two entry points on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
 # Both run `setup` first, which is idempotent: Debian packages for the Arm cross toolchain and
-# QEMU (installed only if missing), and the project venv at ./.venv with the CLI in it.
+# QEMU, plus clang with libFuzzer for the fuzz tests (installed only if missing), and the project venv at ./.venv with the CLI in it.
 
 PYTHON ?= python3
 VENV   := .venv
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench clean
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 setup: system-deps $(VENV)/.installed
 
 system-deps:
-	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null && command -v clang >/dev/null \
 	    && [ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libc_nano.a ]; then \
 	    exit 0; fi; \
 	echo "setup: installing Debian packages: $(APT_PACKAGES)"; \

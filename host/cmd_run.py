@@ -30,8 +30,10 @@ def cmd_run(args) -> int:
 
 def cmd_monitor(args) -> int:
     from .monitor import main_monitor
+    from .ports import resolve_port
 
-    st = main_monitor(args.port, Path(args.out) if args.out else None, args.baud,
+    port = resolve_port(args.port, args.board)
+    st = main_monitor(port, Path(args.out) if args.out else None, args.baud,
                       args.duration, args.frames, args.clock_hz)
     print(f"{st.frames} telemetry rows in {st.seconds:.1f} s, lost {st.lost}, "
           f"corrupt {st.corrupt}, overruns {st.overruns}")
@@ -74,7 +76,11 @@ def register(sub) -> None:
         description="Listen on a serial port (any pyserial URL, e.g. /dev/ttyACM0 or "
                     "socket://127.0.0.1:PORT), write every TELEMETRY frame as a CSV row and "
                     "count lost and corrupt frames. Ctrl-C stops.")
-    m.add_argument("--port", required=True, help="serial port or pyserial URL")
+    m.add_argument("--port", required=True,
+                   help="serial port, pyserial URL, or 'auto' to find a known board by its "
+                        "USB VID:PID")
+    m.add_argument("--board", default=None,
+                   help="with --port auto: only look for this board (default: any known board)")
     m.add_argument("--out", default=None, help="CSV file (default: no file, view only)")
     m.add_argument("--baud", type=int, default=115200)
     m.add_argument("--duration", type=float, default=None, help="stop after seconds")

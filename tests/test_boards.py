@@ -371,3 +371,14 @@ def test_arduino_hal_runs_in_qemu(model_dir, tmp_path):
     for ti in t:
         np.testing.assert_allclose(ti.y, np.array([114, 115, 116]) / 1023.0, rtol=1e-6)
     assert [ti.k for ti in t] == sorted(ti.k for ti in t)
+
+
+def test_monitor_port_auto_without_a_board_is_one_clear_line():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "nnmpc.host.cli", "monitor", "--port", "auto",
+                        "--board", "teensy41", "--duration", "1"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "16C0:0483" in r.stderr and "pass --port PORT" in r.stderr
