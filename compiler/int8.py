@@ -7,8 +7,8 @@ IR nodes of the integer ops:
   ``out_zp``, ``act_min``, ``act_max``, ``mult`` and ``shift`` (one fixed-point multiplier per
   output channel, computed here exactly as TFLite's ``QuantizeMultiplier``); ``qconv`` also
   carries the window geometry of ``conv``. The TFLite interpreter's reference kernels round a
-  fully-connected (and add) accumulator once and a convolution's twice (gemmlowp), so the C
-  kernels are told which, per op.
+  fully-connected accumulator once and a convolution's, a product's or a sum's twice
+  (gemmlowp), so the C kernels are told which, per op.
 * ``qpool``: ``kind`` max/avg with the activation range.
 * ``qadd``: TFLite's int8 addition (inputs rescaled with ``left_shift = 20``).
 * ``qlut``: ``inputs = [x, table]``, a 256-entry table of an element-wise function (LOGISTIC,
@@ -281,6 +281,31 @@ class Int8Builder:
                   a_mult=ma, b_mult=mb, out_mult=mo, a_shift=sha, b_shift=shb, out_shift=sho,
                   left_shift=left, act_min=lo, act_max=hi)
 
+    def op_MUL(self, op):
+        a, b = self.x(op.inputs[0]), self.x(op.inputs[1])
+        (sa, za), (sb, zb) = self.q1(op.inputs[0]), self.q1(op.inputs[1])
+        if self.tensors[a].is_const and not self.tensors[b].is_const:
+            a, b, sa, za, sb, zb = b, a, sb, zb, sa, za
+        if self.tensors[a].size % self.tensors[b].size:
+            self.fail("int8 MUL with a broadcast other than a trailing constant")
+        so, zo = self.q1(op.outputs[0])
+        m, sh = quantize_multiplier(float(np.float32(sa)) * float(np.float32(sb)) / float(np.float32(so)))
+        lo, hi = _act_range(self.L.fused(op), so, zo)
+        self.node("qmul", [a, b], op.outputs[0], a_offset=-za, b_offset=-zb, out_zp=zo,
+                  mult=m, shift=sh, act_min=lo, act_max=hi)
+
+    def op_CONCATENATION(self, op):
+        ins = [self.x(i) for i in op.inputs]
+        qo = self.q1(op.outputs[0])
+        if any(self.q1(i) != qo for i in op.inputs) or self.L.fused(op) != "linear":
+            self.fail("int8 CONCATENATION of inputs quantised unlike its output is not supported")
+        out = self.L.out_shape_of(op.outputs[0])
+        axis = int(self.L.opts(op).axis)
+        axis = axis + len(out) + 1 if axis < 0 else axis
+        if axis == 0:
+            self.fail("CONCATENATION along the batch dimension is not supported")
+        self.node("qconcat", ins, op.outputs[0], axis=axis - 1)
+
     def _lut(self, op, kind):
         x = self.x(op.inputs[0])
         (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
@@ -368,9 +393,25 @@ def lower_int8(graph: Graph, name: str):
         elif node.op == "qadd":
             keys = ["a_offset", "b_offset", "out_zp", "a_mult", "b_mult", "out_mult", "a_shift",
                     "b_shift", "out_shift", "left_shift", "act_min", "act_max"]
-            qa = struct("nnmpc_q_add_t", [(k, str(a[k])) for k in keys], f"{node.source}: add")
+            qa = struct("nnmpc_q_add_t", [(k, str(a[k])) for k in keys] + [("double_rounding", "1")],
+                        f"{node.source}: add")
             n, nb = graph.tensors[y].size, graph.tensors[node.inputs[1]].size
             p.emit("nnmpc_q_add", v(x), v(node.inputs[1]), v(y), n, nb, qa, comment=comment)
+        elif node.op == "qmul":
+            keys = ["a_offset", "b_offset", "out_zp", "mult", "shift", "act_min", "act_max"]
+            qm = struct("nnmpc_q_mul_t", [(k, str(a[k])) for k in keys] + [("double_rounding", "1")],
+                        f"{node.source}: mul")
+            n, nb = graph.tensors[y].size, graph.tensors[node.inputs[1]].size
+            p.emit("nnmpc_q_mul_elem", v(x), v(node.inputs[1]), v(y), n, nb, qm, comment=comment)
+        elif node.op == "qconcat":
+            shape = graph.tensors[y].shape
+            outer = int(np.prod(shape[:a["axis"]], dtype=np.int64))
+            total, off = graph.tensors[y].size // outer, 0
+            for k, t in enumerate(node.inputs):
+                ln = graph.tensors[t].size // outer
+                p.emit("nnmpc_q_copy_blocks", v(t), v(y) + off, outer, ln, ln, total,
+                       comment=comment if k == 0 else "")
+                off += ln
         elif node.op == "qlut":
             p.emit("nnmpc_q_lut", v(x), v(y), graph.tensors[y].size, const(node.inputs[1]),
                    comment=comment)

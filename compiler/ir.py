@@ -82,6 +82,8 @@ OPS: dict[str, int | None] = {
     "qpool": 1,
     "qadd": 2,
     "qlut": 2,
+    "qmul": 2,
+    "qconcat": None,
 }
 
 
@@ -233,7 +235,7 @@ class Graph:
                     raise CompileError(f"tensor '{o}' is written twice", file=where,
                                        layer=n.source or n.name)
             known.update(n.outputs)
-            if n.op in ("add", "sub", "mul", "qadd"):
+            if n.op in ("add", "sub", "mul", "qadd", "qmul"):
                 a, b = (self.tensors[i] for i in n.inputs)
                 if a.size != b.size and not (b.is_const and a.size % b.size == 0):
                     raise CompileError(

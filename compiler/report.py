@@ -34,7 +34,7 @@ def _macs(graph: Graph, node) -> int:
     if node.op in ("pool", "qpool"):
         kh, kw = node.attrs["kernel"]
         return y.size * kh * kw
-    if node.op in ("mul", "add", "sub", "qadd"):
+    if node.op in ("mul", "add", "sub", "qadd", "qmul"):
         return y.size
     return 0
 

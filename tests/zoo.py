@@ -310,6 +310,15 @@ def int8_keras_builders():
         c = L.Add()([a, b])
         return keras.Model(x, L.Dense(2)(c), name="q_residual")
 
+    def merge(keras):
+        L = keras.layers
+        x = keras.Input((6,))
+        a = L.Dense(8, activation="tanh")(x)
+        b = L.Dense(8, activation="sigmoid")(x)
+        c = L.Multiply()([a, b])
+        d = L.Concatenate()([c, L.Dense(4, activation="relu")(x)])
+        return keras.Model(x, L.Dense(3)(d), name="q_merge")
+
     def conv2d(keras):
         L = keras.layers
         return _seq(keras, (8, 8, 2), [L.Conv2D(4, 3, activation="relu"),
@@ -324,7 +333,7 @@ def int8_keras_builders():
                                      L.Conv1D(4, 3, padding="same", activation="tanh"),
                                      L.Flatten(), L.Dense(2)], "q_conv1d")
 
-    for fn in (mlp_relu, mlp_tanh_sigmoid, residual, conv2d, conv1d):
+    for fn in (mlp_relu, mlp_tanh_sigmoid, residual, merge, conv2d, conv1d):
         B[fn.__name__] = fn
     return B
 

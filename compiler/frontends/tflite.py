@@ -23,8 +23,8 @@ _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE",
               "STRIDED_SLICE", "SLICE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"]
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
-             "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "LOGISTIC", "TANH",
-             "QUANTIZE", "DEQUANTIZE"]
+             "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
+             "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE"]
 
 _FUSED = {0: "linear", 1: "relu", 3: "relu6"}  # ActivationFunctionType NONE, RELU, RELU6
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8,

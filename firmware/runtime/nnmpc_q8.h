@@ -3,9 +3,12 @@
  *
  * Activations are int8 with an affine quantisation real = scale * (q - zero_point); weights
  * int8 (symmetric, per output channel), biases int32. An accumulator is brought back to int8 by
- * a fixed-point multiplier (int32 significand + power-of-two shift) with TFLite's two roundings:
- * SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT. Results are bit-exact with the
- * TFLite interpreter.
+ * a fixed-point multiplier (int32 significand q + power-of-two shift): x * q * 2^(shift - 31),
+ * rounded either once to nearest (TFLite's single-rounding form, nnmpc_q_mul) or twice
+ * (gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT: nnmpc_q_mul2). The
+ * compiler picks, per op, what the TFLite interpreter's reference kernels do: its
+ * fully-connected kernel rounds once; its convolutions, products and additions twice. Results
+ * are bit-exact with that interpreter.
  *
  * Header-only (static inline), like nnmpc_ops.h. Plain C99, no malloc, no float inside the
  * integer kernels.
@@ -39,6 +42,7 @@ typedef struct {
     int32_t a_shift, b_shift, out_shift;
     int32_t left_shift;
     int32_t act_min, act_max;
+    int32_t double_rounding;
 } nnmpc_q_add_t;
 
 /** (a * b * 2) >> 32 with rounding to nearest and saturation (gemmlowp's definition). */
@@ -192,12 +196,48 @@ static inline void nnmpc_q_add(const int8_t *a, const int8_t *b, int8_t *y, int 
 {
     int i;
     for (i = 0; i < n; ++i) {
-        const int32_t sa = nnmpc_q_mul((int32_t)((uint32_t)(a[i] + q->a_offset) << q->left_shift),
-                                       q->a_mult, q->a_shift);
-        const int32_t sb = nnmpc_q_mul((int32_t)((uint32_t)(b[i % nb] + q->b_offset) << q->left_shift),
-                                       q->b_mult, q->b_shift);
-        const int32_t out = nnmpc_q_mul(sa + sb, q->out_mult, q->out_shift) + q->out_zp;
+        const int32_t xa = (int32_t)((uint32_t)(a[i] + q->a_offset) << q->left_shift);
+        const int32_t xb = (int32_t)((uint32_t)(b[i % nb] + q->b_offset) << q->left_shift);
+        int32_t out;
+        if (q->double_rounding) {
+            out = nnmpc_q_mul2(nnmpc_q_mul2(xa, q->a_mult, q->a_shift) +
+                               nnmpc_q_mul2(xb, q->b_mult, q->b_shift), q->out_mult, q->out_shift);
+        } else {
+            out = nnmpc_q_mul(nnmpc_q_mul(xa, q->a_mult, q->a_shift) +
+                              nnmpc_q_mul(xb, q->b_mult, q->b_shift), q->out_mult, q->out_shift);
+        }
+        y[i] = nnmpc_q_clamp(out + q->out_zp, q->act_min, q->act_max);
+    }
+}
+
+/** Quantisation of an int8 element-wise product. */
+typedef struct {
+    int32_t a_offset, b_offset, out_zp;
+    int32_t mult, shift;
+    int32_t act_min, act_max;
+    int32_t double_rounding;
+} nnmpc_q_mul_t;
+
+/** y[i] = a[i] * b[i % nb] in TFLite's int8 arithmetic. */
+static inline void nnmpc_q_mul_elem(const int8_t *a, const int8_t *b, int8_t *y, int n, int nb,
+                                    const nnmpc_q_mul_t *q)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        const int32_t prod = (a[i] + q->a_offset) * (b[i % nb] + q->b_offset);
+        const int32_t out = (q->double_rounding ? nnmpc_q_mul2(prod, q->mult, q->shift)
+                                                : nnmpc_q_mul(prod, q->mult, q->shift)) + q->out_zp;
         y[i] = nnmpc_q_clamp(out, q->act_min, q->act_max);
+    }
+}
+
+/** Copy `outer` blocks of `len` int8 values between strided buffers (concatenation). */
+static inline void nnmpc_q_copy_blocks(const int8_t *src, int8_t *dst, int outer, int len,
+                                       int src_stride, int dst_stride)
+{
+    int o;
+    for (o = 0; o < outer; ++o) {
+        memcpy(dst + (long)o * dst_stride, src + (long)o * src_stride, (size_t)len);
     }
 }
 
