@@ -488,6 +488,13 @@ class _OnnxLoader:
         if x.const is not None:
             self.set(n, _Val(None, shape, const=x.const.reshape(shape)))
             return
+        if (x.layout == "cl" and len(shape) >= 2 and shape[0] == x.shape[0]
+                and [d for d in shape[1:] if d != 1] == [d for d in x.shape[1:] if d != 1]):
+            # Only unit spatial axes come or go (Squeeze/Unsqueeze around a 1-D convolution):
+            # the channels-last buffer is already in the new shape's channels-last order.
+            cl = tuple(shape[1:]) + (shape[0],)
+            self.set(n, _Val(self.node("reshape", [x.ir], cl), shape, "cl"))
+            return
         t = self.as_layout(x, "plain")
         if int(np.prod(shape, dtype=np.int64)) != self.tensors[t].size:
             self.fail(f"cannot reshape {x.shape} to {shape}")
