@@ -185,6 +185,18 @@ def keras_builders():
             L.Cropping2D(((0, 1), (1, 0))), L.Conv2D(2, 2), L.Flatten(), L.Dense(2)],
             "preprocessing_padding")
 
+    @add("nested_models")
+    def _(keras):
+        L = keras.layers
+        inner = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="tanh"), L.Dense(4)],
+                                 name="inner")
+        enc_in = keras.Input((6,))
+        enc = keras.Model(enc_in, L.Dense(6, activation="sigmoid")(enc_in), name="enc")
+        x = keras.Input((5,))
+        h = L.Dense(6, activation="relu")(x)
+        m = keras.Model(x, L.Dense(2)(L.Concatenate()([inner(enc(h)), h])), name="mid")
+        return _seq(keras, (5,), [m, L.Activation("elu")], "nested_models")
+
     @add("simple_rnn")
     def _(keras):
         L = keras.layers

@@ -701,6 +701,54 @@ def load_keras(path: Path) -> Graph:
     return graph
 
 
+def _is_model(layer) -> bool:
+    return type(layer).__name__ in ("Sequential", "Functional", "Model")
+
+
+def _walk(b: _Builder, model, given: list[str] | None, input_tensor) -> tuple[list[str], list[str]]:
+    """Convert the layers of a Sequential or functional model. ``given``: the tensors feeding a
+    model nested as a layer (None: make the graph inputs)."""
+    path = b.path
+    if type(model).__name__ == "Sequential":
+        x = input_tensor("input", model.inputs[0].shape) if given is None else given[0]
+        inputs = [x]
+        for layer in model.layers:
+            x = _walk(b, layer, [x], input_tensor)[1][0] if _is_model(layer) else _convert(b, layer, [x])
+        return inputs, [x]
+    cfg = model.get_config()
+    produced: dict[tuple[str, int, int], str] = {}
+    input_refs = _history_refs(cfg["input_layers"])
+    if given is not None and len(given) != len(input_refs):
+        raise CompileError(f"nested model takes {len(input_refs)} inputs, given {len(given)}",
+                           file=str(path), layer=model.name)
+    for lcfg in cfg["layers"]:
+        layer = model.get_layer(lcfg["name"])
+        if type(layer).__name__ == "InputLayer":
+            key = (lcfg["name"], 0, 0)
+            if given is None:
+                produced[key] = input_tensor(lcfg["name"], layer.output.shape)
+            else:
+                produced[key] = given[input_refs.index(key)]
+            continue
+        nodes = lcfg.get("inbound_nodes") or []
+        if len(nodes) != 1:
+            raise CompileError(
+                f"layer is called {len(nodes)} times; shared layers are not supported",
+                file=str(path), layer=lcfg["name"],
+            )
+        ins = [produced[r] for r in _history_refs(nodes[0])]
+        if _is_model(layer):
+            outs = _walk(b, layer, ins, input_tensor)[1]
+            if len(outs) != 1:
+                raise CompileError("a nested model with several outputs is not supported",
+                                   file=str(path), layer=lcfg["name"])
+            produced[(lcfg["name"], 0, 0)] = outs[0]
+        else:
+            produced[(lcfg["name"], 0, 0)] = _convert(b, layer, ins)
+    return ([produced[r] for r in input_refs],
+            [produced[r] for r in _history_refs(cfg["output_layers"])])
+
+
 def _build(keras, model, path: Path, streaming: bool) -> Graph:
     b = _Builder(path, streaming)
 
@@ -710,33 +758,7 @@ def _build(keras, model, path: Path, streaming: bool) -> Graph:
             shape = (1,) + shape[1:]
         return b.add_tensor(name, shape)
 
-    if isinstance(model, keras.Sequential):
-        x = input_tensor("input", model.inputs[0].shape)
-        inputs = [x]
-        for layer in model.layers:
-            x = _convert(b, layer, [x])
-        outputs = [x]
-    else:
-        cfg = model.get_config()
-        produced: dict[tuple[str, int, int], str] = {}
-        for lcfg in cfg["layers"]:
-            layer = model.get_layer(lcfg["name"])
-            if type(layer).__name__ == "InputLayer":
-                t = input_tensor(lcfg["name"], layer.output.shape)
-                produced[(lcfg["name"], 0, 0)] = t
-                continue
-            nodes = lcfg.get("inbound_nodes") or []
-            if len(nodes) != 1:
-                raise CompileError(
-                    f"layer is called {len(nodes)} times; shared layers are not supported",
-                    file=str(path), layer=lcfg["name"],
-                )
-            refs = _history_refs(nodes[0])
-            ins = [produced[r] for r in refs]
-            produced[(lcfg["name"], 0, 0)] = _convert(b, layer, ins)
-        inputs = [produced[r] for r in _history_refs(cfg["input_layers"])]
-        outputs = [produced[r] for r in _history_refs(cfg["output_layers"])]
-
+    inputs, outputs = _walk(b, model, None, input_tensor)
     window = 0
     if b.recurrent and not streaming:
         window = b.tensors[inputs[0]].shape[0]
