@@ -14,6 +14,7 @@ of the output is the Jacobian. The runtime is copied next to the generated files
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -73,6 +74,12 @@ def c_int_array(values, per_line: int = 16) -> str:
     for i in range(0, len(flat), per_line):
         lines.append("    " + ", ".join(str(v) for v in flat[i:i + per_line]) + ",")
     return "\n".join(lines)
+
+
+def content_key(data: np.ndarray) -> tuple:
+    """A key equal for constants with the same dtype, shape and bytes."""
+    a = np.ascontiguousarray(data)
+    return (a.dtype.str, a.shape, hashlib.sha256(a.tobytes()).hexdigest())
 
 
 def fn_enum(act: str) -> str:
@@ -208,8 +215,10 @@ class Lowering:
         self._struct_syms: dict[tuple, str] = {}
 
     def const(self, graph: Graph, t: str) -> Buf:
+        """The flash array of constant t; constants with equal contents share one array (an
+        unrolled recurrent layer's weights are stored once, not once per time step)."""
         tensor = graph.tensors[t]
-        key = id(tensor.data)
+        key = content_key(tensor.data)
         if key not in self._const_syms:
             sym = f"{self.name}_{_symbol(t, self.used)}"
             self._const_syms[key] = sym

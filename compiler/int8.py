@@ -324,24 +324,25 @@ class Int8Builder:
 
 def lower_int8(graph: Graph, name: str):
     from .codegen import (Buf, ConstArray, Function, ModelSource, Program, Struct, _function,
-                          _symbol, _window_fields, c_float, c_int_array)
+                          _symbol, _window_fields, c_float, c_int_array, content_key)
     from .passes import alias_roots
 
     q = graph.int8
     used: set[str] = set()
     consts: list[ConstArray] = []
     structs: list[Struct] = []
-    syms: dict[str, str] = {}
+    syms: dict[tuple, str] = {}
     ctypes = {"int8": "int8_t", "int32": "int32_t"}
 
     def const(t: str) -> Buf:
-        if t not in syms:
-            tensor = graph.tensors[t]
+        tensor = graph.tensors[t]
+        key = content_key(tensor.data)
+        if key not in syms:
             sym = f"{name}_{_symbol(t, used)}"
-            syms[t] = sym
+            syms[key] = sym
             consts.append(ConstArray(ctypes[tensor.dtype], sym, tensor.size,
                                      c_int_array(tensor.data), f"{t} {list(tensor.shape)}"))
-        return Buf(syms[t])
+        return Buf(syms[key])
 
     def int_array(values, what: str) -> str:
         sym = f"{name}_{_symbol(what, used)}"

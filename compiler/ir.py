@@ -160,7 +160,13 @@ class Graph:
         return sum(self.tensors[t].size for t in self.outputs)
 
     def param_count(self) -> int:
-        return sum(t.size for t in self.tensors.values() if t.is_const)
+        """Constant values, counting constants with equal contents (shared weights) once."""
+        seen: dict[tuple, int] = {}
+        for t in self.tensors.values():
+            if t.is_const:
+                a = np.ascontiguousarray(t.data)
+                seen[(a.dtype.str, a.shape, hashlib.sha256(a.tobytes()).hexdigest())] = t.size
+        return sum(seen.values())
 
     def content_hash(self) -> str:
         """A stable hash of structure and weights (independent of where the file was read)."""

@@ -40,13 +40,22 @@ def _macs(graph: Graph, node) -> int:
 
 
 def layer_costs(graph: Graph) -> list[LayerCost]:
-    """One row per node: multiply-accumulates, parameters, their flash bytes, and the bytes of
-    the node's output buffer (0 when it lives in the caller's buffer or aliases its input)."""
+    """One row per node: multiply-accumulates, parameters, their flash bytes (weights shared by
+    several nodes, as in an unrolled recurrent layer, count at their first user), and the bytes
+    of the node's output buffer (0 when it lives in the caller's buffer or aliases its input)."""
+    from .codegen import content_key
+
     roots = alias_roots(graph)
     external = set(graph.inputs) | set(graph.outputs) | {s for pair in graph.states for s in pair}
     rows = []
+    seen: set[tuple] = set()
     for node in graph.nodes:
-        consts = [graph.tensors[t] for t in node.inputs if graph.tensors[t].is_const]
+        consts = []
+        for t in node.inputs:  # constants stored once (shared weights) count once
+            c = graph.tensors[t]
+            if c.is_const and content_key(c.data) not in seen:
+                seen.add(content_key(c.data))
+                consts.append(c)
         out = node.outputs[0]
         shared = roots[out] != out or out in external
         ram = 0 if shared else graph.tensors[out].size * _BYTES[graph.tensors[out].dtype]

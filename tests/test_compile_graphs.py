@@ -157,3 +157,21 @@ def test_jacobian_is_cheaper_than_finite_differences(tmp_path, shape):
     t_pred, t_jac = map(float, subprocess.run([str(exe)], capture_output=True, text=True,
                                               check=True).stdout.split())
     assert t_jac < (n_in + 1) * t_pred, (t_pred, t_jac)
+
+
+def test_unrolled_recurrent_weights_are_stored_once(tmp_path):
+    """The window length changes the code, not the flash taken by weights."""
+    import re
+
+    import keras
+
+    sizes = {}
+    for T in (4, 16):
+        m = keras.Sequential([keras.Input((T, 3)), keras.layers.LSTM(6), keras.layers.Dense(2)])
+        _randomise(m, 9)
+        m.save(tmp_path / f"l{T}.keras")
+        compile_model(tmp_path / f"l{T}.keras", tmp_path / f"o{T}", name="l")
+        c = (tmp_path / f"o{T}" / "l.c").read_text()
+        arrays = re.findall(r"static const float l_\w+\[(\d+)\]", c)
+        sizes[T] = (len(arrays), sum(map(int, arrays)))
+    assert sizes[4] == sizes[16]
