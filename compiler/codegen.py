@@ -89,6 +89,8 @@ def fn_enum(act: str) -> str:
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise CompileError(f"model name '{name}' is not a C identifier (letters, digits, _)")
+    if name.lower() == "nnmpc" or name.lower().startswith("nnmpc_"):
+        raise CompileError(f"model name '{name}' would clash with the runtime's nnmpc_* symbols")
     return name
 
 
