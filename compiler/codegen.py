@@ -422,7 +422,9 @@ class GraphLowering:
         if not self.has_t(x):
             return
         C = self.p.scratch(f"C:{i}", rows * n_in * self.M)
-        self.p.emit("nnmpc_dense_vjp", self.low.const(self.g, w), A, C, rows, n_out, n_in, self.M)
+        # nnmpc_nn.c's optimised kernel with the contract of nnmpc_dense_vjp (nnmpc_ops.h)
+        self.p.emit("nnmpc_dense_adjoint", self.low.const(self.g, w), A, C, rows, n_out, n_in,
+                    self.M)
         self.contribute(x, C, True)
 
     def vjp_conv(self, node, i, A) -> None:

@@ -152,3 +152,43 @@ def test_softmax_is_stable_for_large_inputs(exe):
     xr = x.reshape(-1, 4).astype(np.float64)
     e = np.exp(xr - xr.max(1, keepdims=True))
     assert np.max(np.abs(y.reshape(-1, 4) - e / e.sum(1, keepdims=True))) < 1e-6
+
+
+VJP_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "nnmpc_ops.h"
+/* argv: rows n_out n_in m; stdin: W, G; stdout: A from nnmpc_dense_vjp, then nnmpc_dense_adjoint */
+int main(int argc, char **argv)
+{
+    static float W[4096], G[4096], A1[4096], A2[4096];
+    int rows = atoi(argv[1]), n_out = atoi(argv[2]), n_in = atoi(argv[3]), m = atoi(argv[4]);
+    (void)argc;
+    if (fread(W, sizeof(float), (size_t)(n_out * n_in), stdin) != (size_t)(n_out * n_in)) return 1;
+    if (fread(G, sizeof(float), (size_t)(rows * n_out * m), stdin) != (size_t)(rows * n_out * m)) return 1;
+    nnmpc_dense_vjp(W, G, A1, rows, n_out, n_in, m);
+    nnmpc_dense_adjoint(W, G, A2, rows, n_out, n_in, m);
+    fwrite(A1, sizeof(float), (size_t)(rows * n_in * m), stdout);
+    fwrite(A2, sizeof(float), (size_t)(rows * n_in * m), stdout);
+    return 0;
+}
+"""
+
+
+def test_reference_and_optimised_dense_adjoints_agree(tmp_path):
+    """nnmpc_dense_vjp (reference, nnmpc_ops.h) and nnmpc_dense_adjoint (nnmpc_nn.c, used by the
+    generated reverse mode) on shapes around their 4 x 4 blocks, with zero rows (relu off)."""
+    (tmp_path / "v.c").write_text(VJP_HARNESS)
+    exe = tmp_path / "v"
+    subprocess.run(["cc", *HOST_CFLAGS, f"-I{RUNTIME_DIR}", str(tmp_path / "v.c"),
+                    str(RUNTIME_DIR / "nnmpc_nn.c"), "-o", str(exe)], check=True, capture_output=True)
+    rng = np.random.default_rng(2)
+    for rows, n_out, n_in, m in [(1, 7, 5, 3), (1, 8, 8, 4), (2, 9, 6, 5), (3, 4, 13, 1), (1, 16, 3, 8)]:
+        W = rng.normal(size=(n_out, n_in)).astype(np.float32)
+        G = rng.normal(size=(rows, n_out, m)).astype(np.float32)
+        G[:, ::3] = 0.0
+        r = subprocess.run([str(exe), str(rows), str(n_out), str(n_in), str(m)],
+                           input=W.tobytes() + G.tobytes(), capture_output=True, check=True).stdout
+        a = np.frombuffer(r, np.float32).reshape(2, rows, n_in, m)
+        ref = np.einsum("oi,rom->rim", W.astype(np.float64), G.astype(np.float64))
+        assert np.abs(a[0] - ref).max() < 1e-5 and np.abs(a[1] - ref).max() < 1e-5
