@@ -1,7 +1,8 @@
 """`nnmpc demo`: the whole path once, for real.
 
 Train a forward-kinematics MLP for the 2-link arm, compile it to C, build Cortex-M4F firmware,
-run it in QEMU, query it over serial and compare every answer with TensorFlow.
+run it in QEMU, query it over serial and compare every answer with TensorFlow; then close the
+loop: the firmware's Newton MPC inverts the same net to make the simulated arm trace a circle.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class DemoResult:
     rtt_ms_median: float
     rtt_ms_p95: float
     queries: int
+    loop: dict | None = None       # closed-loop summary (Newton MPC), if run
+    loop_pid: dict | None = None   # the same reference under the PID baseline
+    loop_plot: Path | None = None
 
 
 def fk_dataset(plant, n: int, rng: np.random.Generator):
@@ -43,12 +47,12 @@ def fk_dataset(plant, n: int, rng: np.random.Generator):
 
 
 def run_demo(out: Path, board_name: str = "qemu-m4f", samples: int = 4000, queries: int = 1000,
-             epochs: int = 150, seed: int = 0) -> DemoResult:
+             epochs: int = 150, seed: int = 0, closed_loop: bool = True) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     board = load_board(board_name)
     plant = get_plant("arm2")
     rng = np.random.default_rng(seed)
-    total = 5
+    total = 6 if closed_loop else 5
 
     step(1, total, f"simulating {plant.description} ({samples} samples)")
     u, y = fk_dataset(plant, samples, rng)
@@ -95,6 +99,22 @@ def run_demo(out: Path, board_name: str = "qemu-m4f", samples: int = 4000, queri
     y_dev = np.array(y_dev)
     err = np.abs(y_dev - y_tf)
     rtt = np.array(rtts) * 1e3
+    loop = loop_pid = loop_plot = None
+    if closed_loop:
+        from .run import run_on_board
+
+        step(6, total, "closing the loop: Newton MPC on the device inverts the net to trace a "
+                       "circle with the simulated arm (hardware-in-the-loop over serial)")
+        quiet = lambda *a, **k: None  # noqa: E731
+        runs = {}
+        for ctrl in ("nr", "pid"):
+            r = run_on_board("arm2", ctrl, "sine", model=str(out / "model"), board_name=board_name,
+                             work=out / "run", log_path=out / f"arm2_{ctrl}.csv", seed=seed,
+                             log=quiet)
+            runs[ctrl] = r
+            print(f"      {ctrl:>3}: path error RMS {r.summary['path_error_rms']:.3f} mm, max "
+                  f"{r.summary['path_error_max']:.3f} mm over {r.summary['periods']} periods")
+        loop, loop_pid, loop_plot = runs["nr"].summary, runs["pid"].summary, runs["nr"].png
     return DemoResult(
         max_abs_err=float(err.max()),
         # Float32 rounding scales with the magnitude of the terms summed, not with |y| (raw-unit
@@ -104,7 +124,7 @@ def run_demo(out: Path, board_name: str = "qemu-m4f", samples: int = 4000, queri
         jac_max_err=float((np.abs(jac_dev - keras_jac) / (1.0 + np.abs(keras_jac))).max()),
         val_rmse_mm=res.val_rmse, flash=img.size.flash, ram=img.size.ram,
         rtt_ms_median=float(np.median(rtt)), rtt_ms_p95=float(np.percentile(rtt, 95)),
-        queries=len(x_q),
+        queries=len(x_q), loop=loop, loop_pid=loop_pid, loop_plot=loop_plot,
     )
 
 
@@ -133,3 +153,12 @@ def print_summary(r: DemoResult, board_name: str = "qemu-m4f") -> None:
     print(f"  RAM                  {r.ram:>7} B of {board.ram_bytes} B "
           f"({100 * r.ram / board.ram_bytes:.2f} %, 8 KB of it stack)")
     print(f"  serial round trip    {r.rtt_ms_median:.2f} ms median, {r.rtt_ms_p95:.2f} ms p95")
+    if r.loop is not None:
+        st = ", ".join(f"{k} {v}" for k, v in r.loop["status_counts"].items())
+        print("Closed loop (Newton MPC on the device, arm simulated on the host, 100 Hz)")
+        print(f"  path error           {r.loop['path_error_rms']:.3f} mm RMS, "
+              f"{r.loop['path_error_max']:.3f} mm max  (PID on the same circle: "
+              f"{r.loop_pid['path_error_rms']:.3f} mm RMS)")
+        print(f"  solver               {r.loop['iterations_mean']} iterations mean, "
+              f"{r.loop['iterations_max']} max; {st}; {r.loop['lost_frames']} frames lost")
+        print(f"  plot                 {r.loop_plot}")
