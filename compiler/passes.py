@@ -221,22 +221,3 @@ def alias_roots(graph: Graph) -> dict[str, str]:
         else:
             root[dst] = src
     return {t: find(t) for t in graph.tensors}
-
-
-def plan_memory(graph: Graph) -> MemoryPlan:
-    """Place every intermediate value of ``predict`` in one arena, reusing space by liveness.
-
-    Graph inputs and outputs live in the caller's buffers, states in their own static buffer,
-    constants in flash; reshapes share their input's buffer.
-    """
-    roots = alias_roots(graph)
-    external = {roots[t] for t in _protected(graph)}
-    iv: dict[str, tuple[int, int, int]] = {}
-    for i, node in enumerate(graph.nodes):
-        for t in node.inputs + node.outputs:
-            r = roots[t]
-            if r in external or graph.tensors[r].is_const:
-                continue
-            size, f, _ = iv.get(r, (graph.tensors[r].size, i, i))
-            iv[r] = (size, f, i)
-    return place(iv)
