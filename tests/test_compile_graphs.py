@@ -175,3 +175,23 @@ def test_unrolled_recurrent_weights_are_stored_once(tmp_path):
         arrays = re.findall(r"static const float l_\w+\[(\d+)\]", c)
         sizes[T] = (len(arrays), sum(map(int, arrays)))
     assert sizes[4] == sizes[16]
+
+
+def test_output_is_byte_identical_across_processes(tmp_path):
+    """Two processes with different hash seeds write the same bytes (no set or dict order,
+    address or time leaks into the files)."""
+    import os
+    import subprocess
+    import sys
+
+    from zoo import onnx_nchw_cnn
+
+    onnx_nchw_cnn(tmp_path / "cnn.onnx")
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"out{seed}"
+        subprocess.run([sys.executable, "-m", "nnmpc.host.cli", "compile", str(tmp_path / "cnn.onnx"),
+                        "-o", str(out)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outs[0] == outs[1] and len(outs[0]) == 6
