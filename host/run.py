@@ -55,6 +55,8 @@ class PlantSetup:
     sine_offset: tuple[float, ...] = ()
     sine_hz: float = 0.25
     circle: bool = False              # sine: the tracked pair moves on a circle
+    lag: bool = False                 # fk nets: model the plant's output lag (identified from
+                                      # a step response) around the quasi-static net
 
 
 SETUPS: dict[str, PlantSetup] = {
@@ -66,15 +68,19 @@ SETUPS: dict[str, PlantSetup] = {
                       bias_gain=0.3, max_iter=1, duration=8.0,
                       step_levels=((0.0,), (40.0,), (-30.0,), (20.0,)),
                       sine_amp=(30.0,), sine_offset=(0.0,), sine_hz=0.5),
-    # Tendon segment: quasi-static inversion of the forward-kinematics net (the paper's use).
+    # Tendon segment: inversion of the forward-kinematics net (the paper's use) through the
+    # segment's identified output lag (0.1 s), over 3 periods with one held move.
     "tendon": PlantSetup(kind="fk", tracked=(0, 1), hidden=(32, 32), samples=4000, epochs=200,
+                         lag=True, horizon=3, moves=1,
                          q=(1.0, 1.0, 0.0), r=1e-3, s=1e-3, bias_gain=0.2, max_iter=8,
                          duration=10.0,
                          step_levels=((0.0, 0.0), (25.0, 10.0), (-15.0, 20.0), (5.0, -25.0)),
                          sine_amp=(25.0, 25.0), sine_offset=(0.0, 0.0), sine_hz=0.1,
                          circle=True),
+    # 2-link arm: the same through the servo lag (50 ms), 5 periods, 2 moves.
     "arm2": PlantSetup(kind="fk", tracked=(0, 1), hidden=(32, 32), samples=3000, epochs=150,
-                       q=(1.0, 1.0), r=1e-4, s=0.0, bias_gain=0.05, max_iter=8, duration=6.0,
+                       lag=True, horizon=5, moves=2,
+                       q=(1.0, 1.0), r=1e-4, s=0.0, bias_gain=0.2, max_iter=8, duration=6.0,
                        step_levels=((250.0, 100.0), (150.0, 200.0), (200.0, -50.0)),
                        sine_amp=(40.0, 40.0), sine_offset=(200.0, 100.0), sine_hz=0.2,
                        circle=True),
@@ -89,6 +95,51 @@ VARIANTS: dict[str, dict[str, PlantSetup]] = {
                                samples=8000, epochs=150, horizon=5, moves=2, max_iter=1,
                                bias_gain=0.3)},
 }
+
+
+def output_lag(plant: Plant, u0=None) -> float:
+    """The plant's output lag as a first-order pole per period, identified from a small
+    noise-free step response at ``u0`` (default: the middle of the input range): the time
+    the output takes to cover 63 % of the step is the time constant."""
+    u0 = 0.5 * (plant.u_low + plant.u_high) if u0 is None else np.asarray(u0, float)
+    u1 = plant.clip(u0 + 0.05 * (plant.u_high - plant.u_low))
+    x = plant.steady_state(u0[None])[0]
+    y0, y1 = plant.h(x, u0), plant.forward_kinematics(u1)
+    span = np.linalg.norm(y1 - y0)
+    ys = []
+    for _ in range(int(5.0 / plant.dt)):
+        x = plant.step(x, u1)
+        ys.append(np.dot(plant.h(x, u1) - y0, y1 - y0) / max(span ** 2, 1e-12))
+        if ys[-1] >= 1 - np.exp(-1.0):
+            break
+    # linear interpolation of the crossing between the last two samples
+    k, prev = len(ys), (ys[-2] if len(ys) > 1 else 0.0)
+    frac = (1 - np.exp(-1.0) - prev) / max(ys[-1] - prev, 1e-12)
+    tau = (k - 1 + frac) * plant.dt
+    return float(np.exp(-plant.dt / tau))
+
+
+def start_input(plant: Plant, ref0: np.ndarray, u_guess, tracked) -> np.ndarray:
+    """An input whose steady state puts the tracked outputs at ``ref0`` (the reference's
+    first point), by Gauss-Newton on the plant's quasi-static map from ``u_guess``;
+    ``u_guess`` itself if it already does (within 0.01 % of the output range)."""
+    tr = list(tracked)
+    u = plant.clip(u_guess)
+    scale = plant.y_high[tr] - plant.y_low[tr]
+    m = len(u)
+    for _ in range(30):
+        e = plant.forward_kinematics(u)[tr] - ref0[tr]
+        if np.all(np.abs(e) <= 1e-4 * scale):
+            break
+        J = np.zeros((len(tr), m))
+        for a in range(m):
+            h = 1e-4 * (plant.u_high[a] - plant.u_low[a])
+            d = np.eye(m)[a] * h
+            J[:, a] = (plant.forward_kinematics(u + d)[tr] - plant.forward_kinematics(u - d)[tr]) \
+                / (2 * h)
+        du = np.linalg.lstsq(J, -e, rcond=None)[0]
+        u = plant.clip(u + du)
+    return u
 
 
 def setup_for(plant: Plant, kind: str | None = None) -> PlantSetup:
@@ -239,11 +290,13 @@ def train_default(plant: Plant, out: Path, seed: int = 0,
 
 
 # -- PID tuning -------------------------------------------------------------------------------
-def pid_mix(plant: Plant, tracked: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Input bias (middle of the range) and the m x p mixing matrix: the pseudo-inverse of the
-    quasi-static gain d y_tracked / d u at the bias point (central differences on the plant)."""
+def pid_mix(plant: Plant, tracked: tuple[int, ...],
+            u0=None) -> tuple[np.ndarray, np.ndarray]:
+    """Input bias (``u0``: the input the run starts from; default the middle of the range) and
+    the m x p mixing matrix: the pseudo-inverse of the quasi-static gain d y_tracked / d u at
+    the bias point (central differences on the plant)."""
     p, m = len(plant.outputs), len(plant.inputs)
-    u0 = 0.5 * (plant.u_low + plant.u_high)
+    u0 = 0.5 * (plant.u_low + plant.u_high) if u0 is None else np.asarray(u0, float)
     G = np.zeros((p, m))
     for a in range(m):
         h = 1e-3 * (plant.u_high[a] - plant.u_low[a])
@@ -286,11 +339,12 @@ def simulate_pid(plant: Plant, refs: np.ndarray, gains: np.ndarray, u_bias, mix,
     return np.sqrt(err2 / (T * len(tracked)))
 
 
-def tune_pid(plant: Plant, refs: np.ndarray) -> dict:
+def tune_pid(plant: Plant, refs: np.ndarray, u0=None) -> dict:
     """Grid search of (kp, ki, kd) on the plant model for the given reference, then a finer
-    grid around the best; gains are discrete (per period), as the firmware uses them."""
+    grid around the best; gains are discrete (per period), as the firmware uses them. The
+    plant starts at rest under ``u0`` (the PID's bias; default the middle of the range)."""
     st = setup_for(plant)
-    u_bias, mix = pid_mix(plant, st.tracked)
+    u_bias, mix = pid_mix(plant, st.tracked, u0)
     best = None
     kp_g, ki_g, kd_g = np.geomspace(0.05, 20, 12), np.concatenate([[0], np.geomspace(1e-3, 1, 10)]), \
         np.concatenate([[0], np.geomspace(0.05, 50, 10)])
@@ -310,6 +364,13 @@ def tune_pid(plant: Plant, refs: np.ndarray) -> dict:
 
 
 # -- device settings --------------------------------------------------------------------------
+def default_u_init(plant: Plant, kind: str) -> np.ndarray:
+    """The input a run starts from without a reference: mid-range for quasi-static nets,
+    0 (clipped) for dynamic ones."""
+    u_mid = 0.5 * (plant.u_low + plant.u_high)
+    return u_mid if kind == "fk" else plant.clip(np.zeros(len(plant.inputs)))
+
+
 def _pad(values, n=CH, fill=0.0) -> list[float]:
     v = [float(x) for x in values][:n]
     return v + [fill] * (n - len(v))
@@ -318,18 +379,23 @@ def _pad(values, n=CH, fill=0.0) -> list[float]:
 def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host",
              period_us: int = 0, pid: dict | None = None, budget_us: int = 0,
              horizon: int | None = None, moves: int | None = None,
-             max_iter: int | None = None) -> list:
+             max_iter: int | None = None, u_init=None) -> list:
     """The settings messages for one run, in the order the device takes them."""
     st = setup_for(plant, net.kind)
     p, m = len(plant.outputs), len(plant.inputs)
     if controller not in CONTROLLERS:
         raise NnmpcError(f"unknown controller '{controller}' (known: {', '.join(CONTROLLERS)})")
-    if net.kind == "fk":
+    # A forward-kinematics net alone is inverted one period ahead (N = Nc = 1); with the
+    # plant's output lag modelled around it, it predicts over the setup's horizon.
+    lag = output_lag(plant) if (net.kind == "fk" and st.lag) else 0.0
+    if net.kind == "fk" and not st.lag:
         N = Nc = 1
     else:
         N = horizon or st.horizon
         Nc = min(moves or st.moves, N)
     u_mid = 0.5 * (plant.u_low + plant.u_high)
+    if u_init is None:
+        u_init = default_u_init(plant, net.kind)
     msgs = [
         M.ConfigRequest(controller=CONTROLLERS[controller], source=0 if source == "host" else 1,
                         p=p, m=m, na=net.na, nb=net.nb, horizon=N, moves=Nc,
@@ -338,10 +404,9 @@ def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host
                         fd_eps=float(1e-3 * np.max(plant.u_high - plant.u_low))),
         M.WeightsRequest(q=_pad(st.q or [1.0] * p), r=_pad([st.r] * m), s=_pad([st.s] * m),
                          u_nom=_pad(u_mid), bias_gain=st.bias_gain, tol_step=1e-4,
-                         lambda0=1e-3),
+                         lambda0=1e-3, lag=lag),
         M.LimitsRequest(u_lo=_pad(plant.u_low), u_hi=_pad(plant.u_high),
-                        u_init=_pad(u_mid if net.kind == "fk" else np.clip(0, plant.u_low,
-                                                                            plant.u_high))),
+                        u_init=_pad(plant.clip(u_init))),
     ]
     if pid is not None:
         mix = np.zeros((CH, CH))
@@ -577,9 +642,11 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
                          "board's port, or an emulated board")
     net, img = built or build_for(plant, model, board_name, work, seed, log, kind=net_kind)
     refs = reference(plant, reference_kind, duration)
-    pid = tune_pid(plant, refs) if controller == "pid" else None
+    # Every controller starts with the plant at rest at the reference's first point.
+    u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
+    pid = tune_pid(plant, refs, u0) if controller == "pid" else None
     period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
-    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid)
+    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid, u_init=u0)
     with QemuBoard(img.elf, board) as port:
         client = DeviceClient(port, timeout=10.0)
         client.hello()

@@ -100,7 +100,8 @@ int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
         }
     }
     if (!(m->bias_gain >= 0.0f && m->bias_gain <= 1.0f) || !(m->tol_step >= 0.0f) ||
-        !finite(m->tol_step) || !(m->lambda0 >= 0.0f) || !finite(m->lambda0)) {
+        !finite(m->tol_step) || !(m->lambda0 >= 0.0f) || !finite(m->lambda0) ||
+        !(m->lag >= 0.0f && m->lag < 1.0f)) {
         return NNMPC_ERR_BAD_VALUE;
     }
     for (i = 0; i < NNMPC_MAX_Y; ++i) {
@@ -114,6 +115,7 @@ int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
     c->mpc_cfg.bias_gain = m->bias_gain;
     c->mpc_cfg.tol_step = m->tol_step;
     c->mpc_cfg.lambda0 = m->lambda0;
+    c->mpc_cfg.lag = m->lag;
     return 0;
 }
 
@@ -286,6 +288,12 @@ static void pid_period(nnmpc_control_t *c, const float *y, const float *r)
     const nnmpc_pid_req_t *g = &c->pid;
     float v[NNMPC_CH], u[NNMPC_CH];
     int i, a, sat = 0;
+    if (c->k == 0) {
+        /* No derivative kick: the first measurement is its own predecessor. */
+        for (i = 0; i < p; ++i) {
+            c->y_prev[i] = y[i];
+        }
+    }
     for (i = 0; i < p; ++i) {
         const float e = r[i] - y[i];
         v[i] = g->kp[i] * e + c->integ[i] + g->ki[i] * e - g->kd[i] * (y[i] - c->y_prev[i]);

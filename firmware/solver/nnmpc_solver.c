@@ -31,6 +31,12 @@ static float clampf(float v, float lo, float hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* A net without output lags and one input lag: y = f(u), optionally through the output lag. */
+static int static_net(const nnmpc_mpc_config_t *c)
+{
+    return c->na == 0 && c->nb == 1;
+}
+
 void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
 {
     int i;
@@ -72,6 +78,9 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
         return 0;
     }
     if (!net->predict || !net->predict_jacobian || c->max_iter < 1) {
+        return 0;
+    }
+    if (!(c->lag >= 0.0f && c->lag < 1.0f) || (c->lag != 0.0f && !static_net(c))) {
         return 0;
     }
     for (a = 0; a < c->m; ++a) {
@@ -127,6 +136,10 @@ void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0)
         }
     }
     memset(s->d, 0, sizeof(s->d));
+    for (a = 0; a < c->p; ++a) {
+        s->xm[a] = y0[a];
+        s->f0[a] = y0[a];
+    }
     s->have_pred = 0;
     s->lambda = c->lambda0;
 }
@@ -167,6 +180,68 @@ static void build_z(nnmpc_mpc_t *s, int j, const float *U)
     }
 }
 
+/* Cost of the moves (delta u and regularisation). */
+static float move_cost(const nnmpc_mpc_t *s, const float *U)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int m = c->m;
+    float cost = 0.0f;
+    int i, a;
+    for (i = 0; i < c->moves; ++i) {
+        for (a = 0; a < m; ++a) {
+            const float u = U[i * m + a];
+            const float du = u - (i ? U[(i - 1) * m + a] : s->uh[0][a]);
+            const float dn = u - c->u_nom[a];
+            cost += c->r[a] * du * du + c->s[a] * dn * dn;
+        }
+    }
+    return cost;
+}
+
+/* Rollout of a static net y = f(u) (na = 0, nb = 1) through the first-order output lag:
+ *     yhat[j] = lag * yhat[j-1] + (1 - lag) * (f(U_i) + d),   yhat[-1] = xm + d,
+ * i = min(j, Nc - 1). The net is called once per move (Jn then holds that move's Jacobian,
+ * which the held tail keeps using); S[j] = lag * S[j-1] + (1 - lag) J_i E_i. */
+static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, m = c->m, n = m * c->moves;
+    const float lag = c->lag, w = 1.0f - lag;
+    float fq[NNMPC_MAX_Y];
+    float cost = 0.0f;
+    int j, a, b, i;
+    for (j = 0; j < c->horizon; ++j) {
+        if (j < c->moves) {
+            build_z(s, j, U);
+            if (jac) {
+                s->net.predict_jacobian(s->z, fq, s->Jn);
+            } else {
+                s->net.predict(s->z, fq);
+            }
+            s->evaluations++;
+            if (j == 0) {
+                memcpy(s->f0, fq, sizeof(float) * (size_t)p);
+            }
+        }
+        i = j < c->moves ? j : c->moves - 1;
+        for (a = 0; a < p; ++a) {
+            const float prev = j ? s->yhat[j - 1][a] : s->xm[a] + s->d[a];
+            const float e = (s->yhat[j][a] = lag * prev + w * (fq[a] + s->d[a])) - s->ref[j][a];
+            cost += c->q[a] * e * e;
+            if (jac) {
+                float *row = s->S[j][a];
+                for (b = 0; b < n; ++b) {
+                    row[b] = j ? lag * s->S[j - 1][a][b] : 0.0f;
+                }
+                for (b = 0; b < m; ++b) {
+                    row[i * m + b] += w * s->Jn[a * m + b];
+                }
+            }
+        }
+    }
+    return cost + move_cost(s, U);
+}
+
 /* Roll the net over the horizon from U; with jac, also the sensitivities S. Returns the cost. */
 static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
 {
@@ -174,6 +249,9 @@ static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
     const int p = c->p, m = c->m, nz = s->net.n_in, n = m * c->moves;
     float cost = 0.0f;
     int j, l, a, b, i, t;
+    if (static_net(c)) {
+        return rollout_static(s, U, jac);
+    }
     for (j = 0; j < c->horizon; ++j) {
         build_z(s, j, U);
         if (jac) {
@@ -223,15 +301,7 @@ static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
             cost += c->q[a] * e * e;
         }
     }
-    for (i = 0; i < c->moves; ++i) {
-        for (a = 0; a < m; ++a) {
-            const float u = U[i * m + a];
-            const float du = u - (i ? U[(i - 1) * m + a] : s->uh[0][a]);
-            const float dn = u - c->u_nom[a];
-            cost += c->r[a] * du * du + c->s[a] * dn * dn;
-        }
-    }
-    return cost;
+    return cost + move_cost(s, U);
 }
 
 float nnmpc_mpc_cost(nnmpc_mpc_t *s, const float *U)
@@ -335,7 +405,8 @@ static void keep_prediction(nnmpc_mpc_t *s)
 {
     int a;
     for (a = 0; a < s->cfg.p; ++a) {
-        s->y_pred[a] = s->yhat[0][a] - s->d[a]; /* the net's own one-step prediction */
+        /* the net's own one-step prediction */
+        s->y_pred[a] = static_net(&s->cfg) ? s->f0[a] : s->yhat[0][a] - s->d[a];
     }
 }
 
@@ -528,9 +599,18 @@ static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
             return 0;
         }
     }
+    if (static_net(c)) {
+        /* The lag model follows the net's output for the applied input (lag 0: xm = y_pred);
+         * without a prediction it restarts from the measurement. */
+        for (a = 0; a < c->p; ++a) {
+            s->xm[a] = s->have_pred ? c->lag * s->xm[a] + (1.0f - c->lag) * s->y_pred[a]
+                                    : y_meas[a] - s->d[a];
+        }
+    }
     if (s->have_pred && c->bias_gain > 0.0f) {
         for (a = 0; a < c->p; ++a) {
-            s->d[a] += c->bias_gain * (y_meas[a] - s->y_pred[a] - s->d[a]);
+            const float model = static_net(c) ? s->xm[a] : s->y_pred[a];
+            s->d[a] += c->bias_gain * (y_meas[a] - model - s->d[a]);
         }
     }
     for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {

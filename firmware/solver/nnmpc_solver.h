@@ -8,6 +8,11 @@
  *     y[k+1] = f(z),  z = [y[k], y[k-1], .. y[k-na+1],  u[k], u[k-1], .. u[k-nb+1]]
  * (p outputs, m inputs; z has na*p + nb*m entries; J is row-major p x nz).
  *   - quasi-static inversion (mode a): na = 0, nb = 1, N = Nc = 1: y = f(u), solve f(u) = r.
+ *     (N and Nc may be larger with na = 0: the held input sees the same f.)
+ *     With a first-order output lag (pole `lag` per period) the quasi-static net becomes a
+ *     dynamic model: yhat[j+1] = lag*yhat[j] + (1-lag)*(f(u[k+j]) + d), from the lag
+ *     model's current output; horizon N and moves Nc then apply as in mode (b) and cost Nc
+ *     net calls per rollout (the input, hence f, only changes with the moves).
  *   - receding-horizon MPC (mode b): na >= 0, nb >= 1, horizon N <= NNMPC_MAX_N steps,
  *     Nc <= N free moves (u is held at u[Nc-1] after them).
  * Cost over the decision vector U = [u[k] .. u[k+Nc-1]] (m*Nc entries):
@@ -80,6 +85,8 @@ typedef struct {
     float u_nom[NNMPC_MAX_U];
     float u_lo[NNMPC_MAX_U], u_hi[NNMPC_MAX_U];
     float bias_gain;        /* 0: no disturbance estimate; 1: d = last one-step error */
+    float lag;              /* na = 0 only: pole in [0, 1) of a first-order output lag per
+                             * period around the quasi-static net (0: none, y = f(u) + d) */
     uint16_t max_iter;
     float tol_step;         /* stop when max |step| < tol_step (input units) */
     float tol_cost;         /* ... or the relative cost decrease < tol_cost */
@@ -99,6 +106,8 @@ typedef struct {
     float ref[NNMPC_MAX_N][NNMPC_MAX_Y];   /* r[k+1 .. k+N] */
     float d[NNMPC_MAX_Y];                  /* output disturbance estimate */
     float y_pred[NNMPC_MAX_Y];             /* the net's one-step prediction (without d) */
+    float xm[NNMPC_MAX_Y];                 /* na = 0: the lag model's output (without d) */
+    float f0[NNMPC_MAX_Y];                 /* na = 0: the net's output for the first move */
     int have_pred;
     /* Decision vector (warm-started by shifting) and workspace. */
     float U[NNMPC_MAX_DEC];
