@@ -74,9 +74,9 @@ def format_report(graph: Graph, name: str = "model") -> str:
     head = f"{'layer':<28} {'op':<10} {'MACs':>9} {'params':>8} {'flash B':>9} {'RAM B':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        name = r.name.split(";")[0]
-        name = name if len(name) <= 28 else "..." + name[-25:]  # the most specific end
-        lines.append(f"{name:<28} {r.op:<10} {r.macs:>9} {r.params:>8} "
+        label = r.name.split(";")[0]
+        label = label if len(label) <= 28 else "..." + label[-25:]  # the most specific end
+        lines.append(f"{label:<28} {r.op:<10} {r.macs:>9} {r.params:>8} "
                      f"{r.flash_bytes:>9} {r.ram_bytes:>8}")
     lines.append("-" * len(head))
     lines.append(f"{'total':<28} {'':<10} {sum(r.macs for r in rows):>9} "
