@@ -3,9 +3,10 @@
     .venv/bin/python bench/mpc_bench.py [--out bench] [--periods 300] [--quick]
 
 1. Tracking: ``nnmpc run`` on the emulated board (QEMU mps2-an386, hardware-in-the-loop in
-   lock-step, sensor noise on) for the mass-spring-damper (step, sine) and the tendon segment
-   (step, circle), with nr / pid / fd; the plant's default net (trained and cached in
-   build/run). Errors are on the noise-free plant output.
+   lock-step, sensor noise on) for the mass-spring-damper (step, sine), the tendon segment
+   (step, circle) and the 2-link arm (circle), with nr / pid / fd; the plant's default net
+   (trained and cached in build/run). The plant starts at rest at the reference's first
+   point; errors are on the noise-free plant output, over the whole run.
 2. Cost per period on a Cortex-M4F: the *same firmware image* runs in the unicorn CPU
    emulator (host/cortexm_count.py) in a closed loop with the host plant; every byte of each
    SENSOR frame goes through ``nnmpc_app_on_byte`` and everything it executes is counted:
@@ -41,9 +42,10 @@ from nnmpc.host.plants import get_plant  # noqa: E402
 
 CLOCK_HZ = 168_000_000
 #: Images: name -> (plant, net kind (None: the plant's default)).
-IMAGES = {"msd": ("msd", None), "tendon": ("tendon", None), "tendon-narx": ("tendon", "narx")}
+IMAGES = {"msd": ("msd", None), "tendon": ("tendon", None), "tendon-narx": ("tendon", "narx"),
+          "arm2": ("arm2", None)}
 CASES = [("msd", "step"), ("msd", "sine"), ("tendon", "step"), ("tendon", "sine"),
-         ("tendon-narx", "step"), ("tendon-narx", "sine")]
+         ("tendon-narx", "step"), ("tendon-narx", "sine"), ("arm2", "sine")]
 CONTROLLERS = ("nr", "pid", "fd")
 
 
@@ -121,10 +123,12 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
     the solver's time budget on the emulated SysTick clock."""
     plant = get_plant(plant_name)
     refs = R.reference(plant, "step")[:periods]
-    pid = R.tune_pid(plant, refs) if controller == "pid" else None
+    u0 = R.start_input(plant, refs[0], R.default_u_init(plant, net.kind),
+                       R.setup_for(plant).tracked)
+    pid = R.tune_pid(plant, refs, u0) if controller == "pid" else None
     loop = UnicornLoop(img.elf)
     u_init = None
-    for msg in R.settings(plant, net, controller, pid=pid, budget_us=budget_us):
+    for msg in R.settings(plant, net, controller, pid=pid, budget_us=budget_us, u_init=u0):
         frames, _, _ = loop.send(msg.TYPE, msg.pack())
         if not frames or frames[-1].type != (msg.TYPE | P.REPLY):
             raise RuntimeError(f"{type(msg).__name__} refused: {frames}")
@@ -182,13 +186,18 @@ def markdown(res: dict) -> str:
          f"Made with `{res['command']}` ({res['date']}, {res['toolchain']}).", "",
          "Plants run on the host and exchange one SENSOR / TELEMETRY frame pair per period "
          "with the emulated Cortex-M4F (QEMU mps2-an386, lock-step hardware-in-the-loop, sensor "
-         "noise on). Errors are RMS over the whole run, on the noise-free plant output. "
+         "noise on). The plant starts at rest at the reference's first point (every "
+         "controller starts from the input that holds it there); errors are RMS over the whole "
+         "run, on the noise-free plant output. "
          "nr: Newton MPC (damped Gauss-Newton / LM on the net's exact Jacobian); pid: PID tuned "
          "by grid search on the plant model for the same reference; fd: one Newton step per "
          "period with central finite differences, a scalar Hessian and clipping (the reference "
          "implementation's scheme). tendon-narx: the tendon segment through a dynamic net "
          "(receding-horizon MPC) instead of the forward-kinematics net (quasi-static inversion, "
-         "the reference paper's use); the PID does not use a net, its tendon rows apply.", "",
+         "the reference paper's use); the PID does not use a net, its tendon rows apply. "
+         "Forward-kinematics nets (tendon, arm2) are inverted through the plant's output lag "
+         "(a first-order pole per period identified from a step response of the plant) over "
+         "a short horizon.", "",
          "## Tracking", "",
          "| plant | reference | controller | RMS error | path error RMS / max | iterations mean | nr's RMS / this RMS |",
          "|---|---|---|---:|---:|---:|---:|"]
@@ -203,7 +212,7 @@ def markdown(res: dict) -> str:
             ratio = "" if c == "nr" else f"{nr / s['tracking_rms']:.2f}x"
             L.append(f"| {plant} | {ref} | {c} | {s['tracking_rms']:.3f} {unit} | {pe} | "
                      f"{s['iterations_mean']} | {ratio} |")
-    L += ["", "Tendon path error: distance of the tip (x, y) to the reference path (the "
+    L += ["", "Path error (tendon, arm2): distance of the tip (x, y) to the reference path (the "
           "polyline through the reference points); the step reference's path includes the "
           "straight jumps between targets.", "",
           "## Cost per period on a Cortex-M4F (estimate)", "",
@@ -238,8 +247,8 @@ def markdown(res: dict) -> str:
         L.append(f"| {plant} ({res['nets'][plant]}) | {s['flash']:,} B | {s['ram_static']:,} B | "
                  f"{s['stack']:,} B | {used:,} B |")
     L += ["", "Targets: loop >= 1 kHz at 168 MHz (<= 168,000 cycles per period, everything "
-          "included); MSD step RMS <= 0.5x PID's; tendon path error <= 0.5 mm; firmware <= 32 KB "
-          "flash.", ""]
+          "included); MSD step RMS <= 0.5x PID's; tendon path error <= 0.5 mm; nr better than "
+          "the PID on the tendon and arm circles and tendon steps; firmware <= 32 KB flash.", ""]
     return "\n".join(L)
 
 
@@ -269,9 +278,12 @@ def main(argv=None) -> int:
         built[name] = R.build_for(get_plant(plant), None, "qemu-m4f", work, log=print, kind=kind)
         net, img = built[name]
         st = R.setup_for(get_plant(plant), net.kind)
+        lag = R.output_lag(get_plant(plant)) if (net.kind == "fk" and st.lag) else 0.0
         res["nets"][name] = (f"{net.kind} {'x'.join(map(str, st.hidden))} tanh, "
                              f"{net.n_in} in / {net.n_out} out"
-                             + (f", N={st.horizon}, Nc={st.moves}" if net.kind == "narx" else ""))
+                             + (f", lag {lag:.3f}" if lag else "")
+                             + (f", N={st.horizon}, Nc={st.moves}"
+                                if net.kind == "narx" or lag else ""))
         res["size"][name] = {"flash": img.size.flash, "ram_static": img.size.ram - img.size.stack,
                              "stack": img.size.stack}
     for name, ref in CASES:

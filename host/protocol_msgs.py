@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/protogen.py
-(generator 1, schema 67a7cbdce914243c). Do not edit: change the schema
+(generator 1, schema 7f31c466e1f132d8). Do not edit: change the schema
 and run ``python -m nnmpc.host.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 VERSION = 2
-SCHEMA_HASH = "67a7cbdce914243c"
+SCHEMA_HASH = "7f31c466e1f132d8"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -298,8 +298,8 @@ class WeightsRequest:
     """weights request: Cost weights: output error q, move r, input regularisation s towards u_nom."""
 
     TYPE: ClassVar[int] = 0x11
-    FORMAT: ClassVar[str] = "<4f4f4f4fffff"
-    FIXED_SIZE: ClassVar[int] = 80
+    FORMAT: ClassVar[str] = "<4f4f4f4ffffff"
+    FIXED_SIZE: ClassVar[int] = 84
     q: list = field(default_factory=lambda: [0] * 4)
     r: list = field(default_factory=lambda: [0] * 4)
     s: list = field(default_factory=lambda: [0] * 4)
@@ -308,9 +308,10 @@ class WeightsRequest:
     tol_step: float = 0.0
     lambda0: float = 0.0
     lag: float = 0.0  # quasi-static nets: first-order output lag pole per period in [0, 1), 0 = none
+    y_filter: float = 0.0  # dynamic nets: weight in [0, 1) of the model's prediction in the output lags, 0 = measured output
 
     def pack(self) -> bytes:
-        out = struct.pack(self.FORMAT, *_array(self.q, 4), *_array(self.r, 4), *_array(self.s, 4), *_array(self.u_nom, 4), self.bias_gain, self.tol_step, self.lambda0, self.lag)
+        out = struct.pack(self.FORMAT, *_array(self.q, 4), *_array(self.r, 4), *_array(self.s, 4), *_array(self.u_nom, 4), self.bias_gain, self.tol_step, self.lambda0, self.lag, self.y_filter)
         return out
 
     @classmethod
@@ -319,7 +320,7 @@ class WeightsRequest:
             raise ValueError(f"WeightsRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
-        return cls(q=list(v[0:4]), r=list(v[4:8]), s=list(v[8:12]), u_nom=list(v[12:16]), bias_gain=v[16], tol_step=v[17], lambda0=v[18], lag=v[19])
+        return cls(q=list(v[0:4]), r=list(v[4:8]), s=list(v[8:12]), u_nom=list(v[12:16]), bias_gain=v[16], tol_step=v[17], lambda0=v[18], lag=v[19], y_filter=v[20])
 
 
 @dataclass

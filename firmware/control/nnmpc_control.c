@@ -101,7 +101,7 @@ int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
     }
     if (!(m->bias_gain >= 0.0f && m->bias_gain <= 1.0f) || !(m->tol_step >= 0.0f) ||
         !finite(m->tol_step) || !(m->lambda0 >= 0.0f) || !finite(m->lambda0) ||
-        !(m->lag >= 0.0f && m->lag < 1.0f)) {
+        !(m->lag >= 0.0f && m->lag < 1.0f) || !(m->y_filter >= 0.0f && m->y_filter < 1.0f)) {
         return NNMPC_ERR_BAD_VALUE;
     }
     for (i = 0; i < NNMPC_MAX_Y; ++i) {
@@ -116,6 +116,7 @@ int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
     c->mpc_cfg.tol_step = m->tol_step;
     c->mpc_cfg.lambda0 = m->lambda0;
     c->mpc_cfg.lag = m->lag;
+    c->mpc_cfg.y_filter = m->y_filter;
     return 0;
 }
 

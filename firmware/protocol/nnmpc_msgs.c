@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/protogen.py
- * (generator 1, schema 67a7cbdce914243c). Do not edit. */
+ * (generator 1, schema 7f31c466e1f132d8). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -292,7 +292,7 @@ int nnmpc_config_req_unpack(nnmpc_config_req_t *m, const uint8_t *in, size_t len
 
 size_t nnmpc_weights_req_pack(const nnmpc_weights_req_t *m, uint8_t *out)
 {
-    size_t n = 80;
+    size_t n = 84;
     put_f32_array(out + 0, m->q, 4);
     put_f32_array(out + 16, m->r, 4);
     put_f32_array(out + 32, m->s, 4);
@@ -301,12 +301,13 @@ size_t nnmpc_weights_req_pack(const nnmpc_weights_req_t *m, uint8_t *out)
     put_f32(out + 68, m->tol_step);
     put_f32(out + 72, m->lambda0);
     put_f32(out + 76, m->lag);
+    put_f32(out + 80, m->y_filter);
     return n;
 }
 
 int nnmpc_weights_req_unpack(nnmpc_weights_req_t *m, const uint8_t *in, size_t len)
 {
-    if (len != 80) {
+    if (len != 84) {
         return -1;
     }
     get_f32_array(m->q, in + 0, 4);
@@ -317,6 +318,7 @@ int nnmpc_weights_req_unpack(nnmpc_weights_req_t *m, const uint8_t *in, size_t l
     m->tol_step = get_f32(in + 68);
     m->lambda0 = get_f32(in + 72);
     m->lag = get_f32(in + 76);
+    m->y_filter = get_f32(in + 80);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/protogen.py (generator 1, schema 67a7cbdce914243c). Do not edit:
+ * host/protogen.py (generator 1, schema 7f31c466e1f132d8). Do not edit:
  * change the schema and run `python -m nnmpc.host.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define NNMPC_MSGS_VERSION 2
-#define NNMPC_MSGS_SCHEMA_HASH "67a7cbdce914243c"
+#define NNMPC_MSGS_SCHEMA_HASH "7f31c466e1f132d8"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -137,7 +137,7 @@ typedef struct {
 size_t nnmpc_config_req_pack(const nnmpc_config_req_t *m, uint8_t *out);
 int nnmpc_config_req_unpack(nnmpc_config_req_t *m, const uint8_t *in, size_t len);
 
-/* weights request: type 0x11, 80 fixed bytes. */
+/* weights request: type 0x11, 84 fixed bytes. */
 typedef struct {
     float q[4];
     float r[4];
@@ -147,6 +147,7 @@ typedef struct {
     float tol_step;
     float lambda0;
     float lag; /* quasi-static nets: first-order output lag pole per period in [0, 1), 0 = none */
+    float y_filter; /* dynamic nets: weight in [0, 1) of the model's prediction in the output lags, 0 = measured output */
 } nnmpc_weights_req_t;
 size_t nnmpc_weights_req_pack(const nnmpc_weights_req_t *m, uint8_t *out);
 int nnmpc_weights_req_unpack(nnmpc_weights_req_t *m, const uint8_t *in, size_t len);

@@ -80,7 +80,8 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
     if (!net->predict || !net->predict_jacobian || c->max_iter < 1) {
         return 0;
     }
-    if (!(c->lag >= 0.0f && c->lag < 1.0f) || (c->lag != 0.0f && !static_net(c))) {
+    if (!(c->lag >= 0.0f && c->lag < 1.0f) || (c->lag != 0.0f && !static_net(c)) ||
+        !(c->y_filter >= 0.0f && c->y_filter < 1.0f)) {
         return 0;
     }
     for (a = 0; a < c->m; ++a) {
@@ -593,6 +594,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
 static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
+    float y_lag[NNMPC_MAX_Y];
     int l, a;
     for (a = 0; a < c->p; ++a) {
         if (!finite(y_meas[a])) {
@@ -607,6 +609,14 @@ static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
                                     : y_meas[a] - s->d[a];
         }
     }
+    for (a = 0; a < c->p; ++a) {
+        /* The output lag a dynamic net sees: the measurement, or with y_filter a blend with
+         * the corrected one-step prediction (less sensor noise in the rollout's start). */
+        y_lag[a] = y_meas[a];
+        if (s->have_pred && c->na > 0) {
+            y_lag[a] += c->y_filter * (s->y_pred[a] + s->d[a] - y_meas[a]);
+        }
+    }
     if (s->have_pred && c->bias_gain > 0.0f) {
         for (a = 0; a < c->p; ++a) {
             const float model = static_net(c) ? s->xm[a] : s->y_pred[a];
@@ -616,7 +626,7 @@ static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
     for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
         memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
     }
-    memcpy(s->yh[0], y_meas, sizeof(float) * c->p);
+    memcpy(s->yh[0], y_lag, sizeof(float) * c->p);
     return 1;
 }
 

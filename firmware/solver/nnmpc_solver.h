@@ -87,6 +87,8 @@ typedef struct {
     float bias_gain;        /* 0: no disturbance estimate; 1: d = last one-step error */
     float lag;              /* na = 0 only: pole in [0, 1) of a first-order output lag per
                              * period around the quasi-static net (0: none, y = f(u) + d) */
+    float y_filter;         /* na > 0: the output lags are y + y_filter * (yp - y), yp the
+                             * corrected one-step prediction (0: the measurement as is) */
     uint16_t max_iter;
     float tol_step;         /* stop when max |step| < tol_step (input units) */
     float tol_cost;         /* ... or the relative cost decrease < tol_cost */
