@@ -137,6 +137,10 @@ int main(void)
             memcpy(cfg.u_hi, v, sizeof(float) * (size_t)k);
         } else if (!strcmp(cmd, "bias")) {
             cfg.bias_gain = v[0];
+        } else if (!strcmp(cmd, "lag")) {
+            cfg.lag = v[0];
+        } else if (!strcmp(cmd, "yfilter")) {
+            cfg.y_filter = v[0];
         } else if (!strcmp(cmd, "iter")) {
             cfg.max_iter = (uint16_t)v[0];
             cfg.tol_step = v[1];

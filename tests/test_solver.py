@@ -217,6 +217,93 @@ def test_two_input_two_output_mpc_tracks_in_closed_loop(harness):
     np.testing.assert_allclose(ys[-1], [0.5, -0.3], atol=2e-3)
 
 
+def test_quasi_static_net_through_an_output_lag_is_a_dynamic_model(harness):
+    # yhat[j] = a yhat[j-1] + (1-a)(f(U_i) + d) from the lag model's output (y0 after a
+    # reset): cost against numpy, one net call per move, and a stationary solution.
+    a, N, Nc = 0.8, 6, 2
+    y0 = np.array([0.3, -0.2])
+    ref = np.array([[0.9, 0.4]] * N)
+    refs = "\n".join(f"ref {j + 1} {ref[j, 0]} {ref[j, 1]}" for j in range(N))
+    head = f"""model 0
+dims 2 2 0 1 {N} {Nc}
+q 1 1
+r 0.01 0.01
+lag {a}
+iter 50 1e-7 0
+lo -3 -3
+hi 3 3
+init
+reset {y0[0]} {y0[1]} 0.1 0.2
+{refs}
+"""
+    U0 = np.array([0.4, -0.3, 0.6, 0.1])
+
+    def cost(U):
+        y, c = y0.copy(), 0.0
+        for j in range(N):
+            i = min(j, Nc - 1)
+            y = a * y + (1 - a) * quad(U[2 * i:2 * i + 2])
+            c += ((y - ref[j]) ** 2).sum()
+        du = np.diff(np.concatenate([[0.1, 0.2], U]).reshape(-1, 2), axis=0)
+        return c + 0.01 * (du ** 2).sum()
+
+    res = run(harness, head + f"cost {' '.join(map(str, U0))}\nsolve\n")
+    assert res[0]["init"] == 0
+    assert abs(res[1]["cost"] - cost(U0)) < 1e-5
+    s = res[2]
+    assert s["status"] == CONVERGED
+    assert s["evals"] % Nc == 0  # the net is called once per move, not once per step
+    U = s["U"].astype(float)
+    g = np.array([(cost(U + 1e-5 * e) - cost(U - 1e-5 * e)) / 2e-5 for e in np.eye(2 * Nc)])
+    assert np.abs(g).max() < 2e-3
+    # Without the lag the same net is the quasi-static model of before: y = f(u).
+    res0 = run(harness, head.replace(f"lag {a}", "lag 0") + f"cost {' '.join(map(str, U0))}\n")
+    c0 = sum(((quad(U0[2 * min(j, Nc - 1):2 * min(j, Nc - 1) + 2]) - ref[j]) ** 2).sum()
+             for j in range(N)) + 0.01 * (np.diff(np.concatenate([[0.1, 0.2], U0]).reshape(-1, 2),
+                                                  axis=0) ** 2).sum()
+    assert abs(res0[1]["cost"] - c0) < 1e-5
+
+
+def _ramp_loop(harness, lines, plant_lag, T=80):
+    """Closed loop of the harness against y[k+1] = a y + (1 - a) quad(u), reference a ramp;
+    returns the tracking errors."""
+    proc = subprocess.Popen([str(harness)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    proc.stdin.write("\n".join(lines) + "\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().split() == ["init", "0"]
+    N = int(lines[1].split()[5])
+    ramp = lambda k: np.array([0.02 * k, -0.01 * k])  # noqa: E731
+    y, errs = quad(np.array([0.0, 0.0])), []
+    for k in range(T):
+        for j in range(1, N + 1):
+            r = ramp(k + j)
+            proc.stdin.write(f"ref {j} {r[0]:.9g} {r[1]:.9g}\n")
+        proc.stdin.write(f"step {y[0]:.9g} {y[1]:.9g}\n")
+        proc.stdin.flush()
+        t = proc.stdout.readline().split()
+        u = np.array([float(t[11]), float(t[12])])
+        y = plant_lag * y + (1 - plant_lag) * quad(u)
+        errs.append(np.abs(y - ramp(k + 1)).max())
+    proc.stdin.close()
+    assert proc.wait() == 0
+    return np.array(errs)
+
+
+def test_output_lag_removes_the_ramp_lag_of_quasi_static_inversion(harness):
+    # A plant with a first-order output lag follows a ramp: plain inversion (N = 1, no lag)
+    # trails it by about a/(1-a) periods; with the lag modelled the error vanishes.
+    a = 0.8
+    base = ["model 0", "dims 2 2 0 1 {N} {Nc}", "q 1 1", "r 1e-4 1e-4", "iter 20 1e-7 0",
+            "lo -3 -3", "hi 3 3", "init", "reset 0 0 0 0"]
+    plain = _ramp_loop(harness, [ln.format(N=1, Nc=1) for ln in base], a)
+    lagged = [ln.format(N=4, Nc=2) for ln in base]
+    lagged.insert(2, f"lag {a}")
+    with_lag = _ramp_loop(harness, lagged, a)
+    assert plain[40:].min() > 0.05          # about 4 periods x 0.02 per period behind
+    assert with_lag[40:].max() < 2e-3
+
+
 def test_time_budget_stops_early_with_its_status(harness):
     # Each net call costs 100 fake ticks; N = 10 -> one Jacobian rollout is 1000 ticks.
     N = 10
@@ -294,6 +381,11 @@ solve
 """)
     assert res[0]["init"] == -1
     assert res[1]["status"] == BAD_CONFIG
+    # The output lag is for nets without output lags only, and must be a stable pole.
+    for script in ("model 2\ndims 1 1 1 2 3 1\nlag 0.5\ninit\n",
+                   "model 0\ndims 2 2 0 1 1 1\nlag 1.0\ninit\n",
+                   "model 2\ndims 1 1 1 2 3 1\nyfilter 1.5\ninit\n"):
+        assert run(harness, script)[0]["init"] == -1
 
 
 def test_finite_difference_baseline_takes_one_clipped_newton_step(harness):
