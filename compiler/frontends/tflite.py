@@ -21,7 +21,8 @@ _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MEAN", "REDUCE_MAX", "ADD",
               "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6",
               "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE",
-              "STRIDED_SLICE", "SLICE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"]
+              "STRIDED_SLICE", "SLICE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "UNPACK",
+              "SPLIT", "SPLIT_V", "PACK"]
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
              "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE"]
@@ -50,6 +51,7 @@ class _TfliteLoader:
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.names: dict[int, str] = {}   # TFLite tensor index -> IR tensor
+        self.lazy: dict[int, tuple] = {}  # outputs of UNPACK/SPLIT, sliced when first read
         self.node_name = ""
         self.op_names = {v: k for k, v in S.BuiltinOperator.__dict__.items() if not k.startswith("_")}
 
@@ -112,6 +114,9 @@ class _TfliteLoader:
         """IR tensor for TFLite tensor i (constants are created on first use)."""
         if i in self.names:
             return self.names[i]
+        if i in self.lazy:
+            self.names[i] = self._cut(i)
+            return self.names[i]
         d = self.data(i)
         if d is None:
             self.fail(f"tensor '{self.tname(i)}' is used before it is computed")
@@ -156,7 +161,8 @@ class _TfliteLoader:
             if fn is None or opname not in _FLOAT_OPS:
                 self.fail(f"op '{opname}' is not supported (supported: {', '.join(sorted(_FLOAT_OPS))})")
             out = fn(op)
-            self.names[op.outputs[0]] = out
+            if out is not None:  # None: several outputs, cut when read (UNPACK, SPLIT)
+                self.names[op.outputs[0]] = out
         self.node_name = ""
         outputs = []
         for i in self.sg.outputs:
@@ -336,7 +342,11 @@ class _TfliteLoader:
     def _binary(self, op, kind):
         a, b = self.ir(op.inputs[0]), self.ir(op.inputs[1])
         ta, tb = self.tensors[a], self.tensors[b]
-        if ta.is_const and not tb.is_const and kind != "sub":
+        if ta.is_const and not tb.is_const:
+            if kind == "sub":  # c - x = (-1) x + c (GRU cells' 1 - z)
+                neg = self.add_tensor((1,), np.array([-1.0], np.float32), base=f"{self.node_name}:neg")
+                b = self.node("mul", [b, neg], tb.shape)
+                kind, tb = "add", self.tensors[b]
             a, b, ta, tb = b, a, tb, ta
         if tb.is_const:
             data = tb.data.reshape(-1)
@@ -484,6 +494,86 @@ class _TfliteLoader:
         if begin[0] != 0:
             self.fail("SLICE of the batch dimension is not supported")
         return self._slices(op, begin, end)
+
+    # ops of unrolled recurrent layers (batch-1 exports: the time axis may lead)
+    def full(self, i: int) -> str:
+        """The IR tensor of TFLite tensor i reshaped (free) to its full TFLite shape."""
+        x, fs = self.ir(i), tuple(self.shape(i))
+        if self.tensors[x].shape != fs:
+            x = self.node("reshape", [x], fs)
+        return x
+
+    def _axis(self, axis: int, rank: int) -> int:
+        axis = int(axis) + rank if int(axis) < 0 else int(axis)
+        if not 0 <= axis < rank:
+            self.fail(f"axis {axis} out of range for rank {rank}")
+        return axis
+
+    def _pieces(self, op, x_index: int, axis: int, sizes) -> list[str]:
+        """Slices of TFLite tensor x_index along full axis ``axis``, one per output of op."""
+        fs = tuple(self.shape(x_index))
+        if sum(sizes) != fs[axis] or len(sizes) != len(op.outputs):
+            self.fail(f"split of axis {axis} of shape {list(fs)} into {list(sizes)} does not add up")
+        x, start = self.full(x_index), 0
+        for o, n in zip(op.outputs, sizes):
+            # Each piece is cut where it is first read (as the .keras front-end does): fewer
+            # live buffers than cutting every time step up front.
+            self.lazy[o] = (x, fs, axis, start, n)
+            start += n
+        return None
+
+    def _cut(self, i: int) -> str:
+        x, fs, axis, start, n = self.lazy.pop(i)
+        saved, self.node_name = self.node_name, self.tname(i)
+        shape = list(fs)
+        shape[axis] = n
+        y = x if n == fs[axis] else self.node("slice", [x], tuple(shape), axis=axis,
+                                               start=start, stop=start + n)
+        out = self.out_shape_of(i)
+        y = y if self.tensors[y].shape == out else self.node("reshape", [y], out)
+        self.node_name = saved
+        return y
+
+    def out_shape_of(self, i: int) -> tuple[int, ...]:
+        shape = tuple(self.shape(i))
+        return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+
+    def op_UNPACK(self, op):
+        fs = tuple(self.shape(op.inputs[0]))
+        axis = self._axis(self.opts(op).axis, len(fs))
+        return self._pieces(op, op.inputs[0], axis, [1] * fs[axis])
+
+    def op_SPLIT(self, op):
+        fs = tuple(self.shape(op.inputs[1]))
+        axis = self._axis(np.atleast_1d(self.const(op.inputs[0], "SPLIT axis"))[0], len(fs))
+        n = int(self.opts(op).numSplits)
+        if n < 1 or fs[axis] % n:
+            self.fail(f"SPLIT of axis {axis} of shape {list(fs)} into {n} equal parts")
+        return self._pieces(op, op.inputs[1], axis, [fs[axis] // n] * n)
+
+    def op_SPLIT_V(self, op):
+        fs = tuple(self.shape(op.inputs[0]))
+        sizes = [int(v) for v in self.const(op.inputs[1], "SPLIT_V sizes")]
+        axis = self._axis(np.atleast_1d(self.const(op.inputs[2], "SPLIT_V axis"))[0], len(fs))
+        if sizes.count(-1) == 1:
+            sizes[sizes.index(-1)] = fs[axis] - sum(v for v in sizes if v != -1)
+        if any(v < 1 for v in sizes):
+            self.fail(f"SPLIT_V sizes {sizes} are not supported")
+        return self._pieces(op, op.inputs[0], axis, sizes)
+
+    def op_PACK(self, op):
+        fs = tuple(self.shape(op.outputs[0]))
+        axis = self._axis(self.opts(op).axis, len(fs))
+        ins = []
+        for i in op.inputs:
+            shape = list(fs)
+            shape[axis] = 1
+            x = self.ir(i)
+            ins.append(x if self.tensors[x].shape == tuple(shape)
+                       else self.node("reshape", [x], tuple(shape)))
+        y = self.node("concat", ins, fs, axis=axis)
+        out = self.out_shape(op)
+        return y if self.tensors[y].shape == out else self.node("reshape", [y], out)
 
     def op_TRANSPOSE(self, op):
         x = self.ir(op.inputs[0])
