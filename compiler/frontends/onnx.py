@@ -21,8 +21,11 @@ SUPPORTED = sorted([
     "LeakyRelu", "Softplus", "Softsign", "HardSigmoid", "Exp", "Softmax", "Clip", "Gelu",
     "Identity", "Dropout", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad",
-    "Constant", "BatchNormalization", "Neg",
+    "Constant", "BatchNormalization", "Neg", "Split", "Slice",
 ])
+
+#: Ops that read tensors whose first axis is not the batch (see ``_Val.nobatch``).
+_NOBATCH_OK = {"Reshape", "Transpose", "Split", "Squeeze", "Slice", "Identity", "Dropout"}
 
 _UNARY = {
     "Relu": ("relu", {}), "Tanh": ("tanh", {}), "Sigmoid": ("sigmoid", {}),
@@ -31,11 +34,24 @@ _UNARY = {
 
 
 class _Val:
-    """An ONNX tensor: its IR tensor (or constant), its ONNX shape without batch, its layout."""
+    """An ONNX tensor: its IR tensor (or constant), its ONNX shape without batch, its layout.
+
+    In a model whose batch is fixed to 1, an exporter may reshape or transpose the batch axis
+    away (tf2onnx's unrolled recurrent layers put the time axis first: ``(1, T, F)`` to
+    ``(T, 1, F)``). Such a tensor is ``nobatch``: ``shape`` is its whole ONNX shape and its first
+    axis is not the batch; it is always stored ``plain``. A tensor whose leading axis is 1
+    again is an ordinary batched one.
+    """
 
     def __init__(self, ir: str | None, shape: tuple[int, ...], layout: str = "plain",
-                 const: np.ndarray | None = None) -> None:
+                 const: np.ndarray | None = None, nobatch: bool = False) -> None:
         self.ir, self.shape, self.layout, self.const = ir, tuple(shape), layout, const
+        self.nobatch = nobatch
+
+    @property
+    def full(self) -> tuple[int, ...]:
+        """The ONNX shape with the batch axis (of 1)."""
+        return self.shape if self.nobatch else (1,) + self.shape
 
 
 def _cl_perm(rank: int) -> list[int]:
@@ -53,6 +69,7 @@ class _OnnxLoader:
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.vals: dict[str, _Val] = {}
+        self.lazy: dict[str, tuple] = {}  # Split outputs, sliced when first read
         self._n = 0
         self.node_name = ""
 
@@ -94,6 +111,11 @@ class _OnnxLoader:
         return self.node("transpose", [v.ir], tuple(src[p] for p in perm), perm=perm)
 
     def get(self, name: str) -> _Val:
+        if name in self.lazy:
+            x, axis, b0, e0 = self.lazy.pop(name)
+            saved, self.node_name = self.node_name, name
+            self.vals[name] = self._slice_full(x, {axis: (b0, e0)})
+            self.node_name = saved
         if name not in self.vals:
             self.fail(f"input '{name}' is not produced by any node")
         return self.vals[name]
@@ -113,9 +135,13 @@ class _OnnxLoader:
             arr = numpy_helper.to_array(init)
             self.vals[init.name] = _Val(None, arr.shape, const=np.asarray(arr))
         inputs, outputs = [], []
+        self.fixed_batch = True  # every input's batch dimension is 1 (not symbolic)
         for vi in g.input:
             if vi.name in self.vals:
                 continue
+            dims = vi.type.tensor_type.shape.dim
+            if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+                self.fixed_batch = False
             shape = self._shape_of(vi)
             t = self.tensor(shape, base=vi.name)
             self.vals[vi.name] = _Val(t, shape)
@@ -132,6 +158,11 @@ class _OnnxLoader:
                 self.fail(f"op '{n.op_type}' is not supported (supported: {', '.join(SUPPORTED)})")
             if n.domain not in ("", "ai.onnx"):
                 self.fail(f"op '{n.op_type}' of domain '{n.domain}' is not supported")
+            if n.op_type not in _NOBATCH_OK:
+                for i in n.input:
+                    if i and (i in self.vals or i in self.lazy) and self.get(i).nobatch:
+                        self.fail(f"{n.op_type} of '{i}', of shape {list(self.vals[i].shape)} "
+                                  "whose first axis is not the batch, is not supported")
             getattr(self, "op_" + n.op_type)(n, {a.name: _attr(a) for a in n.attribute})
         self.node_name = ""
         for vi in g.output:
@@ -149,10 +180,9 @@ class _OnnxLoader:
     def _fold(self, n) -> bool:
         """Evaluate a node at compile time when its inputs are constants (weights arithmetic an
         exporter left in the graph: Sqrt, Max, Cast, ...) or when it only reads a shape."""
-        if n.op_type == "Shape" and n.input[0] in self.vals:
-            v = self.vals[n.input[0]]
-            self.vals[n.output[0]] = _Val(None, (len(v.shape) + 1,),
-                                          const=np.array((1,) + v.shape, np.int64))
+        if n.op_type == "Shape" and (n.input[0] in self.vals or n.input[0] in self.lazy):
+            v = self.get(n.input[0])
+            self.vals[n.output[0]] = _Val(None, (len(v.full),), const=np.array(v.full, np.int64))
             return True
         if n.op_type == "Constant" or any(a.g.node or a.graphs for a in n.attribute):
             return False
@@ -364,6 +394,19 @@ class _OnnxLoader:
         W = B if a.get("transB", 0) else B.T          # (out, in)
         W = W * float(a.get("alpha", 1.0))
         bias = np.zeros(W.shape[0])
+        if len(n.input) > 2 and n.input[2] and self.get(n.input[2]).const is None:
+            # C computed by the graph (tf2onnx folds the recurrent term h U into it): A B + C
+            vc = self.get(n.input[2])
+            if float(a.get("beta", 1.0)) != 1.0:
+                self.fail("Gemm with a computed C and beta != 1 is not supported")
+            self._dense(n, x, W, bias)
+            vy = self.get(n.output[0])
+            if vc.shape != vy.shape:
+                self.fail(f"Gemm C of shape {vc.shape} for an output of shape {vy.shape}: only "
+                          "equal shapes are supported when C is not a constant")
+            t = self.node("add", [vy.ir, self.as_layout(vc, "plain")], self.ir_shape(vy))
+            self.set(n, _Val(t, vy.shape))
+            return
         if len(n.input) > 2 and n.input[2]:
             c = self.const_of(n.input[2], "Gemm C").astype(np.float64)
             bias = np.broadcast_to(c.reshape(-1) if c.size == W.shape[0] else c, (W.shape[0],)) \
@@ -511,6 +554,12 @@ class _OnnxLoader:
         if -1 in out:
             known = int(np.prod([d for d in out if d != -1]))
             out[out.index(-1)] = size // known
+        if x.const is None and self.fixed_batch and (x.nobatch or not out or out[0] != 1):
+            t = self.as_layout(x, "plain")
+            if int(np.prod(out, dtype=np.int64)) != self.tensors[t].size:
+                self.fail(f"cannot reshape {list(x.full)} to {out}")
+            self.set(n, self.from_full(t, tuple(out)))
+            return
         if not out or out[0] != 1:
             self.fail(f"Reshape to {target} changes the batch dimension")
         self._reshape_to(n, x, tuple(out[1:]))
@@ -532,8 +581,14 @@ class _OnnxLoader:
 
     def op_Squeeze(self, n, a):
         x = self.get(n.input[0])
-        full = (1,) + x.shape
+        full = x.full
         axes = self._axes(n, a, len(full)) or [i for i, d in enumerate(full) if d == 1 and i]
+        if any(full[ax] != 1 for ax in axes):
+            self.fail(f"Squeeze of axes {axes} of shape {list(full)}: an axis is not 1")
+        if x.const is None and self.fixed_batch and (x.nobatch or 0 in axes):
+            out = tuple(d for i, d in enumerate(full) if i not in axes)
+            self.set(n, self.from_full(self.as_layout(x, "plain"), out))
+            return
         if 0 in axes:
             self.fail("Squeeze of the batch dimension is not supported")
         self._reshape_to(n, x, tuple(d for i, d in enumerate(full) if i not in axes)[1:])
@@ -551,8 +606,11 @@ class _OnnxLoader:
 
     def op_Transpose(self, n, a):
         x = self.get(n.input[0])
-        rank = len(x.shape) + 1
+        rank = len(x.full)
         perm = list(a.get("perm", list(range(rank))[::-1]))
+        if x.const is None and self.fixed_batch and (x.nobatch or perm[0] != 0):
+            self.set(n, self._transpose_full(x, perm))
+            return
         if perm[0] != 0:
             self.fail("Transpose that moves the batch dimension is not supported")
         p = [q - 1 for q in perm[1:]]
@@ -565,6 +623,103 @@ class _OnnxLoader:
             self.set(n, _Val(t, shape))
             return
         self.set(n, _Val(self.node("transpose", [t], shape, perm=p), shape))
+
+    # batch-1 exports: tensors whose first axis is not the batch
+    def from_full(self, t: str, full: tuple[int, ...]) -> _Val:
+        """The value of IR tensor t (plain, any shape of the right size) as ONNX shape full."""
+        if len(full) >= 2 and full[0] == 1:
+            shape, nobatch = tuple(full[1:]), False
+        else:
+            shape, nobatch = tuple(full), True
+        if self.tensors[t].shape != shape:
+            t = self.node("reshape", [t], shape)
+        return _Val(t, shape, nobatch=nobatch)
+
+    def _transpose_full(self, x: _Val, perm: list[int]) -> _Val:
+        full = x.full
+        if sorted(perm) != list(range(len(full))):
+            self.fail(f"Transpose perm {perm} does not match shape {list(full)}")
+        out = tuple(full[p] for p in perm)
+        t = self.as_layout(x, "plain")
+        # Axes of size 1 (the batch among them) move freely: transpose the others.
+        keep = [ax for ax in range(len(full)) if full[ax] != 1]
+        order = [ax for ax in perm if full[ax] != 1]
+        if order != keep:
+            reduced = tuple(full[ax] for ax in keep)
+            if self.tensors[t].shape != reduced:
+                t = self.node("reshape", [t], reduced)
+            t = self.node("transpose", [t], tuple(full[ax] for ax in order),
+                          perm=[keep.index(ax) for ax in order])
+        return self.from_full(t, out)
+
+    def _slice_full(self, x: _Val, bounds: dict[int, tuple[int, int]]) -> _Val:
+        """x[bounds] for full-shape axes -> (start, stop); the batch axis must stay whole."""
+        full = list(x.full)
+        t = self.as_layout(x, "plain")
+        off = 0 if x.nobatch else 1
+        for ax in sorted(bounds):
+            b0, e0 = bounds[ax]
+            if (b0, e0) == (0, full[ax]):
+                continue
+            if e0 <= b0:
+                self.fail(f"empty slice [{b0}:{e0}] of axis {ax} of shape {list(x.full)}")
+            if ax < off:
+                self.fail("a slice of the batch dimension is not supported")
+            full[ax] = e0 - b0
+            t = self.node("slice", [t], tuple(full[off:]), axis=ax - off, start=b0, stop=e0)
+        return self.from_full(t, tuple(full))
+
+    def op_Split(self, n, a):
+        x = self.get(n.input[0])
+        full = x.full
+        axis = int(a.get("axis", 0))
+        axis = axis + len(full) if axis < 0 else axis
+        if not 0 <= axis < len(full):
+            self.fail(f"Split axis {a.get('axis', 0)} out of range for shape {list(full)}")
+        outs = [o for o in n.output]
+        if len(n.input) > 1 and n.input[1]:
+            sizes = [int(v) for v in self.const_of(n.input[1], "Split sizes")]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            k = len(outs)
+            step = -(-full[axis] // k)  # opset 18 num_outputs: the last piece may be smaller
+            sizes = [min(step, full[axis] - i * step) for i in range(k)]
+        if len(sizes) != len(outs) or sum(sizes) != full[axis] or min(sizes) < 1:
+            self.fail(f"Split of axis {axis} of shape {list(full)} into {sizes} is not supported")
+        start = 0
+        for o, size in zip(outs, sizes):
+            if x.const is not None:
+                idx = [slice(None)] * len(full)
+                idx[axis] = slice(start, start + size)
+                c = x.const.reshape(full)[tuple(idx)]
+                v = _Val(None, c.shape[1:] if not x.nobatch else c.shape, const=c[0] if not x.nobatch else c)
+                self.vals[o] = v
+            else:
+                # Cut where first read (fewer live buffers than every time step up front).
+                self.lazy[o] = (x, axis, start, start + size)
+            start += size
+
+    def op_Slice(self, n, a):
+        x = self.get(n.input[0])
+        full = x.full
+        get = lambda k: ([int(v) for v in self.const_of(n.input[k], "Slice bounds").reshape(-1)]  # noqa: E731
+                         if len(n.input) > k and n.input[k] else None)
+        starts, ends = get(1), get(2)
+        axes = get(3) or list(range(len(starts)))
+        steps = get(4) or [1] * len(starts)
+        if any(st != 1 for st in steps):
+            self.fail(f"Slice with steps {steps} is not supported (supported: step 1)")
+        bounds = {}
+        for b0, e0, ax in zip(starts, ends, axes):
+            ax = ax + len(full) if ax < 0 else ax
+            if not 0 <= ax < len(full):
+                self.fail(f"Slice axis {ax} out of range for shape {list(full)}")
+            dim = full[ax]
+            b0 = max(0, min(b0 + dim if b0 < 0 else b0, dim))
+            e0 = max(0, min(e0 + dim if e0 < 0 else e0, dim))
+            bounds[ax] = (b0, e0)
+        self.set(n, self._slice_full(x, bounds))
 
     def op_Concat(self, n, a):
         vals = [self.get(i) for i in n.input]
