@@ -344,6 +344,16 @@ def lower_int8(graph: Graph, name: str):
                                      c_int_array(tensor.data), f"{t} {list(tensor.shape)}"))
         return Buf(syms[key])
 
+    def folded(values, what: str) -> Buf:
+        data = np.asarray(values, np.int32)
+        key = content_key(data)
+        if key not in syms:
+            sym = f"{name}_{_symbol(what, used)}"
+            syms[key] = sym
+            consts.append(ConstArray("int32_t", sym, data.size, c_int_array(data),
+                                     f"{what}: bias minus input zero point x row sums"))
+        return Buf(syms[key])
+
     def int_array(values, what: str) -> str:
         sym = f"{name}_{_symbol(what, used)}"
         consts.append(ConstArray("int32_t", sym, len(values), c_int_array(values), what))
@@ -379,14 +389,23 @@ def lower_int8(graph: Graph, name: str):
                          ("mult", mult), ("shift", shift),
                          ("double_rounding", "1" if node.op == "qconv" else "0")],
                         f"{node.source}: requantisation")
-            W, b = const(node.inputs[1]), const(node.inputs[2])
+            W = const(node.inputs[1])
             if node.op == "qdense":
                 n_out, n_in = graph.tensors[node.inputs[1]].shape
-                p.emit("nnmpc_q_dense", v(x), W, b, v(y), a["rows"], n_out, n_in, qs,
-                       comment=comment)
+                Wd = np.asarray(graph.tensors[node.inputs[1]].data, np.int64)
+                bz = (np.asarray(graph.tensors[node.inputs[2]].data, np.int64).reshape(n_out)
+                      - int(a["in_zp"]) * Wd.sum(axis=1))
+                if np.all(np.abs(bz) < 2 ** 31):
+                    # the input zero point folded into the bias: b - in_zp sum_j W[i][j]
+                    p.emit("nnmpc_q_dense_z", v(x), W, folded(bz, f"{node.source}:bz"), v(y),
+                           a["rows"], n_out, n_in, qs, comment=comment)
+                else:
+                    p.emit("nnmpc_q_dense", v(x), W, const(node.inputs[2]), v(y), a["rows"],
+                           n_out, n_in, qs, comment=comment)
             else:
                 win = struct("nnmpc_window_t", _window_fields(graph, node), f"{node.source}: window")
-                p.emit("nnmpc_q_conv", v(x), W, b, v(y), win, qs, comment=comment)
+                p.emit("nnmpc_q_conv", v(x), W, const(node.inputs[2]), v(y), win, qs,
+                       comment=comment)
         elif node.op == "qpool":
             win = struct("nnmpc_window_t", _window_fields(graph, node), f"{node.source}: window")
             p.emit("nnmpc_q_pool", v(x), v(y), win, 0 if a["kind"] == "max" else 1,

@@ -69,8 +69,13 @@ static inline int32_t nnmpc_q_rdbpot(int32_t x, int e)
 static inline int32_t nnmpc_q_mul(int32_t x, int32_t mult, int32_t shift)
 {
     const int total = 31 - (int)shift; /* in [1, 62] since shift is in [-31, 30] */
-    const int64_t round = (int64_t)1 << (total - 1);
-    return (int32_t)(((int64_t)x * (int64_t)mult + round) >> total);
+    const int64_t prod = (int64_t)x * (int64_t)mult;
+    if (total > 32) {
+        /* the rounding term is a multiple of 2^32: add it to the high word, shift only that
+         * (|prod| < 2^62, so the high word plus 2^(total - 33) stays in range) */
+        return ((int32_t)(prod >> 32) + ((int32_t)1 << (total - 33))) >> (total - 32);
+    }
+    return (int32_t)((prod + ((int64_t)1 << (total - 1))) >> total);
 }
 
 /** The same with gemmlowp's two roundings (TFLite MultiplyByQuantizedMultiplier, double rounding). */
@@ -105,6 +110,166 @@ static inline void nnmpc_q_dense(const int8_t *x, const int8_t *W, const int32_t
             acc = (q->double_rounding ? nnmpc_q_mul2(acc, q->mult[i], q->shift[i])
                                       : nnmpc_q_mul(acc, q->mult[i], q->shift[i])) + q->out_zp;
             y[(long)r * n_out + i] = nnmpc_q_clamp(acc, q->act_min, q->act_max);
+        }
+    }
+}
+
+/*
+ * Cortex-M4/M7/M33 with the DSP extension: SXTB16 widens bytes 0 and 2 (or, rotated by 8, bytes
+ * 1 and 3) of a word into two int16 lanes, SMLAD adds both lanes' products to an accumulator.
+ * Widening the weight word and the input word the same way pairs w0 x0 + w2 x2 and w1 x1 +
+ * w3 x3, so one 32-bit load of four weights feeds two SMLADs. Elsewhere: plain C.
+ */
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+#define NNMPC_Q8_DSP 1
+#else
+#define NNMPC_Q8_DSP 0
+#endif
+
+#if NNMPC_Q8_DSP
+static inline uint32_t nnmpc_q_sxtb16(uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline uint32_t nnmpc_q_sxtb16_ror8(uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline int32_t nnmpc_q_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+/* Four int8 as one word (unaligned loads are allowed on these cores). */
+static inline uint32_t nnmpc_q_load4(const int8_t *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+#endif
+
+/* acc[r] + sum_j w_r[j] x[j] for four rows r (no zero point: it is folded into the bias); kept
+ * out of line so that its loop has all the core registers to itself. */
+#if NNMPC_Q8_DSP
+static __attribute__((noinline, unused)) void nnmpc_q_dot_4rows(const int8_t *x, const int8_t *w, int n_in, int32_t *acc)
+#else
+static inline void nnmpc_q_dot_4rows(const int8_t *x, const int8_t *w, int n_in, int32_t *acc)
+#endif
+{
+    const int8_t *w0 = w, *w1 = w + n_in, *w2 = w + 2 * n_in, *w3 = w + 3 * n_in;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    int j = 0;
+#if NNMPC_Q8_DSP
+    if (n_in >= 4) {
+        /* rows 0 and 1 through w0 (+ n_in), rows 2 and 3 through w2: 13 core registers */
+        const int8_t *xp = x, *p0 = w0, *p2 = w2;
+        uint32_t n4 = (uint32_t)n_in >> 2, xe, xo, wl, wh;
+        __asm__(
+            "1:\n\t"
+            "ldr %[xe], [%[xp]], #4\n\t"
+            "ldr %[wl], [%[p0], %[o1]]\n\t"
+            "sxtb16 %[xo], %[xe], ror #8\n\t"
+            "sxtb16 %[xe], %[xe]\n\t"
+            "sxtb16 %[wh], %[wl], ror #8\n\t"
+            "sxtb16 %[wl], %[wl]\n\t"
+            "smlad %[a1], %[wl], %[xe], %[a1]\n\t"
+            "smlad %[a1], %[wh], %[xo], %[a1]\n\t"
+            "ldr %[wl], [%[p0]], #4\n\t"
+            "sxtb16 %[wh], %[wl], ror #8\n\t"
+            "sxtb16 %[wl], %[wl]\n\t"
+            "smlad %[a0], %[wl], %[xe], %[a0]\n\t"
+            "smlad %[a0], %[wh], %[xo], %[a0]\n\t"
+            "ldr %[wl], [%[p2], %[o1]]\n\t"
+            "sxtb16 %[wh], %[wl], ror #8\n\t"
+            "sxtb16 %[wl], %[wl]\n\t"
+            "smlad %[a3], %[wl], %[xe], %[a3]\n\t"
+            "smlad %[a3], %[wh], %[xo], %[a3]\n\t"
+            "ldr %[wl], [%[p2]], #4\n\t"
+            "sxtb16 %[wh], %[wl], ror #8\n\t"
+            "sxtb16 %[wl], %[wl]\n\t"
+            "smlad %[a2], %[wl], %[xe], %[a2]\n\t"
+            "smlad %[a2], %[wh], %[xo], %[a2]\n\t"
+            "subs %[n4], %[n4], #1\n\t"
+            "bne 1b\n\t"
+            : [xp] "+r"(xp), [p0] "+r"(p0), [p2] "+r"(p2), [n4] "+r"(n4), [a0] "+r"(a0),
+              [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xe] "=&r"(xe), [xo] "=&r"(xo),
+              [wl] "=&r"(wl), [wh] "=&r"(wh)
+            : [o1] "r"(n_in), "m"(*(const int8_t(*)[])x), "m"(*(const int8_t(*)[])w)
+            : "cc");
+        j = n_in & ~3;
+    }
+#endif
+    for (; j < n_in; ++j) {
+        const int32_t xj = x[j];
+        a0 += (int32_t)w0[j] * xj;
+        a1 += (int32_t)w1[j] * xj;
+        a2 += (int32_t)w2[j] * xj;
+        a3 += (int32_t)w3[j] * xj;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc + sum_j w[j] x[j] for one row. */
+static inline int32_t nnmpc_q_dot_1row(const int8_t *x, const int8_t *w, int n_in, int32_t acc)
+{
+    int j = 0;
+#if NNMPC_Q8_DSP
+    for (; j + 4 <= n_in; j += 4) {
+        const uint32_t xv = nnmpc_q_load4(x + j), wv = nnmpc_q_load4(w + j);
+        acc = nnmpc_q_smlad(nnmpc_q_sxtb16(wv), nnmpc_q_sxtb16(xv), acc);
+        acc = nnmpc_q_smlad(nnmpc_q_sxtb16_ror8(wv), nnmpc_q_sxtb16_ror8(xv), acc);
+    }
+#endif
+    for (; j < n_in; ++j) {
+        acc += (int32_t)w[j] * (int32_t)x[j];
+    }
+    return acc;
+}
+
+/*
+ * nnmpc_q_dense with the input zero point folded into the bias at compile time:
+ * bz[i] = b[i] - in_zp * sum_j W[i][j], so the accumulator sum_j W x + bz equals TFLite's
+ * sum_j W (x - in_zp) + b exactly (integer arithmetic). Four output rows at a time.
+ */
+static inline void nnmpc_q_dense_z(const int8_t *x, const int8_t *W, const int32_t *bz, int8_t *y,
+                                   int rows, int n_out, int n_in, const nnmpc_q_params_t *q)
+{
+    const int32_t *mult = q->mult, *shift = q->shift;
+    const int32_t out_zp = q->out_zp, lo = q->act_min, hi = q->act_max;
+    const int dr = q->double_rounding != 0;
+    int r, i, k;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + (long)r * n_in;
+        int8_t *yr = y + (long)r * n_out;
+        for (i = 0; i < n_out;) {
+            int32_t acc[4];
+            const int n = n_out - i >= 4 ? 4 : 1;
+            if (n == 4) {
+                acc[0] = bz[i];
+                acc[1] = bz[i + 1];
+                acc[2] = bz[i + 2];
+                acc[3] = bz[i + 3];
+                nnmpc_q_dot_4rows(xr, W + (long)i * n_in, n_in, acc);
+            } else {
+                acc[0] = nnmpc_q_dot_1row(xr, W + (long)i * n_in, n_in, bz[i]);
+            }
+            for (k = 0; k < n; ++k, ++i) {
+                const int32_t v = (dr ? nnmpc_q_mul2(acc[k], mult[i], shift[i])
+                                      : nnmpc_q_mul(acc[k], mult[i], shift[i])) + out_zp;
+                yr[i] = nnmpc_q_clamp(v, lo, hi);
+            }
         }
     }
 }
