@@ -359,6 +359,7 @@ class GraphLowering:
         the Jacobian is the transpose of the inputs' adjoints."""
         g, M, K = self.g, self.g.output_size, self.K
         self.M = M
+        self.prescaled: set[int] = set()
         self.adj: dict[str, Buf] = {}
         first = True
         for t in g.outputs:
@@ -414,14 +415,40 @@ class GraphLowering:
         if d is not NULL:
             self.p.emit("nnmpc_scale_rows", A, d, A, n, self.M)
 
+    def _fusable_input(self, i: int, x: str) -> int | None:
+        """The dense node producing x whose activation derivative this dense layer's adjoint can
+        apply itself (x read by this node only, one row, not a graph output)."""
+        r = self.roots[x]
+        if r in self.out_off or r in self.in_off:
+            return None
+        readers = [k for k, nd in enumerate(self.g.nodes)
+                   if any(self.roots[t] == r for t in nd.inputs)]
+        if readers != [i]:
+            return None
+        for k, nd in enumerate(self.g.nodes[:i]):
+            if (nd.op == "dense" and self.roots[nd.outputs[0]] == r
+                    and self.dbuf.get(k, NULL) is not NULL
+                    and self.g.tensors[nd.inputs[0]].size == self.g.tensors[nd.inputs[1]].shape[1]):
+                return k
+        return None
+
     def vjp_dense(self, node, i, A) -> None:
         x, w = node.inputs[0], node.inputs[1]
         n_out, n_in = self.g.tensors[w].shape
         rows = self.g.tensors[x].size // n_in
-        self._scaled(i, A, rows * n_out)
+        if i not in self.prescaled:
+            self._scaled(i, A, rows * n_out)
         if not self.has_t(x):
             return
         C = self.p.scratch(f"C:{i}", rows * n_in * self.M)
+        k = self._fusable_input(i, x) if rows == 1 else None
+        if k is not None:
+            # the previous layer's activation derivative applied inside the adjoint kernel
+            self.prescaled.add(k)
+            self.p.emit("nnmpc_dense_adjoint_scaled", self.low.const(self.g, w), A, C, n_out,
+                        n_in, self.M, self.dbuf[k])
+            self.contribute(x, C, True)
+            return
         # nnmpc_nn.c's optimised kernel with the contract of nnmpc_dense_vjp (nnmpc_ops.h)
         self.p.emit("nnmpc_dense_adjoint", self.low.const(self.g, w), A, C, rows, n_out, n_in,
                     self.M)

@@ -42,6 +42,7 @@ class HostKernels:
         lib.nnmpc_dense_tangent.argtypes = [P, P, P, P, I, I, I]
         lib.nnmpc_scale_rows.argtypes = [P, P, P, I, I]
         lib.nnmpc_dense_adjoint.argtypes = [P, P, P, I, I, I, I]
+        lib.nnmpc_dense_adjoint_scaled.argtypes = [P, P, P, I, I, I, P]
         for f in ("nnmpc_tanhf", "nnmpc_sigmoidf", "nnmpc_expf"):
             getattr(lib, f).argtypes = [ctypes.c_float]
             getattr(lib, f).restype = ctypes.c_float
@@ -87,6 +88,13 @@ class HostKernels:
         n_out, n_in = W.shape
         A = np.full(rows * n_in * m + 1, 7.0, F32)
         self.lib.nnmpc_dense_adjoint(self._p(W), self._p(G), self._p(A), rows, n_out, n_in, m)
+        return A
+
+    def dense_adjoint_scaled(self, W, G, m, d_in):
+        n_out, n_in = W.shape
+        A = np.full(n_in * m + 1, 7.0, F32)
+        self.lib.nnmpc_dense_adjoint_scaled(self._p(W), self._p(G), self._p(A), n_out, n_in, m,
+                                            self._p(d_in))
         return A
 
 
@@ -165,6 +173,13 @@ class ArmKernels:
         self.c.call("nnmpc_dense_adjoint", (w, g, A, rows, n_out, n_in, m))
         return self._read(A, rows * n_in * m)
 
+    def dense_adjoint_scaled(self, W, G, m, d_in):
+        n_out, n_in = W.shape
+        (w, g, dd), at = self._alloc([W, G, d_in])
+        A = self._out(at, n_in * m)
+        self.c.call("nnmpc_dense_adjoint_scaled", (w, g, A, n_out, n_in, m, dd))
+        return self._read(A, n_in * m)
+
 
 KERNEL_HARNESS = r"""
 /* Keeps every kernel in the image; the emulator calls them directly. */
@@ -176,7 +191,7 @@ void (*volatile kern_keep[])(void) = {
     (void (*)(void))nnmpc_act_deriv, (void (*)(void))nnmpc_dense_tangent,
     (void (*)(void))nnmpc_scale_rows, (void (*)(void))nnmpc_tanhf,
     (void (*)(void))nnmpc_sigmoidf, (void (*)(void))nnmpc_expf,
-    (void (*)(void))nnmpc_dense_adjoint,
+    (void (*)(void))nnmpc_dense_adjoint, (void (*)(void))nnmpc_dense_adjoint_scaled,
 };
 void kern_predict(const float *input, float *output) { output[0] = input[0]; (void)kern_keep[0]; }
 void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]; }
@@ -260,10 +275,14 @@ def test_activate_sizes_in_and_out_of_place(K, rng, n, act):
         assert y[n] == 7.0
 
 
-def test_scalar_functions_on_host(K):
-    if K.name != "host":
-        pytest.skip("scalar float arguments are exercised on the host")
-    lib = K.lib
+def test_scalar_functions_on_host(tmp_path):
+    """The scalar entry points take float arguments in FPU registers: called on the host only."""
+    if not have("cc"):
+        pytest.skip("needs cc")
+    so = tmp_path / "libnn.so"
+    subprocess.run(["cc", *HOST_CFLAGS, "-shared", "-fPIC", str(RUNTIME / "nnmpc_nn.c"),
+                    "-o", str(so)], check=True, capture_output=True, text=True)
+    lib = HostKernels(so).lib
     xs = np.linspace(-87, 88, 20001).astype(F32)
     e = np.array([lib.nnmpc_expf(float(v)) for v in xs])
     ref = np.exp(xs.astype(np.float64))
@@ -351,8 +370,7 @@ def test_dense_tangent_all_inputs_dead_and_identity(K, rng):
 
 
 def test_dense_tangent_wide_layer_fallback(K, rng):
-    if K.name != "host":
-        pytest.skip("the fallback is plain C on every target")
+    """Layers wider than the kernels' row lists take the plain loops (on every target)."""
     W, d, T_in = tangent_case(rng, 5, 300, 3, dead_out=0.3, dead_in=0.3)
     T = K.dense_tangent(W, d, T_in, 3)
     ref = (W.astype(np.float64) @ T_in) * d[:, None]
@@ -394,3 +412,27 @@ def test_dense_adjoint_all_rows_zero(K, rng):
     W = rng.normal(0, 0.5, (8, 6)).astype(F32)
     A = K.dense_adjoint(W, np.zeros((1, 8, 4), F32), 1, 4)
     assert np.all(A[:-1] == 0.0) and A[-1] == 7.0
+
+
+@pytest.mark.parametrize("n_out, n_in, m", [
+    (1, 1, 1), (4, 4, 4), (5, 3, 4), (6, 6, 4), (64, 64, 4), (64, 6, 4), (4, 64, 4), (7, 9, 5),
+    (9, 13, 8), (16, 16, 3), (80, 16, 4), (3, 300, 4)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dense_adjoint_scaled_matches_numpy(K, rng, n_out, n_in, m, sparse):
+    """diag(d_in) W^T G: inputs with d_in == 0 and zero rows of G skipped (80 active rows: more
+    than the packed path holds; 300 inputs: wider than its lists)."""
+    W = rng.normal(0, 0.5, (n_out, n_in)).astype(F32)
+    G = rng.normal(0, 1, (n_out, m)).astype(F32)
+    d_in = rng.uniform(0.1, 1.5, n_in).astype(F32)
+    if sparse:
+        G[rng.random(n_out) < 0.5] = 0.0
+        G[0] = -0.0
+        d_in[rng.random(n_in) < 0.5] = 0.0
+        d_in[[1 % n_in, (n_in - 1)]] = 1.0
+    A = K.dense_adjoint_scaled(W, G, m, d_in)
+    W64, G64 = W.astype(np.float64), G.astype(np.float64)
+    ref = (W64.T @ G64) * d_in[:, None]
+    scale = (np.abs(W64).T @ np.abs(G64)) * np.abs(d_in[:, None]) + 1
+    assert np.all(np.abs(A[:-1].reshape(n_in, m) - ref) <= 1e-6 * scale)
+    assert np.all(A[:-1].reshape(n_in, m)[d_in == 0] == 0.0)
+    assert A[-1] == 7.0

@@ -66,6 +66,15 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
 void nnmpc_dense_adjoint(const float *W, const float *G, float *A_x, int rows, int n_out,
                          int n_in, int m);
 
+/**
+ * nnmpc_dense_adjoint for one adjoint (rows = 1) followed by the previous layer's activation
+ * derivative: A_x = diag(d_in) . W^T . G. Inputs with d_in == 0 (units a relu switched off)
+ * and all-zero rows of G are skipped, so a relu layer costs about active outputs x active
+ * inputs x m multiply-adds (on Cortex-M4F-class cores: up to 1.3 KB of stack).
+ */
+void nnmpc_dense_adjoint_scaled(const float *W, const float *G, float *A_x, int n_out, int n_in,
+                                int m, const float *d_in);
+
 /** T_out[n x k] = diag(d) . T_in, an element-wise layer's tangent; T_out may equal T_in. */
 void nnmpc_scale_rows(const float *T_in, const float *d, float *T_out, int n, int k);
 
