@@ -24,7 +24,11 @@ from zoo import build_zoo, tflite_interpreter, zoo_names
 NAMES = zoo_names()
 FLOAT = [n for n in NAMES if not n.startswith("int8:")]
 INT8 = [n for n in NAMES if n.startswith("int8:")]
-RECURRENT = [n for n in FLOAT if any(k in n for k in ("rnn", "gru", "lstm"))]
+#: Recurrent models with a streaming form (.keras/.h5; TFLite and ONNX exports of unrolled
+#: layers compile to the window form only).
+RECURRENT = [n for n in FLOAT if any(k in n for k in ("rnn", "gru", "lstm"))
+             and n.split(":")[0] in ("keras", "h5")]
+UNROLLED_EXPORTS = [n for n in FLOAT if n.split(":")[0] in ("onnx", "tflite") and "unrolled" in n]
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-O2",
              "-std=c99", "-Wall", "-Wextra", "-Wdouble-promotion", "-Werror"]
 
@@ -212,6 +216,24 @@ def test_streaming_steps_reproduce_the_window(zoo, name, tmp_path):
     last = y.reshape(len(x), -1, s.shape[1])[:, -1] if s.shape[1] != m.out_size else y
     assert rel_err(s, last) <= 1e-5
     assert rel_err(y, m.reference(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", UNROLLED_EXPORTS)
+def test_unrolled_recurrent_exports_compile_to_the_window_form(zoo, name):
+    """TFLite/ONNX exports of unrolled recurrent layers: one window in NAME_predict (with its
+    exact Jacobian, checked against GradientTape above), every time step read from the input
+    once, and no streaming form (the converters leave no trace of the cell to stream)."""
+    m, d = zoo[name]
+    cn = c_name(name)
+    h = (d / f"{cn}.h").read_text()
+    assert f"void {cn}_predict_jacobian(const float *input, float *output, float *jacobian);" in h
+    assert f"{cn}_step(" not in h
+    assert f"#define {cn.upper()}_INPUT_SIZE {m.in_size}" in h
+    g = load_model(m.path)
+    steps = [n for n in g.nodes if n.op == "slice" and n.inputs[0] in g.inputs]
+    steps += [n for n in g.nodes if n.op == "slice" and g.producer(n.inputs[0]) is not None
+              and g.producer(n.inputs[0]).inputs[0] in g.inputs]
+    assert len(steps) == m.in_shape[0], [n.source for n in steps]
 
 
 def test_whole_zoo_cross_compiles_for_cortex_m4f(zoo, tmp_path):

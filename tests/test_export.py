@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from nnmpc.compiler import CompileError, compile_model
+from nnmpc.compiler import compile_model
 from nnmpc.host.datasets import make_dataset
 from nnmpc.host.errors import NnmpcError
 from nnmpc.host.export import export_all, representative_subset, run_onnx, run_tflite
@@ -156,14 +156,7 @@ def test_exports_go_through_nnmpc_compile(exported, fmt, tmp_path):
     n, out, x = exported["name"], exported["out"], exported["x"]
     path = out / {"keras": f"{n}.keras", "tflite": f"{n}.tflite", "onnx": f"{n}.onnx",
                   "int8": f"{n}_int8.tflite"}[fmt]
-    try:
-        compile_model(path, tmp_path / "c", name="net")
-    except CompileError as e:
-        if "GRU" in n.upper() and fmt != "keras":
-            # The recurrent exports need ops the TFLite/ONNX front-ends do not read yet
-            # (see docs/TRAINING.md); this turns into a pass once they do.
-            pytest.xfail(f"compiler: {e}")
-        raise
+    compile_model(path, tmp_path / "c", name="net")
     x_flat = x.reshape(len(x), -1)
     n_out = exported["ds"].y_val.shape[1]
     if fmt == "int8":

@@ -219,7 +219,25 @@ def keras_builders():
         return _seq(keras, (6, 4), [L.LSTM(8, return_sequences=True), L.Dense(5, activation="relu"),
                                     L.LSTM(5), L.Dense(2)], "lstm")
 
+    # Unrolled recurrent layers (as `nnmpc train --gru` makes them): the TFLite converter and
+    # tf2onnx write them out step by step (UNPACK/Split, SPLIT, STRIDED_SLICE/Slice, ...).
+    for name, make in UNROLLED.items():
+        B[name] = ((lambda keras, name=name, make=make: _unrolled(keras, name, make)), ())
+
     return B
+
+
+UNROLLED = {
+    "unrolled_gru": lambda L: L.GRU(6, unroll=True),
+    "unrolled_gru_reset_before": lambda L: L.GRU(5, reset_after=False, unroll=True),
+    "unrolled_lstm": lambda L: L.LSTM(5, unroll=True),
+    "unrolled_simple_rnn": lambda L: L.SimpleRNN(5, unroll=True),
+}
+
+
+def _unrolled(keras, name, make):
+    L = keras.layers
+    return _seq(keras, (4, 3), [make(L), L.Dense(5, activation="tanh"), L.Dense(2)], name)
 
 
 def to_onnx(model, path: Path) -> None:
@@ -347,6 +365,10 @@ def int8_keras_builders():
 
     for fn in (mlp_relu, mlp_tanh_sigmoid, residual, merge, conv2d, conv1d):
         B[fn.__name__] = fn
+    # Unrolled recurrent layers in int8 (UNPACK, SPLIT, STRIDED_SLICE, SUB). The int8 LSTM is
+    # left out: see docs/COMPILER.md (int8 limits).
+    for name in ("unrolled_gru", "unrolled_gru_reset_before", "unrolled_simple_rnn"):
+        B[name] = (lambda keras, name=name: _unrolled(keras, "q_" + name, UNROLLED[name]))
     return B
 
 
@@ -356,11 +378,11 @@ def int8_keras_builders():
 ONNX_MODELS = ["mlp_linear_relu_relu6", "mlp_leaky_relu_elu_selu", "mlp_tanh_sigmoid_hard_sigmoid",
                "mlp_softplus_softsign_swish", "functional_add_concat_mul", "bn_dropout",
                "conv1d_pool", "conv1d_bn_gap", "conv2d_valid_same", "conv2d_dilation_depthwise",
-               "conv2d_bn_reshape"]
+               "conv2d_bn_reshape", *UNROLLED]
 TFLITE_MODELS = ["mlp_linear_relu_relu6", "mlp_tanh_sigmoid_hard_sigmoid",
                  "mlp_gelu_softmax_exponential", "functional_add_concat_mul", "bn_dropout",
                  "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite",
-                 "tflite_crop_permute", "tflite_dilated"]
+                 "tflite_crop_permute", "tflite_dilated", *UNROLLED]
 
 
 def _tflite_act_layers(keras):
