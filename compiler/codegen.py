@@ -766,13 +766,54 @@ def _function(decl: str, prog: Program, offsets: dict[str, int], arena: str,
 JACOBIAN_MODES = ("auto", "forward", "reverse")
 
 
+# Activations whose derivative is 0 on about half the units: the dense tangent and adjoint
+# kernels skip those units' rows and columns.
+_SPARSE_ACTS = ("relu", "relu6")
+
+
+def jacobian_cost(graph: Graph, mode: str) -> float:
+    """Estimated multiply-adds of the derivative part of ``mode`` (forward: INPUT_SIZE lanes per
+    value, reverse: OUTPUT_SIZE): every op's MACs (or its size) times the lanes; a dense layer
+    counts only the units a relu may leave active (half) on either side, and the first dense
+    layer of forward mode, whose tangent is W itself, counts one copy of its active rows."""
+    from .report import _macs
+    t = graph.tensors
+    lanes = graph.input_size if mode == "forward" else graph.output_size
+    roots = alias_roots(graph)
+    sparse = {roots[n.outputs[0]] for n in graph.nodes
+              if n.op in ("dense", "conv") and n.attrs.get("activation") in _SPARSE_ACTS}
+    inputs = {roots[x] for x in graph.inputs}
+
+    def active(x: str) -> float:
+        return 0.5 if roots[x] in sparse else 1.0
+
+    cost = 0.0
+    for node in graph.nodes:
+        work = _macs(graph, node) or t[node.outputs[0]].size
+        if node.op == "dense":
+            x, y = node.inputs[0], node.outputs[0]
+            n_in = t[node.inputs[1]].shape[1]
+            f = active(y) * active(x)
+            if (mode == "forward" and roots[x] in inputs and len(graph.inputs) == 1
+                    and t[x].size == n_in):
+                cost += active(y) * t[y].size * lanes
+                continue
+            cost += work * f * lanes
+        else:
+            cost += work * lanes
+    return cost
+
+
 def jacobian_mode(graph: Graph, mode: str = "auto") -> str:
-    """Forward mode costs about INPUT_SIZE passes of the model, reverse mode OUTPUT_SIZE:
-    ``auto`` picks reverse mode when the model has fewer outputs than inputs."""
+    """``auto`` picks the mode with the smaller estimated cost (:func:`jacobian_cost`; about
+    INPUT_SIZE passes of the model for forward mode, OUTPUT_SIZE for reverse), forward on a tie."""
     if mode not in JACOBIAN_MODES:
         raise CompileError(f"Jacobian mode '{mode}' is not one of {', '.join(JACOBIAN_MODES)}")
     if mode == "auto":
-        return "reverse" if graph.output_size < graph.input_size else "forward"
+        if graph.output_size >= graph.input_size:
+            return "forward"
+        rev, fwd = jacobian_cost(graph, "reverse"), jacobian_cost(graph, "forward")
+        return "reverse" if rev < fwd else "forward"
     return mode
 
 

@@ -258,10 +258,10 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
     weights = model.get_weights()
     gen = work / "nnmpc"
     compile_model(work / f"{spec.key}.keras", gen, name="net")
-    # The compiler picks reverse mode for nets with fewer outputs than inputs; the forward-mode
-    # Jacobian (the tangent kernels) is measured too for those.
+    # The compiler picks the Jacobian mode by an estimated cost; when it picks reverse mode the
+    # forward-mode Jacobian (the tangent kernels) is measured too.
     fwd = work / "nnmpc-fwd"
-    auto_mode = "reverse" if spec.n_out < spec.n_in else "forward"
+    auto_mode = ("reverse" if "reverse mode: " in (gen / "net.c").read_text() else "forward")
     if auto_mode != "forward":
         compile_model(work / f"{spec.key}.keras", fwd, name="net", jacobian="forward")
     naive_src = work / "naive.c"
@@ -276,17 +276,6 @@ def bench_net(spec: NetSpec, work: Path, flags: list[str], xs: np.ndarray, progr
     }
     if auto_mode != "forward":
         impls["nnmpc-fwd"] = ("net", sorted(fwd.glob("*.c")), [fwd])
-    if "nnmpc_dense_vjp(" in (gen / "net.c").read_text():
-        # What the generated reverse mode gives with the runtime's adjoint kernel (same
-        # contract as nnmpc_dense_vjp): the same files with those calls renamed.
-        adj = work / "nnmpc-adjoint"
-        adj.mkdir(parents=True, exist_ok=True)
-        for f in gen.iterdir():
-            text = f.read_text()
-            if f.name == "net.c":
-                text = text.replace("nnmpc_dense_vjp(", "nnmpc_dense_adjoint(")
-            (adj / f.name).write_text(text)
-        impls["nnmpc-adjoint"] = ("net", sorted(adj.glob("*.c")), [adj])
     result["jacobian_mode"] = auto_mode
     for impl, (prefix, sources, includes) in impls.items():
         progress(f"[{spec.key}] {impl}: build, count")
@@ -400,9 +389,6 @@ def _k(v: float) -> str:
 IMPL_NOTES = {
     "nnmpc": "`nnmpc compile` output as generated (Jacobian mode `auto`)",
     "nnmpc-fwd": "the same net compiled with `jacobian=\"forward\"` (the tangent kernels)",
-    "nnmpc-adjoint": "the `nnmpc` sources with their `nnmpc_dense_vjp` calls renamed to the "
-                     "runtime's `nnmpc_dense_adjoint` (same contract; what that one-line "
-                     "compiler change would give)",
     "nnmpc-int8": "TFLite full-integer export compiled by nnmpc (predict only)",
     "naive": "naive C loops, same weights and flags (the baseline)",
 }
@@ -474,8 +460,7 @@ def markdown(res: dict) -> str:
                  f"({n['params']} params) | {e['flash_predict']} B | "
                  f"{'yes' if e['flash_predict'] <= n['flash_budget'] else 'no'} |")
         jp = [("as generated, mode auto", n["jacobian_over_predict"])]
-        for impl, label in (("nnmpc-fwd", "forward mode"),
-                            ("nnmpc-adjoint", "reverse mode with nnmpc_dense_adjoint")):
+        for impl, label in (("nnmpc-fwd", "forward mode"),):
             if impl in n["impl"]:
                 f = n["impl"][impl]
                 jp.append((label, f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
@@ -503,8 +488,19 @@ def markdown(res: dict) -> str:
           "one division; error a few float ulps. The forward-mode tangent keeps 12 or 18 sums "
           "in registers and skips output rows whose derivative is 0 and input rows that are all "
           "zero, so relu nets cost about active-outputs x active-inputs multiply-adds.",
-          "- The reverse-mode Jacobian calls `nnmpc_dense_vjp` (`nnmpc_ops.h`); the int8 build "
-          "runs the kernels of `nnmpc_q8.h`.",
+          "- The reverse-mode Jacobian runs `nnmpc_dense_adjoint_scaled` where a dense layer "
+          "reads another dense layer's activation: W^T G for the rows of G a relu left non-zero, "
+          "four gathered active inputs by four adjoint columns in registers, each scaled by the "
+          "previous layer's derivative as it is stored (inputs a relu switched off are zero "
+          "without any work), so a relu layer costs about active-outputs x active-inputs x "
+          "OUTPUT_SIZE multiply-adds. The compiler picks the mode by an estimated cost "
+          "(`jacobian_cost` in `compiler/codegen.py`).",
+          "- The int8 build runs `nnmpc_q8.h`: the input zero point is folded into the bias at "
+          "compile time (b - zp sum_j W[i][j], exact in integers), four output rows at a time, "
+          "each word of four weights widened by two SXTB16 and accumulated by two SMLAD "
+          "against the input word widened the same way; requantisation in TFLite's "
+          "single-rounding form shifting only the product's high word. Other targets compile "
+          "the same arithmetic in plain C; outputs equal the TFLite reference interpreter's.",
           "- Jacobian counts of relu nets depend on the input (active units): the JSON has the "
           "mean and the max over the inputs; predict counts of A and B do not depend on it.",
           "- Peer figures quoted in the issue were measured with the same cost table; the naive "
