@@ -382,7 +382,8 @@ ONNX_MODELS = ["mlp_linear_relu_relu6", "mlp_leaky_relu_elu_selu", "mlp_tanh_sig
 TFLITE_MODELS = ["mlp_linear_relu_relu6", "mlp_tanh_sigmoid_hard_sigmoid",
                  "mlp_gelu_softmax_exponential", "functional_add_concat_mul", "bn_dropout",
                  "conv1d_pool", "conv1d_bn_gap", "conv2d_bn_reshape", "act_layers_tflite",
-                 "tflite_crop_permute", "tflite_dilated", *UNROLLED]
+                 "tflite_crop_permute", "tflite_dilated", "mlp_leaky_relu_elu_selu",
+                 "mlp_softplus_softsign_swish", *UNROLLED]
 
 
 def _tflite_act_layers(keras):

@@ -155,8 +155,17 @@ class _TfliteLoader:
                 self.fail(f"input '{self.tname(i)}' of type {self.dtype(i)} is not supported")
             self.names[i] = self.add_tensor(self.batchless(self.shape(i)), base=self.tname(i))
             inputs.append(self.names[i])
+        fused, skip = self._decomposed(ops)
         for k, (opname, op) in enumerate(ops):
             self.node_name = self.tname(op.outputs[0]) if len(op.outputs) else f"op{k}"
+            if k in skip:
+                continue
+            if k in fused:
+                x, act = fused[k]
+                xi = self.ir(x)
+                self.names[op.outputs[0]] = self.node("activation", [xi], self.tensors[xi].shape,
+                                                      activation=act)
+                continue
             fn = getattr(self, "op_" + opname, None)
             if fn is None or opname not in _FLOAT_OPS:
                 self.fail(f"op '{opname}' is not supported (supported: {', '.join(sorted(_FLOAT_OPS))})")
@@ -173,6 +182,81 @@ class _TfliteLoader:
         del S
         return Graph(name=self.path.stem, inputs=inputs, outputs=outputs, tensors=self.tensors,
                      nodes=self.nodes, source_file=str(self.path))
+
+    def _decomposed(self, ops):
+        """The converter's decompositions of softplus (EXP, ADD 1, LOG), softsign (ABS, ADD 1,
+        DIV) and selu (GREATER 0, MUL, EXP, SUB 1, MUL, SELECT/SELECT_V2), found as patterns and
+        compiled as the one activation: ``{last op: (input tensor, activation)}`` and the other
+        ops of each pattern, to skip."""
+        producer, readers = {}, {}
+        for k, (_, op) in enumerate(ops):
+            for o in op.outputs:
+                producer[o] = k
+            for i in op.inputs:
+                readers.setdefault(i, []).append(k)
+        outs = set(self.sg.outputs)
+
+        def const(i):
+            d = self.data(i) if i >= 0 else None
+            return None if d is None or d.size != 1 else float(np.asarray(d, np.float64).reshape(-1)[0])
+
+        def inner(t, k):  # t is produced by an op and read only by op k
+            return t in producer and readers.get(t) == [k] and t not in outs
+
+        def src(t, name):  # the op producing t, if it is `name`
+            k = producer.get(t)
+            return (k, ops[k][1]) if k is not None and ops[k][0] == name else (None, None)
+
+        def plus_one(k, op):  # ADD(a, 1): a
+            if ops[k][0] != "ADD" or self.fused(op) != "linear":
+                return None
+            a, b = op.inputs[:2]
+            return a if const(b) == 1.0 else (b if const(a) == 1.0 else None)
+
+        fused, skip = {}, set()
+        for k, (name, op) in enumerate(ops):
+            if name == "LOG":  # softplus: LOG(ADD(EXP(x), 1))
+                ka, add = src(op.inputs[0], "ADD")
+                e = plus_one(ka, add) if add is not None else None
+                ke, exp = src(e, "EXP") if e is not None else (None, None)
+                if exp is not None and inner(op.inputs[0], k) and inner(e, ka):
+                    fused[k] = (exp.inputs[0], "softplus")
+                    skip |= {ka, ke}
+            elif name == "DIV" and self.fused(op) == "linear":  # softsign: DIV(x, ADD(ABS(x), 1))
+                x, d = op.inputs[:2]
+                ka, add = src(d, "ADD")
+                a = plus_one(ka, add) if add is not None else None
+                kb, ab = src(a, "ABS") if a is not None else (None, None)
+                if ab is not None and ab.inputs[0] == x and inner(d, k) and inner(a, ka):
+                    fused[k] = (x, "softsign")
+                    skip |= {ka, kb}
+            elif name in ("SELECT", "SELECT_V2"):  # selu
+                c, t, f = op.inputs[:3]
+                kg, gt = src(c, "GREATER")
+                km1, m1 = src(t, "MUL")
+                km2, m2 = src(f, "MUL")
+                if gt is None or m1 is None or m2 is None or const(gt.inputs[1]) != 0.0:
+                    continue
+                x = gt.inputs[0]
+                if m1.inputs[0] != x or self.fused(m1) != "linear" or self.fused(m2) != "linear":
+                    continue
+                ks, sub = src(m2.inputs[0], "SUB")
+                if sub is None or const(sub.inputs[1]) != 1.0 or self.fused(sub) != "linear":
+                    continue
+                ke, exp = src(sub.inputs[0], "EXP")
+                if exp is None or exp.inputs[0] != x:
+                    continue
+                scale, scale_alpha = const(m1.inputs[1]), const(m2.inputs[1])
+                if scale is None or scale_alpha is None:
+                    continue
+                if not (abs(scale - 1.0507009873554805) < 1e-6
+                        and abs(scale_alpha - 1.0507009873554805 * 1.6732632423543772) < 1e-6):
+                    continue
+                if all(inner(t_, k_) for t_, k_ in ((c, k), (t, k), (f, k), (m2.inputs[0], km2),
+                                                    (sub.inputs[0], ks))):
+                    fused[k] = (x, "selu")
+                    skip |= {kg, km1, km2, ks, ke}
+        return fused, skip
 
     def out_shape(self, op) -> tuple[int, ...]:
         shape = self.shape(op.outputs[0])
