@@ -363,7 +363,14 @@ def int8_keras_builders():
                                      L.Conv1D(4, 3, padding="same", activation="tanh"),
                                      L.Flatten(), L.Dense(2)], "q_conv1d")
 
-    for fn in (mlp_relu, mlp_tanh_sigmoid, residual, merge, conv2d, conv1d):
+    def gap(keras):  # int8 MEAN over the spatial axes, 2-D and 1-D
+        L = keras.layers
+        x = keras.Input((6, 6, 2))
+        a = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu")(x))
+        b = L.GlobalAveragePooling1D()(L.Conv1D(3, 2, activation="tanh")(L.Reshape((12, 6))(x)))
+        return keras.Model(x, L.Dense(2)(L.Concatenate()([a, b])), name="q_gap")
+
+    for fn in (mlp_relu, mlp_tanh_sigmoid, residual, merge, conv2d, conv1d, gap):
         B[fn.__name__] = fn
     # Unrolled recurrent layers in int8 (UNPACK, SPLIT, STRIDED_SLICE, SUB). The int8 LSTM is
     # left out: see docs/COMPILER.md (int8 limits).

@@ -26,7 +26,7 @@ _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
              "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "SUB", "UNPACK",
-             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE"]
+             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "MEAN"]
 
 _FUSED = {0: "linear", 1: "relu", 3: "relu6"}  # ActivationFunctionType NONE, RELU, RELU6
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8,
@@ -834,6 +834,37 @@ def _int8_builder():
             self.node("qadd", [a, b], op.outputs[0], a_offset=-za, b_offset=-zb, out_zp=zo,
                       a_mult=ma, b_mult=mb, out_mult=mo, a_shift=sha, b_shift=shb,
                       out_shift=sho, left_shift=left, act_min=lo, act_max=hi)
+
+        def op_MEAN(self, op):
+            """Global average pooling. The reference interpreter (keep_dims false, input and
+            output quantised differently) computes ``acc = sum (x - zp_in)``, requantises it by
+            ``QuantizeMultiplier(s_in / (n s_out))`` with two roundings, adds ``zp_out`` and
+            clamps: a depthwise ``qconv`` whose window is the whole input, with unit weights."""
+            L = self.L
+            x = self.x(op.inputs[0])
+            shape = self.tensors[x].shape
+            axes = sorted(int(a) % (len(shape) + 1)
+                          for a in np.atleast_1d(L.const(op.inputs[1], "MEAN axes")))
+            if L.opts(op) is not None and L.opts(op).keepDims:
+                self.fail("int8 MEAN with keep_dims is not supported")
+            (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
+            if (si, zi) == (so, zo):
+                self.fail("int8 MEAN with equal input and output quantisation is not supported")
+            if len(shape) == 3 and axes == [1, 2]:
+                (h, w, c), geo = shape, dict(rank=2, out_spatial=(1, 1))
+            elif len(shape) == 2 and axes == [1]:
+                (h, w, c), geo = (1,) + shape, dict(rank=1, out_spatial=(1,))
+            else:
+                self.fail(f"int8 MEAN over axes {axes} of shape {shape} is not supported "
+                          "(supported: global average pooling)")
+            n = h * w
+            m, sh = quantize_multiplier(float(np.float32(si)) / (n * float(np.float32(so))))
+            W = np.ones((c, h, w, 1), np.int8)
+            wt = self.add(W.shape, W, base=f"{L.node_name}:ones")
+            b = self.add((c,), np.zeros(c, np.int32), base=f"{L.node_name}:b", dtype="int32")
+            self.node("qconv", [x, wt, b], op.outputs[0], groups=c, strides=(1, 1),
+                      dilations=(1, 1), pads=(0, 0), in_zp=zi, out_zp=zo, act_min=-128,
+                      act_max=127, mult=(m,) * c, shift=(sh,) * c, **geo)
 
         def op_DEQUANTIZE(self, op):
             # Not an output (run() handles those): the start of a float island.
