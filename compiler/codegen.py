@@ -36,7 +36,7 @@ RUNTIME_DIR = PACKAGE_ROOT / "firmware" / "runtime"
 #: nnmpc_ops.h and nnmpc_q8.h are header-only (static inline), so a build that compiles only
 #: NAME.c (the firmware) still gets them.
 RUNTIME_FILES = ("nnmpc_nn.h", "nnmpc_nn.c", "nnmpc_ops.h", "nnmpc_q8.h")
-RUNTIME_VERSION = 1
+RUNTIME_VERSION = 2
 OPS_VERSION = 1
 
 #: Activations nnmpc_nn.c fuses into its dense kernel (derivative from the output).
@@ -575,12 +575,13 @@ class GraphLowering:
         d = self.p.scratch(f"d:{i}", rows * n_out) if (self.derivs and act != "linear") else NULL
         self.dbuf[i] = d
         if rows == 1 and act in _NN_ACT:
-            self.p.emit("nnmpc_dense", Wb, bb, xb, yb, n_out, n_in, _NN_ACT[act])
+            # one entry point per activation: the image holds only the activation code it uses
+            self.p.emit(f"nnmpc_dense_{act}", Wb, bb, xb, yb, n_out, n_in)
             if d is not NULL:
                 self.p.emit("nnmpc_act_deriv", yb, d, n_out, _NN_ACT[act])
         else:
             if rows == 1:
-                self.p.emit("nnmpc_dense", Wb, bb, xb, yb, n_out, n_in, "NNMPC_ACT_LINEAR")
+                self.p.emit("nnmpc_dense_linear", Wb, bb, xb, yb, n_out, n_in)
             else:
                 self.p.emit("nnmpc_dense_rows", Wb, bb, xb, yb, rows, n_out, n_in)
             if act != "linear":

@@ -294,10 +294,14 @@ static void dense_rows2(const float *w0, const float *w1, float *y0, float *y1, 
     *y1 = b1;
 }
 
-void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
-                 int n_out, int n_in, nnmpc_act_t act)
+/* The rows of a dense layer, relu applied by the blocks of eight (not by the last rows). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int dense_core(const float *W, const float *b, const float *x, float *y, int n_out,
+                             int n_in, int relu)
 {
-    const int nblk = n_out >> 3, relu = act == NNMPC_ACT_RELU;
+    const int nblk = n_out >> 3;
     int i;
     if (nblk > 0) {
         dense_blocks8(W, b, x, y, n_in, nblk, relu);
@@ -308,13 +312,60 @@ void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
         dense_rows2(W + (long)i * n_in, W + (long)i1 * n_in, y + i, y + i1, b[i], b[i1], x,
                     n_in);
     }
-    if (relu) {
-        if (n_out > 8 * nblk) { /* the blocks applied relu themselves */
-            nnmpc_activate(y + 8 * nblk, y + 8 * nblk, n_out - 8 * nblk, act);
-        }
-    } else if (act != NNMPC_ACT_LINEAR) {
-        nnmpc_activate(y, y, n_out, act);
+    return 8 * nblk;
+}
+
+/* max(v, 0) on the bit patterns: clear every value whose sign bit is set (in place). */
+static void relu_rows(float *y, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        nn_bits v;
+        v.f = y[i];
+        v.u &= (v.u >> 31) - 1u;
+        y[i] = v.f;
     }
+}
+
+static void exp_act_rows(float *y, int n, nnmpc_act_t act);
+
+void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
+                 int n_out, int n_in, nnmpc_act_t act)
+{
+    const int relu = act == NNMPC_ACT_RELU;
+    const int done = dense_core(W, b, x, y, n_out, n_in, relu);
+    if (relu) {
+        relu_rows(y + done, n_out - done); /* the blocks applied relu themselves */
+    } else if (act != NNMPC_ACT_LINEAR) {
+        exp_act_rows(y, n_out, act);
+    }
+}
+
+void nnmpc_dense_linear(const float *W, const float *b, const float *x, float *y, int n_out,
+                        int n_in)
+{
+    (void)dense_core(W, b, x, y, n_out, n_in, 0);
+}
+
+void nnmpc_dense_relu(const float *W, const float *b, const float *x, float *y, int n_out,
+                      int n_in)
+{
+    const int done = dense_core(W, b, x, y, n_out, n_in, 1);
+    relu_rows(y + done, n_out - done);
+}
+
+void nnmpc_dense_tanh(const float *W, const float *b, const float *x, float *y, int n_out,
+                      int n_in)
+{
+    (void)dense_core(W, b, x, y, n_out, n_in, 0);
+    exp_act_rows(y, n_out, NNMPC_ACT_TANH);
+}
+
+void nnmpc_dense_sigmoid(const float *W, const float *b, const float *x, float *y, int n_out,
+                         int n_in)
+{
+    (void)dense_core(W, b, x, y, n_out, n_in, 0);
+    exp_act_rows(y, n_out, NNMPC_ACT_SIGMOID);
 }
 
 #if NN_ASM_VFP
@@ -389,6 +440,21 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
 static const float nn_tanh_c[3] = {2.0f, 1.0f, 0.0f};
 static const float nn_sigmoid_c[3] = {-1.0f, 0.0f, 1.0f};
 #endif
+
+/* tanh or sigmoid of y[n] in place. */
+static void exp_act_rows(float *y, int n, nnmpc_act_t act)
+{
+#if NN_ASM_VFP
+    if (n > 0) {
+        exp_act_loop(y, y, n, act == NNMPC_ACT_TANH ? nn_tanh_c : nn_sigmoid_c);
+    }
+#else
+    int i;
+    for (i = 0; i < n; ++i) {
+        y[i] = act == NNMPC_ACT_TANH ? nn_tanh(y[i]) : nn_sigmoid(y[i]);
+    }
+#endif
+}
 
 void nnmpc_activate(const float *x, float *y, int n, nnmpc_act_t act)
 {

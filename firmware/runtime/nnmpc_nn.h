@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /** Runtime version; generated files check it with #error so a stale runtime is caught. */
-#define NNMPC_NN_VERSION 1
+#define NNMPC_NN_VERSION 2
 
 /** Element-wise activation kinds (shared with the compiler's IR names). */
 typedef enum {
@@ -33,6 +33,19 @@ typedef enum {
  */
 void nnmpc_dense(const float *W, const float *b, const float *x, float *y,
                  int n_out, int n_in, nnmpc_act_t act);
+
+/**
+ * nnmpc_dense with its activation fixed: a model links only the activation code it uses
+ * (the generated code calls these).
+ */
+void nnmpc_dense_linear(const float *W, const float *b, const float *x, float *y, int n_out,
+                        int n_in);
+void nnmpc_dense_relu(const float *W, const float *b, const float *x, float *y, int n_out,
+                      int n_in);
+void nnmpc_dense_tanh(const float *W, const float *b, const float *x, float *y, int n_out,
+                      int n_in);
+void nnmpc_dense_sigmoid(const float *W, const float *b, const float *x, float *y, int n_out,
+                         int n_in);
 
 /** y[n] = act(x[n]); y may equal x (in place). */
 void nnmpc_activate(const float *x, float *y, int n, nnmpc_act_t act);

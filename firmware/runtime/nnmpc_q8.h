@@ -120,7 +120,7 @@ static inline void nnmpc_q_dense(const int8_t *x, const int8_t *W, const int32_t
  * Widening the weight word and the input word the same way pairs w0 x0 + w2 x2 and w1 x1 +
  * w3 x3, so one 32-bit load of four weights feeds two SMLADs. Elsewhere: plain C.
  */
-#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && defined(__thumb2__) && defined(__OPTIMIZE__)
 #define NNMPC_Q8_DSP 1
 #else
 #define NNMPC_Q8_DSP 0
