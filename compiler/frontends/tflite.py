@@ -837,9 +837,12 @@ def _int8_builder():
 
         def op_MEAN(self, op):
             """Global average pooling. The reference interpreter (keep_dims false, input and
-            output quantised differently) computes ``acc = sum (x - zp_in)``, requantises it by
-            ``QuantizeMultiplier(s_in / (n s_out))`` with two roundings, adds ``zp_out`` and
-            clamps: a depthwise ``qconv`` whose window is the whole input, with unit weights."""
+            output quantised differently) computes ``acc = sum (x - zp_in)`` over the n values,
+            takes ``(q, shift) = QuantizeMultiplier(s_in / s_out)``, folds 1/n in as
+            ``k = min(floor(log2 n), 32, 31 + shift)``, ``q' = (q << k) / n``, requantises acc by
+            ``(q', shift - k)`` with two roundings, adds ``zp_out`` and clamps (found by
+            comparing with the interpreter). Here: a depthwise ``qconv`` whose window is the
+            whole input, with unit weights."""
             L = self.L
             x = self.x(op.inputs[0])
             shape = self.tensors[x].shape
@@ -858,7 +861,9 @@ def _int8_builder():
                 self.fail(f"int8 MEAN over axes {axes} of shape {shape} is not supported "
                           "(supported: global average pooling)")
             n = h * w
-            m, sh = quantize_multiplier(float(np.float32(si)) / (n * float(np.float32(so))))
+            om, osh = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+            k = min(n.bit_length() - 1, 32, 31 + osh)  # 1/n folded into the multiplier
+            m, sh = (om << k) // n, osh - k
             W = np.ones((c, h, w, 1), np.int8)
             wt = self.add(W.shape, W, base=f"{L.node_name}:ones")
             b = self.add((c,), np.zeros(c, np.int32), base=f"{L.node_name}:b", dtype="int32")
