@@ -37,6 +37,8 @@ class HostKernels:
         P = ctypes.c_void_p
         I = ctypes.c_int
         lib.nnmpc_dense.argtypes = [P, P, P, P, I, I, I]
+        for a in ACTS:
+            getattr(lib, f"nnmpc_dense_{a}").argtypes = [P, P, P, P, I, I]
         lib.nnmpc_activate.argtypes = [P, P, I, I]
         lib.nnmpc_act_deriv.argtypes = [P, P, I, I]
         lib.nnmpc_dense_tangent.argtypes = [P, P, P, P, I, I, I]
@@ -55,6 +57,13 @@ class HostKernels:
         n_out, n_in = W.shape
         y = np.full(n_out + 1, 7.0, F32) if y is None else y
         self.lib.nnmpc_dense(self._p(W), self._p(b), self._p(x), self._p(y), n_out, n_in, ACTS[act])
+        return y
+
+    def dense_act(self, W, b, x, act):
+        n_out, n_in = W.shape
+        y = np.full(n_out + 1, 7.0, F32)
+        getattr(self.lib, f"nnmpc_dense_{act}")(self._p(W), self._p(b), self._p(x), self._p(y),
+                                                n_out, n_in)
         return y
 
     def activate(self, x, act, inplace=False):
@@ -135,6 +144,13 @@ class ArmKernels:
         self.c.call("nnmpc_dense", (w, bb, xx, y, n_out, n_in, ACTS[act]))
         return self._read(y, n_out)
 
+    def dense_act(self, W, b, x, act):
+        n_out, n_in = W.shape
+        (w, bb, xx), at = self._alloc([W, b, x])
+        y = self._out(at, n_out)
+        self.c.call(f"nnmpc_dense_{act}", (w, bb, xx, y, n_out, n_in))
+        return self._read(y, n_out)
+
     def activate(self, x, act, inplace=False):
         (xx,), at = self._alloc([x])
         y = xx if inplace else self._out(at, len(x))
@@ -192,6 +208,8 @@ void (*volatile kern_keep[])(void) = {
     (void (*)(void))nnmpc_scale_rows, (void (*)(void))nnmpc_tanhf,
     (void (*)(void))nnmpc_sigmoidf, (void (*)(void))nnmpc_expf,
     (void (*)(void))nnmpc_dense_adjoint, (void (*)(void))nnmpc_dense_adjoint_scaled,
+    (void (*)(void))nnmpc_dense_linear, (void (*)(void))nnmpc_dense_relu,
+    (void (*)(void))nnmpc_dense_tanh, (void (*)(void))nnmpc_dense_sigmoid,
 };
 void kern_predict(const float *input, float *output) { output[0] = input[0]; (void)kern_keep[0]; }
 void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]; }
@@ -311,6 +329,17 @@ def test_dense_matches_numpy(K, rng, shape, act):
     scale = np.abs(W.astype(np.float64)) @ np.abs(x) + np.abs(b)     # bound on rounding
     assert np.all(np.abs(y[:n_out] - ref_act(z, act)) <= 1e-6 * (1 + scale))
     assert y[n_out] == 7.0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_dense_per_activation_equals_dense(K, rng, shape, act):
+    """nnmpc_dense_<act> (what generated code calls) gives nnmpc_dense's bits."""
+    n_out, n_in = shape
+    W = rng.normal(0, 1 / np.sqrt(n_in), shape).astype(F32)
+    b = rng.normal(0, 0.3, n_out).astype(F32)
+    x = rng.uniform(-3, 3, n_in).astype(F32)
+    assert np.array_equal(K.dense_act(W, b, x, act), K.dense(W, b, x, act))
 
 
 def test_dense_empty_sizes(K):
