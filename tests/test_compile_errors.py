@@ -100,6 +100,63 @@ def test_onnx_unsupported_attribute(tmp_path):
     assert_rejected(p, tmp_path / "out", "gemm_t", "transA")
 
 
+def test_onnx_batch_axis_moved_away(tmp_path):
+    """A batch-1 export may reshape the batch axis away (the time axis leads, as tf2onnx writes
+    unrolled recurrent layers); ops that need a leading batch axis reject such a tensor, and a
+    symbolic batch may not be reshaped away at all."""
+    from onnx import helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([4, 1, 3], np.int64), "s")
+    m = _onnx_model([helper.make_node("Reshape", ["x", "s"], ["t"], name="time_first"),
+                     helper.make_node("Relu", ["t"], ["y"], name="relu_on_time")], [shape],
+                    [1, 4, 3], [4, 1, 3])
+    p = tmp_path / "tf.onnx"
+    p.write_bytes(m.SerializeToString())
+    assert_rejected(p, tmp_path / "out", "relu_on_time", "first axis is not the batch")
+    m = _onnx_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="time_first")], [shape],
+                    ["N", 4, 3], [4, 1, 3])
+    p = tmp_path / "dyn_batch.onnx"
+    p.write_bytes(m.SerializeToString())
+    assert_rejected(p, tmp_path / "out", "time_first", "changes the batch dimension")
+
+
+def test_onnx_batch_one_split_squeeze_slice_compile(tmp_path):
+    """The same moves with a fixed batch of 1 compile and compute the right thing."""
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([4, 1, 3], np.int64), "s"),
+             numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+             numpy_helper.from_array(np.array([1], np.int64), "b1"),
+             numpy_helper.from_array(np.array([3], np.int64), "e3"),
+             numpy_helper.from_array(np.array([-1], np.int64), "axl")]
+    m = _onnx_model([helper.make_node("Reshape", ["x", "s"], ["t"], name="time_first"),
+                     helper.make_node("Split", ["t"], ["a", "b", "c", "d"], axis=0, name="rows"),
+                     helper.make_node("Squeeze", ["c", "ax0"], ["c2"], name="sq"),
+                     helper.make_node("Slice", ["c2", "b1", "e3", "axl"], ["y"], name="cut")],
+                    inits, [1, 4, 3], [1, 2])
+    p = tmp_path / "rows.onnx"
+    p.write_bytes(m.SerializeToString())
+    from support import build_host
+
+    compile_model(p, tmp_path / "c", name="rows")
+    host = build_host(tmp_path / "c", "rows", 12, 2)
+    x = np.arange(24, dtype=np.float32).reshape(2, 12)
+    y, J = host.run(x)
+    assert np.array_equal(y, x.reshape(2, 4, 3)[:, 2, 1:3])
+    assert np.array_equal(J[0], np.eye(12, dtype=np.float32)[[7, 8]])
+
+
+def test_tflite_lone_log_is_rejected(tmp_path):
+    """LOG outside the converter's softplus pattern names the op."""
+    import keras
+
+    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="relu"),
+                          keras.layers.Lambda(lambda v: keras.ops.log(v + 1.0), name="logp")])
+    p = tmp_path / "log.tflite"
+    to_tflite(m, p)
+    assert_rejected(p, tmp_path / "out", "'LOG' is not supported")
+
+
 def test_onnx_dynamic_shape(tmp_path):
     from onnx import helper
 
