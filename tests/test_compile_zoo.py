@@ -175,6 +175,41 @@ def test_int8_model_is_bit_exact_with_tflite_reference_interpreter(zoo, name, tm
     assert np.array_equal(got_f, (s * (ref.astype(np.float32) - z)).astype(np.float32))
 
 
+@pytest.mark.parametrize("name", [n for n in INT8 if n in ("int8:mlp_relu", "int8:mlp_tanh_sigmoid",
+                                                           "int8:unrolled_simple_rnn")])
+def test_int8_dsp_kernels_are_bit_exact_on_cortex_m4(zoo, name, tmp_path):
+    """The int8 dense kernels' Cortex-M4 path (SXTB16/SMLAD, -O2) run in the emulator: equal to
+    the TFLite reference interpreter, as the portable C path is on the host."""
+    if not have("arm-none-eabi-gcc"):
+        pytest.skip("arm-none-eabi-gcc is not installed")
+    from nnmpc.host.bench import BENCH_DIR, _link
+    from nnmpc.host.boards import load_board
+    from nnmpc.host.cortexm_count import RAM_BASE, CortexM4Counter
+    from nnmpc.host.firmware import cflags
+    m, d = zoo[name]
+    cn = c_name(name)
+    assert "nnmpc_q_dense_z(" in (d / f"{cn}.c").read_text()
+    elf = _link("arm-none-eabi-gcc", cflags(load_board("qemu-m4f"), "-O2"),
+                [BENCH_DIR / "bench_main.c", *sorted(d.glob("*.c"))], [d],
+                {"BENCH_PREFIX": cn, "BENCH_IN": str(m.in_size), "BENCH_OUT": str(m.out_size),
+                 "BENCH_JACOBIAN": "0"}, tmp_path / "q.elf")
+    c = CortexM4Counter(elf)
+    assert "smlad" in subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], check=True,
+                                     capture_output=True, text=True).stdout
+    it = tflite_interpreter(m.path, reference=True)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    xs = np.random.default_rng(12).integers(-128, 128, (60, m.in_size)).astype(np.int8)
+    x_at, y_at = RAM_BASE + 0x10000, RAM_BASE + 0x10000 + ((m.in_size + 15) & ~15)
+    for row in xs:
+        it.set_tensor(i["index"], row.reshape(i["shape"]))
+        it.invoke()
+        ref = it.get_tensor(o["index"]).reshape(-1)
+        c.write(x_at, row.tobytes())
+        c.call(f"{cn}_predict_int8", (x_at, y_at))
+        got = np.frombuffer(c.read(y_at, m.out_size), np.int8)
+        assert np.array_equal(got, ref), (row, got, ref)
+
+
 STREAM_HARNESS = r"""
 #include <stdio.h>
 #include <string.h>
@@ -336,7 +371,8 @@ def test_zoo_sample_runs_in_qemu(zoo, name, tmp_path):
 
 @pytest.mark.parametrize("name", ["keras:functional_add_concat_mul", "onnx:conv1d_pool",
                                   "keras:gru_reset_before", "onnx:handmade",
-                                  "keras:conv2d_dilation_depthwise"])
+                                  "keras:conv2d_dilation_depthwise", "tflite:unrolled_gru",
+                                  "onnx:unrolled_lstm"])
 def test_forward_and_reverse_mode_jacobians_agree(zoo, name, tmp_path):
     """Both differentiation modes, forced, give the same Jacobian (and the same outputs)."""
     m, d = zoo[name]
