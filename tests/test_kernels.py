@@ -99,6 +99,14 @@ class HostKernels:
         self.lib.nnmpc_dense_adjoint(self._p(W), self._p(G), self._p(A), rows, n_out, n_in, m)
         return A
 
+    def q8_dense_z(self, x, W, bz, mult, shift, out_zp):
+        n_out, n_in = W.shape
+        y = np.full(n_out + 1, 77, np.int8)
+        f = self.lib.q8_dense_z
+        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int32]
+        f(*(self._p(a) for a in (x, W, bz, y)), n_out, n_in, self._p(mult), self._p(shift), out_zp)
+        return y
+
     def dense_adjoint_scaled(self, W, G, m, d_in):
         n_out, n_in = W.shape
         A = np.full(n_in * m + 1, 7.0, F32)
@@ -189,6 +197,18 @@ class ArmKernels:
         self.c.call("nnmpc_dense_adjoint", (w, g, A, rows, n_out, n_in, m))
         return self._read(A, rows * n_in * m)
 
+    def q8_dense_z(self, x, W, bz, mult, shift, out_zp):
+        n_out, n_in = W.shape
+        addrs, at = [], self.base
+        for a in (x, W, bz, mult, shift, np.full(n_out + 1, 77, np.int8)):
+            data = np.ascontiguousarray(a).tobytes()
+            self.c.write(at, data)
+            addrs.append(at)
+            at += (len(data) + 15) & ~15
+        xx, w, b, mu, sh, y = addrs
+        self.c.call("q8_dense_z", (xx, w, b, y, n_out, n_in, mu, sh, out_zp & 0xFFFFFFFF))
+        return np.frombuffer(self.c.read(y, n_out + 1), np.int8).copy()
+
     def dense_adjoint_scaled(self, W, G, m, d_in):
         n_out, n_in = W.shape
         (w, g, dd), at = self._alloc([W, G, d_in])
@@ -197,9 +217,25 @@ class ArmKernels:
         return self._read(A, n_in * m)
 
 
+Q8_WRAPPER = r"""
+/* The int8 dense kernel (header-only) behind a plain entry point. */
+#include "nnmpc_q8.h"
+void q8_dense_z(const int8_t *x, const int8_t *W, const int32_t *bz, int8_t *y, int n_out,
+                int n_in, const int32_t *mult, const int32_t *shift, int32_t out_zp);
+void q8_dense_z(const int8_t *x, const int8_t *W, const int32_t *bz, int8_t *y, int n_out,
+                int n_in, const int32_t *mult, const int32_t *shift, int32_t out_zp)
+{
+    const nnmpc_q_params_t q = {0, out_zp, -128, 127, mult, shift, 0};
+    nnmpc_q_dense_z(x, W, bz, y, 1, n_out, n_in, &q);
+}
+"""
+
 KERNEL_HARNESS = r"""
 /* Keeps every kernel in the image; the emulator calls them directly. */
+#include <stdint.h>
 #include "nnmpc_nn.h"
+void q8_dense_z(const int8_t *x, const int8_t *W, const int32_t *bz, int8_t *y, int n_out,
+                int n_in, const int32_t *mult, const int32_t *shift, int32_t out_zp);
 void kern_predict(const float *input, float *output);
 void kern_jacobian(const float *input, float *jacobian);
 void (*volatile kern_keep[])(void) = {
@@ -210,6 +246,7 @@ void (*volatile kern_keep[])(void) = {
     (void (*)(void))nnmpc_dense_adjoint, (void (*)(void))nnmpc_dense_adjoint_scaled,
     (void (*)(void))nnmpc_dense_linear, (void (*)(void))nnmpc_dense_relu,
     (void (*)(void))nnmpc_dense_tanh, (void (*)(void))nnmpc_dense_sigmoid,
+    (void (*)(void))q8_dense_z,
 };
 void kern_predict(const float *input, float *output) { output[0] = input[0]; (void)kern_keep[0]; }
 void kern_jacobian(const float *input, float *jacobian) { jacobian[0] = input[0]; }
@@ -223,8 +260,10 @@ def K(request, tmp_path_factory):
         if not have("cc"):
             pytest.skip("needs cc")
         so = d / "libnn.so"
-        subprocess.run(["cc", *HOST_CFLAGS, "-shared", "-fPIC", str(RUNTIME / "nnmpc_nn.c"),
-                        "-o", str(so)], check=True, capture_output=True, text=True)
+        (d / "q8.c").write_text(Q8_WRAPPER)
+        subprocess.run(["cc", *HOST_CFLAGS, "-shared", "-fPIC", f"-I{RUNTIME}",
+                        str(RUNTIME / "nnmpc_nn.c"), str(d / "q8.c"), "-o", str(so)],
+                       check=True, capture_output=True, text=True)
         return HostKernels(so)
     if not have("arm-none-eabi-gcc"):
         pytest.skip("needs arm-none-eabi-gcc")
@@ -232,9 +271,11 @@ def K(request, tmp_path_factory):
     from nnmpc.host.boards import load_board
     from nnmpc.host.firmware import cflags
     (d / "kern.c").write_text(KERNEL_HARNESS)
+    (d / "q8.c").write_text(Q8_WRAPPER)
     opt = {"arm": "-O2", "arm-Os": "-Os", "arm-O0": "-O0"}[request.param]  # -O0: the C loops
     elf = _link("arm-none-eabi-gcc", cflags(load_board("qemu-m4f"), opt),
-                [BENCH_DIR / "bench_main.c", d / "kern.c", RUNTIME / "nnmpc_nn.c"], [RUNTIME],
+                [BENCH_DIR / "bench_main.c", d / "kern.c", d / "q8.c", RUNTIME / "nnmpc_nn.c"],
+                [RUNTIME],
                 {"BENCH_PREFIX": "kern", "BENCH_IN": "1", "BENCH_OUT": "1", "BENCH_JACOBIAN": "1"},
                 d / "kern.elf")
     return ArmKernels(elf)
@@ -465,3 +506,25 @@ def test_dense_adjoint_scaled_matches_numpy(K, rng, n_out, n_in, m, sparse):
     assert np.all(np.abs(A[:-1].reshape(n_in, m) - ref) <= 1e-6 * scale)
     assert np.all(A[:-1].reshape(n_in, m)[d_in == 0] == 0.0)
     assert A[-1] == 7.0
+
+
+@pytest.mark.parametrize("n_in", [1, 3, 4, 5, 6, 8, 12, 13, 16, 20, 64])
+@pytest.mark.parametrize("n_out", [1, 3, 4, 5, 9])
+def test_q8_dense_matches_integer_arithmetic(K, rng, n_out, n_in):
+    """nnmpc_q_dense_z (the DSP path on the Cortex-M4 builds, plain C on the host and at -O0):
+    sum_j W x + bz requantised once to nearest, + zero point, clamped, exactly."""
+    x = rng.integers(-128, 128, n_in).astype(np.int8)
+    W = rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)
+    bz = rng.integers(-20000, 20000, n_out).astype(np.int32)
+    mult = rng.integers(1 << 30, (1 << 31) - 1, n_out).astype(np.int32)
+    shift = rng.integers(-12, 2, n_out).astype(np.int32)
+    shift[0] = 0                                      # total = 31: the low-word rounding
+    out_zp = -5
+    y = K.q8_dense_z(x, W, bz, mult, shift, out_zp)
+    ref = []
+    for i in range(n_out):
+        acc = int(bz[i]) + sum(int(a) * int(b) for a, b in zip(W[i], x))
+        total = 31 - int(shift[i])
+        v = ((acc * int(mult[i]) + (1 << (total - 1))) >> total) + out_zp
+        ref.append(min(127, max(-128, v)))
+    assert list(y[:n_out]) == ref and y[n_out] == 77
