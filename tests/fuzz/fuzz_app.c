@@ -135,6 +135,7 @@ static size_t valid_frame(uint8_t *wire, uint8_t seq)
             w.u_nom[i] = rndf(-1, 1);
         }
         w.bias_gain = rndf(-0.2f, 1.2f); w.tol_step = rndf(0, 1e-3f); w.lambda0 = rndf(0, 1);
+        w.lag = rndf(-0.1f, 1.1f); w.y_filter = rndf(-0.1f, 1.1f);
         type = NNMPC_MSG_WEIGHTS;
         n = nnmpc_weights_req_pack(&w, pl);
         break;
