@@ -583,7 +583,7 @@ class _OnnxLoader:
         x = self.get(n.input[0])
         full = x.full
         axes = self._axes(n, a, len(full)) or [i for i, d in enumerate(full) if d == 1 and i]
-        if any(full[ax] != 1 for ax in axes):
+        if x.const is None and any(not 0 <= ax < len(full) or full[ax] != 1 for ax in axes):
             self.fail(f"Squeeze of axes {axes} of shape {list(full)}: an axis is not 1")
         if x.const is None and self.fixed_batch and (x.nobatch or 0 in axes):
             out = tuple(d for i, d in enumerate(full) if i not in axes)
@@ -671,6 +671,8 @@ class _OnnxLoader:
 
     def op_Split(self, n, a):
         x = self.get(n.input[0])
+        if x.const is not None:  # constants are folded before: only a failed fold gets here
+            self.fail("Split of a constant that could not be evaluated")
         full = x.full
         axis = int(a.get("axis", 0))
         axis = axis + len(full) if axis < 0 else axis
@@ -689,19 +691,14 @@ class _OnnxLoader:
             self.fail(f"Split of axis {axis} of shape {list(full)} into {sizes} is not supported")
         start = 0
         for o, size in zip(outs, sizes):
-            if x.const is not None:
-                idx = [slice(None)] * len(full)
-                idx[axis] = slice(start, start + size)
-                c = x.const.reshape(full)[tuple(idx)]
-                v = _Val(None, c.shape[1:] if not x.nobatch else c.shape, const=c[0] if not x.nobatch else c)
-                self.vals[o] = v
-            else:
-                # Cut where first read (fewer live buffers than every time step up front).
-                self.lazy[o] = (x, axis, start, start + size)
+            # Cut where first read (fewer live buffers than every time step up front).
+            self.lazy[o] = (x, axis, start, start + size)
             start += size
 
     def op_Slice(self, n, a):
         x = self.get(n.input[0])
+        if x.const is not None:
+            self.fail("Slice of a constant that could not be evaluated")
         full = x.full
         get = lambda k: ([int(v) for v in self.const_of(n.input[k], "Slice bounds").reshape(-1)]  # noqa: E731
                          if len(n.input) > k and n.input[k] else None)
