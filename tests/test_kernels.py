@@ -490,7 +490,7 @@ def test_dense_adjoint_all_rows_zero(K, rng):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_dense_adjoint_scaled_matches_numpy(K, rng, n_out, n_in, m, sparse):
     """diag(d_in) W^T G: inputs with d_in == 0 and zero rows of G skipped (80 active rows: more
-    than the packed path holds; 300 inputs: wider than its lists)."""
+    than the gathered path lists; 300 inputs: wider than its lists)."""
     W = rng.normal(0, 0.5, (n_out, n_in)).astype(F32)
     G = rng.normal(0, 1, (n_out, m)).astype(F32)
     d_in = rng.uniform(0.1, 1.5, n_in).astype(F32)

@@ -1294,16 +1294,17 @@ void nnmpc_dense_adjoint(const float *W, const float *G, float *A_x, int rows, i
 
 #if NN_ASM_VFP
 /*
- * acc[4 r + c] = sum over k < n: W[off[k] / 4 + col_r] * Gp[4 k + c], r, c < 4: four gathered
- * input columns (cr = W + col_r) by four adjoint columns (Gp packed, 16 bytes per active row).
+ * acc[4 r + c] = sum over k < n: cr[r][w_k / 4] * G[g_k / 4 + c] for r, c < 4, where
+ * off[k] = g_k << 16 | w_k (byte offsets of row k of W and of G): four gathered input columns
+ * (cr[r] = W + column) by four adjoint columns.
  */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void adjoint_4x4g(const float *const *cr, const uint16_t *off, const float *Gp, int n,
+static void adjoint_4x4g(const float *const *cr, const uint32_t *off, const float *G, int n,
                          float *acc)
 {
-    uint32_t o, a0, a1;
+    uint32_t o, g, a0, a1;
     const float *c0 = cr[0], *c1 = cr[1], *c2 = cr[2], *c3 = cr[3];
     __asm__ volatile(
         "movs %[a0], #0\n\t"
@@ -1316,14 +1317,17 @@ static void adjoint_4x4g(const float *const *cr, const uint16_t *off, const floa
         "vmov s28, s29, %[a0], %[a0]\n\t"
         "vmov s30, s31, %[a0], %[a0]\n"
         "1:\n\t"
-        "ldrh %[o], [%[off]], #2\n\t"
+        "ldr %[o], [%[off]], #4\n\t"
+        "lsrs %[g], %[o], #16\n\t"
+        "uxth %[o], %[o]\n\t"
+        "add %[g], %[g], %[G]\n\t"
         "ldr %[a0], [%[c0], %[o]]\n\t"
         "ldr %[a1], [%[c1], %[o]]\n\t"
         "vmov s0, s1, %[a0], %[a1]\n\t"
         "ldr %[a0], [%[c2], %[o]]\n\t"
         "ldr %[a1], [%[c3], %[o]]\n\t"
         "vmov s2, s3, %[a0], %[a1]\n\t"
-        "vldmia %[gp]!, {s4-s7}\n\t"
+        "vldmia %[g], {s4-s7}\n\t"
         "vmul.f32 s8, s0, s4\n\t"
         "vadd.f32 s16, s16, s8\n\t"
         "vmul.f32 s9, s0, s5\n\t"
@@ -1359,36 +1363,37 @@ static void adjoint_4x4g(const float *const *cr, const uint16_t *off, const floa
         "subs %[n], %[n], #1\n\t"
         "bne 1b\n\t"
         "vstmia %[acc], {s16-s31}\n\t"
-        : [off] "+r"(off), [n] "+r"(n), [gp] "+r"(Gp), [o] "=&r"(o), [a0] "=&r"(a0),
+        : [off] "+r"(off), [n] "+r"(n), [o] "=&r"(o), [g] "=&r"(g), [a0] "=&r"(a0),
           [a1] "=&r"(a1)
-        : [c0] "r"(c0), [c1] "r"(c1), [c2] "r"(c2), [c3] "r"(c3), [acc] "r"(acc)
+        : [c0] "r"(c0), [c1] "r"(c1), [c2] "r"(c2), [c3] "r"(c3), [G] "r"(G), [acc] "r"(acc)
         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
           "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
           "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
 }
 #endif
 
-#define NN_ADJ_PACK 64 /* active rows of G packed on the stack (1 KB) by the gathered path */
+#define NN_ADJ_ROWS 64 /* active rows of G listed on the stack (256 B) by the gathered path */
 
 void nnmpc_dense_adjoint_scaled(const float *W, const float *G, float *A_x, int n_out, int n_in,
                                 int m, const float *d_in)
 {
     int j, c;
 #if NN_ASM_VFP
-    if (m >= 4 && n_in >= 4 && (long)n_out * n_in <= 16384 && n_in <= NN_TAN_MAX) {
-        uint16_t off[NN_ADJ_PACK];
+    if (m >= 4 && n_in >= 4 && (long)n_out * n_in <= 16384 && (long)n_out * m <= 16384 &&
+        n_in <= NN_TAN_MAX) {
+        uint32_t off[NN_ADJ_ROWS];
         uint8_t cols[NN_TAN_MAX];
-        float Gp[4 * NN_ADJ_PACK], acc[16];
+        float acc[16];
         int i, n_act = 0, n_cols = 0, g, c0;
-        for (i = 0; i < n_out && n_act <= NN_ADJ_PACK; ++i) {
+        for (i = 0; i < n_out && n_act <= NN_ADJ_ROWS; ++i) {
             if (!all_zero(G + (long)i * m, m)) {
-                if (n_act < NN_ADJ_PACK) {
-                    off[n_act] = (uint16_t)(i * n_in * 4);
+                if (n_act < NN_ADJ_ROWS) {
+                    off[n_act] = (uint32_t)(i * m * 4) << 16 | (uint32_t)(i * n_in * 4);
                 }
                 ++n_act;
             }
         }
-        if (n_act <= NN_ADJ_PACK) {
+        if (n_act <= NN_ADJ_ROWS) {
             for (j = 0; j < n_in; ++j) {
                 if (d_in[j] != 0.0f && n_act > 0) {
                     cols[n_cols++] = (uint8_t)j;
@@ -1400,13 +1405,6 @@ void nnmpc_dense_adjoint_scaled(const float *W, const float *G, float *A_x, int 
                 if (c0 > m - 4) {
                     c0 = m - 4; /* the last block of columns overlaps the previous one */
                 }
-                for (i = 0; i < n_act; ++i) {
-                    const float *gi = G + (long)off[i] / (4 * n_in) * m + c0;
-                    Gp[4 * i] = gi[0];
-                    Gp[4 * i + 1] = gi[1];
-                    Gp[4 * i + 2] = gi[2];
-                    Gp[4 * i + 3] = gi[3];
-                }
                 for (g = 0; g < n_cols; g += 4) {
                     /* four active inputs; a short last group repeats its last one */
                     const float *cr[4];
@@ -1415,7 +1413,7 @@ void nnmpc_dense_adjoint_scaled(const float *W, const float *G, float *A_x, int 
                         jj[r] = cols[g + r < n_cols ? g + r : n_cols - 1];
                         cr[r] = W + jj[r];
                     }
-                    adjoint_4x4g(cr, off, Gp, n_act, acc);
+                    adjoint_4x4g(cr, off, G + c0, n_act, acc);
                     for (r = 0; r < 4; ++r) {
                         const float s = d_in[jj[r]];
                         float *a = A_x + (long)jj[r] * m + c0;

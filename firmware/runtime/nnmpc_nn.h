@@ -83,7 +83,7 @@ void nnmpc_dense_adjoint(const float *W, const float *G, float *A_x, int rows, i
  * nnmpc_dense_adjoint for one adjoint (rows = 1) followed by the previous layer's activation
  * derivative: A_x = diag(d_in) . W^T . G. Inputs with d_in == 0 (units a relu switched off)
  * and all-zero rows of G are skipped, so a relu layer costs about active outputs x active
- * inputs x m multiply-adds (on Cortex-M4F-class cores: up to 1.3 KB of stack).
+ * inputs x m multiply-adds (on Cortex-M4F-class cores: about 700 B of stack).
  */
 void nnmpc_dense_adjoint_scaled(const float *W, const float *G, float *A_x, int n_out, int n_in,
                                 int m, const float *d_in);
