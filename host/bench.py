@@ -460,7 +460,7 @@ def markdown(res: dict) -> str:
                  f"({n['params']} params) | {e['flash_predict']} B | "
                  f"{'yes' if e['flash_predict'] <= n['flash_budget'] else 'no'} |")
         jp = [("as generated, mode auto", n["jacobian_over_predict"])]
-        for impl, label in (("nnmpc-fwd", "forward mode"),):
+        for impl, label in (("nnmpc-fwd", "forward mode, for comparison"),):
             if impl in n["impl"]:
                 f = n["impl"][impl]
                 jp.append((label, f["jacobian"]["cycles_est"] / f["predict"]["cycles_est"]))
