@@ -66,16 +66,45 @@ def lut(fn, in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.nd
     """TFLite ``LUTPopulate<int8_t>`` in float32: table[v + 128] for v in [-128, 127]."""
     vals = np.arange(-128, 128, dtype=np.int32)
     deq = np.float32(in_scale) * (vals - in_zp).astype(np.float32)
-    transformed = fn(deq.astype(np.float64)).astype(np.float32)
+    transformed = np.asarray(fn(deq), dtype=np.float32)
     inv = np.float32(1.0) / np.float32(out_scale)
     rescaled = _round_away((transformed * inv).astype(np.float32))
     return np.clip(rescaled.astype(np.int64) + out_zp, -128, 127).astype(np.int8)
 
 
-_LUT_FN = {
-    "LOGISTIC": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "TANH": np.tanh,
-}
+def _libm_float_fns():
+    """The C library's float ``tanhf`` and ``expf``: the TFLite interpreter fills its int8 tables
+    with ``std::tanh(float)`` and ``1.0f / (1.0f + std::exp(-x))``, so using the same functions
+    makes the tables (and so the outputs) bit-exact with it, even where the C library is an ulp
+    away from the correctly rounded value (a table entry on a rounding tie then differs by one).
+    Falls back to correctly rounded float64 maths where no C library can be loaded."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        fns = []
+        for name in ("tanhf", "expf"):
+            f = getattr(libm, name)
+            f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
+            fns.append(f)
+    except (OSError, AttributeError):
+        return np.tanh, lambda x: 1.0 / (1.0 + np.exp(-x))
+    tanhf, expf = fns
+    one = np.float32(1.0)
+
+    def tanh(x):
+        return np.array([tanhf(float(v)) for v in np.asarray(x, np.float32)], np.float32)
+
+    def logistic(x):
+        e = np.array([expf(float(-v)) for v in np.asarray(x, np.float32)], np.float32)
+        return one / (one + e)
+
+    return tanh, logistic
+
+
+_TANH, _LOGISTIC = _libm_float_fns()
+_LUT_FN = {"LOGISTIC": _LOGISTIC, "TANH": _TANH}
 
 
 class Int8Builder:

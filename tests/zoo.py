@@ -372,9 +372,8 @@ def int8_keras_builders():
 
     for fn in (mlp_relu, mlp_tanh_sigmoid, residual, merge, conv2d, conv1d, gap):
         B[fn.__name__] = fn
-    # Unrolled recurrent layers in int8 (UNPACK, SPLIT, STRIDED_SLICE, SUB). The int8 LSTM is
-    # left out: see docs/COMPILER.md (int8 limits).
-    for name in ("unrolled_gru", "unrolled_gru_reset_before", "unrolled_simple_rnn"):
+    # Unrolled recurrent layers in int8 (UNPACK, SPLIT, STRIDED_SLICE, SUB, tanh/logistic tables).
+    for name in ("unrolled_gru", "unrolled_gru_reset_before", "unrolled_lstm", "unrolled_simple_rnn"):
         B[name] = (lambda keras, name=name: _unrolled(keras, "q_" + name, UNROLLED[name]))
     return B
 
