@@ -77,8 +77,8 @@ def run_demo(out: Path, board_name: str = "qemu-m4f", samples: int = 4000, queri
     img = build_firmware(board, out / "model", out / "firmware")
     print(f"      {img.elf}")
 
-    step(5, total, f"running on {board.description}; {queries} queries over serial")
-    x_q = u_val[:queries]
+    x_q = u_val[:queries]  # validation inputs the net was not trained on
+    step(5, total, f"running on {board.description}; {len(x_q)} queries over serial")
     y_tf = res.model.predict(x_q, verbose=0)
     keras_jac = _keras_jacobian(res.model, x_q[:20])
     rtts, y_dev = [], []
