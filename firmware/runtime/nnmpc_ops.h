@@ -380,34 +380,43 @@ static inline void nnmpc_maxpool(const float *x, float *y, const nnmpc_window_t 
     }
 }
 
+/** Index in x of the (first) maximum of pooling window (oy, ox) in channel c. */
+static inline long nnmpc_maxpool_argmax(const float *x, const nnmpc_window_t *p, int oy, int ox,
+                                        int c)
+{
+    float m = -3.40282347e+38f;
+    long best = -1;
+    int ky, kx;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int iy = oy * p->stride_h + ky - p->pad_top;
+        if (iy < 0 || iy >= p->in_h) {
+            continue;
+        }
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int ix = ox * p->stride_w + kx - p->pad_left;
+            long at;
+            if (ix < 0 || ix >= p->in_w) {
+                continue;
+            }
+            at = (long)(iy * p->in_w + ix) * p->in_c + c;
+            if (best < 0 || x[at] > m) {
+                m = x[at];
+                best = at;
+            }
+        }
+    }
+    return best;
+}
+
 /** Max-pool tangent: each output takes the tangent row of its input's (first) maximum. */
 static inline void nnmpc_maxpool_tangent(const float *x, const float *T_in, float *T_out,
                                          const nnmpc_window_t *p, int k)
 {
-    int oy, ox, c, ky, kx;
+    int oy, ox, c;
     for (oy = 0; oy < p->out_h; ++oy) {
         for (ox = 0; ox < p->out_w; ++ox) {
             for (c = 0; c < p->in_c; ++c) {
-                float m = -3.40282347e+38f;
-                long best = -1;
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int iy = oy * p->stride_h + ky - p->pad_top;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int ix = ox * p->stride_w + kx - p->pad_left;
-                        long at;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        at = (long)(iy * p->in_w + ix) * p->in_c + c;
-                        if (best < 0 || x[at] > m) {
-                            m = x[at];
-                            best = at;
-                        }
-                    }
-                }
+                const long best = nnmpc_maxpool_argmax(x, p, oy, ox, c);
                 memcpy(T_out + ((long)(oy * p->out_w + ox) * p->in_c + c) * k,
                        T_in + best * k, (size_t)k * sizeof(float));
             }
@@ -610,32 +619,13 @@ static inline void nnmpc_conv2d_vjp(const float *W, const float *G, float *A_x,
 static inline void nnmpc_maxpool_vjp(const float *x, const float *G, float *A_x,
                                      const nnmpc_window_t *p, int m)
 {
-    int oy, ox, c, ky, kx, l;
+    int oy, ox, c, l;
     memset(A_x, 0, (size_t)p->in_h * (size_t)p->in_w * (size_t)p->in_c * (size_t)m * sizeof(float));
     for (oy = 0; oy < p->out_h; ++oy) {
         for (ox = 0; ox < p->out_w; ++ox) {
             for (c = 0; c < p->in_c; ++c) {
                 const float *g = G + ((long)(oy * p->out_w + ox) * p->in_c + c) * m;
-                float mx = -3.40282347e+38f;
-                long best = -1;
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int iy = oy * p->stride_h + ky - p->pad_top;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int ix = ox * p->stride_w + kx - p->pad_left;
-                        long at;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        at = (long)(iy * p->in_w + ix) * p->in_c + c;
-                        if (best < 0 || x[at] > mx) {
-                            mx = x[at];
-                            best = at;
-                        }
-                    }
-                }
+                const long best = nnmpc_maxpool_argmax(x, p, oy, ox, c);
                 for (l = 0; l < m; ++l) {
                     A_x[best * m + l] += g[l];
                 }
