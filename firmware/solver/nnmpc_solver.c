@@ -428,6 +428,18 @@ static void hold_safe(nnmpc_mpc_t *s)
     s->have_pred = 0;
 }
 
+/* Keep a plain rollout's measured time for later solves: a longer one at once, a shorter
+ * one slowly (the estimate stays on the safe side). Returns the estimate. */
+static uint32_t note_rollout_time(nnmpc_mpc_t *s, uint32_t t)
+{
+    if (t >= s->t_pred) {
+        s->t_pred = t;
+    } else {
+        s->t_pred -= (s->t_pred - t) / 8u;
+    }
+    return s->t_pred;
+}
+
 nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
@@ -452,10 +464,24 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
         s->lambda = c->lambda0 > LAMBDA_MIN ? c->lambda0 : LAMBDA_MIN;
     }
     cost = rollout(s, s->U, 1);
-    /* Time estimates for the budget: a Jacobian rollout as measured, a plain rollout at most
-     * half of it until one has been measured. */
+    /* Time estimates for the budget: a Jacobian rollout as measured in this solve, a plain
+     * rollout as measured in an earlier one; before any has been measured, from one timed
+     * net call (a forward-mode Jacobian costs several plain calls, so half a Jacobian
+     * rollout would keep a trial that fits from ever running). */
     t_jac = now(s) - t0;
-    t_pred = t_jac / 2u;
+    t_pred = s->t_pred;
+    if (timed && t_pred == 0u) {
+        float probe[NNMPC_MAX_Y];
+        const uint32_t ts = now(s);
+        const uint32_t calls = (uint32_t)(static_net(c) ? c->moves : c->horizon);
+        uint32_t t1;
+        s->net.predict(s->z, probe);
+        t1 = now(s) - ts;
+        t_pred = calls * t1 + t1 / 2u;
+        if (t_pred == 0u || t_pred > t_jac) {
+            t_pred = t_jac / 2u;
+        }
+    }
     if (!finite(cost)) {
         hold_safe(s);
         s->cost = cost;
@@ -525,7 +551,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
             ts = now(s);
             trial = rollout(s, s->Ut, 0);
-            t_pred = now(s) - ts;
+            t_pred = note_rollout_time(s, now(s) - ts);
             accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
             if (accepted) {
                 break; /* alpha is the accepted step length */

@@ -122,6 +122,7 @@ typedef struct {
     float z[NNMPC_MAX_Z];
     float Jn[NNMPC_MAX_Y * NNMPC_MAX_Z];
     float lambda;
+    uint32_t t_pred;       /* clock ticks of a plain rollout as last measured (0: not yet) */
     /* Results of the last solve. */
     float u_out[NNMPC_MAX_U];
     float cost;
