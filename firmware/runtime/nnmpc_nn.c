@@ -705,6 +705,54 @@ typedef struct {
     float s[3];
 } nn_out3;
 
+/* One pass of the 3-row x 6-column tangent block below: load three weights of one input
+ * (chosen by the next active index), six tangent entries, and accumulate 18 products. */
+#define NNMPC_TANGENT3X6_STEP \
+    "ldrb %[j], [%[l]], #1\n\t" \
+    "ldr %[a0], [%[w0], %[j], lsl #2]\n\t" \
+    "ldr %[a1], [%[w1], %[j], lsl #2]\n\t" \
+    "vmov s0, s1, %[a0], %[a1]\n\t" \
+    "ldr %[a0], [%[w2], %[j], lsl #2]\n\t" \
+    "mla %[j], %[j], %[kb], %[T]\n\t" \
+    "vmov s2, %[a0]\n\t" \
+    "vldmia %[j], {s3-s8}\n\t" \
+    "vmul.f32 s9, s0, s3\n\t" \
+    "vadd.f32 s14, s14, s9\n\t" \
+    "vmul.f32 s10, s0, s4\n\t" \
+    "vadd.f32 s15, s15, s10\n\t" \
+    "vmul.f32 s11, s0, s5\n\t" \
+    "vadd.f32 s16, s16, s11\n\t" \
+    "vmul.f32 s12, s0, s6\n\t" \
+    "vadd.f32 s17, s17, s12\n\t" \
+    "vmul.f32 s13, s0, s7\n\t" \
+    "vadd.f32 s18, s18, s13\n\t" \
+    "vmul.f32 s9, s0, s8\n\t" \
+    "vadd.f32 s19, s19, s9\n\t" \
+    "vmul.f32 s10, s1, s3\n\t" \
+    "vadd.f32 s20, s20, s10\n\t" \
+    "vmul.f32 s11, s1, s4\n\t" \
+    "vadd.f32 s21, s21, s11\n\t" \
+    "vmul.f32 s12, s1, s5\n\t" \
+    "vadd.f32 s22, s22, s12\n\t" \
+    "vmul.f32 s13, s1, s6\n\t" \
+    "vadd.f32 s23, s23, s13\n\t" \
+    "vmul.f32 s9, s1, s7\n\t" \
+    "vadd.f32 s24, s24, s9\n\t" \
+    "vmul.f32 s10, s1, s8\n\t" \
+    "vadd.f32 s25, s25, s10\n\t" \
+    "vmul.f32 s11, s2, s3\n\t" \
+    "vadd.f32 s26, s26, s11\n\t" \
+    "vmul.f32 s12, s2, s4\n\t" \
+    "vadd.f32 s27, s27, s12\n\t" \
+    "vmul.f32 s13, s2, s5\n\t" \
+    "vadd.f32 s28, s28, s13\n\t" \
+    "vmul.f32 s9, s2, s6\n\t" \
+    "vadd.f32 s29, s29, s9\n\t" \
+    "vmul.f32 s10, s2, s7\n\t" \
+    "vadd.f32 s30, s30, s10\n\t" \
+    "vmul.f32 s11, s2, s8\n\t" \
+    "vadd.f32 s31, s31, s11\n\t"
+
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
@@ -724,94 +772,8 @@ static void tangent_3x6(const float *w0, const float *w1, const float *w2, const
         "vmov s28, s29, %[a0], %[a0]\n\t"
         "vmov s30, s31, %[a0], %[a0]\n"
         "1:\n\t"
-        "ldrb %[j], [%[l]], #1\n\t"
-        "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
-        "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
-        "vmov s0, s1, %[a0], %[a1]\n\t"
-        "ldr %[a0], [%[w2], %[j], lsl #2]\n\t"
-        "mla %[j], %[j], %[kb], %[T]\n\t"
-        "vmov s2, %[a0]\n\t"
-        "vldmia %[j], {s3-s8}\n\t"
-        "vmul.f32 s9, s0, s3\n\t"
-        "vadd.f32 s14, s14, s9\n\t"
-        "vmul.f32 s10, s0, s4\n\t"
-        "vadd.f32 s15, s15, s10\n\t"
-        "vmul.f32 s11, s0, s5\n\t"
-        "vadd.f32 s16, s16, s11\n\t"
-        "vmul.f32 s12, s0, s6\n\t"
-        "vadd.f32 s17, s17, s12\n\t"
-        "vmul.f32 s13, s0, s7\n\t"
-        "vadd.f32 s18, s18, s13\n\t"
-        "vmul.f32 s9, s0, s8\n\t"
-        "vadd.f32 s19, s19, s9\n\t"
-        "vmul.f32 s10, s1, s3\n\t"
-        "vadd.f32 s20, s20, s10\n\t"
-        "vmul.f32 s11, s1, s4\n\t"
-        "vadd.f32 s21, s21, s11\n\t"
-        "vmul.f32 s12, s1, s5\n\t"
-        "vadd.f32 s22, s22, s12\n\t"
-        "vmul.f32 s13, s1, s6\n\t"
-        "vadd.f32 s23, s23, s13\n\t"
-        "vmul.f32 s9, s1, s7\n\t"
-        "vadd.f32 s24, s24, s9\n\t"
-        "vmul.f32 s10, s1, s8\n\t"
-        "vadd.f32 s25, s25, s10\n\t"
-        "vmul.f32 s11, s2, s3\n\t"
-        "vadd.f32 s26, s26, s11\n\t"
-        "vmul.f32 s12, s2, s4\n\t"
-        "vadd.f32 s27, s27, s12\n\t"
-        "vmul.f32 s13, s2, s5\n\t"
-        "vadd.f32 s28, s28, s13\n\t"
-        "vmul.f32 s9, s2, s6\n\t"
-        "vadd.f32 s29, s29, s9\n\t"
-        "vmul.f32 s10, s2, s7\n\t"
-        "vadd.f32 s30, s30, s10\n\t"
-        "vmul.f32 s11, s2, s8\n\t"
-        "vadd.f32 s31, s31, s11\n\t"
-        "ldrb %[j], [%[l]], #1\n\t"
-        "ldr %[a0], [%[w0], %[j], lsl #2]\n\t"
-        "ldr %[a1], [%[w1], %[j], lsl #2]\n\t"
-        "vmov s0, s1, %[a0], %[a1]\n\t"
-        "ldr %[a0], [%[w2], %[j], lsl #2]\n\t"
-        "mla %[j], %[j], %[kb], %[T]\n\t"
-        "vmov s2, %[a0]\n\t"
-        "vldmia %[j], {s3-s8}\n\t"
-        "vmul.f32 s9, s0, s3\n\t"
-        "vadd.f32 s14, s14, s9\n\t"
-        "vmul.f32 s10, s0, s4\n\t"
-        "vadd.f32 s15, s15, s10\n\t"
-        "vmul.f32 s11, s0, s5\n\t"
-        "vadd.f32 s16, s16, s11\n\t"
-        "vmul.f32 s12, s0, s6\n\t"
-        "vadd.f32 s17, s17, s12\n\t"
-        "vmul.f32 s13, s0, s7\n\t"
-        "vadd.f32 s18, s18, s13\n\t"
-        "vmul.f32 s9, s0, s8\n\t"
-        "vadd.f32 s19, s19, s9\n\t"
-        "vmul.f32 s10, s1, s3\n\t"
-        "vadd.f32 s20, s20, s10\n\t"
-        "vmul.f32 s11, s1, s4\n\t"
-        "vadd.f32 s21, s21, s11\n\t"
-        "vmul.f32 s12, s1, s5\n\t"
-        "vadd.f32 s22, s22, s12\n\t"
-        "vmul.f32 s13, s1, s6\n\t"
-        "vadd.f32 s23, s23, s13\n\t"
-        "vmul.f32 s9, s1, s7\n\t"
-        "vadd.f32 s24, s24, s9\n\t"
-        "vmul.f32 s10, s1, s8\n\t"
-        "vadd.f32 s25, s25, s10\n\t"
-        "vmul.f32 s11, s2, s3\n\t"
-        "vadd.f32 s26, s26, s11\n\t"
-        "vmul.f32 s12, s2, s4\n\t"
-        "vadd.f32 s27, s27, s12\n\t"
-        "vmul.f32 s13, s2, s5\n\t"
-        "vadd.f32 s28, s28, s13\n\t"
-        "vmul.f32 s9, s2, s6\n\t"
-        "vadd.f32 s29, s29, s9\n\t"
-        "vmul.f32 s10, s2, s7\n\t"
-        "vadd.f32 s30, s30, s10\n\t"
-        "vmul.f32 s11, s2, s8\n\t"
-        "vadd.f32 s31, s31, s11\n\t"
+        NNMPC_TANGENT3X6_STEP
+        NNMPC_TANGENT3X6_STEP
         "subs %[n], %[n], #1\n\t"
         "bne 1b\n\t"
         /* scale each row by its s and store it */
