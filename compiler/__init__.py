@@ -1,6 +1,7 @@
 """nnmpc compiler: model files (Keras, TFLite, ONNX) -> IR -> optimised IR -> C99.
 
-A library on its own: it imports nothing from ``nnmpc.host``.
+A library on its own: it imports nothing from ``nnmpc.host``. Data flows one way:
+``frontends/`` (model files) -> ``ir`` (the one contract) -> ``passes`` -> ``backend/`` (C).
 
 >>> from nnmpc.compiler import compile_model
 >>> compile_model("fk.keras", "build/model", name="fk")   # doctest: +SKIP
@@ -8,12 +9,11 @@ A library on its own: it imports nothing from ``nnmpc.host``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from pathlib import Path
 
-from pathlib import Path  # noqa: E402
-
-from .errors import CompileError  # noqa: E402
-from .ir import Graph  # noqa: E402
+from .errors import CompileError
+from .ir import Graph
+from .version import __version__
 
 __all__ = ["CompileError", "Graph", "compile_model", "load_model", "__version__"]
 
@@ -33,7 +33,8 @@ def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "m
     model passes), ``reverse`` mode (~ OUTPUT_SIZE passes) or ``auto`` (the cheaper one).
     Nothing is written unless every step succeeds.
     """
-    from .codegen import check_name, render, write_files
+    from .backend.codegen import check_name
+    from .backend.emit import render, write_files
     from .passes import optimise
 
     check_name(name)

@@ -76,7 +76,7 @@ OPS: dict[str, int | None] = {
     "slice": 1,
     "reshape": 1,
     "transpose": 1,
-    # full-integer ops (see nnmpc.compiler.int8)
+    # full-integer ops (see nnmpc.compiler.frontends.tflite_int8)
     "qdense": 3,
     "qconv": 3,
     "qpool": 1,
@@ -136,7 +136,7 @@ class Graph:
     #: A recurrent model's window length and its one-step (streaming) form, if any.
     window: int = 0
     step_graph: "Graph | None" = None
-    #: Set for a full-integer model: see :mod:`nnmpc.compiler.int8`.
+    #: Set for a full-integer model: see :mod:`nnmpc.compiler.frontends.tflite_int8`.
     int8: Any = None
 
     def tensor(self, name: str) -> Tensor:

@@ -95,7 +95,7 @@ def make_keras(spec: NetSpec, path: Path):
 
 
 def _c_floats(a: np.ndarray) -> str:
-    from nnmpc.compiler.codegen import c_array
+    from nnmpc.compiler.backend.codegen import c_array
     return c_array(a)
 
 
@@ -494,7 +494,7 @@ def markdown(res: dict) -> str:
           "previous layer's derivative as it is stored (inputs a relu switched off are zero "
           "without any work), so a relu layer costs about active-outputs x active-inputs x "
           "OUTPUT_SIZE multiply-adds. The compiler picks the mode by an estimated cost "
-          "(`jacobian_cost` in `compiler/codegen.py`).",
+          "(`jacobian_cost` in `compiler/backend/codegen.py`).",
           "- The int8 build runs `nnmpc_q8.h`: the input zero point is folded into the bias at "
           "compile time (b - zp sum_j W[i][j], exact in integers), four output rows at a time, "
           "each word of four weights widened by two SXTB16 and accumulated by two SMLAD "

@@ -14,7 +14,7 @@ from .errors import NnmpcError
 def cmd_compile(args) -> int:
     from nnmpc.compiler import compile_model, load_model
     from nnmpc.compiler.passes import optimise
-    from nnmpc.compiler.report import format_report
+    from nnmpc.compiler.backend.report import format_report
 
     graph = optimise(load_model(args.model))
     files = compile_model(graph, args.output, name=args.name, jacobian=args.jacobian)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from nnmpc.compiler import compile_model, load_model
-from nnmpc.compiler.codegen import lower
+from nnmpc.compiler.backend.emit import lower
 from nnmpc.compiler.passes import optimise, place
 from support import build_host, rel_err
 from zoo import _randomise
@@ -86,7 +86,7 @@ def test_deep_mlp_arena_is_two_layers_not_all_of_them(tmp_path):
                                                   for _ in range(8)] + [keras.layers.Dense(2)])
     m.save(tmp_path / "deep.keras")
     g = optimise(load_model(tmp_path / "deep.keras"))
-    from nnmpc.compiler.codegen import GraphLowering, Lowering
+    from nnmpc.compiler.backend.codegen import GraphLowering, Lowering
 
     # predict needs two 64-float buffers at a time, not eight
     _, floats = GraphLowering(Lowering("deep"), g, mode="predict").run().plan()

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from nnmpc.compiler import CompileError, compile_model
-from nnmpc.compiler.codegen import c_float
+from nnmpc.compiler.backend.codegen import c_float
 from support import build_host, keras_mlp, rel_err
 
 SHAPES = {

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from nnmpc.compiler.codegen import RUNTIME_DIR
+from nnmpc.compiler.backend.codegen import RUNTIME_DIR
 from nnmpc.compiler.ir import ACTIVATIONS
 from support import HOST_CFLAGS
 

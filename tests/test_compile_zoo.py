@@ -324,7 +324,7 @@ def test_two_formats_of_one_model_link_into_one_program(zoo, tmp_path):
 
 
 def test_report_has_a_row_per_layer_and_the_arena(zoo):
-    from nnmpc.compiler.report import format_report, layer_costs
+    from nnmpc.compiler.backend.report import format_report, layer_costs
 
     m, d = zoo["keras:conv2d_valid_same"]
     g = optimise(load_model(m.path))

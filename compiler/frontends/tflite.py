@@ -4,7 +4,7 @@ The flatbuffer is read with the TFLite schema classes that TensorFlow ships (loa
 own from their file, without starting TensorFlow). TFLite is channels-last like the IR.
 
 A full-integer model (int8 activations, int8 weights, int32 biases) becomes a graph of the
-IR's integer ops (``q*``), described in :mod:`nnmpc.compiler.int8`.
+IR's integer ops (``q*``), described in :mod:`nnmpc.compiler.frontends.tflite_int8`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
+from .tflite_int8 import Int8Recurrent
 
 _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MEAN", "REDUCE_MAX", "ADD",
@@ -23,10 +24,6 @@ _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
               "ELU", "LEAKY_RELU", "GELU", "EXP", "HARD_SWISH", "PAD", "TRANSPOSE", "DEQUANTIZE",
               "STRIDED_SLICE", "SLICE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "UNPACK",
               "SPLIT", "SPLIT_V", "PACK"]
-_INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
-             "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
-             "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "SUB", "UNPACK",
-             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "MEAN"]
 
 _FUSED = {0: "linear", 1: "relu", 3: "relu6"}  # ActivationFunctionType NONE, RELU, RELU6
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8,
@@ -148,7 +145,7 @@ class _TfliteLoader:
         is_int8 = any(self.dtype(op.inputs[1]) == np.int8 for name, op in ops
                       if name in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")) or np.int8 in in_types
         if is_int8:
-            return _int8_builder()(self).run(ops)
+            return Int8Recurrent(self).run(ops)
         inputs = []
         for i in self.sg.inputs:
             if self.dtype(i) != np.float32:
@@ -677,216 +674,6 @@ class _TfliteLoader:
         y = self.node("transpose", [x], tuple(full[a] for a in order),
                       perm=[keep.index(a) for a in order])
         return y if self.tensors[y].shape == out else self.node("reshape", [y], out)
-
-
-_INT8_CLASS = None
-
-
-def _int8_builder():
-    """:class:`nnmpc.compiler.int8.Int8Builder` with the ops of unrolled recurrent layers.
-
-    They are expressed in the integer IR ops the int8 back-end already lowers:
-
-    * a slice (UNPACK, SPLIT, SPLIT_V, STRIDED_SLICE, SLICE; input and output quantised alike,
-      as the converter makes them) is a ``qdense`` whose weights are a 0/1 selection matrix,
-      zero bias and the multiplier 1 (``2^30``, shift 1): the accumulator is ``x - zp`` exactly
-      and the single-rounding requantisation returns it unchanged, so the copy is exact;
-    * SUB is TFLite's int8 ADD with the second input's multiplier negated (what the
-      interpreter's own SUB does), as a ``qadd``;
-    * the converter's float islands inside an int8 LSTM (DEQUANTIZE, a float SPLIT, QUANTIZE back
-      to the same scale and zero point) are exact round trips: the SPLIT is done on the int8
-      values.
-    """
-    global _INT8_CLASS
-    if _INT8_CLASS is not None:
-        return _INT8_CLASS
-    from ..int8 import Int8Builder, _act_range, quantize_multiplier
-
-    class Int8Recurrent(Int8Builder):
-        def qp_of(self, i: int) -> tuple[float, int]:
-            """Quantisation of TFLite tensor i; a float tensor of a DEQUANTIZE island carries
-            its int8 source's."""
-            if self.L.dtype(i) == np.float32 and i in self.names:
-                return self.qp[self.names[i]]
-            return self.q1(i)
-
-        def _select(self, x: str, full, axis: int, start: int, stop: int, out_idx: int,
-                    qp) -> str:
-            L = self.L
-            full = tuple(int(d) for d in full)
-            outer = int(np.prod(full[:axis], dtype=np.int64))
-            inner = int(np.prod(full[axis + 1:], dtype=np.int64))
-            n_in, n_out = full[axis] * inner, (stop - start) * inner
-            if n_in * n_out > (1 << 20):
-                self.fail(f"int8 slice of shape {list(full)} is too large")
-            W = np.zeros((n_out, n_in), np.int8)
-            W[np.arange(n_out), start * inner + np.arange(n_out)] = 1
-            w = self.add(W.shape, W, base=f"{L.node_name}:select")
-            b = self.add((n_out,), np.zeros(n_out, np.int32), base=f"{L.node_name}:b", dtype="int32")
-            out = self.add(L.out_shape_of(out_idx), base=f"{L.node_name}:out")
-            self.nodes.append(Node("qdense", [x, w, b], [out], dict(
-                rows=outer, in_zp=qp[1], out_zp=qp[1], act_min=-128, act_max=127,
-                mult=(1 << 30,) * n_out, shift=(1,) * n_out), name=out, source=L.node_name))
-            self.qp[out] = qp
-            self.names[out_idx] = out
-            return out
-
-        def _same_q(self, op, x_index: int):
-            qp = self.qp_of(x_index)
-            for o in op.outputs:
-                if self.L.dtype(o) == np.int8 and self.q1(o) != qp:
-                    self.fail("int8 slice whose output is quantised unlike its input is not "
-                              "supported")
-            return qp
-
-        def _pieces(self, op, x_index: int, axis: int, sizes) -> None:
-            L = self.L
-            fs = tuple(L.shape(x_index))
-            if sum(sizes) != fs[axis] or len(sizes) != len(op.outputs):
-                self.fail(f"split of axis {axis} of shape {list(fs)} into {list(sizes)}")
-            qp, x, start = self._same_q(op, x_index), self.x(x_index), 0
-            for o, n in zip(op.outputs, sizes):
-                L.node_name = L.tname(o)
-                self._select(x, fs, axis, start, start + n, o, qp)
-                start += n
-
-        def op_UNPACK(self, op):
-            fs = tuple(self.L.shape(op.inputs[0]))
-            axis = self.L._axis(self.L.opts(op).axis, len(fs))
-            self._pieces(op, op.inputs[0], axis, [1] * fs[axis])
-
-        def op_SPLIT(self, op):
-            fs = tuple(self.L.shape(op.inputs[1]))
-            axis = self.L._axis(np.atleast_1d(self.L.const(op.inputs[0], "SPLIT axis"))[0], len(fs))
-            n = int(self.L.opts(op).numSplits)
-            if n < 1 or fs[axis] % n:
-                self.fail(f"SPLIT of axis {axis} of shape {list(fs)} into {n} equal parts")
-            self._pieces(op, op.inputs[1], axis, [fs[axis] // n] * n)
-
-        def op_SPLIT_V(self, op):
-            fs = tuple(self.L.shape(op.inputs[0]))
-            sizes = [int(v) for v in self.L.const(op.inputs[1], "SPLIT_V sizes")]
-            axis = self.L._axis(np.atleast_1d(self.L.const(op.inputs[2], "SPLIT_V axis"))[0], len(fs))
-            if sizes.count(-1) == 1:
-                sizes[sizes.index(-1)] = fs[axis] - sum(v for v in sizes if v != -1)
-            self._pieces(op, op.inputs[0], axis, sizes)
-
-        def _slice(self, op, begin, end) -> None:
-            L = self.L
-            fs = tuple(L.shape(op.inputs[0]))
-            qp = self._same_q(op, op.inputs[0])
-            cut = [ax for ax in range(len(fs)) if (int(begin[ax]), int(end[ax])) != (0, fs[ax])]
-            x = self.x(op.inputs[0])
-            if not cut:
-                self.names[op.outputs[0]] = x
-                return
-            if len(cut) > 1:
-                self.fail(f"int8 slice of several axes {cut} of shape {list(fs)} is not supported")
-            ax = cut[0]
-            b0, e0 = int(begin[ax]), int(end[ax])
-            if not 0 <= b0 < e0 <= fs[ax]:
-                self.fail(f"int8 slice [{b0}:{e0}] of axis {ax} of shape {list(fs)}")
-            self._select(x, fs, ax, b0, e0, op.outputs[0], qp)
-
-        def op_STRIDED_SLICE(self, op):
-            L = self.L
-            o = L.opts(op)
-            begin = L.const(op.inputs[1], "STRIDED_SLICE begin").astype(np.int64).copy()
-            end = L.const(op.inputs[2], "STRIDED_SLICE end").astype(np.int64).copy()
-            strides = L.const(op.inputs[3], "STRIDED_SLICE strides")
-            if np.any(strides != 1) or o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False):
-                self.fail("STRIDED_SLICE with strides other than 1, ellipsis or new axes is not "
-                          "supported")
-            fs = tuple(L.shape(op.inputs[0]))
-            if len(fs) != len(begin):
-                self.fail(f"STRIDED_SLICE of shape {list(fs)} with {len(begin)} bounds")
-            for ax in range(len(begin)):
-                begin[ax] = 0 if o.beginMask >> ax & 1 else begin[ax] + (fs[ax] if begin[ax] < 0 else 0)
-                end[ax] = fs[ax] if o.endMask >> ax & 1 else end[ax] + (fs[ax] if end[ax] < 0 else 0)
-                if o.shrinkAxisMask >> ax & 1:
-                    end[ax] = begin[ax] + 1
-                end[ax] = min(end[ax], fs[ax])
-            self._slice(op, begin, end)
-
-        def op_SLICE(self, op):
-            L = self.L
-            begin = L.const(op.inputs[1], "SLICE begin").astype(np.int64)
-            size = L.const(op.inputs[2], "SLICE size").astype(np.int64)
-            fs = tuple(L.shape(op.inputs[0]))
-            end = [fs[i] if size[i] == -1 else begin[i] + size[i] for i in range(len(size))]
-            self._slice(op, begin, end)
-
-        def op_SUB(self, op):
-            a, b = self.x(op.inputs[0]), self.x(op.inputs[1])
-            (sa, za), (sb, zb) = self.q1(op.inputs[0]), self.q1(op.inputs[1])
-            so, zo = self.q1(op.outputs[0])
-            left = 20
-            twice = 2.0 * float(max(np.float32(sa), np.float32(sb)))
-            ma, sha = quantize_multiplier(float(np.float32(sa)) / twice)
-            mb, shb = quantize_multiplier(float(np.float32(sb)) / twice)
-            mb = -mb  # the interpreter's SUB: ADD with input 2's multiplier negated
-            mo, sho = quantize_multiplier(twice / float(np.float32((1 << left) * np.float32(so))))
-            if self.tensors[a].is_const and not self.tensors[b].is_const:
-                a, b, ma, mb, sha, shb, za, zb = b, a, mb, ma, shb, sha, zb, za
-            if self.tensors[a].size % self.tensors[b].size:
-                self.fail("int8 SUB with a broadcast other than a trailing constant")
-            lo, hi = _act_range(self.L.fused(op), so, zo)
-            self.node("qadd", [a, b], op.outputs[0], a_offset=-za, b_offset=-zb, out_zp=zo,
-                      a_mult=ma, b_mult=mb, out_mult=mo, a_shift=sha, b_shift=shb,
-                      out_shift=sho, left_shift=left, act_min=lo, act_max=hi)
-
-        def op_MEAN(self, op):
-            """Global average pooling. The reference interpreter (keep_dims false, input and
-            output quantised differently) computes ``acc = sum (x - zp_in)`` over the n values,
-            takes ``(q, shift) = QuantizeMultiplier(s_in / s_out)``, folds 1/n in as
-            ``k = min(floor(log2 n), 32, 31 + shift)``, ``q' = (q << k) / n``, requantises acc by
-            ``(q', shift - k)`` with two roundings, adds ``zp_out`` and clamps (found by
-            comparing with the interpreter). Here: a depthwise ``qconv`` whose window is the
-            whole input, with unit weights."""
-            L = self.L
-            x = self.x(op.inputs[0])
-            shape = self.tensors[x].shape
-            axes = sorted(int(a) % (len(shape) + 1)
-                          for a in np.atleast_1d(L.const(op.inputs[1], "MEAN axes")))
-            if L.opts(op) is not None and L.opts(op).keepDims:
-                self.fail("int8 MEAN with keep_dims is not supported")
-            (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
-            if (si, zi) == (so, zo):
-                self.fail("int8 MEAN with equal input and output quantisation is not supported")
-            if len(shape) == 3 and axes == [1, 2]:
-                (h, w, c), geo = shape, dict(rank=2, out_spatial=(1, 1))
-            elif len(shape) == 2 and axes == [1]:
-                (h, w, c), geo = (1,) + shape, dict(rank=1, out_spatial=(1,))
-            else:
-                self.fail(f"int8 MEAN over axes {axes} of shape {shape} is not supported "
-                          "(supported: global average pooling)")
-            n = h * w
-            om, osh = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
-            k = min(n.bit_length() - 1, 32, 31 + osh)  # 1/n folded into the multiplier
-            m, sh = (om << k) // n, osh - k
-            W = np.ones((c, h, w, 1), np.int8)
-            wt = self.add(W.shape, W, base=f"{L.node_name}:ones")
-            b = self.add((c,), np.zeros(c, np.int32), base=f"{L.node_name}:b", dtype="int32")
-            self.node("qconv", [x, wt, b], op.outputs[0], groups=c, strides=(1, 1),
-                      dilations=(1, 1), pads=(0, 0), in_zp=zi, out_zp=zo, act_min=-128,
-                      act_max=127, mult=(m,) * c, shift=(sh,) * c, **geo)
-
-        def op_DEQUANTIZE(self, op):
-            # Not an output (run() handles those): the start of a float island.
-            if self.L.dtype(op.inputs[0]) != np.int8:
-                self.fail("DEQUANTIZE of a non-int8 tensor inside an int8 model")
-            self.names[op.outputs[0]] = self.x(op.inputs[0])
-
-        def op_QUANTIZE(self, op):
-            i = op.inputs[0]
-            if i not in self.names or self.L.dtype(i) not in (np.float32, np.int8):
-                self.fail("QUANTIZE of a tensor that is not computed in the model")
-            if self.qp_of(i) != self.q1(op.outputs[0]):
-                self.fail("int8 QUANTIZE that changes the scale or zero point is not supported")
-            self.names[op.outputs[0]] = self.names[i]
-
-    _INT8_CLASS = Int8Recurrent
-    return _INT8_CLASS
 
 
 def load_tflite(path: Path) -> Graph:

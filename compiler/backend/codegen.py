@@ -15,21 +15,19 @@ of the output is the Jacobian. The runtime is copied next to the generated files
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
-from . import __version__
-from .errors import CompileError
-from .ir import Graph
-from .passes import alias_roots, place
+from ..errors import CompileError
+from ..ir import Graph
+from ..passes import alias_roots, place
+from ..version import __version__
+from .cost import node_macs
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # repo root, or site-packages/nnmpc
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # repo root, or site-packages/nnmpc
 TEMPLATE_DIR = PACKAGE_ROOT / "templates"
 RUNTIME_DIR = PACKAGE_ROOT / "firmware" / "runtime"
 #: Runtime files every generated model needs, copied into the output folder.
@@ -777,7 +775,6 @@ def jacobian_cost(graph: Graph, mode: str) -> float:
     value, reverse: OUTPUT_SIZE): every op's MACs (or its size) times the lanes; a dense layer
     counts only the units a relu may leave active (half) on either side, and the first dense
     layer of forward mode, whose tangent is W itself, counts one copy of its active rows."""
-    from .report import _macs
     t = graph.tensors
     lanes = graph.input_size if mode == "forward" else graph.output_size
     roots = alias_roots(graph)
@@ -790,7 +787,7 @@ def jacobian_cost(graph: Graph, mode: str) -> float:
 
     cost = 0.0
     for node in graph.nodes:
-        work = _macs(graph, node) or t[node.outputs[0]].size
+        work = node_macs(graph, node) or t[node.outputs[0]].size
         if node.op == "dense":
             x, y = node.inputs[0], node.outputs[0]
             n_in = t[node.inputs[1]].shape[1]
@@ -818,11 +815,8 @@ def jacobian_mode(graph: Graph, mode: str = "auto") -> str:
     return mode
 
 
-def lower(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
-    """Decide every call, buffer and symbol of the generated C for ``graph``."""
-    if graph.int8 is not None:
-        from .int8 import lower_int8
-        return lower_int8(graph, name)
+def lower_float(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
+    """Decide every call, buffer and symbol of the generated C for a float ``graph``."""
     low = Lowering(name)
     arena = f"{name}_arena"
     pred = GraphLowering(low, graph, mode="predict").run()
@@ -875,46 +869,3 @@ def lower(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
     src.window = graph.window
     src.consts, src.structs = low.consts, low.structs
     return src
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
-def render(graph: Graph, name: str = "model", jacobian: str = "auto") -> dict[str, str]:
-    """Render all output files for ``graph`` into memory: ``{filename: text}``."""
-    check_name(name)
-    src = lower(graph, name, jacobian)
-    env = _env()
-    files = {
-        f"{name}.h": env.get_template("model.h.j2").render(m=src),
-        f"{name}.c": env.get_template("model.c.j2").render(m=src),
-    }
-    for f in RUNTIME_FILES:
-        files[f] = (RUNTIME_DIR / f).read_text()
-    return files
-
-
-def write_files(files: dict[str, str], out_dir: str | Path) -> list[Path]:
-    """Write rendered files; each appears whole (temp file + rename) or not at all."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fname, text in files.items():
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{fname}.")
-        try:
-            with os.fdopen(fd, "w", newline="\n") as fh:
-                fh.write(text)
-            os.replace(tmp, out / fname)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(out / fname)
-    return written

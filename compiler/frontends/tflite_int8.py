@@ -1,4 +1,4 @@
-"""Full-integer (int8) models: TFLite's quantisation scheme, bit for bit.
+"""Full-integer (int8) TFLite models into the IR: TFLite's quantisation scheme, bit for bit.
 
 The TFLite front-end hands a full-integer model to :class:`Int8Builder`, which converts it into
 IR nodes of the integer ops:
@@ -14,20 +14,23 @@ IR nodes of the integer ops:
 * ``qlut``: ``inputs = [x, table]``, a 256-entry table of an element-wise function (LOGISTIC,
   TANH), filled the way TFLite fills its own lookup table.
 
-:func:`lower_int8` then writes ``NAME_predict_int8`` on raw int8 and ``NAME_predict`` on float
+The back-end's :func:`nnmpc.compiler.backend.int8.lower_int8` then writes ``NAME_predict_int8`` on raw int8 and ``NAME_predict`` on float
 with quantisation at the edges. No float arithmetic is used between the edges.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import CompileError
-from .ir import Graph, Node, Tensor
+from ..ir import Graph, Node, Tensor
+
+#: TFLite int8 ops the builder converts.
+_INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
+             "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
+             "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "SUB", "UNPACK",
+             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "MEAN"]
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -181,7 +184,6 @@ class Int8Builder:
                 continue
             fn = getattr(self, "op_" + opname, None)
             if fn is None:
-                from .frontends.tflite import _INT8_OPS
                 self.fail(f"int8 op '{opname}' is not supported "
                           f"(supported: {', '.join(sorted(_INT8_OPS))})")
             fn(op)
@@ -349,148 +351,201 @@ class Int8Builder:
         self._lut(op, "TANH")
 
 
-# ---- Lowering to C --------------------------------------------------------------------------
+class Int8Recurrent(Int8Builder):
+    """The TFLite front-end's int8 builder: :class:`Int8Builder` with the ops of unrolled
+    recurrent layers.
 
-def lower_int8(graph: Graph, name: str):
-    from .codegen import (Buf, ConstArray, Function, ModelSource, Program, Struct, _function,
-                          _symbol, _window_fields, c_float, c_int_array, content_key)
-    from .passes import alias_roots
+    They are expressed in the integer IR ops the int8 back-end already lowers:
 
-    q = graph.int8
-    used: set[str] = set()
-    consts: list[ConstArray] = []
-    structs: list[Struct] = []
-    syms: dict[tuple, str] = {}
-    ctypes = {"int8": "int8_t", "int32": "int32_t"}
+    * a slice (UNPACK, SPLIT, SPLIT_V, STRIDED_SLICE, SLICE; input and output quantised alike,
+      as the converter makes them) is a ``qdense`` whose weights are a 0/1 selection matrix,
+      zero bias and the multiplier 1 (``2^30``, shift 1): the accumulator is ``x - zp`` exactly
+      and the single-rounding requantisation returns it unchanged, so the copy is exact;
+    * SUB is TFLite's int8 ADD with the second input's multiplier negated (what the
+      interpreter's own SUB does), as a ``qadd``;
+    * the converter's float islands inside an int8 LSTM (DEQUANTIZE, a float SPLIT, QUANTIZE back
+      to the same scale and zero point) are exact round trips: the SPLIT is done on the int8
+      values.
+    """
 
-    def const(t: str) -> Buf:
-        tensor = graph.tensors[t]
-        key = content_key(tensor.data)
-        if key not in syms:
-            sym = f"{name}_{_symbol(t, used)}"
-            syms[key] = sym
-            consts.append(ConstArray(ctypes[tensor.dtype], sym, tensor.size,
-                                     c_int_array(tensor.data), f"{t} {list(tensor.shape)}"))
-        return Buf(syms[key])
+    def qp_of(self, i: int) -> tuple[float, int]:
+        """Quantisation of TFLite tensor i; a float tensor of a DEQUANTIZE island carries
+        its int8 source's."""
+        if self.L.dtype(i) == np.float32 and i in self.names:
+            return self.qp[self.names[i]]
+        return self.q1(i)
 
-    def folded(values, what: str) -> Buf:
-        data = np.asarray(values, np.int32)
-        key = content_key(data)
-        if key not in syms:
-            sym = f"{name}_{_symbol(what, used)}"
-            syms[key] = sym
-            consts.append(ConstArray("int32_t", sym, data.size, c_int_array(data),
-                                     f"{what}: bias minus input zero point x row sums"))
-        return Buf(syms[key])
+    def _select(self, x: str, full, axis: int, start: int, stop: int, out_idx: int,
+                qp) -> str:
+        L = self.L
+        full = tuple(int(d) for d in full)
+        outer = int(np.prod(full[:axis], dtype=np.int64))
+        inner = int(np.prod(full[axis + 1:], dtype=np.int64))
+        n_in, n_out = full[axis] * inner, (stop - start) * inner
+        if n_in * n_out > (1 << 20):
+            self.fail(f"int8 slice of shape {list(full)} is too large")
+        W = np.zeros((n_out, n_in), np.int8)
+        W[np.arange(n_out), start * inner + np.arange(n_out)] = 1
+        w = self.add(W.shape, W, base=f"{L.node_name}:select")
+        b = self.add((n_out,), np.zeros(n_out, np.int32), base=f"{L.node_name}:b", dtype="int32")
+        out = self.add(L.out_shape_of(out_idx), base=f"{L.node_name}:out")
+        self.nodes.append(Node("qdense", [x, w, b], [out], dict(
+            rows=outer, in_zp=qp[1], out_zp=qp[1], act_min=-128, act_max=127,
+            mult=(1 << 30,) * n_out, shift=(1,) * n_out), name=out, source=L.node_name))
+        self.qp[out] = qp
+        self.names[out_idx] = out
+        return out
 
-    def int_array(values, what: str) -> str:
-        sym = f"{name}_{_symbol(what, used)}"
-        consts.append(ConstArray("int32_t", sym, len(values), c_int_array(values), what))
-        return sym
+    def _same_q(self, op, x_index: int):
+        qp = self.qp_of(x_index)
+        for o in op.outputs:
+            if self.L.dtype(o) == np.int8 and self.q1(o) != qp:
+                self.fail("int8 slice whose output is quantised unlike its input is not "
+                          "supported")
+        return qp
 
-    def struct(ctype: str, fields, comment: str) -> str:
-        sym = f"{name}_{_symbol(comment.split(':')[0] + '_' + ctype.replace('nnmpc_', '').replace('_t', ''), used)}"
-        structs.append(Struct(ctype, sym, fields, comment))
-        return "&" + sym
+    def _pieces(self, op, x_index: int, axis: int, sizes) -> None:
+        L = self.L
+        fs = tuple(L.shape(x_index))
+        if sum(sizes) != fs[axis] or len(sizes) != len(op.outputs):
+            self.fail(f"split of axis {axis} of shape {list(fs)} into {list(sizes)}")
+        qp, x, start = self._same_q(op, x_index), self.x(x_index), 0
+        for o, n in zip(op.outputs, sizes):
+            L.node_name = L.tname(o)
+            self._select(x, fs, axis, start, start + n, o, qp)
+            start += n
 
-    roots = alias_roots(graph)
-    ext = {graph.inputs[0]: Buf("input"), graph.outputs[0]: Buf("output")}
-    p = Program()
+    def op_UNPACK(self, op):
+        fs = tuple(self.L.shape(op.inputs[0]))
+        axis = self.L._axis(self.L.opts(op).axis, len(fs))
+        self._pieces(op, op.inputs[0], axis, [1] * fs[axis])
 
-    def v(t: str) -> Buf:
-        r = roots[t]
-        if graph.tensors[r].is_const:
-            return const(r)
-        if r in ext:
-            return ext[r]
-        return p.scratch("v:" + r, graph.tensors[r].size)
+    def op_SPLIT(self, op):
+        fs = tuple(self.L.shape(op.inputs[1]))
+        axis = self.L._axis(np.atleast_1d(self.L.const(op.inputs[0], "SPLIT axis"))[0], len(fs))
+        n = int(self.L.opts(op).numSplits)
+        if n < 1 or fs[axis] % n:
+            self.fail(f"SPLIT of axis {axis} of shape {list(fs)} into {n} equal parts")
+        self._pieces(op, op.inputs[1], axis, [fs[axis] // n] * n)
 
-    for node in graph.nodes:
-        a = node.attrs
-        x, y = node.inputs[0], node.outputs[0]
-        comment = f"{node.source}: {node.op}"
-        if node.op in ("qdense", "qconv"):
-            mult = int_array(a["mult"], f"{node.source}:mult")
-            shift = int_array(a["shift"], f"{node.source}:shift")
-            qs = struct("nnmpc_q_params_t",
-                        [("in_zp", str(a["in_zp"])), ("out_zp", str(a["out_zp"])),
-                         ("act_min", str(a["act_min"])), ("act_max", str(a["act_max"])),
-                         ("mult", mult), ("shift", shift),
-                         ("double_rounding", "1" if node.op == "qconv" else "0")],
-                        f"{node.source}: requantisation")
-            W = const(node.inputs[1])
-            if node.op == "qdense":
-                n_out, n_in = graph.tensors[node.inputs[1]].shape
-                Wd = np.asarray(graph.tensors[node.inputs[1]].data, np.int64)
-                bz = (np.asarray(graph.tensors[node.inputs[2]].data, np.int64).reshape(n_out)
-                      - int(a["in_zp"]) * Wd.sum(axis=1))
-                if np.all(np.abs(bz) < 2 ** 31):
-                    # the input zero point folded into the bias: b - in_zp sum_j W[i][j]
-                    p.emit("nnmpc_q_dense_z", v(x), W, folded(bz, f"{node.source}:bz"), v(y),
-                           a["rows"], n_out, n_in, qs, comment=comment)
-                else:
-                    p.emit("nnmpc_q_dense", v(x), W, const(node.inputs[2]), v(y), a["rows"],
-                           n_out, n_in, qs, comment=comment)
-            else:
-                win = struct("nnmpc_window_t", _window_fields(graph, node), f"{node.source}: window")
-                p.emit("nnmpc_q_conv", v(x), W, const(node.inputs[2]), v(y), win, qs,
-                       comment=comment)
-        elif node.op == "qpool":
-            win = struct("nnmpc_window_t", _window_fields(graph, node), f"{node.source}: window")
-            p.emit("nnmpc_q_pool", v(x), v(y), win, 0 if a["kind"] == "max" else 1,
-                   a["act_min"], a["act_max"], comment=comment)
-        elif node.op == "qadd":
-            keys = ["a_offset", "b_offset", "out_zp", "a_mult", "b_mult", "out_mult", "a_shift",
-                    "b_shift", "out_shift", "left_shift", "act_min", "act_max"]
-            qa = struct("nnmpc_q_add_t", [(k, str(a[k])) for k in keys] + [("double_rounding", "1")],
-                        f"{node.source}: add")
-            n, nb = graph.tensors[y].size, graph.tensors[node.inputs[1]].size
-            p.emit("nnmpc_q_add", v(x), v(node.inputs[1]), v(y), n, nb, qa, comment=comment)
-        elif node.op == "qmul":
-            keys = ["a_offset", "b_offset", "out_zp", "mult", "shift", "act_min", "act_max"]
-            qm = struct("nnmpc_q_mul_t", [(k, str(a[k])) for k in keys] + [("double_rounding", "1")],
-                        f"{node.source}: mul")
-            n, nb = graph.tensors[y].size, graph.tensors[node.inputs[1]].size
-            p.emit("nnmpc_q_mul_elem", v(x), v(node.inputs[1]), v(y), n, nb, qm, comment=comment)
-        elif node.op == "qconcat":
-            shape = graph.tensors[y].shape
-            outer = int(np.prod(shape[:a["axis"]], dtype=np.int64))
-            total, off = graph.tensors[y].size // outer, 0
-            for k, t in enumerate(node.inputs):
-                ln = graph.tensors[t].size // outer
-                p.emit("nnmpc_q_copy_blocks", v(t), v(y) + off, outer, ln, ln, total,
-                       comment=comment if k == 0 else "")
-                off += ln
-        elif node.op == "qlut":
-            p.emit("nnmpc_q_lut", v(x), v(y), graph.tensors[y].size, const(node.inputs[1]),
-                   comment=comment)
-        elif node.op == "reshape":
-            if roots[x] != roots[y]:
-                p.emit("nnmpc_q_copy", v(x), v(y), graph.tensors[y].size, comment=comment)
+    def op_SPLIT_V(self, op):
+        fs = tuple(self.L.shape(op.inputs[0]))
+        sizes = [int(v) for v in self.L.const(op.inputs[1], "SPLIT_V sizes")]
+        axis = self.L._axis(np.atleast_1d(self.L.const(op.inputs[2], "SPLIT_V axis"))[0], len(fs))
+        if sizes.count(-1) == 1:
+            sizes[sizes.index(-1)] = fs[axis] - sum(v for v in sizes if v != -1)
+        self._pieces(op, op.inputs[0], axis, sizes)
+
+    def _slice(self, op, begin, end) -> None:
+        L = self.L
+        fs = tuple(L.shape(op.inputs[0]))
+        qp = self._same_q(op, op.inputs[0])
+        cut = [ax for ax in range(len(fs)) if (int(begin[ax]), int(end[ax])) != (0, fs[ax])]
+        x = self.x(op.inputs[0])
+        if not cut:
+            self.names[op.outputs[0]] = x
+            return
+        if len(cut) > 1:
+            self.fail(f"int8 slice of several axes {cut} of shape {list(fs)} is not supported")
+        ax = cut[0]
+        b0, e0 = int(begin[ax]), int(end[ax])
+        if not 0 <= b0 < e0 <= fs[ax]:
+            self.fail(f"int8 slice [{b0}:{e0}] of axis {ax} of shape {list(fs)}")
+        self._select(x, fs, ax, b0, e0, op.outputs[0], qp)
+
+    def op_STRIDED_SLICE(self, op):
+        L = self.L
+        o = L.opts(op)
+        begin = L.const(op.inputs[1], "STRIDED_SLICE begin").astype(np.int64).copy()
+        end = L.const(op.inputs[2], "STRIDED_SLICE end").astype(np.int64).copy()
+        strides = L.const(op.inputs[3], "STRIDED_SLICE strides")
+        if np.any(strides != 1) or o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False):
+            self.fail("STRIDED_SLICE with strides other than 1, ellipsis or new axes is not "
+                      "supported")
+        fs = tuple(L.shape(op.inputs[0]))
+        if len(fs) != len(begin):
+            self.fail(f"STRIDED_SLICE of shape {list(fs)} with {len(begin)} bounds")
+        for ax in range(len(begin)):
+            begin[ax] = 0 if o.beginMask >> ax & 1 else begin[ax] + (fs[ax] if begin[ax] < 0 else 0)
+            end[ax] = fs[ax] if o.endMask >> ax & 1 else end[ax] + (fs[ax] if end[ax] < 0 else 0)
+            if o.shrinkAxisMask >> ax & 1:
+                end[ax] = begin[ax] + 1
+            end[ax] = min(end[ax], fs[ax])
+        self._slice(op, begin, end)
+
+    def op_SLICE(self, op):
+        L = self.L
+        begin = L.const(op.inputs[1], "SLICE begin").astype(np.int64)
+        size = L.const(op.inputs[2], "SLICE size").astype(np.int64)
+        fs = tuple(L.shape(op.inputs[0]))
+        end = [fs[i] if size[i] == -1 else begin[i] + size[i] for i in range(len(size))]
+        self._slice(op, begin, end)
+
+    def op_SUB(self, op):
+        a, b = self.x(op.inputs[0]), self.x(op.inputs[1])
+        (sa, za), (sb, zb) = self.q1(op.inputs[0]), self.q1(op.inputs[1])
+        so, zo = self.q1(op.outputs[0])
+        left = 20
+        twice = 2.0 * float(max(np.float32(sa), np.float32(sb)))
+        ma, sha = quantize_multiplier(float(np.float32(sa)) / twice)
+        mb, shb = quantize_multiplier(float(np.float32(sb)) / twice)
+        mb = -mb  # the interpreter's SUB: ADD with input 2's multiplier negated
+        mo, sho = quantize_multiplier(twice / float(np.float32((1 << left) * np.float32(so))))
+        if self.tensors[a].is_const and not self.tensors[b].is_const:
+            a, b, ma, mb, sha, shb, za, zb = b, a, mb, ma, shb, sha, zb, za
+        if self.tensors[a].size % self.tensors[b].size:
+            self.fail("int8 SUB with a broadcast other than a trailing constant")
+        lo, hi = _act_range(self.L.fused(op), so, zo)
+        self.node("qadd", [a, b], op.outputs[0], a_offset=-za, b_offset=-zb, out_zp=zo,
+                  a_mult=ma, b_mult=mb, out_mult=mo, a_shift=sha, b_shift=shb,
+                  out_shift=sho, left_shift=left, act_min=lo, act_max=hi)
+
+    def op_MEAN(self, op):
+        """Global average pooling. The reference interpreter (keep_dims false, input and
+        output quantised differently) computes ``acc = sum (x - zp_in)`` over the n values,
+        takes ``(q, shift) = QuantizeMultiplier(s_in / s_out)``, folds 1/n in as
+        ``k = min(floor(log2 n), 32, 31 + shift)``, ``q' = (q << k) / n``, requantises acc by
+        ``(q', shift - k)`` with two roundings, adds ``zp_out`` and clamps (found by
+        comparing with the interpreter). Here: a depthwise ``qconv`` whose window is the
+        whole input, with unit weights."""
+        L = self.L
+        x = self.x(op.inputs[0])
+        shape = self.tensors[x].shape
+        axes = sorted(int(a) % (len(shape) + 1)
+                      for a in np.atleast_1d(L.const(op.inputs[1], "MEAN axes")))
+        if L.opts(op) is not None and L.opts(op).keepDims:
+            self.fail("int8 MEAN with keep_dims is not supported")
+        (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
+        if (si, zi) == (so, zo):
+            self.fail("int8 MEAN with equal input and output quantisation is not supported")
+        if len(shape) == 3 and axes == [1, 2]:
+            (h, w, c), geo = shape, dict(rank=2, out_spatial=(1, 1))
+        elif len(shape) == 2 and axes == [1]:
+            (h, w, c), geo = (1,) + shape, dict(rank=1, out_spatial=(1,))
         else:
-            raise CompileError(f"op '{node.op}' in an int8 model", file=graph.source_file,
-                               layer=node.source)
-    offsets, size = p.plan()
-    arena = f"{name}_arena8"
-    n_in, n_out = graph.input_size, graph.output_size
-    src = ModelSource(
-        name=name, guard=f"{name.upper()}_H", version=__version__,
-        model_hash=graph.content_hash()[:16], source_file=Path(graph.source_file).name,
-        input_size=n_in, output_size=n_out, arena_floats=0, params=graph.param_count(),
-        includes=["nnmpc_nn.h", "nnmpc_ops.h", "nnmpc_q8.h"],
-    )
-    src.int8 = {"in_scale": c_float(q["in_scale"]), "in_zp": q["in_zp"],
-                "out_scale": c_float(q["out_scale"]), "out_zp": q["out_zp"],
-                "arena": arena}
-    src.arena_bytes = max(size + n_in + n_out, 1)
-    src.functions.append(_function(
-        f"void {name}_predict_int8(const int8_t *input, int8_t *output)", p, offsets, arena))
-    src.functions.append(Function(f"void {name}_predict(const float *input, float *output)", [
-        "/* quantise the input, run the integer model, dequantise the output */",
-        f"nnmpc_q_quantize(input, {arena} + {size}, {n_in}, {c_float(q['in_scale'])}, {q['in_zp']});",
-        f"{name}_predict_int8({arena} + {size}, {arena} + {size + n_in});",
-        f"nnmpc_q_dequantize({arena} + {size + n_in}, output, {n_out}, "
-        f"{c_float(q['out_scale'])}, {q['out_zp']});",
-    ]))
-    src.consts, src.structs = consts, structs
-    return src
+            self.fail(f"int8 MEAN over axes {axes} of shape {shape} is not supported "
+                      "(supported: global average pooling)")
+        n = h * w
+        om, osh = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+        k = min(n.bit_length() - 1, 32, 31 + osh)  # 1/n folded into the multiplier
+        m, sh = (om << k) // n, osh - k
+        W = np.ones((c, h, w, 1), np.int8)
+        wt = self.add(W.shape, W, base=f"{L.node_name}:ones")
+        b = self.add((c,), np.zeros(c, np.int32), base=f"{L.node_name}:b", dtype="int32")
+        self.node("qconv", [x, wt, b], op.outputs[0], groups=c, strides=(1, 1),
+                  dilations=(1, 1), pads=(0, 0), in_zp=zi, out_zp=zo, act_min=-128,
+                  act_max=127, mult=(m,) * c, shift=(sh,) * c, **geo)
+
+    def op_DEQUANTIZE(self, op):
+        # Not an output (run() handles those): the start of a float island.
+        if self.L.dtype(op.inputs[0]) != np.int8:
+            self.fail("DEQUANTIZE of a non-int8 tensor inside an int8 model")
+        self.names[op.outputs[0]] = self.x(op.inputs[0])
+
+    def op_QUANTIZE(self, op):
+        i = op.inputs[0]
+        if i not in self.names or self.L.dtype(i) not in (np.float32, np.int8):
+            self.fail("QUANTIZE of a tensor that is not computed in the model")
+        if self.qp_of(i) != self.q1(op.outputs[0]):
+            self.fail("int8 QUANTIZE that changes the scale or zero point is not supported")
+        self.names[op.outputs[0]] = self.names[i]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from .ir import Graph
-from .passes import alias_roots
+from ..ir import Graph
+from ..passes import alias_roots
+from .codegen import content_key, lower
+from .cost import node_macs
 
 _BYTES = {"float32": 4, "int8": 1, "int32": 4}
 
@@ -22,29 +22,10 @@ class LayerCost:
     ram_bytes: int
 
 
-def _macs(graph: Graph, node) -> int:
-    t = graph.tensors
-    y = t[node.outputs[0]]
-    if node.op in ("dense", "qdense"):
-        n_out, n_in = t[node.inputs[1]].shape
-        return (t[node.inputs[0]].size // n_in) * n_out * n_in
-    if node.op in ("conv", "qconv"):
-        W = t[node.inputs[1]]
-        return y.size * int(np.prod(W.shape[1:]))
-    if node.op in ("pool", "qpool"):
-        kh, kw = node.attrs["kernel"]
-        return y.size * kh * kw
-    if node.op in ("mul", "add", "sub", "qadd", "qmul"):
-        return y.size
-    return 0
-
-
 def layer_costs(graph: Graph) -> list[LayerCost]:
     """One row per node: multiply-accumulates, parameters, their flash bytes (weights shared by
     several nodes, as in an unrolled recurrent layer, count at their first user), and the bytes
     of the node's output buffer (0 when it lives in the caller's buffer or aliases its input)."""
-    from .codegen import content_key
-
     roots = alias_roots(graph)
     external = set(graph.inputs) | set(graph.outputs) | {s for pair in graph.states for s in pair}
     rows = []
@@ -59,7 +40,7 @@ def layer_costs(graph: Graph) -> list[LayerCost]:
         out = node.outputs[0]
         shared = roots[out] != out or out in external
         ram = 0 if shared else graph.tensors[out].size * _BYTES[graph.tensors[out].dtype]
-        rows.append(LayerCost(node.source or node.name, node.op, _macs(graph, node),
+        rows.append(LayerCost(node.source or node.name, node.op, node_macs(graph, node),
                               sum(t.size for t in consts),
                               sum(t.size * _BYTES[t.dtype] for t in consts), ram))
     return rows
@@ -67,8 +48,6 @@ def layer_costs(graph: Graph) -> list[LayerCost]:
 
 def format_report(graph: Graph, name: str = "model") -> str:
     """The table ``nnmpc compile --report`` prints; the total RAM is the generated arena."""
-    from .codegen import lower
-
     rows = layer_costs(graph)
     src = lower(graph, name)
     head = f"{'layer':<28} {'op':<10} {'MACs':>9} {'params':>8} {'flash B':>9} {'RAM B':>8}"
