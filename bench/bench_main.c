@@ -1,7 +1,7 @@
 /*
  * Benchmark image: a minimal startup and a main() that references the functions under test,
  * so the linker keeps them. The host calls the functions directly in an instruction-level
- * emulator (host/cortexm_count.py); main() itself never runs there.
+ * emulator (host/bench/cortexm.py); main() itself never runs there.
  *
  * BENCH_PREFIX names the model (BENCH_PREFIX_predict, ..._jacobian). BENCH_JACOBIAN=1 keeps
  * the Jacobian too. Built once more against bench_empty.c (same symbols, empty bodies) to

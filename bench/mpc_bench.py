@@ -8,11 +8,11 @@
    (trained and cached in build/run). The plant starts at rest at the reference's first
    point; errors are on the noise-free plant output, over the whole run.
 2. Cost per period on a Cortex-M4F: the *same firmware image* runs in the unicorn CPU
-   emulator (host/cortexm_count.py) in a closed loop with the host plant; every byte of each
+   emulator (host/bench/cortexm.py) in a closed loop with the host plant; every byte of each
    SENSOR frame goes through ``nnmpc_app_on_byte`` and everything it executes is counted:
    frame decoding, the solve, the telemetry frame and its UART writes (as CPU work: a FIFO or
    DMA is assumed, not the wire time). Cycles are an estimate from the simplified Cortex-M4
-   cost table (host/cortexm_count.COST_TABLE), no wait states.
+   cost table (host/bench/cortexm.COST_TABLE), no wait states.
 3. Firmware size: flash (text + data) and static RAM (data + bss) of the image, plus stack.
 
 Writes ``mpc_results.json`` and ``mpc_results.md`` in --out.
@@ -33,11 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nnmpc.host import protocol as P  # noqa: E402
-from nnmpc.host import protocol_msgs as M  # noqa: E402
-from nnmpc.host import run as R  # noqa: E402
-from nnmpc.host.boards import load_board  # noqa: E402
-from nnmpc.host.cortexm_count import COST_TABLE, CortexM4Counter  # noqa: E402
+from nnmpc.host.link import protocol as P  # noqa: E402
+from nnmpc.host.link import protocol_msgs as M  # noqa: E402
+from nnmpc.host import loop as R  # noqa: E402
+from nnmpc.host.build.boards import load_board  # noqa: E402
+from nnmpc.host.bench.netbench.cortexm import COST_TABLE, CortexM4Counter  # noqa: E402
 from nnmpc.host.plants import get_plant  # noqa: E402
 
 CLOCK_HZ = 168_000_000

@@ -108,7 +108,7 @@ f_stack:
 
 @pytest.fixture(scope="module")
 def counter(tmp_path_factory):
-    from nnmpc.host.cortexm_count import CortexM4Counter
+    from nnmpc.host.bench.cortexm import CortexM4Counter
 
     d = tmp_path_factory.mktemp("asm")
     (d / "t.S").write_text(ASM)
@@ -136,7 +136,7 @@ def test_it_block_counts_both_instructions(counter, arg):
 
 
 def test_cost_table_on_a_known_sequence(counter):
-    from nnmpc.host.cortexm_count import RAM_BASE
+    from nnmpc.host.bench.cortexm import RAM_BASE
     buf = RAM_BASE + 0x100
     counter.write(buf, struct.pack("<IIff", 1, 2, 3.0, 0.0))
     r = counter.call("f_costs", (buf,))
@@ -189,7 +189,7 @@ def test_stack_arguments(counter):
     ("tbb", "[pc, r0]", 2, False),
 ])
 def test_classify(mnemonic, ops, cost, single):
-    from nnmpc.host.cortexm_count import classify
+    from nnmpc.host.bench.cortexm import classify
     c, kind, _ = classify(mnemonic, ops)
     assert c == cost
     assert (kind == "ls") == single
@@ -197,8 +197,8 @@ def test_classify(mnemonic, ops, cost, single):
 
 def test_flash_is_image_minus_empty_image(tmp_path):
     """A 'model' of one 1000-float table and a small function: the flash delta is their size."""
-    from nnmpc.host.bench import build_images, size_delta
-    from nnmpc.host.elfsize import symbol_sizes
+    from nnmpc.host.bench.netbench import build_images, size_delta
+    from nnmpc.host.build.elfsize import symbol_sizes
 
     n = 1000
     vals = ", ".join(f"{i}.5f" for i in range(n))
@@ -211,8 +211,8 @@ def test_flash_is_image_minus_empty_image(tmp_path):
         "void m_predict(const float *x, float *y) { int i = (int)x[0];"
         f" ram[i % 10] = tbl[i % {n}]; y[0] = ram[0]; }}\n"
         "void m_jacobian(const float *x, float *j) { j[0] = x[0]; }\n")
-    from nnmpc.host.boards import load_board
-    from nnmpc.host.firmware import cflags
+    from nnmpc.host.build.boards import load_board
+    from nnmpc.host.build.firmware import cflags
     flags = cflags(load_board("qemu-m4f"))
     imgs = build_images("m", "m", [src], [], 1, 1, tmp_path / "elf", flags)
     delta = size_delta(imgs.predict, imgs.empty_predict)
@@ -230,9 +230,9 @@ def test_flash_is_image_minus_empty_image(tmp_path):
 
 def test_naive_baseline_runs_and_matches_numpy(tmp_path, rng):
     """The naive C-loop generator, built and run in the emulator, against numpy (float64)."""
-    from nnmpc.host.bench import NetSpec, build_images, naive_c, run_calls
-    from nnmpc.host.boards import load_board
-    from nnmpc.host.firmware import cflags
+    from nnmpc.host.bench.netbench import NetSpec, build_images, naive_c, run_calls
+    from nnmpc.host.build.boards import load_board
+    from nnmpc.host.build.firmware import cflags
 
     spec = NetSpec("t", 3, ((5, "tanh"), (4, "relu"), (2, "linear")))
     ws = []

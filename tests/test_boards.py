@@ -9,12 +9,12 @@ import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
 from nnmpc.compiler import compile_model
-from nnmpc.host.boards import list_boards, load_board
+from nnmpc.host.build.boards import list_boards, load_board
 from nnmpc.host.errors import NnmpcError
-from nnmpc.host.exportlib import ARDUINO_DIR, board_defines, core_files
-from nnmpc.host.firmware import CORE_DIRS, FIRMWARE_DIR
-from nnmpc.host.ports import find_port, matching_ports, resolve_port
-from nnmpc.host.sizecheck import build_core, linker_script
+from nnmpc.host.build.exportlib import ARDUINO_DIR, board_defines, core_files
+from nnmpc.host.build.firmware import CORE_DIRS, FIRMWARE_DIR
+from nnmpc.host.link.ports import find_port, matching_ports, resolve_port
+from nnmpc.host.build.sizecheck import build_core, linker_script
 from support import REPO, have, keras_mlp
 
 needs_gcc = pytest.mark.skipif(not have("arm-none-eabi-gcc"), reason="needs arm-none-eabi-gcc")
@@ -306,7 +306,7 @@ def test_board_without_usb_ids_needs_an_explicit_port():
 def _build_arduino_on_mps2(model_dir: Path, out: Path) -> Path:
     """The Arduino HAL and main.cpp, unchanged, over tests/arduino_api/arduino_mps2.cpp (the
     Arduino API on the emulated board) with the C core, the model and the mps2 startup."""
-    from nnmpc.host.firmware import CORE_SOURCES
+    from nnmpc.host.build.firmware import CORE_SOURCES
 
     b = load_board("qemu-m4f")
     flags = [*b.build["cflags"], "-O2", "-ffunction-sections", "-fdata-sections"]
@@ -347,9 +347,9 @@ def test_arduino_hal_runs_in_qemu(model_dir, tmp_path):
     import keras
     import numpy as np
 
-    from nnmpc.host import protocol_msgs as M
-    from nnmpc.host.client import DeviceClient
-    from nnmpc.host.qemu import QemuBoard
+    from nnmpc.host.link import protocol_msgs as M
+    from nnmpc.host.link.client import DeviceClient
+    from nnmpc.host.link.qemu import QemuBoard
 
     elf = _build_arduino_on_mps2(model_dir, tmp_path)
     net = keras.models.load_model(model_dir.parent / "m.keras")

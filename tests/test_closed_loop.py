@@ -9,15 +9,15 @@ import csv
 import numpy as np
 import pytest
 
-from nnmpc.host import protocol as P
-from nnmpc.host import protocol_msgs as M
-from nnmpc.host.boards import load_board
-from nnmpc.host.client import DeviceClient, DeviceError
-from nnmpc.host.firmware import build_firmware
-from nnmpc.host.monitor import monitor
+from nnmpc.host.link import protocol as P
+from nnmpc.host.link import protocol_msgs as M
+from nnmpc.host.build.boards import load_board
+from nnmpc.host.link.client import DeviceClient, DeviceError
+from nnmpc.host.build.firmware import build_firmware
+from nnmpc.host.loop.monitor import monitor
 from nnmpc.host.plants import get_plant
-from nnmpc.host.qemu import QemuBoard
-from nnmpc.host.run import (configure, prepare_model, reference, run_on_board, settings,
+from nnmpc.host.link.qemu import QemuBoard
+from nnmpc.host.loop import (configure, prepare_model, reference, run_on_board, settings,
                             write_csv)
 
 pytestmark = pytest.mark.qemu
@@ -31,8 +31,8 @@ def board():
 @pytest.fixture(scope="module")
 def msd(tmp_path_factory, board):
     """A small NARX net for the MSD (trained briefly) and its firmware image."""
-    from nnmpc.host.datasets import make_dataset
-    from nnmpc.host.train import train_mlp
+    from nnmpc.host.learn.datasets import make_dataset
+    from nnmpc.host.learn.train import train_mlp
 
     plant = get_plant("msd")
     d = tmp_path_factory.mktemp("msd")
@@ -156,7 +156,7 @@ def test_link_faults_while_the_loop_runs_are_dropped_and_counted(msd, board):
 
 def test_write_csv_columns_for_a_multi_output_plant(msd, tmp_path):
     # The CSV layout does not depend on the board: check it for the tendon's 3 outputs.
-    from nnmpc.host.run import RunLog
+    from nnmpc.host.loop import RunLog
     tendon = get_plant("tendon")
     T = 5
     log = RunLog("tendon", "nr", 0.01, (0, 1), ["x", "y", "z"], ["T1", "T2", "T3"],
@@ -221,7 +221,7 @@ def test_nnmpc_run_command_line_writes_csv_png_and_summary(msd, tmp_path, capsys
 @pytest.fixture(scope="module")
 def arm2(tmp_path_factory, board):
     """A forward-kinematics net for the 2-link arm (trained briefly) and its firmware."""
-    from nnmpc.host.train import train_mlp
+    from nnmpc.host.learn.train import train_mlp
 
     plant = get_plant("arm2")
     d = tmp_path_factory.mktemp("arm2")

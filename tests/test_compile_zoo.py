@@ -182,10 +182,10 @@ def test_int8_dsp_kernels_are_bit_exact_on_cortex_m4(zoo, name, tmp_path):
     the TFLite reference interpreter, as the portable C path is on the host."""
     if not have("arm-none-eabi-gcc"):
         pytest.skip("arm-none-eabi-gcc is not installed")
-    from nnmpc.host.bench import BENCH_DIR, _link
-    from nnmpc.host.boards import load_board
-    from nnmpc.host.cortexm_count import RAM_BASE, CortexM4Counter
-    from nnmpc.host.firmware import cflags
+    from nnmpc.host.bench.netbench import BENCH_DIR, _link
+    from nnmpc.host.build.boards import load_board
+    from nnmpc.host.bench.cortexm import RAM_BASE, CortexM4Counter
+    from nnmpc.host.build.firmware import cflags
     m, d = zoo[name]
     cn = c_name(name)
     assert "nnmpc_q_dense_z(" in (d / f"{cn}.c").read_text()
@@ -344,10 +344,10 @@ def test_report_has_a_row_per_layer_and_the_arena(zoo):
 @pytest.mark.parametrize("name", ["keras:conv1d_bn_gap", "onnx:functional_add_concat_mul",
                                   "h5:gru_reset_after", "tflite:mlp_gelu_softmax_exponential"])
 def test_zoo_sample_runs_in_qemu(zoo, name, tmp_path):
-    from nnmpc.host.boards import load_board
-    from nnmpc.host.client import DeviceClient
-    from nnmpc.host.firmware import build_firmware
-    from nnmpc.host.qemu import QemuBoard
+    from nnmpc.host.build.boards import load_board
+    from nnmpc.host.link.client import DeviceClient
+    from nnmpc.host.build.firmware import build_firmware
+    from nnmpc.host.link.qemu import QemuBoard
 
     if not (have("arm-none-eabi-gcc") and have("qemu-system-arm")):
         pytest.skip("the Arm toolchain or QEMU is not installed")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from nnmpc.compiler import compile_model
-from nnmpc.host.datasets import make_dataset
+from nnmpc.host.learn.datasets import make_dataset
 from nnmpc.host.errors import NnmpcError
-from nnmpc.host.export import export_all, representative_subset, run_onnx, run_tflite
+from nnmpc.host.learn.export import export_all, representative_subset, run_onnx, run_tflite
 from nnmpc.host.plants import get_plant
-from nnmpc.host.train import train_gru, train_mlp
+from nnmpc.host.learn.train import train_gru, train_mlp
 from support import build_host
 
 # name: (plant, kind, GRU units, int8 tolerances as fractions of each output's validation
@@ -176,7 +176,7 @@ def test_exports_go_through_nnmpc_compile(exported, fmt, tmp_path):
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path):
-    from nnmpc.host.train import mlp
+    from nnmpc.host.learn.train import mlp
 
     model = mlp(2, 1, [4], "tanh")
     out = tmp_path / "o"

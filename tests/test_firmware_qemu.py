@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from nnmpc.compiler import compile_model
-from nnmpc.host import protocol as P
-from nnmpc.host.boards import load_board
-from nnmpc.host.client import DeviceClient
-from nnmpc.host.firmware import build_firmware
-from nnmpc.host.qemu import QemuBoard
+from nnmpc.host.link import protocol as P
+from nnmpc.host.build.boards import load_board
+from nnmpc.host.link.client import DeviceClient
+from nnmpc.host.build.firmware import build_firmware
+from nnmpc.host.link.qemu import QemuBoard
 from support import keras_mlp, rel_err
 
 pytestmark = pytest.mark.qemu
@@ -114,8 +114,8 @@ def test_qemu_dies_with_its_parent(firmware, board, tmp_path):
     script = tmp_path / "hold.py"
     script.write_text(
         "import sys, time\n"
-        "from nnmpc.host.boards import load_board\n"
-        "from nnmpc.host.qemu import QemuBoard\n"
+        "from nnmpc.host.build.boards import load_board\n"
+        "from nnmpc.host.link.qemu import QemuBoard\n"
         f"q = QemuBoard({str(img.elf)!r}, load_board('qemu-m4f'))\n"
         "q.start(); print(q.proc.pid, flush=True); time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)

@@ -121,7 +121,7 @@ class ArmKernels:
     name = "arm"
 
     def __init__(self, elf):
-        from nnmpc.host.cortexm_count import RAM_BASE, CortexM4Counter
+        from nnmpc.host.bench.cortexm import RAM_BASE, CortexM4Counter
         self.c = CortexM4Counter(elf)
         self.base = RAM_BASE + 0x10000
         self.cycles: dict[str, int] = {}
@@ -267,9 +267,9 @@ def K(request, tmp_path_factory):
         return HostKernels(so)
     if not have("arm-none-eabi-gcc"):
         pytest.skip("needs arm-none-eabi-gcc")
-    from nnmpc.host.bench import BENCH_DIR, _link
-    from nnmpc.host.boards import load_board
-    from nnmpc.host.firmware import cflags
+    from nnmpc.host.bench.netbench import BENCH_DIR, _link
+    from nnmpc.host.build.boards import load_board
+    from nnmpc.host.build.firmware import cflags
     (d / "kern.c").write_text(KERNEL_HARNESS)
     (d / "q8.c").write_text(Q8_WRAPPER)
     opt = {"arm": "-O2", "arm-Os": "-Os", "arm-O0": "-O0"}[request.param]  # -O0: the C loops

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnmpc.host.datasets import EXCITATIONS, _EXCITE, excitation, make_dataset
+from nnmpc.host.learn.datasets import EXCITATIONS, _EXCITE, excitation, make_dataset
 from nnmpc.host.errors import NnmpcError
 from nnmpc.host.plants import PLANTS, get_plant
 

@@ -18,11 +18,11 @@ import pytest
 import serial
 
 from nnmpc.compiler import compile_model
-from nnmpc.host import pio
-from nnmpc.host.boards import load_board
-from nnmpc.host.client import DeviceClient
+from nnmpc.host.build import pio
+from nnmpc.host.build.boards import load_board
+from nnmpc.host.link.client import DeviceClient
 from nnmpc.host.errors import NnmpcError
-from nnmpc.host.qemu import QemuBoard, _free_port
+from nnmpc.host.link.qemu import QemuBoard, _free_port
 from support import REPO, have, keras_mlp, rel_err
 
 pytestmark = [

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from nnmpc.host import protocol as P
+from nnmpc.host.link import protocol as P
 from support import REPO
 
 FW = REPO / "firmware"
@@ -111,14 +111,14 @@ def test_c_decoder_survives_random_bytes(c_decoder, rng):
 
 
 # -- messages generated from the schema --------------------------------------------------------
-from nnmpc.host import protocol_msgs as M  # noqa: E402
-from nnmpc.host import protogen  # noqa: E402
+from nnmpc.host.link import protocol_msgs as M  # noqa: E402
+from nnmpc.host.link import protogen  # noqa: E402
 
 
 def test_generated_message_code_is_up_to_date():
-    """firmware/protocol/nnmpc_msgs.[ch] and host/protocol_msgs.py match the schema."""
+    """firmware/protocol/nnmpc_msgs.[ch] and host/link/protocol_msgs.py match the schema."""
     for path, text in protogen.render().items():
-        assert path.read_text() == text, f"{path} is stale: run python -m nnmpc.host.protogen"
+        assert path.read_text() == text, f"{path} is stale: run python -m nnmpc.host.link.protogen"
 
 
 def test_schema_is_validated(tmp_path):

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from nnmpc.host.datasets import (load_dataset, make_dataset, narx_features, narx_names,
+from nnmpc.host.learn.datasets import (load_dataset, make_dataset, narx_features, narx_names,
                                  narx_sequences)
 from nnmpc.host.errors import NnmpcError
 from nnmpc.host.plants import PLANTS, get_plant
-from nnmpc.host.train import (Normaliser, fold_normalisation, free_run_rmse, gru_net, mlp,
+from nnmpc.host.learn.train import (Normaliser, fold_normalisation, free_run_rmse, gru_net, mlp,
                               train_gru, train_mlp)
 
 # Small CI budget per plant: (samples, epochs) and the validation RMSE per output it must

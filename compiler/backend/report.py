@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from ..ir import Graph
 from ..passes import alias_roots
-from .codegen import content_key, lower
+from .codegen import content_key
+from .emit import lower
 from .cost import node_macs
 
 _BYTES = {"float32": 4, "int8": 1, "int32": 4}

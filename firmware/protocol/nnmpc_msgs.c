@@ -1,4 +1,4 @@
-/* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/protogen.py
+/* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
  * (generator 1, schema 7f31c466e1f132d8). Do not edit. */
 #include "nnmpc_msgs.h"
 

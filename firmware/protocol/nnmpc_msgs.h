@@ -1,7 +1,7 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/protogen.py (generator 1, schema 7f31c466e1f132d8). Do not edit:
- * change the schema and run `python -m nnmpc.host.protogen`.
+ * host/link/protogen.py (generator 1, schema 7f31c466e1f132d8). Do not edit:
+ * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
  * pack/unpack functions. Pack writes at most NNMPC_MSGS_PAYLOAD_MAX bytes and returns the

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .boards import Board, list_boards, load_board
-from .errors import NnmpcError
+from ..build.boards import Board, list_boards, load_board
+from ..errors import NnmpcError
 
 AUTO = "auto"
 

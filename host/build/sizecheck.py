@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .boards import Board
 from .elfsize import ImageSize, image_size
-from .errors import NnmpcError
+from ..errors import NnmpcError
 from .firmware import CORE_DIRS, CORE_SOURCES, FIRMWARE_DIR, cflags
-from .toolchain import require
+from ..toolchain import require
 
 #: The bare-metal HAL used for every board's size check (startup, vectors, polled UART).
 GENERIC_HAL = "mps2"

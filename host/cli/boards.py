@@ -1,6 +1,6 @@
 """CLI commands for boards: ``boards``, ``build``, ``flash`` and ``export-lib``.
 
-``register(subparsers)`` adds them to the ``nnmpc`` parser (host/cli.py).
+``register(subparsers)`` adds them to the ``nnmpc`` parser (host/cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 
 DEFAULT_OUT = Path("build") / "boards"
 QEMU_UPLOAD_PORT = "socket://127.0.0.1:4321"
@@ -20,12 +20,12 @@ def _project_dir(args) -> Path:
 
 
 def cmd_boards(args) -> int:
-    from .boards import format_board_table, list_boards, load_board
+    from ..build.boards import format_board_table, list_boards, load_board
 
     boards = [load_board(n) for n in list_boards()]
     print(format_board_table(boards))
     if args.ports:
-        from .ports import comports, matching_ports
+        from ..link.ports import comports, matching_ports
 
         hits = {p.device: b.name for p, b in matching_ports(None)}
         print("\nserial ports:")
@@ -36,7 +36,7 @@ def cmd_boards(args) -> int:
 
 
 def _core_check(board, model_dir: Path, work: Path) -> None:
-    from .sizecheck import build_core
+    from ..build.sizecheck import build_core
 
     r = build_core(board, model_dir, work)
     print(f"core (bare-metal, arm-none-eabi-gcc {' '.join(board.machine_flags)}):")
@@ -44,19 +44,19 @@ def _core_check(board, model_dir: Path, work: Path) -> None:
 
 
 def cmd_build(args) -> int:
-    from . import pio
-    from .boards import load_board
-    from .exportlib import prepare_model
+    from ..build import pio
+    from ..build.boards import load_board
+    from ..build.exportlib import prepare_model
 
     if args.board == "all":
         if not args.core_only:
             raise NnmpcError("--board all works with --core-only (one PlatformIO build per board)")
-        from .boards import list_boards
+        from ..build.boards import list_boards
 
         work = (Path(args.out) if args.out else DEFAULT_OUT / "all").resolve()
         work.mkdir(parents=True, exist_ok=True)
         model_dir = prepare_model(args.model, work)
-        from .sizecheck import build_core
+        from ..build.sizecheck import build_core
 
         print("core (bare-metal, arm-none-eabi-gcc -O2, each board's -mcpu/-mfpu/-mfloat-abi):")
         for name in list_boards():
@@ -93,9 +93,9 @@ def cmd_build(args) -> int:
 
 
 def cmd_flash(args) -> int:
-    from . import pio
-    from .boards import load_board
-    from .ports import resolve_port
+    from ..build import pio
+    from ..build.boards import load_board
+    from ..link.ports import resolve_port
 
     board = load_board(args.board)
     project_dir = _project_dir(args).resolve()
@@ -118,8 +118,8 @@ def cmd_flash(args) -> int:
 
 
 def cmd_export_lib(args) -> int:
-    from .boards import load_board
-    from .exportlib import export_lib
+    from ..build.boards import load_board
+    from ..build.exportlib import export_lib
 
     board = load_board(args.board) if args.board else None
     out = export_lib(args.model, args.output, board=board, period_us=args.period_us)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
 #: Serial link kinds: a UART (on real boards often bridged to USB by a debug probe), the USB
 #: CDC-ACM device of the MCU itself, or the emulated CMSDK UART of the QEMU board.

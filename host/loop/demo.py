@@ -15,13 +15,13 @@ import numpy as np
 
 from nnmpc.compiler import compile_model
 
-from .boards import load_board
-from .client import DeviceClient
-from .firmware import build_firmware
-from .plants import get_plant
-from .progress import Progress, step
-from .qemu import QemuBoard
-from .train import train_mlp
+from ..build.boards import load_board
+from ..link.client import DeviceClient
+from ..build.firmware import build_firmware
+from ..plants import get_plant
+from ..progress import Progress, step
+from ..link.qemu import QemuBoard
+from ..learn.train import train_mlp
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run_demo(out: Path, board_name: str = "qemu-m4f", samples: int = 4000, queri
     rtt = np.array(rtts) * 1e3
     loop = loop_pid = loop_plot = None
     if closed_loop:
-        from .run import run_on_board
+        from ..loop import run_on_board
 
         step(6, total, "closing the loop: Newton MPC on the device inverts the net to trace a "
                        "circle with the simulated arm (hardware-in-the-loop over serial)")

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import protocol as P
-from . import protocol_msgs as M
-from .errors import NnmpcError
+from ..link import protocol as P
+from ..link import protocol_msgs as M
+from ..errors import NnmpcError
 
 STATUS = {0: "ok", 1: "cap", 2: "budget", 3: "nonfinite", 4: "badcfg"}
 

@@ -2,7 +2,7 @@
 
 Requests wait for the reply with their sequence number; TELEMETRY frames that arrive
 meanwhile are queued (:meth:`DeviceClient.telemetry`). Message layouts come from the schema
-(``firmware/protocol/schema.toml`` -> :mod:`nnmpc.host.protocol_msgs`).
+(``firmware/protocol/schema.toml`` -> :mod:`nnmpc.host.link.protocol_msgs`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import serial
 
 from . import protocol as P
 from . import protocol_msgs as M
-from .errors import NnmpcError
+from ..errors import NnmpcError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 from .mlenv import import_keras
 
 FORMAT_VERSION = 1

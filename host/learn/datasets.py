@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NnmpcError
-from .plants import Plant
+from ..errors import NnmpcError
+from ..plants import Plant
 
 KINDS = ("fk", "dyn", "narx")
 EXCITATIONS = ("steps", "chirp", "multisine")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nnmpc.compiler import CompileError, __version__
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 
 
 def cmd_compile(args) -> int:
@@ -26,7 +26,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import print_summary, run_demo
+    from ..loop.demo import print_summary, run_demo
 
     r = run_demo(Path(args.out), board_name=args.board, samples=args.samples,
                  queries=args.queries, seed=args.seed, closed_loop=not args.no_loop)
@@ -35,7 +35,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_plants(args) -> int:
-    from .plants import PLANTS
+    from ..plants import PLANTS
 
     for name, cls in sorted(PLANTS.items()):
         print(f"{name}: {cls.description}")
@@ -83,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the closed-loop stage (Newton MPC tracing a circle)")
     d.set_defaults(func=cmd_demo)
 
-    __import__("nnmpc.host.cmd_boards", fromlist=["register"]).register(sub)
+    __import__("nnmpc.host.cli.boards", fromlist=["register"]).register(sub)
     pl = sub.add_parser("plants", help="list the simulated plants with their signals and limits")
     pl.set_defaults(func=cmd_plants)
-    __import__("nnmpc.host.cmd_train", fromlist=["register"]).register(sub)
-    __import__("nnmpc.host.cmd_bench", fromlist=["register"]).register(sub)
-    __import__("nnmpc.host.cmd_run", fromlist=["register"]).register(sub)
+    __import__("nnmpc.host.cli.train", fromlist=["register"]).register(sub)
+    __import__("nnmpc.host.cli.bench", fromlist=["register"]).register(sub)
+    __import__("nnmpc.host.cli.run", fromlist=["register"]).register(sub)
     return p
 
 
@@ -107,6 +107,3 @@ def main(argv: list[str] | None = None) -> int:
         print("nnmpc: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
-"""nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/protogen.py
+"""nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
 (generator 1, schema 7f31c466e1f132d8). Do not edit: change the schema
-and run ``python -m nnmpc.host.protogen``.
+and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
 ``unpack(bytes)`` (raises ValueError on a wrong length or string).

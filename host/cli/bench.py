@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .bench import BENCH_DIR, NETS, REPO, run_bench, write_results
+from ..bench.netbench import BENCH_DIR, NETS, REPO, run_bench, write_results
 
 
 def cmd_bench(args) -> int:

@@ -1,7 +1,7 @@
 """Render the protocol message code for both sides from ``firmware/protocol/schema.toml``.
 
-``python -m nnmpc.host.protogen`` writes ``firmware/protocol/nnmpc_msgs.[ch]`` and
-``host/protocol_msgs.py`` through ``templates/protocol_*.j2``; ``--check`` only compares.
+``python -m nnmpc.host.link.protogen`` writes ``firmware/protocol/nnmpc_msgs.[ch]`` and
+``host/link/protocol_msgs.py`` through ``templates/protocol_*.j2``; ``--check`` only compares.
 The layout (offsets, sizes, counts) is computed here; the templates only print it.
 """
 
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import jinja2
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "firmware" / "protocol" / "schema.toml"
 TEMPLATES = ROOT / "templates"
 OUTPUTS = {
     "protocol_h.j2": ROOT / "firmware" / "protocol" / "nnmpc_msgs.h",
     "protocol_c.j2": ROOT / "firmware" / "protocol" / "nnmpc_msgs.c",
-    "protocol_py.j2": ROOT / "host" / "protocol_msgs.py",
+    "protocol_py.j2": ROOT / "host" / "link" / "protocol_msgs.py",
 }
 GENERATOR_VERSION = 1
 
@@ -175,7 +175,7 @@ def render(schema_path: Path = SCHEMA) -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nnmpc.host.protogen", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m nnmpc.host.link.protogen", description=__doc__)
     ap.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
     args = ap.parse_args(argv)
     stale = []

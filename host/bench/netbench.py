@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .boards import load_board
-from .cortexm_count import COST_TABLE, RAM_BASE, CortexM4Counter
-from .elfsize import image_size
-from .errors import NnmpcError
-from .firmware import FIRMWARE_DIR, cflags
-from .toolchain import require
+from ..build.boards import load_board
+from .cortexm import COST_TABLE, RAM_BASE, CortexM4Counter
+from ..build.elfsize import image_size
+from ..errors import NnmpcError
+from ..build.firmware import FIRMWARE_DIR, cflags
+from ..toolchain import require
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench"
 BUF_ADDR = RAM_BASE + 0x00080000       # input/output buffers: above .bss, below the stack
 

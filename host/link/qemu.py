@@ -16,9 +16,9 @@ from pathlib import Path
 
 import serial
 
-from .boards import Board
-from .errors import NnmpcError
-from .toolchain import require
+from ..build.boards import Board
+from ..errors import NnmpcError
+from ..toolchain import require
 
 
 def _die_with_parent() -> None:

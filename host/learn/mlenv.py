@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ToolMissing
+from ..errors import ToolMissing
 
 
 def import_keras():

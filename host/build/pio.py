@@ -34,10 +34,10 @@ from pathlib import Path
 
 from .boards import Board
 from .elfsize import ImageSize, image_size
-from .errors import NnmpcError, ToolMissing
+from ..errors import NnmpcError, ToolMissing
 from .exportlib import LIBRARY_NAME, board_defines, write_library
 from .firmware import FIRMWARE_DIR, WARNINGS
-from .toolchain import HINTS
+from ..toolchain import HINTS
 
 REPO_ROOT = FIRMWARE_DIR.parent
 LOCAL_PLATFORM_DIR = FIRMWARE_DIR / "platformio"

@@ -24,7 +24,7 @@ from pathlib import Path
 from nnmpc.compiler import __version__
 
 from .boards import Board
-from .errors import NnmpcError
+from ..errors import NnmpcError
 from .firmware import CORE_DIRS, CORE_SOURCES, FIRMWARE_DIR
 
 LIBRARY_NAME = "nnmpc"

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 from .mlenv import import_keras
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "softplus", "swish", "gelu", "linear")

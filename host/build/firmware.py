@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .boards import Board
 from .elfsize import ImageSize, image_size
-from .errors import NnmpcError
-from .toolchain import require
+from ..errors import NnmpcError
+from ..toolchain import require
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 CORE_DIRS = ("runtime", "protocol", "solver", "control", "app")
 CORE_SOURCES = ("runtime/nnmpc_nn.c", "protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
                 "solver/nnmpc_solver.c", "control/nnmpc_control.c", "app/nnmpc_app.c")

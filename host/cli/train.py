@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NnmpcError
+from ..errors import NnmpcError
 
 
 def _ints(text: str, what: str, count: int | None = None) -> tuple[int, ...]:
@@ -84,11 +84,11 @@ def plot_validation(path: Path, ds, y_pred: np.ndarray, title: str, n: int = 400
 
 
 def cmd_train(args) -> int:
-    from .datasets import make_dataset
-    from .export import export_all, representative_subset, run_tflite
-    from .plants import get_plant
-    from .progress import Progress, step
-    from .train import ACTIVATIONS, free_run, train_gru, train_mlp
+    from ..learn.datasets import make_dataset
+    from ..learn.export import export_all, representative_subset, run_tflite
+    from ..plants import get_plant
+    from ..progress import Progress, step
+    from ..learn.train import ACTIVATIONS, free_run, train_gru, train_mlp
 
     if args.activation not in ACTIVATIONS:
         raise NnmpcError(f"unknown activation '{args.activation}' "
@@ -219,7 +219,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_plants(args) -> int:
-    from .plants import PLANTS
+    from ..plants import PLANTS
 
     for name, cls in sorted(PLANTS.items()):
         p = cls()
@@ -238,7 +238,7 @@ def cmd_plants(args) -> int:
 
 def register(subparsers) -> None:
     """Add `train` and extend `plants` (called from ``build_parser``)."""
-    from .plants import PLANTS
+    from ..plants import PLANTS
 
     t = subparsers.add_parser(
         "train", help="simulate a plant, train a net on it and export it",

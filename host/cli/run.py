@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def cmd_run(args) -> int:
-    from .run import run_on_board
+    from ..loop import run_on_board
 
     log_path = Path(args.log) if args.log else Path(args.work) / f"{args.plant}_{args.controller}.csv"
     r = run_on_board(args.plant, args.controller, args.reference, model=args.model,
@@ -32,8 +32,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_monitor(args) -> int:
-    from .monitor import main_monitor
-    from .ports import resolve_port
+    from ..loop.monitor import main_monitor
+    from ..link.ports import resolve_port
 
     port = resolve_port(args.port, args.board)
     st = main_monitor(port, Path(args.out) if args.out else None, args.baud,

@@ -1,0 +1,153 @@
+"""Closed-loop runs: a plant on the host (or on the device) and a controller on the board.
+
+Hardware-in-the-loop (``source="host"``): every period the host sends the plant's
+measurement y[k] in a SENSOR frame; the device samples it, solves, and answers with a
+TELEMETRY frame carrying u[k]; the host applies u[k] to the simulated plant for one period.
+In lock-step (the default) the SENSOR frame is the device's clock, so the run does not
+depend on how fast the emulator or the host is. ``source="device"`` simulates the plant on
+the board itself (mass-spring-damper) at a fixed rate from SysTick; the host only listens.
+
+Controllers (all on the device, same loop): ``nr`` (Newton MPC on the compiled net's exact
+Jacobian), ``pid`` (tuned here on the plant), ``fd`` (one finite-difference Newton step per
+period, the reference implementation's scheme). See docs/MPC.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NnmpcError
+from ..plants import Plant, get_plant
+from .nets import prepare_model
+from .pid import tune_pid
+from .plot import plot
+from .references import reference
+from .runlog import START_NOTE, RunLog, summary, write_csv
+from .settings import configure, settings
+from .setups import default_u_init, setup_for, start_input
+
+
+def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
+                    u_init: np.ndarray, *, source: str = "host", seed: int = 0, noise: bool = True,
+                    timeout: float = 5.0, on_period=None) -> RunLog:
+    """Run the configured device against ``plant`` for len(refs) periods (lock-step HIL), or
+    listen to the on-device plant run; return the log."""
+    st = setup_for(plant)
+    p, m, T = len(plant.outputs), len(plant.inputs), len(refs)
+    rng = np.random.default_rng(seed) if noise else None
+    hello = client.hello_info or client.hello()
+    client.upload_trajectory(refs)
+    ys, yt, us, its, sts, res, work = [], [], [], [], [], [], []
+    lost = 0
+    t0 = time.monotonic()
+    client.start()
+    try:
+        if source == "host":
+            u = np.asarray(u_init[:m], float)
+            x = plant.steady_state(u[None])[0]
+            for k in range(T):
+                y_true = plant.h(x, u)
+                y = plant.measure(x, u, rng)
+                client.send_sensor(k, y)
+                tel = client.telemetry(timeout)
+                if tel is None:
+                    raise NnmpcError(f"no telemetry for period {k} within {timeout} s")
+                if tel.k != k:
+                    lost += 1
+                u = tel.u
+                ys.append(y), yt.append(y_true), us.append(u)
+                its.append(tel.iterations), sts.append(tel.status)
+                res.append(tel.residual), work.append(tel.work)
+                x = plant.step(x, u)
+                if on_period:
+                    on_period(k, tel)
+        else:
+            k_expected = 0
+            while len(us) < T:
+                tel = client.telemetry(timeout)
+                if tel is None:
+                    raise NnmpcError(f"no telemetry within {timeout} s after period {k_expected}")
+                lost += max(0, tel.k - k_expected)
+                k_expected = tel.k + 1
+                ys.append(tel.y), yt.append(tel.y), us.append(tel.u)
+                its.append(tel.iterations), sts.append(tel.status)
+                res.append(tel.residual), work.append(tel.work)
+                if on_period:
+                    on_period(tel.k, tel)
+    finally:
+        client.stop()
+    return RunLog(plant.name, controller, plant.dt, st.tracked,
+                  [s.name for s in plant.outputs], [s.name for s in plant.inputs],
+                  np.asarray(refs[:len(us)], float), np.array(ys), np.array(yt), np.array(us),
+                  np.array(its), np.array(sts), np.array(res), np.array(work),
+                  hello.clock_hz, lost, time.monotonic() - t0,
+                  extra={"start": START_NOTE if source == "host" else "on-device plant"},
+                  output_units=[s.unit for s in plant.outputs],
+                  input_units=[s.unit for s in plant.inputs])
+
+
+@dataclass
+class RunResult:
+    log: RunLog
+    summary: dict
+    csv: Path | None
+    png: Path | None
+    firmware: object = None
+
+
+def build_for(plant: Plant, model: str | None, board_name: str, work: Path, seed: int = 0,
+              log=print, kind: str | None = None):
+    """Prepare the net and the firmware image for ``board_name``; return (NetInfo, image)."""
+    from ..build.boards import load_board
+    from ..build.firmware import build_firmware
+
+    board = load_board(board_name)
+    net = prepare_model(plant, model, work, seed=seed, log=log, kind=kind)
+    img = build_firmware(board, net.model_dir, work / "fw" / net.model_dir.parent.name)
+    return net, img
+
+
+def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model: str | None = None,
+                 board_name: str = "qemu-m4f", work: Path = Path("build/run"),
+                 log_path: Path | None = None, sim: str = "host", seed: int = 0,
+                 duration: float | None = None, noise: bool = True, built=None,
+                 net_kind: str | None = None, log=print) -> RunResult:
+    """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG."""
+    from ..build.boards import load_board
+    from ..link.client import DeviceClient
+    from ..link.qemu import QemuBoard
+
+    plant = get_plant(plant_name)
+    board = load_board(board_name)
+    if not board.emulated:
+        raise NnmpcError(f"board '{board_name}' is not emulated: use `nnmpc monitor` with the "
+                         "board's port, or an emulated board")
+    net, img = built or build_for(plant, model, board_name, work, seed, log, kind=net_kind)
+    refs = reference(plant, reference_kind, duration)
+    # Every controller starts with the plant at rest at the reference's first point.
+    u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
+    pid = tune_pid(plant, refs, u0) if controller == "pid" else None
+    period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
+    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid, u_init=u0)
+    with QemuBoard(img.elf, board) as port:
+        client = DeviceClient(port, timeout=10.0)
+        client.hello()
+        u_init = configure(client, msgs)
+        run = run_closed_loop(client, plant, refs, controller, u_init, source=sim, seed=seed,
+                              noise=noise)
+        run.extra["stats"] = client.stats()
+        client.exit()
+    if pid is not None:
+        run.extra["pid"] = {k: pid[k] for k in ("kp", "ki", "kd", "model_rms")}
+    summ = summary(run)
+    summ["image_flash"] = img.size.flash
+    summ["image_ram"] = img.size.ram
+    csv_path = png_path = None
+    if log_path is not None:
+        csv_path = write_csv(run, Path(log_path))
+        png_path = plot(run, Path(log_path).with_suffix(".png"))
+    return RunResult(run, summ, csv_path, png_path, img)

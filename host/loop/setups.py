@@ -1,0 +1,150 @@
+"""How each plant is controlled by default: the net kind, tracked outputs, weights, horizon
+and references (one :class:`PlantSetup` per plant), and the plant facts a run starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import NnmpcError
+from ..plants import Plant
+
+
+@dataclass
+class PlantSetup:
+    """How a plant is controlled by default: the net, which outputs are tracked, weights."""
+
+    kind: str                         # "fk" (quasi-static) or "narx"
+    tracked: tuple[int, ...]          # output indices with a reference
+    lags: tuple[int, int] = (0, 1)    # (na, nb) for NARX
+    hidden: tuple[int, ...] = (16, 16)
+    samples: int = 6000
+    epochs: int = 80
+    horizon: int = 1
+    moves: int = 1
+    q: tuple[float, ...] = ()
+    r: float = 0.0                    # move weight (same for every input)
+    s: float = 0.0                    # regularisation towards the middle of the input range
+    bias_gain: float = 0.0
+    max_iter: int = 8
+    duration: float = 8.0             # s
+    step_levels: tuple[tuple[float, ...], ...] = ()   # rows of tracked values
+    sine_amp: tuple[float, ...] = ()
+    sine_offset: tuple[float, ...] = ()
+    sine_hz: float = 0.25
+    circle: bool = False              # sine: the tracked pair moves on a circle
+    lag: bool = False                 # fk nets: model the plant's output lag (identified from
+                                      # a step response) around the quasi-static net
+    y_filter: float = 0.0             # narx nets: weight of the model's prediction in the
+                                      # output lags (0: the measurement as is)
+
+
+SETUPS: dict[str, PlantSetup] = {
+    # MSD: 2nd order, lightly damped, both states measured: a one-step dynamics net
+    # [x, v, F][k] -> [x, v][k+1] (NARX with one lag), MPC over 8 steps (80 ms), one warm-started
+    # Gauss-Newton iteration per period (the tracking does not improve with more here).
+    "msd": PlantSetup(kind="narx", tracked=(0,), lags=(1, 1), hidden=(16, 16), samples=8000,
+                      epochs=150, horizon=8, moves=3, q=(1.0, 0.0), r=1e-2, s=0.0,
+                      bias_gain=0.3, max_iter=1, duration=8.0,
+                      step_levels=((0.0,), (40.0,), (-30.0,), (20.0,)),
+                      sine_amp=(30.0,), sine_offset=(0.0,), sine_hz=0.5),
+    # Tendon segment: inversion of the forward-kinematics net (the paper's use) through the
+    # segment's identified output lag (0.1 s), over 3 periods with one held move.
+    "tendon": PlantSetup(kind="fk", tracked=(0, 1), hidden=(32, 32), samples=4000, epochs=200,
+                         lag=True, horizon=3, moves=1,
+                         q=(1.0, 1.0, 0.0), r=1e-3, s=1e-3, bias_gain=0.2, max_iter=8,
+                         duration=10.0,
+                         step_levels=((0.0, 0.0), (25.0, 10.0), (-15.0, 20.0), (5.0, -25.0)),
+                         sine_amp=(25.0, 25.0), sine_offset=(0.0, 0.0), sine_hz=0.1,
+                         circle=True),
+    # 2-link arm: the same through the servo lag (50 ms), 2 periods, one held move (one net
+    # Jacobian per iteration: fits the 1 kHz budget).
+    "arm2": PlantSetup(kind="fk", tracked=(0, 1), hidden=(32, 32), samples=3000, epochs=150,
+                       lag=True, horizon=2, moves=1,
+                       q=(1.0, 1.0), r=1e-4, s=0.0, bias_gain=0.2, max_iter=8, duration=6.0,
+                       step_levels=((250.0, 100.0), (150.0, 200.0), (200.0, -50.0)),
+                       sine_amp=(40.0, 40.0), sine_offset=(200.0, 100.0), sine_hz=0.2,
+                       circle=True),
+}
+
+
+#: Other nets a plant can be controlled with (``nnmpc run --net``).
+VARIANTS: dict[str, dict[str, PlantSetup]] = {
+    # Tendon segment through a dynamic net: the MPC sees the segment's lag and overdrives the
+    # tensions on steps; N = 4, Nc = 3, one Gauss-Newton iteration per period. Every step of
+    # the horizon costs a Jacobian of the net: with N = 5 the Jacobian rollout plus one trial
+    # did not fit the 0.9 ms budget at 168 MHz and no step was ever taken. The net's output lag
+    # is mostly the model's corrected prediction (y_filter): from the raw measurement the
+    # plan that inverts the lag passes the sensor noise on to the tensions.
+    "tendon": {"narx": replace(SETUPS["tendon"], kind="narx", lags=(1, 1), hidden=(16, 16),
+                               samples=8000, epochs=150, horizon=4, moves=3, max_iter=1,
+                               bias_gain=0.05, y_filter=0.9)},
+}
+
+
+def output_lag(plant: Plant, u0=None) -> float:
+    """The plant's output lag as a first-order pole per period, identified from a small
+    noise-free step response at ``u0`` (default: the middle of the input range): the time
+    the output takes to cover 63 % of the step is the time constant."""
+    u0 = 0.5 * (plant.u_low + plant.u_high) if u0 is None else np.asarray(u0, float)
+    u1 = plant.clip(u0 + 0.05 * (plant.u_high - plant.u_low))
+    x = plant.steady_state(u0[None])[0]
+    y0, y1 = plant.h(x, u0), plant.forward_kinematics(u1)
+    span = np.linalg.norm(y1 - y0)
+    ys = []
+    for _ in range(int(5.0 / plant.dt)):
+        x = plant.step(x, u1)
+        ys.append(np.dot(plant.h(x, u1) - y0, y1 - y0) / max(span ** 2, 1e-12))
+        if ys[-1] >= 1 - np.exp(-1.0):
+            break
+    # linear interpolation of the crossing between the last two samples
+    k, prev = len(ys), (ys[-2] if len(ys) > 1 else 0.0)
+    frac = (1 - np.exp(-1.0) - prev) / max(ys[-1] - prev, 1e-12)
+    tau = (k - 1 + frac) * plant.dt
+    return float(np.exp(-plant.dt / tau))
+
+
+def start_input(plant: Plant, ref0: np.ndarray, u_guess, tracked) -> np.ndarray:
+    """An input whose steady state puts the tracked outputs at ``ref0`` (the reference's
+    first point), by Gauss-Newton on the plant's quasi-static map from ``u_guess``;
+    ``u_guess`` itself if it already does (within 0.01 % of the output range)."""
+    tr = list(tracked)
+    u = plant.clip(u_guess)
+    scale = plant.y_high[tr] - plant.y_low[tr]
+    m = len(u)
+    for _ in range(30):
+        e = plant.forward_kinematics(u)[tr] - ref0[tr]
+        if np.all(np.abs(e) <= 1e-4 * scale):
+            break
+        J = np.zeros((len(tr), m))
+        for a in range(m):
+            h = 1e-4 * (plant.u_high[a] - plant.u_low[a])
+            d = np.eye(m)[a] * h
+            J[:, a] = (plant.forward_kinematics(u + d)[tr] - plant.forward_kinematics(u - d)[tr]) \
+                / (2 * h)
+        du = np.linalg.lstsq(J, -e, rcond=None)[0]
+        u = plant.clip(u + du)
+    return u
+
+
+def setup_for(plant: Plant, kind: str | None = None) -> PlantSetup:
+    """The plant's closed-loop setup for nets of ``kind`` ("fk" or "narx"; None: default)."""
+    if plant.name not in SETUPS:
+        raise NnmpcError(f"no closed-loop setup for plant '{plant.name}' "
+                         f"(have: {', '.join(sorted(SETUPS))})")
+    base = SETUPS[plant.name]
+    if kind is None or kind == base.kind:
+        return base
+    if kind in VARIANTS.get(plant.name, {}):
+        return VARIANTS[plant.name][kind]
+    if kind not in ("fk", "narx"):
+        raise NnmpcError(f"unknown net kind '{kind}' (fk or narx)")
+    return replace(base, kind=kind)
+
+
+def default_u_init(plant: Plant, kind: str) -> np.ndarray:
+    """The input a run starts from without a reference: mid-range for quasi-static nets,
+    0 (clipped) for dynamic ones."""
+    u_mid = 0.5 * (plant.u_low + plant.u_high)
+    return u_mid if kind == "fk" else plant.clip(np.zeros(len(plant.inputs)))
