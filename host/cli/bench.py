@@ -6,7 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..bench.netbench import BENCH_DIR, NETS, REPO, run_bench, write_results
+from ..bench.netbench import BENCH_DIR, NETS, REPO, run_bench
+from ..bench.report import write_results
 
 
 def cmd_bench(args) -> int:
