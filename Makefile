@@ -22,13 +22,14 @@ system-deps:
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	    { echo "setup: error: nnmpc needs Python >= 3.11 (found $$($(PYTHON) --version))" >&2; exit 1; }
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV) || \
 	    { echo "setup: error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
 	@echo "setup: installing Python packages into $(VENV) (first run: a few minutes)"
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 

@@ -37,7 +37,7 @@ from nnmpc.host.link import protocol as P  # noqa: E402
 from nnmpc.host.link import protocol_msgs as M  # noqa: E402
 from nnmpc.host import loop as R  # noqa: E402
 from nnmpc.host.build.boards import load_board  # noqa: E402
-from nnmpc.host.bench.netbench.cortexm import COST_TABLE, CortexM4Counter  # noqa: E402
+from nnmpc.host.bench.cortexm import COST_TABLE, CortexM4Counter  # noqa: E402
 from nnmpc.host.plants import get_plant  # noqa: E402
 
 CLOCK_HZ = 168_000_000

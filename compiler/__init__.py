@@ -34,10 +34,11 @@ def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "m
     Nothing is written unless every step succeeds.
     """
     from .backend.codegen import check_name
-    from .backend.emit import render, write_files
+    from .backend.emit import check_out_dir, render, write_files
     from .passes import optimise
 
     check_name(name)
+    check_out_dir(Path(out_dir))
     graph = model if isinstance(model, Graph) else load_model(model)
     graph = optimise(graph)
     files = render(graph, name, jacobian)

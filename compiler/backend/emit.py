@@ -9,9 +9,20 @@ from pathlib import Path
 
 import jinja2
 
+from ..errors import CompileError
 from ..ir import Graph
 from .codegen import RUNTIME_DIR, RUNTIME_FILES, TEMPLATE_DIR, ModelSource, check_name, lower_float
 from .int8 import lower_int8
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The mode of every generated file: 0666 less the process's umask, as ``open`` would give.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def lower(graph: Graph, name: str, jacobian: str = "auto") -> ModelSource:
@@ -49,11 +60,13 @@ def render(graph: Graph, name: str = "model", jacobian: str = "auto") -> dict[st
 def write_files(files: dict[str, str], out_dir: str | Path) -> list[Path]:
     """Write rendered files; each appears whole (temp file + rename) or not at all."""
     out = Path(out_dir)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for fname, text in files.items():
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{fname}.")
         try:
+            os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; generated sources are ordinary files
             with os.fdopen(fd, "w", newline="\n") as fh:
                 fh.write(text)
             os.replace(tmp, out / fname)
@@ -62,3 +75,14 @@ def write_files(files: dict[str, str], out_dir: str | Path) -> list[Path]:
             raise
         written.append(out / fname)
     return written
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output path that cannot become a folder, before any work is done."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CompileError(f"output folder {out}: {p} exists and is not a folder")
+            if not os.access(p, os.W_OK | os.X_OK) and p == out:
+                raise CompileError(f"output folder {out}: not writable")
+            return

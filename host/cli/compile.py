@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def cmd_compile(args) -> int:
     from nnmpc.compiler import compile_model, load_model
     from nnmpc.compiler.passes import optimise
+    from nnmpc.compiler.backend.emit import check_out_dir
     from nnmpc.compiler.backend.report import format_report
 
+    check_out_dir(Path(args.output))  # before the (slow) load
     graph = optimise(load_model(args.model))
     files = compile_model(graph, args.output, name=args.name, jacobian=args.jacobian)
     if args.report:

@@ -58,6 +58,14 @@ class DeviceError(NnmpcError):
         super().__init__(f"device rejected {name}: {M.ERROR_NAMES.get(code, f'error {code}')}")
 
 
+class LinkLost(NnmpcError):
+    """The serial link went away (the board was reset or unplugged, or the emulator exited)."""
+
+    def __init__(self, port: str, cause: Exception) -> None:
+        why = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"lost the link to the board at {port}: {why}")
+
+
 class DeviceClient:
     """Request/response over the framed link. Each request waits for the matching sequence."""
 
@@ -75,13 +83,18 @@ class DeviceClient:
     # -- transport ------------------------------------------------------------------------
     def _pump(self, deadline: float):
         """Read what is there (waiting until deadline for at least one byte); yield frames."""
-        n = max(1, self.port.in_waiting)
-        old = self.port.timeout
-        self.port.timeout = max(0.0, min(old or 1.0, deadline - time.monotonic()))
+        try:
+            n = max(1, self.port.in_waiting)
+            old = self.port.timeout
+            self.port.timeout = max(0.0, min(old or 1.0, deadline - time.monotonic()))
+        except (serial.SerialException, OSError) as e:
+            raise LinkLost(self._port_name(), e) from None
         try:
             data = self.port.read(n)
+        except (serial.SerialException, OSError) as e:
+            raise LinkLost(self._port_name(), e) from None
         finally:
-            self.port.timeout = old
+            self._restore_timeout(old)
         for f in self.decoder.feed(data):
             if f.type == P.TELEMETRY:
                 try:
@@ -93,8 +106,23 @@ class DeviceClient:
 
     def send(self, msg_type: int, payload: bytes = b"") -> int:
         self.seq = (self.seq + 1) & 0xFF
-        self.port.write(P.encode_frame(msg_type, self.seq, payload))
+        self._write(P.encode_frame(msg_type, self.seq, payload))
         return self.seq
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise LinkLost(self._port_name(), e) from None
+
+    def _restore_timeout(self, old) -> None:
+        try:
+            self.port.timeout = old
+        except (serial.SerialException, OSError):
+            pass  # the port is gone; the read already said so
+
+    def _port_name(self) -> str:
+        return str(getattr(self.port, "portstr", None) or getattr(self.port, "port", "") or "the port")
 
     def request(self, msg_type: int, payload: bytes = b"") -> bytes:
         seq = self.send(msg_type, payload)
