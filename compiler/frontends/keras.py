@@ -1,14 +1,18 @@
-"""Keras front-end: ``.keras`` archives (Keras 3) and legacy ``.h5`` files, into the IR.
+"""Keras front-end: ``.keras`` archives and ``.h5`` files written by Keras 3, into the IR.
 
 Keras itself loads the file (so every quirk of its format is handled by its authors); this
-module walks the loaded model's layers and its functional-graph config and converts each layer.
+module turns the loaded model into :class:`ModelSpec` / :class:`LayerSpec` records (class name,
+config, weights by name) and lowers those to the IR. Keras 2 HDF5 files are read without Keras
+by :mod:`.keras_h5`, which builds the same records and shares the lowering here.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -37,9 +41,11 @@ class _Builder:
     and every recurrent layer reads and writes its state through ``states``.
     """
 
-    def __init__(self, path: Path, streaming: bool = False) -> None:
+    def __init__(self, path: Path, streaming: bool = False, dialect: "Dialect | None" = None
+                 ) -> None:
         self.path = path
         self.streaming = streaming
+        self.dialect = dialect or KERAS3
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.states: list[tuple[str, str]] = []
@@ -71,8 +77,74 @@ class _Builder:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
 
+    @property
+    def where(self) -> str:
+        """The file as messages name it, with the Keras version of a legacy file."""
+        return self.dialect.where(self.path)
+
     def fail(self, layer: str, msg: str):
-        raise CompileError(msg, file=str(self.path), layer=layer)
+        raise CompileError(msg, file=self.where, layer=layer)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a file's layer configs mean, which depends on the Keras that wrote it."""
+
+    #: "Keras 3" or e.g. "Keras 2.7.0" (named in messages about legacy files).
+    origin: str = "Keras 3"
+    #: hard_sigmoid = clip(slope * x + 0.5, 0, 1): 1/6 in Keras 3, 0.2 in Keras 2.
+    hard_sigmoid_slope: float = 1.0 / 6.0
+    legacy: bool = False
+
+    def where(self, path: Path) -> str:
+        return f"{path} ({self.origin})" if self.legacy else str(path)
+
+
+KERAS3 = Dialect()
+
+
+@dataclass
+class LayerSpec:
+    """One layer as the lowering reads it: Keras class name, config, weights by short name
+    (``kernel``, ``bias``, ``recurrent_kernel``, ``gamma``, ``moving_mean``, ``mean``, ...)."""
+
+    cls: str
+    cfg: dict
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    inner: "LayerSpec | None" = None   # the wrapped layer of a TimeDistributed
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.get("name", ""))
+
+    def weight(self, b: "_Builder", *names: str, optional: bool = False) -> np.ndarray | None:
+        for n in names:
+            if n in self.weights:
+                return np.asarray(self.weights[n])
+        if optional:
+            return None
+        b.fail(self.name, f"{self.cls} has no '{names[0]}' weight (weights present: "
+                          f"{', '.join(sorted(self.weights)) or 'none'})")
+
+
+@dataclass
+class ModelSpec:
+    """A Sequential (``layers`` in order, ``input_shape`` batch-less, -1 for unknown) or a
+    functional model (``layers`` with their inbound-node configs in ``calls``, ``None`` for an
+    InputLayer whose batch-less shape is in ``input_shapes``; ``input_refs``/``output_refs`` are
+    (layer, node, tensor) triples in the model's order)."""
+
+    name: str
+    sequential: bool
+    layers: list["Spec"]
+    input_shape: tuple[int, ...] | None = None
+    calls: list[Any] = field(default_factory=list)
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_refs: list[tuple[str, int, int]] = field(default_factory=list)
+    output_refs: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+Spec = Union[LayerSpec, ModelSpec]
 
 
 #: Keras activation names -> (IR activation, attributes).
@@ -96,25 +168,28 @@ _KERAS_ACT = {
 }
 
 
-def _activation_name(value: Any, layer: str, path: Path) -> str:
+def _activation_name(value: Any, layer: str, where: str) -> str:
     """Keras stores activations as a string, or a dict for serialized functions."""
     if isinstance(value, dict):
         value = value.get("config", {}).get("name") or value.get("class_name")
     if value is None:
         return "linear"
     if not isinstance(value, str):
-        raise CompileError(f"activation {value!r} is not a named function", file=str(path),
+        raise CompileError(f"activation {value!r} is not a named function", file=where,
                            layer=layer)
     return value
 
 
 def _act(b: _Builder, value: Any, layer: str) -> tuple[str, dict]:
-    name = _activation_name(value, layer, b.path)
+    name = _activation_name(value, layer, b.where)
     if name not in _KERAS_ACT:
         b.fail(layer, f"activation '{name}' is not supported "
                       f"(supported: {', '.join(sorted(_KERAS_ACT))})")
     kind, attrs = _KERAS_ACT[name]
-    return kind, dict(attrs)
+    attrs = dict(attrs)
+    if kind == "hard_sigmoid":
+        attrs["alpha"] = b.dialect.hard_sigmoid_slope
+    return kind, attrs
 
 
 def _apply_act(b: _Builder, x: str, kind: str, attrs: dict, layer: str) -> str:
@@ -139,14 +214,13 @@ def _dense_node(b: _Builder, layer: str, x: str, W_out_in: np.ndarray, bias: np.
     return b.add_node("dense", layer, [x, w, bb], out_shape, activation=kind, **(attrs or {}))
 
 
-def _dense(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _dense(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     (x,) = inputs
-    weights = layer.get_weights()
-    kernel = np.asarray(weights[0], dtype=np.float32)
+    kernel = np.asarray(layer.weight(b, "kernel"), dtype=np.float32)
     if kernel.ndim != 2:
         b.fail(name, f"Dense kernel of rank {kernel.ndim} is not supported")
-    bias = (np.asarray(weights[1], dtype=np.float32) if cfg.get("use_bias", True)
+    bias = (np.asarray(layer.weight(b, "bias"), dtype=np.float32) if cfg.get("use_bias", True)
             else np.zeros(kernel.shape[1], np.float32))
     if b.shape(x)[-1] != kernel.shape[0]:
         b.fail(name, f"Dense expects {kernel.shape[0]} features on the last axis, got shape "
@@ -155,7 +229,7 @@ def _dense(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return _dense_node(b, name, x, kernel.T, bias, kind, attrs)
 
 
-def _activation(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _activation(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     kind, attrs = _act(b, cfg.get("activation"), cfg["name"])
     if kind == "linear":
@@ -163,7 +237,7 @@ def _activation(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return _apply_act(b, x, kind, attrs, cfg["name"])
 
 
-def _relu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _relu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     mv, slope, thr = cfg.get("max_value"), cfg.get("negative_slope") or 0.0, cfg.get("threshold") or 0.0
     if thr:
@@ -180,18 +254,18 @@ def _relu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return _apply_act(b, x, "relu", {}, cfg["name"])
 
 
-def _leaky_relu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _leaky_relu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
     return _apply_act(b, x, "leaky_relu", {"alpha": float(slope)}, cfg["name"])
 
 
-def _elu(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _elu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     return _apply_act(b, x, "elu", {"alpha": float(cfg.get("alpha", 1.0))}, cfg["name"])
 
 
-def _softmax(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _softmax(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     axis = cfg.get("axis", -1)
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
@@ -200,16 +274,16 @@ def _softmax(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return _apply_act(b, x, "softmax", {}, cfg["name"])
 
 
-def _identity(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _identity(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     """Layers with no effect at inference (Dropout and friends): pass the input through."""
     (x,) = inputs
     return x
 
 
-def _reshape(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _reshape(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     size = b.tensors[x].size
-    if type(layer).__name__ == "Flatten":
+    if layer.cls == "Flatten":
         if cfg.get("data_format", "channels_last") == "channels_first" and len(b.shape(x)) > 1:
             b.fail(cfg["name"], "Flatten with data_format='channels_first' is not supported")
         shape = (size,)
@@ -260,18 +334,18 @@ def _check_channels_last(b: _Builder, cfg: dict) -> None:
                             "(supported: channels_last)")
 
 
-def _conv(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _conv(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
-    cls = type(layer).__name__
+    cls = layer.cls
     (x,) = inputs
     _check_channels_last(b, cfg)
     rank = 1 if "1D" in cls else 2
     shape = b.shape(x)
     if len(shape) != rank + 1:
         b.fail(name, f"{cls} expects a {rank + 1}-D input (batch aside), got {shape}")
-    weights = layer.get_weights()
-    kernel = np.asarray(weights[0], np.float32)
     depthwise = cls.startswith("Depthwise")
+    kernel = np.asarray(layer.weight(b, *(("depthwise_kernel", "kernel") if depthwise
+                                          else ("kernel",))), np.float32)
     cin = shape[-1]
     if depthwise:
         mult = int(cfg.get("depth_multiplier", 1))
@@ -285,7 +359,8 @@ def _conv(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     if rank == 1:
         W = W[:, None]                                           # (cout, 1, k, cin/g)
     use_bias = cfg.get("use_bias", True)
-    bias = np.asarray(weights[1], np.float32) if use_bias else np.zeros(cout, np.float32)
+    bias = (np.asarray(layer.weight(b, "bias"), np.float32) if use_bias
+            else np.zeros(cout, np.float32))
     ks = _tuple(cfg["kernel_size"], rank)
     st = _tuple(cfg["strides"], rank)
     dl = _tuple(cfg.get("dilation_rate", 1), rank)
@@ -307,9 +382,9 @@ def _conv(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return y
 
 
-def _pool(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _pool(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
-    cls = type(layer).__name__
+    cls = layer.cls
     (x,) = inputs
     _check_channels_last(b, cfg)
     shape = b.shape(x)
@@ -332,7 +407,7 @@ def _pool(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
                       kernel=pad + ks, strides=pad + st, pads=(0,) * (2 - rank) + pads)
 
 
-def _batchnorm(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _batchnorm(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     (x,) = inputs
     shape = b.shape(x)
@@ -341,10 +416,12 @@ def _batchnorm(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     if axis not in (-1, len(shape)):
         b.fail(name, f"BatchNormalization over axis {axis} is not supported (supported: last axis)")
     c = shape[-1]
-    f64 = lambda v: np.asarray(v, np.float64) if v is not None else None  # noqa: E731
-    gamma = f64(layer.gamma.numpy()) if getattr(layer, "gamma", None) is not None else np.ones(c)
-    beta = f64(layer.beta.numpy()) if getattr(layer, "beta", None) is not None else np.zeros(c)
-    mean, var = f64(layer.moving_mean.numpy()), f64(layer.moving_variance.numpy())
+    def f64(what: str, default=None):
+        v = layer.weight(b, what, optional=default is not None)
+        return np.asarray(default if v is None else v, np.float64)
+
+    gamma, beta = f64("gamma", np.ones(c)), f64("beta", np.zeros(c))
+    mean, var = f64("moving_mean"), f64("moving_variance")
     scale = gamma / np.sqrt(var + float(cfg.get("epsilon", 1e-3)))
     shift = beta - mean * scale
     y = b.add_node("mul", name, [x, b.const(name, "scale", scale)], shape)
@@ -366,30 +443,30 @@ def _scale_shift(b: _Builder, name: str, x: str, scale, shift) -> str:
     return y if y != x else b.add_node("reshape", name, [x], shape)
 
 
-def _normalization(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _normalization(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     name = cfg["name"]
     axis = cfg.get("axis", -1)
     axis = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
     if axis not in ((-1,), (len(b.shape(x)),)):
         b.fail(name, f"Normalization over axis {cfg.get('axis')} is not supported (supported: -1)")
-    mean = np.asarray(layer.mean, np.float64).ravel()
-    std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).ravel()), 1e-7)
+    mean = np.asarray(layer.weight(b, "mean"), np.float64).ravel()
+    std = np.maximum(np.sqrt(np.asarray(layer.weight(b, "variance"), np.float64).ravel()), 1e-7)
     if cfg.get("invert"):
         return _scale_shift(b, name, x, std, mean)
     return _scale_shift(b, name, x, 1.0 / std, -mean / std)
 
 
-def _rescaling(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _rescaling(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     return _scale_shift(b, cfg["name"], x, cfg.get("scale", 1.0), cfg.get("offset", 0.0))
 
 
-def _pad_crop(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _pad_crop(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     """ZeroPadding1D/2D (concatenation with zeros) and Cropping1D/2D (slices)."""
     (x,) = inputs
     name = cfg["name"]
-    cls = type(layer).__name__
+    cls = layer.cls
     _check_channels_last(b, cfg)
     rank = 1 if "1D" in cls else 2
     shape = b.shape(x)
@@ -424,26 +501,26 @@ def _pad_crop(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return x
 
 
-def _permute(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _permute(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     perm = [int(d) - 1 for d in cfg["dims"]]
     shape = b.shape(x)
     return b.add_node("transpose", cfg["name"], [x], tuple(shape[p] for p in perm), perm=perm)
 
 
-def _time_distributed(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
-    inner = layer.layer
-    if type(inner).__name__ != "Dense":
-        b.fail(cfg["name"], f"TimeDistributed({type(inner).__name__}) is not supported "
+def _time_distributed(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    inner = layer.inner
+    if inner is None or inner.cls != "Dense":
+        b.fail(cfg["name"], f"TimeDistributed({inner.cls if inner else '?'}) is not supported "
                             "(supported: TimeDistributed(Dense))")
-    icfg = dict(inner.get_config())
+    icfg = dict(inner.cfg)
     icfg["name"] = cfg["name"]
     return _dense(b, inner, icfg, inputs)
 
 
-def _merge(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _merge(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
-    cls = type(layer).__name__
+    cls = layer.cls
     shapes = {b.shape(t) for t in inputs}
     if len(shapes) != 1:
         b.fail(name, f"{cls} of different shapes {sorted(shapes)} is not supported "
@@ -460,7 +537,7 @@ def _merge(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     return y
 
 
-def _concat(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _concat(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     shapes = [b.shape(t) for t in inputs]
     nd = len(shapes[0])
@@ -507,9 +584,9 @@ class _Cell:
         return _apply_act(self.b, x, kind, attrs, self.name)
 
 
-def _recurrent(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
+def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
-    cls = type(layer).__name__
+    cls = layer.cls
     (x,) = inputs
     shape = b.shape(x)
     if len(shape) != 2:
@@ -520,8 +597,8 @@ def _recurrent(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
     b.recurrent = True
     T, F = shape
     H = int(cfg["units"])
-    w = layer.get_weights()
-    kernel, rec = np.asarray(w[0], np.float64), np.asarray(w[1], np.float64)
+    kernel = np.asarray(layer.weight(b, "kernel"), np.float64)
+    rec = np.asarray(layer.weight(b, "recurrent_kernel"), np.float64)
     use_bias = cfg.get("use_bias", True)
     act = _act(b, cfg.get("activation", "tanh"), name)
     ract = _act(b, cfg.get("recurrent_activation", "sigmoid"), name)
@@ -530,11 +607,17 @@ def _recurrent(b: _Builder, layer, cfg: dict, inputs: list[str]) -> str:
             b.fail(name, "softmax as a recurrent activation is not supported")
     cell = _Cell(b, name)
     gates = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}[cls]
+    if kernel.shape != (F, gates * H) or rec.shape != (H, gates * H):
+        b.fail(name, f"{cls} weights of shapes {kernel.shape} and {rec.shape} do not match "
+                     f"{F} input features and {H} units")
     Wx = kernel.T.reshape(gates, H, F)
     Wh = rec.T.reshape(gates, H, H)
     reset_after = cls == "GRU" and cfg.get("reset_after", True)
     if use_bias:
-        bias = np.asarray(w[2], np.float64)
+        bias = np.asarray(layer.weight(b, "bias"), np.float64)
+        if bias.shape != ((2, gates * H) if reset_after else (gates * H,)):
+            b.fail(name, f"{cls} bias of shape {bias.shape} does not match reset_after="
+                         f"{bool(reset_after)} and {H} units")
         bx, bh = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
     else:
         bx = bh = np.zeros(gates * H)
@@ -644,15 +727,24 @@ _CONVERTERS: dict[str, Callable[..., str]] = {
 }
 
 
-def _convert(b: _Builder, layer, inputs: list[str]) -> str:
-    cls = type(layer).__name__
-    fn = _CONVERTERS.get(cls)
+def _convert(b: _Builder, layer: LayerSpec, inputs: list[str]) -> str:
+    fn = _CONVERTERS.get(layer.cls)
     if fn is None:
         raise CompileError(
-            f"layer type '{cls}' is not supported (supported: {', '.join(sorted(_CONVERTERS))})",
-            file=str(b.path), layer=layer.name,
+            f"layer type '{layer.cls}' is not supported "
+            f"(supported: {', '.join(sorted(_CONVERTERS))})",
+            file=b.where, layer=layer.name,
         )
-    return fn(b, layer, layer.get_config(), inputs)
+    try:
+        return fn(b, layer, layer.cfg, inputs)
+    except CompileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CompileError(f"cannot read the {layer.cls} layer's configuration and weights "
+                           f"({one_line(e)})", file=b.where, layer=layer.name) from None
+
+
+SUPPORTED_LAYERS = frozenset(_CONVERTERS) | {"InputLayer", "Sequential", "Functional", "Model"}
 
 
 def _history_refs(obj: Any) -> list[tuple[str, int, int]]:
@@ -680,80 +772,163 @@ def _batchless(shape) -> tuple[int, ...]:
     return tuple(-1 if d is None else int(d) for d in dims)
 
 
-def load_keras(path: Path) -> Graph:
-    keras = _import_keras()
-    try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as e:  # Keras raises many types for bad files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CompileError(
-            f"Keras could not load the file ({type(e).__name__}: {msg[:200]}); "
-            "it may be corrupt, truncated, or use custom layers", file=str(path),
-        ) from None
-
-    graph = _build(keras, model, path, streaming=False)
-    if graph.window:
-        try:
-            graph.step_graph = _build(keras, model, path, streaming=True)
-            graph.step_graph.validate()
-        except CompileError:
-            graph.step_graph = None  # the layers after the recurrent ones need the whole window
-    return graph
+def one_line(e: BaseException) -> str:
+    """An exception as one untruncated line: its type and its whole message."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _is_model(layer) -> bool:
     return type(layer).__name__ in ("Sequential", "Functional", "Model")
 
 
-def _walk(b: _Builder, model, given: list[str] | None, input_tensor) -> tuple[list[str], list[str]]:
-    """Convert the layers of a Sequential or functional model. ``given``: the tensors feeding a
-    model nested as a layer (None: make the graph inputs)."""
-    path = b.path
+# ---- Keras 3: a loaded model as specs -----------------------------------------------------
+
+def _layer_spec(layer) -> Spec:
+    if _is_model(layer):
+        return _model_spec(layer)
+    cls = type(layer).__name__
+    weights: dict[str, np.ndarray] = {}
+    for v in layer.weights:
+        weights.setdefault(str(v.name).split("/")[-1].split(":")[0], np.asarray(v.numpy()))
+    if cls == "Normalization":  # mean and variance given to the constructor are not variables
+        weights["mean"], weights["variance"] = np.asarray(layer.mean), np.asarray(layer.variance)
+    inner = _layer_spec(layer.layer) if cls == "TimeDistributed" else None
+    return LayerSpec(cls, layer.get_config(), weights, inner)
+
+
+def _model_spec(model) -> ModelSpec:
     if type(model).__name__ == "Sequential":
-        x = input_tensor("input", model.inputs[0].shape) if given is None else given[0]
-        inputs = [x]
-        for layer in model.layers:
-            x = _walk(b, layer, [x], input_tensor)[1][0] if _is_model(layer) else _convert(b, layer, [x])
-        return inputs, [x]
+        try:
+            shape = _batchless(model.inputs[0].shape)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            shape = None
+        return ModelSpec(model.name, True, [_layer_spec(l) for l in model.layers], shape)
     cfg = model.get_config()
-    produced: dict[tuple[str, int, int], str] = {}
-    input_refs = _history_refs(cfg["input_layers"])
-    if given is not None and len(given) != len(input_refs):
-        raise CompileError(f"nested model takes {len(input_refs)} inputs, given {len(given)}",
-                           file=str(path), layer=model.name)
+    m = ModelSpec(model.name, False, [], input_refs=_history_refs(cfg["input_layers"]),
+                  output_refs=_history_refs(cfg["output_layers"]))
     for lcfg in cfg["layers"]:
         layer = model.get_layer(lcfg["name"])
         if type(layer).__name__ == "InputLayer":
-            key = (lcfg["name"], 0, 0)
+            m.layers.append(LayerSpec("InputLayer", {"name": lcfg["name"]}))
+            m.calls.append(None)
+            m.input_shapes[lcfg["name"]] = _batchless(layer.output.shape)
+        else:
+            spec = _layer_spec(layer)
+            if isinstance(spec, ModelSpec):
+                spec.name = lcfg["name"]
+            m.layers.append(spec)
+            m.calls.append(lcfg.get("inbound_nodes") or [])
+    return m
+
+
+def load_keras(path: Path) -> Graph:
+    """A ``.keras`` archive, or an ``.h5`` file written by Keras 3, loaded by Keras itself."""
+    keras = _import_keras()
+    try:
+        model = keras.saving.load_model(str(path), compile=False)
+    except Exception as e:  # Keras raises many types for bad files
+        raise _load_error(path, e) from None
+    return graph_from_spec(_model_spec(model), path)
+
+
+def _load_error(path: Path, e: Exception) -> CompileError:
+    """Why Keras could not load a file: "corrupt" only if the container itself is damaged."""
+    import zipfile
+
+    damaged = ""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            if bad is not None:
+                damaged = f"member '{bad}' fails its CRC check"
+        except (zipfile.BadZipFile, OSError, EOFError) as ze:
+            damaged = one_line(ze)
+    elif path.suffix.lower() == ".keras" or path.read_bytes()[:2] == b"PK":
+        damaged = "the zip archive's directory is missing"
+    if damaged:
+        return CompileError(f"the file is corrupt or truncated ({damaged}); Keras could not "
+                            f"load it ({one_line(e)})", file=str(path))
+    layer = re.search(r"""['"]name['"]:\s*['"]([^'"]+)['"]""", str(e))
+    return CompileError(f"Keras 3 could not load the file ({one_line(e)})", file=str(path),
+                        layer=layer.group(1) if layer else "")
+
+
+# ---- Lowering of specs (both paths) -------------------------------------------------------
+
+def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
+          ) -> tuple[list[str], list[str]]:
+    """Convert the layers of a Sequential or functional model. ``given``: the tensors feeding a
+    model nested as a layer (None: make the graph inputs)."""
+    if model.sequential:
+        if given is None:
+            if model.input_shape is None:
+                raise CompileError("the Sequential model has no input shape (it was never "
+                                   "built); give its first layer an input shape",
+                                   file=b.where, layer=model.name)
+            x = input_tensor("input", model.input_shape)
+        else:
+            x = given[0]
+        inputs = [x]
+        for layer in model.layers:
+            if isinstance(layer, ModelSpec):
+                x = _walk(b, layer, [x], input_tensor)[1][0]
+            else:
+                x = _convert(b, layer, [x])
+        return inputs, [x]
+    produced: dict[tuple[str, int, int], str] = {}
+    input_refs = model.input_refs
+    if given is not None and len(given) != len(input_refs):
+        raise CompileError(f"nested model takes {len(input_refs)} inputs, given {len(given)}",
+                           file=b.where, layer=model.name)
+    for layer, nodes in zip(model.layers, model.calls):
+        if nodes is None:  # an InputLayer
+            key = (layer.name, 0, 0)
             if given is None:
-                produced[key] = input_tensor(lcfg["name"], layer.output.shape)
+                produced[key] = input_tensor(layer.name, model.input_shapes[layer.name])
             else:
                 produced[key] = given[input_refs.index(key)]
             continue
-        nodes = lcfg.get("inbound_nodes") or []
         if len(nodes) != 1:
             raise CompileError(
                 f"layer is called {len(nodes)} times; shared layers are not supported",
-                file=str(path), layer=lcfg["name"],
+                file=b.where, layer=layer.name,
             )
-        ins = [produced[r] for r in _history_refs(nodes[0])]
-        if _is_model(layer):
+        refs = _history_refs(nodes[0])
+        missing = [r for r in refs if r not in produced]
+        if missing:
+            raise CompileError(f"layer reads {missing[0][0]!r} (call {missing[0][1]}, output "
+                               f"{missing[0][2]}), which is not computed before it",
+                               file=b.where, layer=layer.name)
+        ins = [produced[r] for r in refs]
+        if isinstance(layer, ModelSpec):
             outs = _walk(b, layer, ins, input_tensor)[1]
             if len(outs) != 1:
                 raise CompileError("a nested model with several outputs is not supported",
-                                   file=str(path), layer=lcfg["name"])
-            produced[(lcfg["name"], 0, 0)] = outs[0]
+                                   file=b.where, layer=layer.name)
+            produced[(layer.name, 0, 0)] = outs[0]
         else:
-            produced[(lcfg["name"], 0, 0)] = _convert(b, layer, ins)
-    return ([produced[r] for r in input_refs],
-            [produced[r] for r in _history_refs(cfg["output_layers"])])
+            produced[(layer.name, 0, 0)] = _convert(b, layer, ins)
+    missing = [r for r in model.output_refs if r not in produced]
+    if missing:
+        raise CompileError(f"model output {missing[0][0]!r} is not computed", file=b.where,
+                           layer=model.name)
+    return [produced[r] for r in input_refs], [produced[r] for r in model.output_refs]
 
 
-def _build(keras, model, path: Path, streaming: bool) -> Graph:
-    b = _Builder(path, streaming)
+def _build(model: ModelSpec, path: Path, streaming: bool, dialect: Dialect) -> Graph:
+    b = _Builder(path, streaming, dialect)
 
     def input_tensor(name: str, shape) -> str:
-        shape = _batchless(shape)
+        shape = tuple(shape)
+        if any(d <= 0 for d in shape):
+            what = "window length" if len(shape) == 2 and shape[0] <= 0 else "dimension"
+            shown = tuple(None if d <= 0 else d for d in shape)
+            raise CompileError(
+                f"input '{name}' has a dynamic {what} (shape {shown}, batch aside); only fixed "
+                "shapes are supported: give the model a fixed input shape", file=b.where,
+                layer=name)
         if streaming and len(shape) == 2:
             shape = (1,) + shape[1:]
         return b.add_tensor(name, shape)
@@ -766,3 +941,15 @@ def _build(keras, model, path: Path, streaming: bool) -> Graph:
         name=model.name, inputs=inputs, outputs=outputs, tensors=b.tensors, nodes=b.nodes,
         source_file=str(path), states=b.states, window=window,
     )
+
+
+def graph_from_spec(model: ModelSpec, path: Path, dialect: Dialect = KERAS3) -> Graph:
+    """The IR of a model (and, for a recurrent one, its one-step streaming form)."""
+    graph = _build(model, path, False, dialect)
+    if graph.window:
+        try:
+            graph.step_graph = _build(model, path, True, dialect)
+            graph.step_graph.validate()
+        except CompileError:
+            graph.step_graph = None  # the layers after the recurrent ones need the whole window
+    return graph
