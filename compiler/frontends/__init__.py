@@ -66,10 +66,14 @@ def load_model(path: str | Path) -> Graph:
 
 
 def _load(path: Path, fmt: str) -> Graph:
-    if fmt in ("keras", "h5"):
+    if fmt == "keras":
         from .keras import load_keras
 
         graph = load_keras(path)
+    elif fmt == "h5":
+        from .keras_h5 import load_h5  # Keras 2 files read directly, Keras 3 ones by Keras
+
+        graph = load_h5(path)
     elif fmt == "onnx":
         from .onnx import load_onnx
 
