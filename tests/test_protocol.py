@@ -116,7 +116,8 @@ from nnmpc.host.link import protogen  # noqa: E402
 
 
 def test_generated_message_code_is_up_to_date():
-    """firmware/protocol/nnmpc_msgs.[ch] and host/link/protocol_msgs.py match the schema."""
+    """firmware/protocol/nnmpc_msgs.[ch], host/link/protocol_msgs.py and the message section of
+    docs/PROTOCOL.md match the schema (so the document cannot drift from the wire)."""
     for path, text in protogen.render().items():
         assert path.read_text() == text, f"{path} is stale: run python -m nnmpc.host.link.protogen"
 

@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema 7f31c466e1f132d8). Do not edit. */
+ * (generator 1, schema 5e8d1143e76b74b8). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -76,7 +76,7 @@ static void get_f32_array(float *v, const uint8_t *p, size_t n)
 
 size_t nnmpc_hello_rep_pack(const nnmpc_hello_rep_t *m, uint8_t *out)
 {
-    size_t n = 12;
+    size_t n = 14;
     put_u8(out + 0, m->proto_version);
     put_u8(out + 1, m->n_in);
     put_u8(out + 2, m->n_out);
@@ -85,6 +85,8 @@ size_t nnmpc_hello_rep_pack(const nnmpc_hello_rep_t *m, uint8_t *out)
     put_u8(out + 5, m->max_lag);
     put_u16(out + 6, m->traj_max);
     put_u32(out + 8, m->clock_hz);
+    put_u8(out + 12, m->sensors);
+    put_u8(out + 13, m->actuators);
     n += put_str(out + n, m->model_hash);
     n += put_str(out + n, m->board);
     n += put_str(out + n, m->firmware);
@@ -93,7 +95,7 @@ size_t nnmpc_hello_rep_pack(const nnmpc_hello_rep_t *m, uint8_t *out)
 
 int nnmpc_hello_rep_unpack(nnmpc_hello_rep_t *m, const uint8_t *in, size_t len)
 {
-    size_t n = 12;
+    size_t n = 14;
     if (len < n) {
         return -1;
     }
@@ -105,6 +107,8 @@ int nnmpc_hello_rep_unpack(nnmpc_hello_rep_t *m, const uint8_t *in, size_t len)
     m->max_lag = get_u8(in + 5);
     m->traj_max = get_u16(in + 6);
     m->clock_hz = get_u32(in + 8);
+    m->sensors = get_u8(in + 12);
+    m->actuators = get_u8(in + 13);
     if (get_str(m->model_hash, in, len, &n) != 0) {
         return -1;
     }
@@ -459,6 +463,104 @@ int nnmpc_plant_req_unpack(nnmpc_plant_req_t *m, const uint8_t *in, size_t len)
     m->reserved = get_u16(in + 2);
     m->dt = get_f32(in + 4);
     get_f32_array(m->params, in + 8, 8);
+    return 0;
+}
+
+size_t nnmpc_excite_req_pack(const nnmpc_excite_req_t *m, uint8_t *out)
+{
+    size_t n = 24;
+    put_u8(out + 0, m->kind);
+    put_u8(out + 1, m->reserved);
+    put_u16(out + 2, m->hold);
+    put_u32(out + 4, m->seed);
+    put_u32(out + 8, m->periods);
+    put_f32(out + 12, m->f_lo);
+    put_f32(out + 16, m->f_hi);
+    put_f32(out + 20, m->amplitude);
+    return n;
+}
+
+int nnmpc_excite_req_unpack(nnmpc_excite_req_t *m, const uint8_t *in, size_t len)
+{
+    if (len != 24) {
+        return -1;
+    }
+    m->kind = get_u8(in + 0);
+    m->reserved = get_u8(in + 1);
+    m->hold = get_u16(in + 2);
+    m->seed = get_u32(in + 4);
+    m->periods = get_u32(in + 8);
+    m->f_lo = get_f32(in + 12);
+    m->f_hi = get_f32(in + 16);
+    m->amplitude = get_f32(in + 20);
+    return 0;
+}
+
+size_t nnmpc_rig_sample_req_pack(const nnmpc_rig_sample_req_t *m, uint8_t *out)
+{
+    size_t n = 4;
+    put_u32(out + 0, m->k);
+    return n;
+}
+
+int nnmpc_rig_sample_req_unpack(nnmpc_rig_sample_req_t *m, const uint8_t *in, size_t len)
+{
+    if (len != 4) {
+        return -1;
+    }
+    m->k = get_u32(in + 0);
+    return 0;
+}
+
+size_t nnmpc_rig_sample_rep_pack(const nnmpc_rig_sample_rep_t *m, uint8_t *out)
+{
+    size_t n = 0;
+    {
+        const size_t count = m->raw_count < 128 ? m->raw_count : 128;
+        put_f32_array(out + n, m->raw, count);
+        n += count * 4;
+    }
+    return n;
+}
+
+int nnmpc_rig_sample_rep_unpack(nnmpc_rig_sample_rep_t *m, const uint8_t *in, size_t len)
+{
+    size_t n = 0;
+    if (len < n) {
+        return -1;
+    }
+    if ((len - n) % 4 != 0 || (len - n) / 4 > 128) {
+        return -1;
+    }
+    m->raw_count = (uint16_t)((len - n) / 4);
+    get_f32_array(m->raw, in + n, m->raw_count);
+    return 0;
+}
+
+size_t nnmpc_rig_drive_req_pack(const nnmpc_rig_drive_req_t *m, uint8_t *out)
+{
+    size_t n = 4;
+    put_u32(out + 0, m->k);
+    {
+        const size_t count = m->raw_count < 127 ? m->raw_count : 127;
+        put_f32_array(out + n, m->raw, count);
+        n += count * 4;
+    }
+    return n;
+}
+
+int nnmpc_rig_drive_req_unpack(nnmpc_rig_drive_req_t *m, const uint8_t *in, size_t len)
+{
+    size_t n = 4;
+    if (len < n) {
+        return -1;
+    }
+    m->k = get_u32(in + 0);
+    if ((len - n) % 4 != 0 || (len - n) / 4 > 127) {
+        return -1;
+    }
+    m->raw_count = (uint16_t)((len - n) / 4);
+    get_f32_array(m->raw, in + n, m->raw_count);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 7f31c466e1f132d8). Do not edit:
+ * host/link/protogen.py (generator 1, schema 5e8d1143e76b74b8). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define NNMPC_MSGS_VERSION 2
-#define NNMPC_MSGS_SCHEMA_HASH "7f31c466e1f132d8"
+#define NNMPC_MSGS_VERSION 3
+#define NNMPC_MSGS_SCHEMA_HASH "5e8d1143e76b74b8"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -43,6 +43,9 @@ extern "C" {
 #define NNMPC_MSG_STOP 0x17 /* Stop the loop; the last input is held. */
 #define NNMPC_MSG_SENSOR 0x18 /* Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. */
 #define NNMPC_MSG_PLANT 0x19 /* On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F. */
+#define NNMPC_MSG_EXCITE 0x1A /* Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS. */
+#define NNMPC_MSG_RIG_SAMPLE 0x30 /* Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings. */
+#define NNMPC_MSG_RIG_DRIVE 0x31 /* Board to stand-in rig: drive the actuators (raw duty) for period k; no reply. */
 #define NNMPC_MSG_TELEMETRY 0x20 /* Sent by the device every telemetry_every periods, unrequested; seq = k mod 256. */
 #define NNMPC_MSG_EXIT 0x0F /* Acknowledge, then end the program (emulated boards exit the emulator). */
 #define NNMPC_MSG_ERROR 0x7F /* The device refused a frame: error code and the refused message type. */
@@ -55,7 +58,7 @@ extern "C" {
 #define NNMPC_ERR_BUSY 5 /* not allowed while the control loop runs (stop it first) */
 #define NNMPC_ERR_NOT_RUNNING 6 /* sensor data while the loop is stopped or not fed by the host */
 
-/* hello reply: type 0x81, 12 fixed bytes. */
+/* hello reply: type 0x81, 14 fixed bytes. */
 typedef struct {
     uint8_t proto_version;
     uint8_t n_in;
@@ -65,6 +68,8 @@ typedef struct {
     uint8_t max_lag;
     uint16_t traj_max;
     uint32_t clock_hz; /* rate of the work counter in TELEMETRY */
+    uint8_t sensors; /* on-board sensor channels (source 2), 0 = none */
+    uint8_t actuators; /* on-board actuator channels (source 2) */
     char model_hash[NNMPC_MSGS_STR_MAX + 1];
     char board[NNMPC_MSGS_STR_MAX + 1];
     char firmware[NNMPC_MSGS_STR_MAX + 1];
@@ -120,8 +125,8 @@ int nnmpc_stats_rep_unpack(nnmpc_stats_rep_t *m, const uint8_t *in, size_t len);
 
 /* config request: type 0x10, 24 fixed bytes. */
 typedef struct {
-    uint8_t controller; /* 0 nr (Newton MPC), 1 pid, 2 fd (finite differences) */
-    uint8_t source; /* 0 measurements from SENSOR frames, 1 on-device plant */
+    uint8_t controller; /* 0 nr (Newton MPC), 1 pid, 2 fd (finite differences), 3 excite (open loop, EXCITE) */
+    uint8_t source; /* 0 measurements from SENSOR frames, 1 on-device plant, 2 on-board sensors and actuators */
     uint8_t p; /* outputs */
     uint8_t m; /* inputs */
     uint8_t na; /* output lags in the net input */
@@ -208,6 +213,44 @@ typedef struct {
 } nnmpc_plant_req_t;
 size_t nnmpc_plant_req_pack(const nnmpc_plant_req_t *m, uint8_t *out);
 int nnmpc_plant_req_unpack(nnmpc_plant_req_t *m, const uint8_t *in, size_t len);
+
+/* excite request: type 0x1A, 24 fixed bytes. */
+typedef struct {
+    uint8_t kind; /* 0 steps, 1 chirp, 2 multisine, 3 prbs */
+    uint8_t reserved;
+    uint16_t hold; /* steps, prbs: periods per level (>= 1) */
+    uint32_t seed;
+    uint32_t periods; /* chirp: sweep length in periods (>= 1) */
+    float f_lo; /* chirp, multisine: lowest frequency, Hz */
+    float f_hi; /* chirp, multisine: highest frequency, Hz */
+    float amplitude; /* fraction of the half range, in (0, 1] */
+} nnmpc_excite_req_t;
+size_t nnmpc_excite_req_pack(const nnmpc_excite_req_t *m, uint8_t *out);
+int nnmpc_excite_req_unpack(nnmpc_excite_req_t *m, const uint8_t *in, size_t len);
+
+/* rig_sample request: type 0x30, 4 fixed bytes. */
+typedef struct {
+    uint32_t k;
+} nnmpc_rig_sample_req_t;
+size_t nnmpc_rig_sample_req_pack(const nnmpc_rig_sample_req_t *m, uint8_t *out);
+int nnmpc_rig_sample_req_unpack(nnmpc_rig_sample_req_t *m, const uint8_t *in, size_t len);
+
+/* rig_sample reply: type 0xB0, 0 fixed bytes + raw[] (at most 128). */
+typedef struct {
+    float raw[128];
+    uint16_t raw_count;
+} nnmpc_rig_sample_rep_t;
+size_t nnmpc_rig_sample_rep_pack(const nnmpc_rig_sample_rep_t *m, uint8_t *out);
+int nnmpc_rig_sample_rep_unpack(nnmpc_rig_sample_rep_t *m, const uint8_t *in, size_t len);
+
+/* rig_drive request: type 0x31, 4 fixed bytes + raw[] (at most 127). */
+typedef struct {
+    uint32_t k;
+    float raw[127];
+    uint16_t raw_count;
+} nnmpc_rig_drive_req_t;
+size_t nnmpc_rig_drive_req_pack(const nnmpc_rig_drive_req_t *m, uint8_t *out);
+int nnmpc_rig_drive_req_unpack(nnmpc_rig_drive_req_t *m, const uint8_t *in, size_t len);
 
 /* telemetry event: type 0x20, 18 fixed bytes + values[] (at most 123). */
 typedef struct {

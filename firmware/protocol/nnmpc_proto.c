@@ -132,7 +132,8 @@ size_t nnmpc_frame_encode(uint8_t type, uint8_t seq, const uint8_t *payload, siz
     crc = nnmpc_crc16(0xFFFFu, raw, len + 2);
     raw[len + 2] = (uint8_t)(crc & 0xFFu);
     raw[len + 3] = (uint8_t)(crc >> 8);
-    n = nnmpc_cobs_encode(raw, len + 4, wire);
+    wire[0] = 0;
+    n = 1 + nnmpc_cobs_encode(raw, len + 4, wire + 1);
     wire[n++] = 0;
     return n;
 }

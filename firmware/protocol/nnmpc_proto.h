@@ -1,7 +1,9 @@
 /*
  * nnmpc serial framing: COBS-framed packets with a CRC-16 and a sequence number.
  *
- * On the wire each frame is COBS(type | seq | payload... | crc_lo | crc_hi) followed by 0x00.
+ * On the wire each frame is 0x00, COBS(type | seq | payload... | crc_lo | crc_hi), 0x00: the
+ * leading delimiter ends any noise before the frame, so a burst of garbage without a zero byte
+ * costs only itself, never the frame after it.
  * The CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over type, seq and payload.
  * The decoder never trusts a frame that fails COBS or CRC: it counts it and drops it.
  * See docs/PROTOCOL.md. No malloc; all buffers are fixed by NNMPC_PAYLOAD_MAX.
@@ -16,7 +18,7 @@
 extern "C" {
 #endif
 
-#define NNMPC_PROTO_VERSION 2
+#define NNMPC_PROTO_VERSION 3
 
 #ifndef NNMPC_PAYLOAD_MAX
 #define NNMPC_PAYLOAD_MAX 512
@@ -27,8 +29,8 @@ extern "C" {
 
 /** Raw (decoded) frame bytes: type + seq + payload + 2 CRC bytes. */
 #define NNMPC_RAW_MAX (NNMPC_PAYLOAD_MAX + 4)
-/** Encoded frame bytes: COBS overhead (1 per 254) + the 0x00 delimiter. */
-#define NNMPC_WIRE_MAX (NNMPC_RAW_MAX + NNMPC_RAW_MAX / 254 + 2)
+/** Encoded frame bytes: COBS overhead (1 per 254 + 1) + the two 0x00 delimiters. */
+#define NNMPC_WIRE_MAX (NNMPC_RAW_MAX + NNMPC_RAW_MAX / 254 + 3)
 
 /** One decoded frame. */
 typedef struct {
@@ -64,7 +66,7 @@ void nnmpc_decoder_init(nnmpc_decoder_t *d);
 int nnmpc_decoder_push(nnmpc_decoder_t *d, uint8_t byte, nnmpc_frame_t *frame);
 
 /**
- * Build the wire bytes of a frame (COBS + trailing 0x00) into wire (NNMPC_WIRE_MAX bytes).
+ * Build the wire bytes of a frame (0x00, COBS, 0x00) into wire (NNMPC_WIRE_MAX bytes).
  * Returns the number of bytes, or 0 if len exceeds NNMPC_PAYLOAD_MAX.
  */
 size_t nnmpc_frame_encode(uint8_t type, uint8_t seq, const uint8_t *payload, size_t len,

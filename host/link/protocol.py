@@ -1,7 +1,8 @@
 """Host side of the nnmpc serial framing (mirror of firmware/protocol/nnmpc_proto.c).
 
-Wire format: COBS(type | seq | payload | crc16_le) + b"\\x00", CRC-16/CCITT-FALSE over
-type, seq and payload. See docs/PROTOCOL.md.
+Wire format: b"\\x00" + COBS(type | seq | payload | crc16_le) + b"\\x00", CRC-16/CCITT-FALSE
+over type, seq and payload; the leading delimiter ends any noise before the frame. See
+docs/PROTOCOL.md.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {PAYLOAD_MAX}")
     raw = bytes([msg_type & 0xFF, seq & 0xFF]) + payload
     crc = crc16(raw)
-    return cobs_encode(raw + bytes([crc & 0xFF, crc >> 8])) + b"\x00"
+    return b"\x00" + cobs_encode(raw + bytes([crc & 0xFF, crc >> 8])) + b"\x00"
 
 
 @dataclass(frozen=True)

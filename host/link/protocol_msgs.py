@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 7f31c466e1f132d8). Do not edit: change the schema
+(generator 1, schema 5e8d1143e76b74b8). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-VERSION = 2
-SCHEMA_HASH = "7f31c466e1f132d8"
+VERSION = 3
+SCHEMA_HASH = "5e8d1143e76b74b8"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -34,10 +34,13 @@ START = 0x16  # Reset the controller state and start the loop.
 STOP = 0x17  # Stop the loop; the last input is held.
 SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers.
 PLANT = 0x19  # On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F.
+EXCITE = 0x1A  # Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS.
+RIG_SAMPLE = 0x30  # Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings.
+RIG_DRIVE = 0x31  # Board to stand-in rig: drive the actuators (raw duty) for period k; no reply.
 TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
 EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
 ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
-NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
 
 # Error codes carried by ERROR frames.
 ERR_UNKNOWN_TYPE = 1
@@ -79,8 +82,8 @@ class HelloReply:
     """hello reply: Identify the device: protocol version, model sizes and hash, board, firmware, limits."""
 
     TYPE: ClassVar[int] = 0x81
-    FORMAT: ClassVar[str] = "<BBBBBBHI"
-    FIXED_SIZE: ClassVar[int] = 12
+    FORMAT: ClassVar[str] = "<BBBBBBHIBB"
+    FIXED_SIZE: ClassVar[int] = 14
     proto_version: int = 0
     n_in: int = 0
     n_out: int = 0
@@ -89,12 +92,14 @@ class HelloReply:
     max_lag: int = 0
     traj_max: int = 0
     clock_hz: int = 0  # rate of the work counter in TELEMETRY
+    sensors: int = 0  # on-board sensor channels (source 2), 0 = none
+    actuators: int = 0  # on-board actuator channels (source 2)
     model_hash: str = ""
     board: str = ""
     firmware: str = ""
 
     def pack(self) -> bytes:
-        out = struct.pack(self.FORMAT, self.proto_version, self.n_in, self.n_out, self.channels, self.max_horizon, self.max_lag, self.traj_max, self.clock_hz)
+        out = struct.pack(self.FORMAT, self.proto_version, self.n_in, self.n_out, self.channels, self.max_horizon, self.max_lag, self.traj_max, self.clock_hz, self.sensors, self.actuators)
         out += _put_str(self.model_hash)
         out += _put_str(self.board)
         out += _put_str(self.firmware)
@@ -111,7 +116,7 @@ class HelloReply:
         firmware, at = _get_str(b, at)
         if at != len(b):
             raise ValueError(f"HelloReply: {len(b) - at} trailing bytes")
-        return cls(proto_version=v[0], n_in=v[1], n_out=v[2], channels=v[3], max_horizon=v[4], max_lag=v[5], traj_max=v[6], clock_hz=v[7], model_hash=model_hash, board=board, firmware=firmware)
+        return cls(proto_version=v[0], n_in=v[1], n_out=v[2], channels=v[3], max_horizon=v[4], max_lag=v[5], traj_max=v[6], clock_hz=v[7], sensors=v[8], actuators=v[9], model_hash=model_hash, board=board, firmware=firmware)
 
 
 @dataclass
@@ -266,8 +271,8 @@ class ConfigRequest:
     TYPE: ClassVar[int] = 0x10
     FORMAT: ClassVar[str] = "<BBBBBBBBIIHHf"
     FIXED_SIZE: ClassVar[int] = 24
-    controller: int = 0  # 0 nr (Newton MPC), 1 pid, 2 fd (finite differences)
-    source: int = 0  # 0 measurements from SENSOR frames, 1 on-device plant
+    controller: int = 0  # 0 nr (Newton MPC), 1 pid, 2 fd (finite differences), 3 excite (open loop, EXCITE)
+    source: int = 0  # 0 measurements from SENSOR frames, 1 on-device plant, 2 on-board sensors and actuators
     p: int = 0  # outputs
     m: int = 0  # inputs
     na: int = 0  # output lags in the net input
@@ -480,6 +485,116 @@ class PlantRequest:
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
         return cls(kind=v[0], substeps=v[1], reserved=v[2], dt=v[3], params=list(v[4:12]))
+
+
+@dataclass
+class ExciteRequest:
+    """excite request: Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS."""
+
+    TYPE: ClassVar[int] = 0x1A
+    FORMAT: ClassVar[str] = "<BBHIIfff"
+    FIXED_SIZE: ClassVar[int] = 24
+    kind: int = 0  # 0 steps, 1 chirp, 2 multisine, 3 prbs
+    reserved: int = 0
+    hold: int = 0  # steps, prbs: periods per level (>= 1)
+    seed: int = 0
+    periods: int = 0  # chirp: sweep length in periods (>= 1)
+    f_lo: float = 0.0  # chirp, multisine: lowest frequency, Hz
+    f_hi: float = 0.0  # chirp, multisine: highest frequency, Hz
+    amplitude: float = 0.0  # fraction of the half range, in (0, 1]
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.kind, self.reserved, self.hold, self.seed, self.periods, self.f_lo, self.f_hi, self.amplitude)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "ExciteRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"ExciteRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(kind=v[0], reserved=v[1], hold=v[2], seed=v[3], periods=v[4], f_lo=v[5], f_hi=v[6], amplitude=v[7])
+
+
+@dataclass
+class RigSampleRequest:
+    """rig_sample request: Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings."""
+
+    TYPE: ClassVar[int] = 0x30
+    FORMAT: ClassVar[str] = "<I"
+    FIXED_SIZE: ClassVar[int] = 4
+    k: int = 0
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.k)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "RigSampleRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"RigSampleRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(k=v[0])
+
+
+@dataclass
+class RigSampleReply:
+    """rig_sample reply: Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings."""
+
+    TYPE: ClassVar[int] = 0xB0
+    FORMAT: ClassVar[str] = "<"
+    FIXED_SIZE: ClassVar[int] = 0
+    TAIL_MAX: ClassVar[int] = 128
+    raw: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT)
+        if len(self.raw) > self.TAIL_MAX:
+            raise ValueError(f"raw: {len(self.raw)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.raw)}f", *self.raw)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "RigSampleReply":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"RigSampleReply: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"RigSampleReply: bad raw length {len(b) - at}")
+        raw = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(raw=raw)
+
+
+@dataclass
+class RigDriveRequest:
+    """rig_drive request: Board to stand-in rig: drive the actuators (raw duty) for period k; no reply."""
+
+    TYPE: ClassVar[int] = 0x31
+    FORMAT: ClassVar[str] = "<I"
+    FIXED_SIZE: ClassVar[int] = 4
+    TAIL_MAX: ClassVar[int] = 127
+    k: int = 0
+    raw: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.k)
+        if len(self.raw) > self.TAIL_MAX:
+            raise ValueError(f"raw: {len(self.raw)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.raw)}f", *self.raw)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "RigDriveRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"RigDriveRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"RigDriveRequest: bad raw length {len(b) - at}")
+        raw = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(k=v[0], raw=raw)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Render the protocol message code for both sides from ``firmware/protocol/schema.toml``.
 
-``python -m nnmpc.host.link.protogen`` writes ``firmware/protocol/nnmpc_msgs.[ch]`` and
-``host/link/protocol_msgs.py`` through ``templates/protocol_*.j2``; ``--check`` only compares.
+``python -m nnmpc.host.link.protogen`` writes ``firmware/protocol/nnmpc_msgs.[ch]``,
+``host/link/protocol_msgs.py`` and the message section of ``docs/PROTOCOL.md`` through
+``templates/protocol_*.j2``; ``--check`` only compares.
 The layout (offsets, sizes, counts) is computed here; the templates only print it.
 """
 
@@ -24,6 +25,13 @@ OUTPUTS = {
     "protocol_h.j2": ROOT / "firmware" / "protocol" / "nnmpc_msgs.h",
     "protocol_c.j2": ROOT / "firmware" / "protocol" / "nnmpc_msgs.c",
     "protocol_py.j2": ROOT / "host" / "link" / "protocol_msgs.py",
+}
+#: Sections of hand-written documents that are generated: template -> (file, first, last line).
+SECTIONS = {
+    "protocol_md.j2": (ROOT / "docs" / "PROTOCOL.md",
+                       "<!-- messages: generated from firmware/protocol/schema.toml by "
+                       "host/link/protogen.py; do not edit -->",
+                       "<!-- end of generated messages -->"),
 }
 GENERATOR_VERSION = 1
 
@@ -171,7 +179,17 @@ def render(schema_path: Path = SCHEMA) -> dict[Path, str]:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    return {out: env.get_template(t).render(**ctx) for t, out in OUTPUTS.items()}
+    out = {path: env.get_template(t).render(**ctx) for t, path in OUTPUTS.items()}
+    for t, (path, first, last) in SECTIONS.items():
+        if not path.is_file():  # an installed package has no docs/
+            continue
+        doc = path.read_text()
+        if first not in doc or last not in doc:
+            raise SchemaError(f"{path}: lacks the markers of its generated section ({first})")
+        head, rest = doc.split(first, 1)
+        tail = rest.split(last, 1)[1]
+        out[path] = f"{head}{first}\n{env.get_template(t).render(**ctx)}{last}{tail}"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,12 @@ class QemuBoard:
     """A running emulated board. ``port`` is the open pyserial port to its UART0."""
 
     def __init__(self, elf: str | Path, board: Board, *, timeout: float = 5.0,
-                 icount: int | None = None) -> None:
+                 icount: int | None = None, extra_serial: tuple[str, ...] = ()) -> None:
         self.elf = Path(elf)
         self.board = board
         self.timeout = timeout
         self.icount = icount
+        self.extra_serial = tuple(extra_serial)   # UART1, UART2, ...: QEMU -serial values
         self.proc: subprocess.Popen | None = None
         self.port: serial.SerialBase | None = None
         self.url = ""
@@ -54,6 +55,7 @@ class QemuBoard:
             require("qemu-system-arm"), "-M", self.board.run["machine"],
             "-nographic", "-monitor", "none",
             "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on,nodelay=on",
+            *(a for s in self.extra_serial for a in ("-serial", s)),
             "-semihosting-config", "enable=on,target=native",
             "-kernel", str(self.elf),
         ]
@@ -107,6 +109,22 @@ class QemuBoard:
                     f.close()
             self.proc = None
         return err
+
+    def serve(self, tcp_port: int) -> subprocess.Popen:
+        """Start QEMU with UART0 listening on ``tcp_port`` for a client of someone else's (a
+        board at a port, as a real one is); the caller waits for it to exit."""
+        if not self.elf.is_file():
+            raise NnmpcError(f"{self.elf}: firmware image not found")
+        self.url = f"socket://127.0.0.1:{tcp_port}"
+        self.proc = subprocess.Popen(
+            self.command(tcp_port), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        time.sleep(0.05)
+        if self.proc.poll() is not None:
+            err = self._stop()
+            raise NnmpcError(f"QEMU did not start on {self.url}: {err.strip() or 'it exited'}")
+        return self.proc
 
     def wait_exit(self, timeout: float = 5.0) -> int | None:
         """Wait for the firmware to end QEMU (semihosting exit); return its exit code."""
