@@ -10,8 +10,12 @@
 static uint32_t g_clock;
 static int g_model;
 static float g_nan_above = 1e30f;
+static uint32_t g_jac_cost = 100u;  /* ticks of a predict_jacobian call ("jaccost") */
+static long g_spike_in, g_spike;    /* the g_spike_in-th plain call from now adds g_spike */
 
-/* Every net call advances the fake clock by 100 ticks: the budget test counts work. */
+/* Every net call advances the fake clock by 100 ticks (a Jacobian call by g_jac_cost): the
+ * budget tests count work. "spike K T" makes the K-th plain call from now take T ticks more
+ * (T < 0: the clock goes back by -T, as a clock that misses a reload does). */
 static uint32_t fake_clock(void *ctx)
 {
     (void)ctx;
@@ -24,7 +28,10 @@ static uint32_t fake_clock(void *ctx)
 /* Model 3 "tank": 2 outputs, 2 inputs, na = nb = 1: coupled tanh dynamics; nz = 4. */
 static void net(const float *z, float *y, float *J)
 {
-    g_clock += 100u;
+    g_clock += J ? g_jac_cost : 100u;
+    if (!J && g_spike_in > 0 && --g_spike_in == 0) {
+        g_clock += (uint32_t)g_spike;
+    }
     switch (g_model) {
     case 0:
         y[0] = z[0] + 0.5f * sinf(z[1]);
@@ -148,6 +155,23 @@ int main(void)
         } else if (!strcmp(cmd, "budget")) {
             cfg.budget_ticks = (uint32_t)v[0];
             cfg.clock = fake_clock;
+        } else if (!strcmp(cmd, "ylo")) {
+            memcpy(cfg.y_lo, v, sizeof(float) * (size_t)k);
+        } else if (!strcmp(cmd, "yhi")) {
+            memcpy(cfg.y_hi, v, sizeof(float) * (size_t)k);
+        } else if (!strcmp(cmd, "jaccost")) {
+            g_jac_cost = (uint32_t)v[0];
+        } else if (!strcmp(cmd, "spike")) {
+            g_spike_in = (long)v[0];
+            g_spike = (long)v[1];
+        } else if (!strcmp(cmd, "tpred")) {
+            printf("tpred %u %d\n", (unsigned)g_s.t_pred, g_s.t_stale);
+        } else if (!strcmp(cmd, "dist")) {
+            printf("dist");
+            for (k = 0; k < g_s.cfg.p; ++k) {
+                printf(" %.9g", (double)g_s.d[k]);
+            }
+            printf("\n");
         } else if (!strcmp(cmd, "nanabove")) {
             g_nan_above = v[0];
         } else if (!strcmp(cmd, "init")) {

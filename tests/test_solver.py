@@ -45,7 +45,7 @@ def run(exe: Path, script: str) -> list[dict]:
     return results
 
 
-CONVERGED, ITER_CAP, BUDGET, NONFINITE, BAD_CONFIG = range(5)
+CONVERGED, ITER_CAP, BUDGET, NONFINITE, BAD_CONFIG, BAD_MEASUREMENT = range(6)
 
 
 def quad(u):
@@ -362,14 +362,15 @@ solve
 """)[-1]
     assert outside["status"] == NONFINITE
     np.testing.assert_array_equal(outside["u"], np.float32([0.9, 0.1]))
-    # A non-finite measurement is guarded too.
+    # A non-finite measurement is refused with a status of its own (see the bad-measurement
+    # tests below).
     meas = run(harness, """model 1
 dims 1 1 2 2 3 1
 init
 reset 0 0.25
 step nan
 """)[-1]
-    assert meas["status"] == NONFINITE and meas["u"][0] == np.float32(0.25)
+    assert meas["status"] == BAD_MEASUREMENT and meas["u"][0] == np.float32(0.25)
 
 
 def test_bad_configuration_is_rejected(harness):
@@ -418,3 +419,226 @@ reset 0 0
 fdstep 1e-3 0
 """)[-1]
     assert clipped["u"][0] == pytest.approx(0.2)
+
+
+# ---- faults and safe states ------------------------------------------------------------
+
+def _tank_loop(harness, cmd="step", bad_at=None, bad="1e19", extra=(), T=70):
+    """Closed loop of the 2x2 "tank" model against a plant that is 5 % off (so the
+    disturbance estimate works), moving reference; the measurement of period bad_at is
+    replaced by `bad` in channel 0. Returns statuses, u, y and d per period."""
+    N = 6
+    lines = ["model 3", f"dims 2 2 1 1 {N} 2", "q 1 1", "r 0.01 0.01", "bias 0.3",
+             "iter 5 1e-6 1e-4", "lo -1.5 -1.5", "hi 1.5 1.5", *extra, "init", "reset 0 0 0 0"]
+    proc = subprocess.Popen([str(harness)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write("\n".join(lines) + "\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().split() == ["init", "0"]
+
+    def ref(k):
+        return 0.4 * np.sin(0.15 * k), -0.2 + 0.1 * np.cos(0.1 * k)
+
+    y = np.zeros(2)
+    st, us, ys, ds = [], [], [], []
+    for k in range(T):
+        for j in range(1, N + 1):
+            r = ref(k + j)
+            proc.stdin.write(f"ref {j} {r[0]:.9g} {r[1]:.9g}\n")
+        y0 = bad if k == bad_at else f"{y[0]:.9g}"
+        arg = "1e-3 " if cmd == "fdstep" else ""
+        proc.stdin.write(f"{cmd} {arg}{y0} {y[1]:.9g}\ndist\n")
+        proc.stdin.flush()
+        t = proc.stdout.readline().split()
+        d = proc.stdout.readline().split()
+        assert t[0] == "status" and d[0] == "dist"
+        u = np.array([float(t[11]), float(t[12])])
+        st.append(int(t[1]))
+        us.append(u)
+        ds.append([float(v) for v in d[1:]])
+        a, b = np.tanh(u[0] - 0.3 * u[1]), np.tanh(u[1])
+        y = np.array([1.05 * (0.7 * y[0] + 0.1 * y[1] + 0.4 * a) + 0.02,
+                      0.2 * y[0] + 0.6 * y[1] + 0.3 * b + 0.1 * u[0] - 0.01])
+        ys.append(y)
+    proc.stdin.close()
+    assert proc.wait() == 0
+    return np.array(st), np.array(us), np.array(ys), np.array(ds)
+
+
+@pytest.mark.parametrize("cmd", ["step", "fdstep"])
+@pytest.mark.parametrize("bad", ["1e19", "-1e19", "2e6", "inf", "nan"])
+def test_huge_finite_measurement_is_refused_and_the_loop_recovers(harness, cmd, bad):
+    # A huge but finite value (1e19) used to pass the NaN/Inf guard, enter the disturbance
+    # estimate and make every later rollout non-finite: "non-finite" and a frozen input for
+    # good. Now it is refused like NaN: the input is held for that period, d does not see
+    # it, and the loop is back on the clean run's trajectory within 20 periods.
+    st0, u0, y0, d0 = _tank_loop(harness, cmd)
+    good = (CONVERGED, ITER_CAP) if cmd == "step" else (ITER_CAP,)
+    assert set(st0) <= set(good)
+    assert np.abs(d0[-1]).min() > 1e-3  # the estimate is in use
+    k = 10
+    st, u, y, d = _tank_loop(harness, cmd, bad_at=k, bad=bad)
+    np.testing.assert_array_equal(u[:k], u0[:k])
+    assert st[k] == BAD_MEASUREMENT
+    np.testing.assert_array_equal(u[k], u[k - 1])      # held: the last applied input
+    np.testing.assert_array_equal(d[k], d[k - 1])      # not fed to the estimate
+    assert set(st[k + 1:]) <= set(good)                # controlling again at once
+    assert not np.array_equal(u[k + 1], u[k])
+    err = np.abs(u - u0).max(axis=1) + np.abs(y - y0).max(axis=1)
+    assert err[k + 1] > 1e-3                           # the hold did disturb the loop
+    assert err[k + 20:].max() < 1e-3                   # ... for less than 20 periods
+    np.testing.assert_allclose(d[-1], d0[-1], atol=1e-4)
+
+
+def test_measurement_outside_its_configured_range_is_refused(harness):
+    # Channel 0 may read [-1, 1] (channel 1 keeps the default bound, |y| <= 1e6): 1.5 is
+    # refused there; the clean run stays inside, so the range changes nothing else.
+    rng = ("ylo -1 0", "yhi 1 0")
+    _, u0, _, _ = _tank_loop(harness)
+    _, u1, _, _ = _tank_loop(harness, extra=rng)
+    np.testing.assert_array_equal(u1, u0)
+    st, u, _, _ = _tank_loop(harness, extra=rng, bad_at=12, bad="1.5")
+    assert st[12] == BAD_MEASUREMENT and np.array_equal(u[12], u[11])
+    st, u, _, _ = _tank_loop(harness, bad_at=12, bad="1.5")
+    assert st[12] in (CONVERGED, ITER_CAP)
+
+
+def test_non_finite_rollout_does_not_keep_a_poisoned_disturbance_estimate(harness):
+    # A measurement inside the plausibility bound (5e5) but absurd for this loop is accepted:
+    # it sets d (gain 1) and the output lags, and with a large weight the rollouts overflow:
+    # "non-finite", u held. d used to stay there for good (no prediction, so never updated):
+    # a latch. Now it is cleared, and once the value has left the output lags (na = 2
+    # periods) the loop controls again.
+    lines = ["model 1", "dims 1 1 2 2 3 1", "q 1e30", "bias 1", "iter 5 1e-6 0", "lo -5",
+             "hi 5", "init", "reset 0 0"]
+    script = "\n".join(lines) + "\n" + "ref 1 0.5\nref 2 0.5\nref 3 0.5\n"
+    script += "step 0\nstep 0\nstep 5e5\ndist\n" + "step 0\n" * 8 + "dist\n"
+    out = subprocess.run([str(harness)], input=script, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    res = [ln.split() for ln in out if ln.startswith("status")]
+    st = [int(t[1]) for t in res]
+    u = [float(t[11]) for t in res]
+    dist = [float(ln.split()[1]) for ln in out if ln.startswith("dist")]
+    assert st[:2] == [CONVERGED, CONVERGED]
+    assert st[2] == NONFINITE and u[2] == u[1]
+    assert dist[0] == 0.0
+    assert st[3:5].count(NONFINITE) <= 2
+    assert set(st[5:]) <= {CONVERGED, ITER_CAP} and len(st[5:]) == 6
+    assert len(set(u[5:])) > 1 and abs(dist[1]) < 1.0
+
+
+def _budget_solves(harness, spike: int, before=3, after=8):
+    """model 2, N = 10: a Jacobian rollout costs 10 x 300 ticks, a plain (trial) rollout
+    10 x 100, the budget 4500 fits one Jacobian rollout and one trial. Runs `before` solves,
+    makes one trial's timing `spike` ticks off, then `after` more solves."""
+    N = 10
+    refs = "".join(f"ref {j + 1} 1.0\n" for j in range(N))
+    script = (f"model 2\ndims 1 1 1 2 {N} 3\nr 0.05\niter 50 1e-12 0\nlo -2\nhi 2\n"
+              f"jaccost 300\nbudget 4500\ninit\nreset 0 0\n{refs}")
+    script += "solve\ntpred\n" * before + f"spike 1 {spike}\n" + "solve\ntpred\n" * after
+    out = subprocess.run([str(harness)], input=script, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    solves = [ln.split() for ln in out if ln.startswith("status")]
+    tpred = [int(ln.split()[1]) for ln in out if ln.startswith("tpred")]
+    evals = [int(t[5]) for t in solves]
+    cost = [float(t[9]) for t in solves]
+    return solves, evals, cost, tpred
+
+
+@pytest.mark.parametrize("spike", [10_000_000, -5000])
+def test_one_long_or_backward_timing_does_not_latch_the_time_budget(harness, spike):
+    # One trial's timing used to become the rollout estimate for good: longer than the
+    # budget allows, no trial ever ran again, so it was never measured again (a clock that
+    # went back reads as ~2^32 ticks). Now a timing of a clock that went back is ignored, a
+    # long one is capped at the Jacobian rollout's, and an estimate that kept a solve from
+    # any trial decays, so steps resume within a few solves.
+    N = 10
+    solves, evals, cost, tpred = _budget_solves(harness, spike)
+    assert all(int(t[1]) == BUDGET for t in solves)
+    assert all(e >= 2 * N for e in evals[:3]) and tpred[2] == 1000  # one trial per solve
+    stepped = [e >= 2 * N for e in evals[3:]]
+    if spike > 0:
+        assert tpred[3] == 3000  # capped at the Jacobian rollout (10 x 300), not 10^7
+        assert not stepped[1]    # that estimate does not fit: no trial ...
+        first = stepped.index(True, 1)
+        assert first <= 3        # ... for at most two solves
+    else:
+        assert tpred[3] == 1000  # ignored
+        first = 1
+    assert all(stepped[first:])
+    assert tpred[-1] == 1000
+    assert cost[-1] < cost[3] - 1e-4  # and the cost goes on decreasing
+    # The budget still holds for the solves after the spike (work within the budget).
+    assert all(int(t[7]) <= 4500 for t in solves[4:])
+
+
+def _arx_box_problem(N, Nc, r, lo, hi, ref, U0):
+    """Cost of the linear ARX model (y+ = 1.5y - 0.6y- + 0.2u + 0.1u-, at rest at 0) over
+    Nc moves, and its box-constrained optimum, exact by enumerating the active sets."""
+    import itertools
+
+    def rollout(U):
+        y = yp = up = 0.0
+        out = []
+        for j in range(N):
+            u = U[min(j, Nc - 1)]
+            y, yp, up = 1.5 * y - 0.6 * yp + 0.2 * u + 0.1 * up, y, u
+            out.append(y)
+        return np.array(out)
+
+    base = rollout(np.zeros(Nc))
+    G = np.stack([rollout(np.eye(Nc)[i]) - base for i in range(Nc)], axis=1)
+    D = np.eye(Nc) - np.eye(Nc, k=-1)
+    A = np.vstack([G, np.sqrt(r) * D])
+    b = np.concatenate([ref - base, np.zeros(Nc)])
+
+    def cost(U):
+        return float(((A @ U - b) ** 2).sum())
+
+    best = (np.inf, None)
+    for act in itertools.product((0, 1, 2), repeat=Nc):
+        U = np.array([(0.0, lo, hi)[a] for a in act])
+        free = [i for i in range(Nc) if act[i] == 0]
+        if free:
+            fixed = [i for i in range(Nc) if act[i]]
+            U[free] = np.linalg.lstsq(A[:, free], b - A[:, fixed] @ U[fixed], rcond=None)[0]
+        if np.all(U >= lo - 1e-12) and np.all(U <= hi + 1e-12) and cost(U) < best[0]:
+            best = (cost(U), U)
+    return cost, best[0], best[1]
+
+
+@pytest.mark.parametrize("case", [
+    # N, Nc, r, lo, hi, ref, warm start: the box cuts the Newton step into an ascent
+    (4, 2, 0.01, -0.3, 0.6, 1.2, [0.1, 0.45]),
+    (8, 3, 0.0, -0.216, 1.243, -1.414, [-0.139, 0.996, -0.216]),
+    (7, 3, 0.0, -0.582, 1.229, -0.817, [-0.26, -0.037, -0.582]),
+])
+def test_clipped_newton_step_that_is_not_descent_is_not_reported_converged(harness, case):
+    # The moves of an ARX model are strongly coupled; with the box cutting the Gauss-Newton
+    # step the projected step is not a descent direction. The solver used to stop there and
+    # report "converged" at the warm start (50-90 % above the optimum). Now it shortens the
+    # step or takes a projected-gradient step, and reports "converged" only at the optimum.
+    N, Nc, r, lo, hi, ref, U0 = case
+    cost, best, U_best = _arx_box_problem(N, Nc, r, lo, hi, np.full(N, ref), np.array(U0))
+    c0 = cost(np.array(U0))
+    assert c0 > 1.3 * best  # the warm start is far from the optimum
+    refs = "".join(f"ref {j + 1} {ref}\n" for j in range(N))
+
+    def solve(max_iter):
+        return run(harness, f"model 1\ndims 1 1 2 2 {N} {Nc}\nq 1\nr {r}\n"
+                            f"iter {max_iter} 1e-6 0\nlo {lo}\nhi {hi}\ninit\nreset 0 0\n"
+                            f"{refs}warm {' '.join(map(str, U0))}\nsolve\n")[-1]
+
+    for max_iter in (1, 2, 3, 5, 50):
+        s = solve(max_iter)
+        U = s["U"].astype(float)
+        assert np.all(U >= np.float32(lo)) and np.all(U <= np.float32(hi))
+        assert s["cost"] < c0 - 1e-3 * c0           # every solve makes progress
+        if s["status"] == CONVERGED:                # ... and converged means optimal
+            assert s["cost"] <= best * (1 + 1e-5) + 1e-6, (max_iter, s)
+        else:
+            assert s["status"] == ITER_CAP and s["iter"] == max_iter
+    assert s["status"] == CONVERGED
+    np.testing.assert_allclose(s["U"], U_best, atol=1e-3)
+    assert abs(cost(U) - s["cost"]) < 1e-4

@@ -37,6 +37,20 @@ static int static_net(const nnmpc_mpc_config_t *c)
     return c->na == 0 && c->nb == 1;
 }
 
+int nnmpc_mpc_measurement_ok(const nnmpc_mpc_config_t *cfg, const float *y)
+{
+    int a;
+    for (a = 0; a < cfg->p && a < NNMPC_MAX_Y; ++a) {
+        const float lo = cfg->y_lo[a], hi = cfg->y_hi[a];
+        const int ranged = lo < hi; /* false for an unset (0, 0) or a NaN range */
+        if (!finite(y[a]) || (ranged ? !(y[a] >= lo && y[a] <= hi)
+                                     : !(y[a] >= -NNMPC_Y_LIMIT && y[a] <= NNMPC_Y_LIMIT))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
 {
     int i;
@@ -428,10 +442,34 @@ static void hold_safe(nnmpc_mpc_t *s)
     s->have_pred = 0;
 }
 
-/* Keep a plain rollout's measured time for later solves: a longer one at once, a shorter
- * one slowly (the estimate stays on the safe side). Returns the estimate. */
-static uint32_t note_rollout_time(nnmpc_mpc_t *s, uint32_t t)
+/* 1 if a clock difference is plausible: a clock that went back reads as ~2^32 ticks. */
+static int sane_ticks(uint32_t t)
 {
+    return t <= 0x7fffffffu;
+}
+
+/* 1 if work of a + b more ticks still fits the budget of the solve that started at t0. A
+ * clock that went back since t0 leaves no time (the solve stops, the next one is normal). */
+static int fits(const nnmpc_mpc_t *s, uint32_t t0, uint32_t a, uint32_t b)
+{
+    const uint32_t used = now(s) - t0, budget = s->cfg.budget_ticks;
+    return sane_ticks(used) && used <= budget && a <= budget - used &&
+           b <= budget - used - a;
+}
+
+/* Keep a plain rollout's measured time t for later solves: a longer one at once, a shorter
+ * one slowly (the estimate stays on the safe side). A timing of a clock that went back is
+ * ignored; one longer than cap (the Jacobian rollout measured in this solve, which makes the
+ * same net calls and more) is taken as cap, so one long interruption cannot latch the
+ * estimate above the budget. Returns the estimate (est if t was ignored). */
+static uint32_t note_rollout_time(nnmpc_mpc_t *s, uint32_t t, uint32_t est, uint32_t cap)
+{
+    if (!sane_ticks(t)) {
+        return est;
+    }
+    if (t > cap) {
+        t = cap;
+    }
     if (t >= s->t_pred) {
         s->t_pred = t;
     } else {
@@ -440,15 +478,128 @@ static uint32_t note_rollout_time(nnmpc_mpc_t *s, uint32_t t)
     return s->t_pred;
 }
 
+/* The expected time of a plain (trial) rollout for the budget, after the Jacobian rollout of
+ * this solve took t_jac. Before a trial has been measured: from one timed net call (calls x
+ * its time + half a call). After a solve that the estimate kept from trying any trial (so it
+ * was not re-measured): the estimate halves per solve, but not below calls x one timed net
+ * call, until a trial runs and measures it again. Never more than t_jac (a plain rollout
+ * makes the same net calls without the tangents). */
+static uint32_t trial_time(nnmpc_mpc_t *s, uint32_t t_jac)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int jac_ok = sane_ticks(t_jac);
+    uint32_t est = s->t_pred;
+    if (est == 0u || s->t_stale) {
+        /* A forward-mode Jacobian costs several plain calls, so half a Jacobian rollout would
+         * keep a trial that fits from ever running. */
+        float probe[NNMPC_MAX_Y];
+        const uint32_t ts = now(s);
+        const uint32_t calls = (uint32_t)(static_net(c) ? c->moves : c->horizon);
+        uint32_t t1, e;
+        s->net.predict(s->z, probe);
+        s->evaluations++;
+        t1 = now(s) - ts;
+        e = sane_ticks(t1) && t1 < 0x7fffffffu / (calls + 1u) ? calls * t1 : 0u;
+        if (est == 0u) {
+            est = e + t1 / 2u; /* not stored: only a measured trial sets t_pred */
+            if (e == 0u || (jac_ok && est > t_jac)) {
+                est = t_jac / 2u;
+            }
+        } else if (est > e) {
+            est = est / 2u > e ? est / 2u : e;
+            est = est ? est : 1u;
+            s->t_pred = est;
+        }
+    }
+    if (jac_ok && est > t_jac) {
+        est = t_jac;
+        if (s->t_pred > t_jac) {
+            s->t_pred = t_jac;
+        }
+    }
+    return est;
+}
+
+/* Freeze the variables on a bound that the step would push out of the box (state 1: the
+ * gradient pushes out; 2: the coupled Newton step does), damp the rest, and solve for the
+ * step on the free set. Returns -1 if the damped Hessian is not positive definite. A variable
+ * frozen by the step is solved again without it (at most n passes: each freezes one more), so
+ * the projected step is a descent direction for short enough steps. */
+static int newton_step(nnmpc_mpc_t *s)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int m = c->m, n = m * c->moves;
+    int i, k, pass;
+    for (pass = 0; pass <= n; ++pass) {
+        int more = 0;
+        if (pass) {
+            assemble(s, s->U); /* the Cholesky factor overwrote H */
+        }
+        for (i = 0; i < n; ++i) {
+            const float dii = s->H[i * n + i];
+            if (s->frozen[i]) {
+                for (k = 0; k < n; ++k) {
+                    s->H[i * n + k] = 0.0f;
+                    s->H[k * n + i] = 0.0f;
+                }
+                s->H[i * n + i] = 1.0f;
+                s->g[i] = 0.0f;
+            } else {
+                s->H[i * n + i] = dii + s->lambda * (dii > 1e-6f ? dii : 1e-6f);
+                s->g[i] = -s->g[i];
+            }
+        }
+        if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
+            return -1;
+        }
+        for (i = 0; i < n; ++i) {
+            const int a = i % m;
+            if (!s->frozen[i] && ((s->U[i] <= c->u_lo[a] && s->step[i] < 0.0f) ||
+                                  (s->U[i] >= c->u_hi[a] && s->step[i] > 0.0f))) {
+                s->frozen[i] = 2;
+                more = 1;
+            }
+        }
+        if (!more) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Trial point Ut = P(U + alpha d) on the box; returns gd = -(gradient/2)'(Ut - U), which
+ * is > 0 for a descent direction, and the largest move; *clipped is set if the box cut d. */
+static float trial_point(nnmpc_mpc_t *s, const float *d, float alpha, float *moved, int *clipped)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int m = c->m, n = m * c->moves;
+    float gd = 0.0f, mv = 0.0f;
+    int i;
+    for (i = 0; i < n; ++i) {
+        const int a = i % m;
+        const float want = s->U[i] + alpha * d[i];
+        const float v = clampf(want, c->u_lo[a], c->u_hi[a]);
+        const float dv = v - s->U[i];
+        s->Ut[i] = v;
+        gd += s->gn[i] * dv;
+        mv = fabsf(dv) > mv ? fabsf(dv) : mv;
+        if (v != want) {
+            *clipped = 1;
+        }
+    }
+    *moved = mv;
+    return gd;
+}
+
 nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int m = c->m, n = m * c->moves;
     const uint32_t t0 = now(s);
     const int timed = c->budget_ticks && c->clock;
-    uint32_t t_jac, t_pred;
+    uint32_t t_jac, t_pred = 0u;
     float cost;
-    int i, it = 0, out_of_time = 0;
+    int i, it = 0, out_of_time = 0, measured = 0;
     nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
 
     s->evaluations = 0;
@@ -465,22 +616,10 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     }
     cost = rollout(s, s->U, 1);
     /* Time estimates for the budget: a Jacobian rollout as measured in this solve, a plain
-     * rollout as measured in an earlier one; before any has been measured, from one timed
-     * net call (a forward-mode Jacobian costs several plain calls, so half a Jacobian
-     * rollout would keep a trial that fits from ever running). */
+     * rollout from earlier solves (see trial_time). */
     t_jac = now(s) - t0;
-    t_pred = s->t_pred;
-    if (timed && t_pred == 0u) {
-        float probe[NNMPC_MAX_Y];
-        const uint32_t ts = now(s);
-        const uint32_t calls = (uint32_t)(static_net(c) ? c->moves : c->horizon);
-        uint32_t t1;
-        s->net.predict(s->z, probe);
-        t1 = now(s) - ts;
-        t_pred = calls * t1 + t1 / 2u;
-        if (t_pred == 0u || t_pred > t_jac) {
-            t_pred = t_jac / 2u;
-        }
+    if (timed) {
+        t_pred = trial_time(s, t_jac);
     }
     if (!finite(cost)) {
         hold_safe(s);
@@ -492,101 +631,131 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     }
     keep_prediction(s);
     while (it < c->max_iter) {
-        float max_step = 0.0f, gd = 0.0f, trial = cost, alpha = 1.0f;
-        int accepted = 0, bt;
+        float max_step = 0.0f, pg_extra = 0.0f, pg_max = 0.0f, gd = 0.0f, trial = cost;
+        float alpha = 1.0f, alpha_n, moved = 0.0f;
+        int accepted = 0, bt, clipped = 0, by_gradient = 0, newton_tried = 0;
         ++it;
         assemble(s, s->U);
-        /* Freeze the variables that sit on a bound and are pushed outwards. */
+        /* The gradient, and the projected-gradient fallback: the gradient scaled by the
+         * Hessian's diagonal (a descent direction on the box unless U is stationary). */
         for (i = 0; i < n; ++i) {
             const int a = i % m;
-            const int at_lo = s->U[i] <= c->u_lo[a] && s->g[i] > 0.0f;
-            const int at_hi = s->U[i] >= c->u_hi[a] && s->g[i] < 0.0f;
             const float dii = s->H[i * n + i];
-            if (at_lo || at_hi) {
-                int k;
-                for (k = 0; k < n; ++k) {
-                    s->H[i * n + k] = 0.0f;
-                    s->H[k * n + i] = 0.0f;
-                }
-                s->H[i * n + i] = 1.0f;
-                s->g[i] = 0.0f;
-            } else {
-                s->H[i * n + i] = dii + s->lambda * (dii > 1e-6f ? dii : 1e-6f);
-            }
+            const float v = s->g[i];
+            s->gn[i] = -v;
+            s->pg[i] = -v / (dii > 1e-6f ? dii : 1e-6f);
+            s->frozen[i] = (uint8_t)((s->U[i] <= c->u_lo[a] && v > 0.0f) ||
+                                     (s->U[i] >= c->u_hi[a] && v < 0.0f));
         }
-        for (i = 0; i < n; ++i) {
-            s->g[i] = -s->g[i];
-        }
-        if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
+        if (newton_step(s) != 0) {
             /* Not positive definite at this damping: damp more (S and yhat still hold). */
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
             continue;
         }
         for (i = 0; i < n; ++i) {
+            const int a = i % m;
             const float v = fabsf(s->step[i]);
+            const float pgi = fabsf(clampf(s->U[i] + s->pg[i], c->u_lo[a], c->u_hi[a]) - s->U[i]);
             max_step = v > max_step ? v : max_step;
+            pg_max = pgi > pg_max ? pgi : pg_max;
+            if (s->frozen[i] == 2 && pgi > pg_extra) {
+                pg_extra = pgi; /* held on a bound by the step, though the gradient pulls in */
+            }
         }
         if (!finite(max_step)) {
             st = NNMPC_SOLVE_NONFINITE;
             break;
         }
-        if (max_step < c->tol_step) {
+        if (max_step < c->tol_step && pg_extra < c->tol_step) {
             st = NNMPC_SOLVE_CONVERGED;
             break;
         }
-        for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
-            uint32_t ts;
-            if (timed && now(s) - t0 + t_pred > c->budget_ticks) {
-                out_of_time = 1; /* no time for this trial: keep U */
-                break;
-            }
-            gd = 0.0f;
-            for (i = 0; i < n; ++i) {
-                const int a = i % m;
-                s->Ut[i] = clampf(s->U[i] + alpha * s->step[i], c->u_lo[a], c->u_hi[a]);
-                gd += s->g[i] * (s->Ut[i] - s->U[i]); /* g holds -gradient/2 here */
-            }
-            if (!(gd > 0.0f)) {
-                break;
-            }
-            ts = now(s);
-            trial = rollout(s, s->Ut, 0);
-            t_pred = note_rollout_time(s, now(s) - ts);
-            accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
-            if (accepted) {
-                break; /* alpha is the accepted step length */
+        /* Backtracking on the projected Newton step. Where the box cuts it into a direction
+         * that is not descent, a shorter step is tried (no rollout needed to see it). */
+        if (max_step >= c->tol_step) {
+            for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
+                uint32_t ts;
+                clipped = 0;
+                gd = trial_point(s, s->step, alpha, &moved, &clipped);
+                if (!(gd > 0.0f)) {
+                    continue;
+                }
+                if (timed && !fits(s, t0, 0u, t_pred)) {
+                    out_of_time = 1; /* no time for this trial: keep U */
+                    break;
+                }
+                ts = now(s);
+                trial = rollout(s, s->Ut, 0);
+                t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
+                measured = 1;
+                newton_tried = 1;
+                accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
+                if (accepted) {
+                    break; /* alpha is the accepted step length */
+                }
             }
         }
-        if (out_of_time) {
+        alpha_n = alpha;
+        if (!accepted && !out_of_time && pg_max > 0.0f) {
+            /* Fallback: a projected-gradient step, backtracked the same way. */
+            for (bt = 0, alpha = 1.0f; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
+                uint32_t ts;
+                clipped = 1;
+                gd = trial_point(s, s->pg, alpha, &moved, &clipped);
+                if (!(gd > 0.0f)) {
+                    break;
+                }
+                if (timed && !fits(s, t0, 0u, t_pred)) {
+                    out_of_time = 1;
+                    break;
+                }
+                ts = now(s);
+                trial = rollout(s, s->Ut, 0);
+                t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
+                measured = 1;
+                accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
+                if (accepted) {
+                    by_gradient = 1;
+                    break;
+                }
+            }
+        }
+        if (out_of_time && !accepted) {
             st = NNMPC_SOLVE_BUDGET;
             break;
         }
         if (!accepted) {
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
-            if (alpha * max_step < c->tol_step || !(gd > 0.0f)) {
+            /* Nothing decreased the cost: converged only if the shortest Newton step tried
+             * was below the tolerance and no bound holds a variable that the gradient pulls
+             * in, or (no Newton trial could run) if the projected gradient is. */
+            if (newton_tried ? alpha_n * max_step < c->tol_step && pg_extra < c->tol_step
+                             : pg_max < c->tol_step) {
                 st = NNMPC_SOLVE_CONVERGED;
                 break;
             }
-            if (timed && now(s) - t0 + t_pred > c->budget_ticks) {
+            if (timed && !fits(s, t0, 0u, t_pred)) {
                 st = NNMPC_SOLVE_BUDGET;
                 break;
             }
             cost = rollout(s, s->U, 0); /* yhat at U again; S is unchanged */
         } else {
-            float moved = 0.0f;
-            for (i = 0; i < n; ++i) {
-                const float v = fabsf(s->Ut[i] - s->U[i]);
-                moved = v > moved ? v : moved;
-            }
             memcpy(s->U, s->Ut, sizeof(float) * (size_t)n);
             keep_prediction(s);
             {
-                /* A small decrease only means convergence after an undamped full step; after
-                 * heavy damping it only means the steps were short. */
-                const int gn_step = alpha == 1.0f && s->lambda <= 10.0f * c->lambda0;
-                const int done = moved < c->tol_step ||
-                                 (gn_step && cost - trial <= c->tol_cost * cost);
-                s->lambda = s->lambda * 0.3f > LAMBDA_MIN ? s->lambda * 0.3f : LAMBDA_MIN;
+                /* A small decrease only means convergence after an undamped full Newton step
+                 * that the box did not cut; after heavy damping it only means the steps were
+                 * short, after a cut or a gradient step that the direction was poor. */
+                const int gn_step = !by_gradient && !clipped && pg_extra < c->tol_step &&
+                                    alpha == 1.0f && s->lambda <= 10.0f * c->lambda0;
+                const int done = !by_gradient && !clipped && pg_extra < c->tol_step &&
+                                 (moved < c->tol_step ||
+                                  (gn_step && cost - trial <= c->tol_cost * cost));
+                if (!by_gradient) {
+                    s->lambda = s->lambda * 0.3f > LAMBDA_MIN ? s->lambda * 0.3f : LAMBDA_MIN;
+                } else if (newton_tried) {
+                    s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
+                }
                 cost = trial;
                 if (done) {
                     st = NNMPC_SOLVE_CONVERGED;
@@ -595,7 +764,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
             if (it < c->max_iter) {
                 /* Another iteration needs a Jacobian rollout and at least one trial. */
-                if (timed && now(s) - t0 + t_jac + t_pred > c->budget_ticks) {
+                if (timed && !fits(s, t0, t_jac, t_pred)) {
                     st = NNMPC_SOLVE_BUDGET;
                     break;
                 }
@@ -605,6 +774,13 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     }
     for (i = 0; i < m; ++i) {
         s->u_out[i] = s->U[i];
+    }
+    if (timed) {
+        if (measured) {
+            s->t_stale = 0;
+        } else if (st == NNMPC_SOLVE_BUDGET && s->t_pred) {
+            s->t_stale = 1;
+        }
     }
     s->cost = cost;
     s->iterations = (uint16_t)it;
@@ -616,16 +792,15 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     return st;
 }
 
-/* Take y[k] into the history and update the disturbance estimate; 0 if y is not finite. */
+/* Take y[k] into the history and update the disturbance estimate; 0 (and nothing changed) if
+ * y is not a plausible measurement (nnmpc_mpc_measurement_ok). */
 static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     float y_lag[NNMPC_MAX_Y];
     int l, a;
-    for (a = 0; a < c->p; ++a) {
-        if (!finite(y_meas[a])) {
-            return 0;
-        }
+    if (!nnmpc_mpc_measurement_ok(c, y_meas)) {
+        return 0;
     }
     if (static_net(c)) {
         /* The lag model follows the net's output for the applied input (lag 0: xm = y_pred);
@@ -647,6 +822,9 @@ static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
         for (a = 0; a < c->p; ++a) {
             const float model = static_net(c) ? s->xm[a] : s->y_pred[a];
             s->d[a] += c->bias_gain * (y_meas[a] - model - s->d[a]);
+            if (!finite(s->d[a])) {
+                s->d[a] = 0.0f; /* a model output that overflowed: start the estimate again */
+            }
         }
     }
     for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
@@ -665,26 +843,62 @@ static void push_input(nnmpc_mpc_t *s)
     memcpy(s->uh[0], s->u_out, sizeof(float) * s->cfg.m);
 }
 
-nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas)
+/* The previous plan shifted by one period (the warm start). */
+static void shift_plan(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
-    nnmpc_solve_status_t st;
     int i;
-    if (!take_measurement(s, y_meas)) {
-        hold_safe(s);
-        s->iterations = 0;
-        s->evaluations = 0;
-        s->ticks = 0;
-        s->status = NNMPC_SOLVE_NONFINITE;
-        push_input(s);
-        return NNMPC_SOLVE_NONFINITE;
-    }
-    /* Warm start: the previous plan shifted by one period. */
     for (i = 0; i + 1 < c->moves; ++i) {
         memcpy(&s->U[i * c->m], &s->U[(i + 1) * c->m], sizeof(float) * c->m);
     }
+}
+
+/* A refused measurement (see nnmpc_mpc_step): the period passes without a solve. The last
+ * applied input is held; the output history advances with the model's corrected one-step
+ * prediction (a dynamic net; else the last value), so the lags stay aligned with the inputs;
+ * the disturbance estimate is not touched. Without a prediction the next good measurement
+ * restarts the lag model and does not update d: one period later everything is as usual. */
+static nnmpc_solve_status_t refuse_measurement(nnmpc_mpc_t *s)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    float y_fill[NNMPC_MAX_Y];
+    int l, a;
+    for (a = 0; a < c->p; ++a) {
+        const float yp = s->y_pred[a] + s->d[a];
+        y_fill[a] = s->have_pred && c->na > 0 && finite(yp) ? yp : s->yh[0][a];
+    }
+    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
+        memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
+    }
+    memcpy(s->yh[0], y_fill, sizeof(float) * c->p);
+    for (a = 0; a < c->m; ++a) {
+        const float u = s->uh[0][a];
+        s->u_out[a] = finite(u) ? u : clampf(c->u_nom[a], c->u_lo[a], c->u_hi[a]);
+    }
+    shift_plan(s);
+    s->have_pred = 0;
+    s->iterations = 0;
+    s->evaluations = 0;
+    s->ticks = 0;
+    s->status = NNMPC_SOLVE_BAD_MEASUREMENT;
+    push_input(s);
+    return NNMPC_SOLVE_BAD_MEASUREMENT;
+}
+
+nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas)
+{
+    nnmpc_solve_status_t st;
+    if (!take_measurement(s, y_meas)) {
+        return refuse_measurement(s);
+    }
+    shift_plan(s);
     st = nnmpc_mpc_solve(s);
     s->have_pred = st != NNMPC_SOLVE_NONFINITE && st != NNMPC_SOLVE_BAD_CONFIG;
+    if (st == NNMPC_SOLVE_NONFINITE) {
+        /* The rollout from this state is not finite: do not keep a disturbance estimate that
+         * may be the cause (the next solve starts from d = 0 and the measurement). */
+        memset(s->d, 0, sizeof(s->d));
+    }
     push_input(s);
     return st;
 }
@@ -701,11 +915,7 @@ nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, floa
 
     s->evaluations = 0;
     if (!take_measurement(s, y_meas)) {
-        hold_safe(s);
-        s->status = NNMPC_SOLVE_NONFINITE;
-        s->iterations = 0;
-        push_input(s);
-        return NNMPC_SOLVE_NONFINITE;
+        return refuse_measurement(s);
     }
     c->moves = 1; /* one held move */
     for (a = 0; a < m; ++a) {
@@ -751,6 +961,7 @@ nnmpc_solve_status_t nnmpc_mpc_step_fd(nnmpc_mpc_t *s, const float *y_meas, floa
     c->moves = (uint8_t)moves;
     if (!finite(cost) || !finite(g) || !finite(h)) {
         hold_safe(s);
+        memset(s->d, 0, sizeof(s->d)); /* as in nnmpc_mpc_step */
         st = NNMPC_SOLVE_NONFINITE;
     } else {
         for (a = 0; a < m; ++a) {

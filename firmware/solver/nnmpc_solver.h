@@ -53,6 +53,9 @@ extern "C" {
 #if NNMPC_MAX_N < 1 || NNMPC_MAX_N > 20 || NNMPC_MAX_LAG < 1 || NNMPC_MAX_LAG > 8
 #error "NNMPC_MAX_N must be within [1, 20] and NNMPC_MAX_LAG within [1, 8]"
 #endif
+#ifndef NNMPC_Y_LIMIT
+#define NNMPC_Y_LIMIT 1e6f /* plausible |y| of a measurement without a range of its own */
+#endif
 #define NNMPC_MAX_Z (NNMPC_MAX_LAG * (NNMPC_MAX_Y + NNMPC_MAX_U))
 #define NNMPC_MAX_DEC (NNMPC_MAX_U * NNMPC_MAX_N)
 
@@ -62,7 +65,9 @@ typedef enum {
     NNMPC_SOLVE_ITER_CAP = 1,   /* max_iter iterations done */
     NNMPC_SOLVE_BUDGET = 2,     /* the next iteration would not fit the time budget */
     NNMPC_SOLVE_NONFINITE = 3,  /* the net gave NaN/Inf: the last safe u is held */
-    NNMPC_SOLVE_BAD_CONFIG = 4  /* sizes out of range or model mismatch: last safe u held */
+    NNMPC_SOLVE_BAD_CONFIG = 4, /* sizes out of range or model mismatch: last safe u held */
+    NNMPC_SOLVE_BAD_MEASUREMENT = 5 /* y[k] non-finite or outside [y_lo, y_hi]: refused, the
+                                     * last applied u held, nothing learnt from it */
 } nnmpc_solve_status_t;
 
 /** The net the solver calls (a compiled model's functions). */
@@ -84,6 +89,9 @@ typedef struct {
     float s[NNMPC_MAX_U];   /* input regularisation weights (towards u_nom) */
     float u_nom[NNMPC_MAX_U];
     float u_lo[NNMPC_MAX_U], u_hi[NNMPC_MAX_U];
+    float y_lo[NNMPC_MAX_Y], y_hi[NNMPC_MAX_Y]; /* plausible measurement range per output; a
+                             * channel with y_lo >= y_hi (e.g. both 0, the default) accepts
+                             * |y| <= NNMPC_Y_LIMIT. Anything else, or NaN/Inf, is refused. */
     float bias_gain;        /* 0: no disturbance estimate; 1: d = last one-step error */
     float lag;              /* na = 0 only: pole in [0, 1) of a first-order output lag per
                              * period around the quasi-static net (0: none, y = f(u) + d) */
@@ -98,7 +106,7 @@ typedef struct {
     void *clock_ctx;
 } nnmpc_mpc_config_t;
 
-/** Solver state and workspace: fixed size, keep one per controller (about 8 KB). */
+/** Solver state and workspace: fixed size, keep one per controller (about 9 KB). */
 typedef struct {
     nnmpc_mpc_config_t cfg;
     nnmpc_net_t net;
@@ -121,8 +129,13 @@ typedef struct {
     float yhat[NNMPC_MAX_N][NNMPC_MAX_Y];
     float z[NNMPC_MAX_Z];
     float Jn[NNMPC_MAX_Y * NNMPC_MAX_Z];
+    float gn[NNMPC_MAX_DEC];   /* -gradient/2 before the bounds freeze anything */
+    float pg[NNMPC_MAX_DEC];   /* diagonally scaled gradient direction (projected-gradient step) */
+    uint8_t frozen[NNMPC_MAX_DEC]; /* 1: on a bound, pushed out; 2: on a bound, stepping out */
     float lambda;
     uint32_t t_pred;       /* clock ticks of a plain rollout as last measured (0: not yet) */
+    uint8_t t_stale;       /* the last solve was stopped by the budget without a trial, so
+                            * t_pred was not re-measured: the next solve lets it decay */
     /* Results of the last solve. */
     float u_out[NNMPC_MAX_U];
     float cost;
@@ -131,6 +144,10 @@ typedef struct {
     uint8_t status;
     uint32_t ticks;        /* clock ticks spent (0 without a clock) */
 } nnmpc_mpc_t;
+
+/** 1 if every one of the p values of y is finite and within its plausible range (y_lo, y_hi,
+ *  or |y| <= NNMPC_Y_LIMIT for a channel without a range); 0 otherwise. */
+int nnmpc_mpc_measurement_ok(const nnmpc_mpc_config_t *cfg, const float *y);
 
 /** Sensible defaults for p outputs and m inputs (quasi-static, unit weights, no limits). */
 void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m);
@@ -147,7 +164,10 @@ void nnmpc_mpc_set_ref(nnmpc_mpc_t *s, int j, const float *ref);
 /**
  * One control period: take the measurement y[k] (p values), solve, return the status;
  * the input to apply is s->u_out (m values), always within the limits and finite.
- * The history is advanced with y[k] and u_out.
+ * The history is advanced with y[k] and u_out. A measurement that nnmpc_mpc_measurement_ok()
+ * refuses holds the last applied input and returns NNMPC_SOLVE_BAD_MEASUREMENT without a
+ * solve; it does not reach the disturbance estimate, and the output history advances with
+ * the model's corrected prediction instead. The next good measurement is used as usual.
  */
 nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas);
 
