@@ -175,7 +175,16 @@ static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
         err = NNMPC_ERR_BAD_VALUE; /* a fixed rate needs the board's clock */
     }
     if (!err) {
-        app->period_ticks = (uint32_t)(((uint64_t)c->config.period_us * app->clock_hz) / 1000000u);
+        /* nnmpc_control_config() refused a period_us above NNMPC_MAX_TIME_US or 2^31 - 1 ticks
+         * (the schedule below compares ticks as signed 32-bit differences); checked again
+         * here in case the clock rate differs from the one the control loop was given. */
+        const uint64_t ticks = ((uint64_t)c->config.period_us * app->clock_hz) / 1000000u;
+        if (ticks > 0x7fffffffu) {
+            nnmpc_control_stop(c);
+            ack(app, f, NNMPC_ERR_BAD_VALUE);
+            return;
+        }
+        app->period_ticks = (uint32_t)ticks;
         if (c->config.period_us && app->period_ticks == 0) {
             app->period_ticks = 1;
         }

@@ -55,8 +55,22 @@ static int all_finite(const float *v, int n)
     return 1;
 }
 
+/* Microseconds to ticks of the board's clock; 0 if the count does not fit in the signed
+ * 32-bit tick arithmetic of the schedule and the budget (see NNMPC_MAX_TIME_US). */
+static uint32_t us_to_ticks(uint32_t us, uint32_t clock_hz, int *ok)
+{
+    const uint64_t ticks = ((uint64_t)us * (uint64_t)clock_hz) / 1000000u;
+    if (us > NNMPC_MAX_TIME_US || ticks > 0x7fffffffu) {
+        *ok = 0;
+        return 0u;
+    }
+    return us && ticks == 0u ? 1u : (uint32_t)ticks; /* a time is never rounded down to none */
+}
+
 int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
 {
+    int ok = 1;
+    uint32_t budget_ticks;
     if (c->running) {
         return NNMPC_ERR_BUSY;
     }
@@ -72,6 +86,14 @@ int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
     if (c->net.n_out != m->p || c->net.n_in != m->na * m->p + m->nb * m->m) {
         return NNMPC_ERR_BAD_VALUE;
     }
+    /* period_us and budget_us: at most NNMPC_MAX_TIME_US (10 s) and at most 2^31 - 1 ticks
+     * of the board's clock, else bad_value (a count that wrapped ran the loop back to back, or
+     * made a budget of 171,798,692 us 4 ticks at 25 MHz). */
+    (void)us_to_ticks(m->period_us, c->clock_hz, &ok);
+    budget_ticks = us_to_ticks(m->budget_us, c->clock_hz, &ok);
+    if (!ok) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
     c->config = *m;
     c->mpc_cfg.p = m->p;
     c->mpc_cfg.m = m->m;
@@ -80,8 +102,7 @@ int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
     c->mpc_cfg.horizon = m->horizon;
     c->mpc_cfg.moves = m->moves;
     c->mpc_cfg.max_iter = m->max_iter;
-    c->mpc_cfg.budget_ticks =
-        (uint32_t)(((uint64_t)m->budget_us * (uint64_t)c->clock_hz) / 1000000u);
+    c->mpc_cfg.budget_ticks = budget_ticks;
     c->mpc_cfg.clock = solver_clock;
     c->mpc_cfg.clock_ctx = c;
     return 0;
@@ -260,6 +281,7 @@ int nnmpc_control_start(nnmpc_control_t *c)
         c->u[i] = i < m ? c->u_init[i] : 0.0f;
         c->integ[i] = 0.0f;
     }
+    c->pid_primed = 0;
     c->k = 0;
     c->running = 1;
     return 0;
@@ -282,14 +304,20 @@ static const float *ref_at(const nnmpc_control_t *c, uint32_t k)
 }
 
 /* PID per output, discrete gains, derivative on the measurement, mixed to the inputs;
- * the integrators only move while no input they drive is saturated. */
-static void pid_period(nnmpc_control_t *c, const float *y, const float *r)
+ * the integrators only move while no input they drive is saturated. A measurement that the
+ * solver's plausibility check refuses (non-finite, or outside [y_lo, y_hi] / |y| <=
+ * NNMPC_Y_LIMIT) holds u and leaves the integrators and the derivative's memory alone: the
+ * next good measurement carries on from the last good one. Returns the status. */
+static uint8_t pid_period(nnmpc_control_t *c, const float *y, const float *r)
 {
     const int p = c->config.p, m = c->config.m;
     const nnmpc_pid_req_t *g = &c->pid;
     float v[NNMPC_CH], u[NNMPC_CH];
     int i, a, sat = 0;
-    if (c->k == 0) {
+    if (!nnmpc_mpc_measurement_ok(&c->mpc_cfg, y)) {
+        return NNMPC_SOLVE_BAD_MEASUREMENT;
+    }
+    if (!c->pid_primed) {
         /* No derivative kick: the first measurement is its own predecessor. */
         for (i = 0; i < p; ++i) {
             c->y_prev[i] = y[i];
@@ -316,6 +344,8 @@ static void pid_period(nnmpc_control_t *c, const float *y, const float *r)
     for (a = 0; a < m; ++a) {
         c->u[a] = finite(u[a]) ? u[a] : c->u[a];
     }
+    c->pid_primed = 1;
+    return NNMPC_SOLVE_CONVERGED;
 }
 
 void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t)
@@ -329,11 +359,10 @@ void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_ev
     t->controller = c->config.controller;
     t->flags = 0;
     if (c->config.controller == NNMPC_CTRL_PID) {
-        pid_period(c, y, r);
+        t->status = pid_period(c, y, r);
         t->iterations = 0;
-        t->status = all_finite(y, p) ? NNMPC_SOLVE_CONVERGED : NNMPC_SOLVE_NONFINITE;
         t->residual = 0.0f;
-        for (i = 0; i < p; ++i) {
+        for (i = 0; i < p && t->status == NNMPC_SOLVE_CONVERGED; ++i) {
             const float e = r[i] - y[i];
             t->residual += c->mpc_cfg.q[i] * e * e;
         }

@@ -28,6 +28,9 @@ extern "C" {
 #if NNMPC_TRAJ_FLOATS < 16 || NNMPC_TRAJ_FLOATS > 65535
 #error "NNMPC_TRAJ_FLOATS must be within [16, 65535]"
 #endif
+#ifndef NNMPC_MAX_TIME_US
+#define NNMPC_MAX_TIME_US 10000000u /* CONFIG period_us and budget_us: at most 10 s */
+#endif
 #define NNMPC_CH NNMPC_MSGS_CHANNELS
 #if NNMPC_MAX_Y > NNMPC_CH || NNMPC_MAX_U > NNMPC_CH
 #error "the solver sizes exceed the protocol's channel count"
@@ -58,6 +61,7 @@ typedef struct {
     float u[NNMPC_CH];         /* applied input */
     float y_prev[NNMPC_CH];
     float integ[NNMPC_CH];
+    int pid_primed;            /* the PID has had a good measurement since START */
     float px[2 * NNMPC_CH];    /* on-device plant state */
 } nnmpc_control_t;
 
@@ -65,7 +69,8 @@ typedef struct {
 void nnmpc_control_init(nnmpc_control_t *c, const nnmpc_net_t *net, uint32_t (*clock)(void),
                         uint32_t clock_hz);
 
-/* Settings; each returns 0 or an NNMPC_ERR_* code (and then changes nothing). */
+/* Settings; each returns 0 or an NNMPC_ERR_* code (and then changes nothing). CONFIG's
+ * period_us and budget_us must be <= NNMPC_MAX_TIME_US and <= 2^31 - 1 clock ticks. */
 int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m);
 int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m);
 int nnmpc_control_limits(nnmpc_control_t *c, const nnmpc_limits_req_t *m);

@@ -1,0 +1,129 @@
+"""The control loop core (firmware/control) built with the host cc under ASan/UBSan and driven
+by tests/control_harness.c: the PID's guard against bad measurements and the range checks of
+CONFIG's time fields."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support import HOST_CFLAGS, REPO
+
+FW = REPO / "firmware"
+CONVERGED, BAD_MEASUREMENT = 0, 5
+ERR_BAD_VALUE = 4
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    exe = tmp_path_factory.mktemp("control") / "harness"
+    subprocess.run([cc, *HOST_CFLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-g", *(f"-I{FW / d}" for d in ("protocol", "solver", "control")),
+                    str(REPO / "tests" / "control_harness.c"),
+                    str(FW / "control" / "nnmpc_control.c"), str(FW / "solver" / "nnmpc_solver.c"),
+                    "-lm", "-o", str(exe)], check=True)
+    return exe
+
+
+def run(exe: Path, script: str) -> list[list[str]]:
+    out = subprocess.run([str(exe)], input=script, capture_output=True, text=True, check=True)
+    return [line.split() for line in out.stdout.splitlines()]
+
+
+def pid_loop(exe: Path, bad_at: int | None = None, bad: str = "1e20", ylim: str = "",
+             T: int = 60):
+    """PID on the plant y+ = 0.8 y + 0.4 u, reference a slow sine; the measurement at period
+    bad_at is replaced by `bad`. Returns statuses, inputs and integrator states per period."""
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin and proc.stdout
+    setup = ["init 1000000", "config 1 0 0", "pid 0.8 0.15 0.1 0", "limits -1 1 0", "ref 0"]
+    if ylim:
+        setup.append(f"ylim {ylim}")
+    setup.append("start")
+    proc.stdin.write("\n".join(setup) + "\n")
+    proc.stdin.flush()
+    replies = [proc.stdout.readline().split() for _ in range(5)]
+    assert all(r[1] == "0" for r in replies), replies
+    y, st, us, integ = 0.0, [], [], []
+    for k in range(T):
+        proc.stdin.write(f"ref {0.5 * np.sin(0.1 * k):.9g}\n")
+        proc.stdin.write(f"period {bad if k == bad_at else f'{y:.9g}'}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split() == ["ref", "0"]
+        t = proc.stdout.readline().split()
+        assert t[0] == "tel"
+        st.append(int(t[1]))
+        us.append(float(t[2]))
+        integ.append(float(t[3]))
+        y = 0.8 * y + 0.4 * us[-1]
+    proc.stdin.close()
+    assert proc.wait() == 0
+    return np.array(st), np.array(us), np.array(integ)
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "1e20", "-1e20", "2e6"])
+def test_pid_holds_its_input_on_a_bad_measurement_and_recovers(harness, bad):
+    st0, u0, i0 = pid_loop(harness)
+    assert np.all(st0 == CONVERGED)
+    assert np.ptp(u0) > 0.3  # the reference keeps the loop moving
+    k = 20
+    st, u, integ = pid_loop(harness, bad_at=k, bad=bad)
+    # The bad period: its own status, u held exactly, the integrator untouched.
+    assert st[k] == BAD_MEASUREMENT
+    assert u[k] == u[k - 1]
+    assert integ[k] == integ[k - 1]
+    # Before it, the same run; after it, good measurements are used again at once ...
+    np.testing.assert_array_equal(u[:k], u0[:k])
+    assert np.all(st[k + 1:] == CONVERGED)
+    assert u[k + 1] != u[k]
+    # ... and within 20 periods the loop is back on the clean run's trajectory.
+    assert np.abs(u[k + 20:] - u0[k + 20:]).max() < 1e-3
+    assert np.abs(integ[k + 20:] - i0[k + 20:]).max() < 1e-3
+
+
+def test_pid_refuses_a_measurement_outside_its_configured_range(harness):
+    # With a plausible range [-2, 2], 3.0 is refused; the clean run never leaves the range, so
+    # setting it changes nothing else.
+    _, u0, _ = pid_loop(harness)
+    _, u1, _ = pid_loop(harness, ylim="-2 2")
+    np.testing.assert_array_equal(u1, u0)
+    st, u, _ = pid_loop(harness, bad_at=10, bad="3.0", ylim="-2 2")
+    assert st[10] == BAD_MEASUREMENT and u[10] == u[9]
+    # Without the range, 3.0 is an ordinary measurement.
+    st, u, _ = pid_loop(harness, bad_at=10, bad="3.0")
+    assert st[10] == CONVERGED and u[10] != u[9]
+
+
+def test_config_time_fields_are_range_checked(harness):
+    res = run(harness, """init 25000000
+config 1 10000 900
+config 1 4294967295 900
+config 1 0 171798692
+config 1 10000001 0
+config 1 0 10000001
+config 1 10000000 10000000
+init 1000000000
+config 1 10000000 0
+config 1 2147483 2147483
+init 1000
+config 1 0 1
+""")
+    # 25 MHz: 900 us is 22,500 ticks.
+    assert res[0] == ["config", "0", "22500", "10000", "900"]
+    # -1 as u32 (which ran the loop back to back), a budget whose tick count wrapped to 4 at
+    # 25 MHz, and anything above 10 s: refused with bad_value, the settings unchanged.
+    for r in res[1:5]:
+        assert r == ["config", str(ERR_BAD_VALUE), "22500", "10000", "900"], r
+    assert res[5] == ["config", "0", "250000000", "10000000", "10000000"]
+    # At 1 GHz, 10 s is more than 2^31 ticks; 2.147483 s is not.
+    assert res[6][:2] == ["config", str(ERR_BAD_VALUE)]
+    assert res[7] == ["config", "0", "2147483000", "2147483", "2147483"]
+    # A slow clock does not round a budget down to "no budget".
+    assert res[8] == ["config", "0", "1", "0", "1"]
