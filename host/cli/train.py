@@ -29,7 +29,11 @@ def cmd_train(args) -> int:
         activation=args.activation, gru=args.gru, skip=args.skip,
         lags=_ints(args.lags, "--lags", 2) if args.lags is not None else None,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, samples=args.samples, save_data=args.save_data)
+        seed=args.seed, samples=args.samples, save_data=args.save_data,
+        data=Path(args.data) if args.data else None,
+        inputs=tuple(args.inputs or ("u_*",)), outputs=tuple(args.outputs or ("y_*",)))
+    if opts.data is None and (args.inputs or args.outputs):
+        raise NnmpcError("--inputs and --outputs pick columns of a log: they need --data")
     r = train_plant(opts)
     print_summary(r)
     return 0
@@ -81,13 +85,23 @@ def register(subparsers) -> None:
     from ..plants import PLANTS
 
     t = subparsers.add_parser(
-        "train", help="simulate a plant, train a net on it and export it",
-        description="Simulate a plant with excitation inside its actuator limits, train a "
+        "train", help="simulate a plant (or read a log), train a net on it and export it",
+        description="Simulate a plant with excitation inside its actuator limits (or read a "
+                    "logged time series with --data), train a "
                     "forward-kinematics (fk), one-step dynamics (dyn) or NARX net with Keras, "
                     "and write OUT/PLANT_KIND.keras, .tflite, _int8.tflite, .onnx, .json and a "
                     "validation plot .png. The exported nets take and return raw physical units. "
                     "Options left out take the plant's default net (see `nnmpc plants`).")
-    t.add_argument("--plant", required=True, choices=sorted(PLANTS), help="plant to simulate")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--plant", choices=sorted(PLANTS), help="plant to simulate")
+    src.add_argument("--data", metavar="LOG", help="train from a collect log (.csv or .mcap, see "
+                     "docs/TRAINING.md) instead of a simulation; files are named after the "
+                     "plant its metadata names, else after the log's file name")
+    t.add_argument("--inputs", action="append", metavar="COLS",
+                   help="with --data: the input columns, names or globs, comma-separated or "
+                        "repeated (default: u_*)")
+    t.add_argument("--outputs", action="append", metavar="COLS",
+                   help="with --data: the output columns (default: y_*)")
     t.add_argument("--kind", choices=("fk", "dyn", "narx"),
                    help="fk: y = f(u); dyn: x[k+1] = g(x[k], u[k]); narx: y[k+1] from lagged "
                         "y and u")

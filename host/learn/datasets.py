@@ -270,3 +270,86 @@ def make_dataset(plant: Plant, kind: str, samples: int, seed: int = 0,
                    flat(targ, is_val), names, tnames, meta,
                    traj_u=u.astype(np.float32), traj_x=xs.astype(np.float32),
                    traj_y=ys.astype(np.float32), traj_val=is_val)
+
+
+def split_segments(T: int, n_segments: int = 10, val_every: int = 5) -> tuple[np.ndarray, int]:
+    """Cut ``T`` rows into ``n_segments`` contiguous segments of equal length ``L = T //
+    n_segments`` (the last ``T % n_segments`` rows are dropped); segment ``i`` is validation
+    data when ``i % val_every == val_every - 1`` (with the defaults: segments 5 and 10, 20 %).
+    Returns (is_val per segment, L)."""
+    L = T // n_segments
+    is_val = (np.arange(n_segments) % val_every) == val_every - 1
+    return is_val, L
+
+
+def series_dataset(kind: str, u: np.ndarray, y: np.ndarray,
+                   input_names: list[tuple[str, str]], output_names: list[tuple[str, str]],
+                   lags: tuple[int, int] = (2, 2), gru_window: int | None = None,
+                   meta: dict | None = None, n_segments: int = 10, val_every: int = 5,
+                   source: str = "the log") -> Dataset:
+    """The ``kind`` data set from one measured time series ``u`` (T, m), ``y`` (T, p) (row k:
+    ``y[k]`` measured at the start of period k, ``u[k]`` applied during it).
+
+    The series is cut into contiguous segments (:func:`split_segments`) that play the part
+    of :func:`make_dataset`'s trajectories: features never straddle a segment boundary, so no
+    NARX window mixes training and validation rows. ``fk`` pairs ``u[k]`` with ``y[k]``;
+    ``dyn`` needs the plant's states and is refused (use ``narx``)."""
+    if kind not in KINDS:
+        raise NnmpcError(f"unknown kind '{kind}' (known: {', '.join(KINDS)})")
+    if kind == "dyn":
+        raise NnmpcError("--kind dyn needs the plant's states, which a log does not have: use "
+                         "--kind narx (y[k+1] from lagged y and u; --lags 1,1 is the one-step "
+                         "form)")
+    u = np.asarray(u, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    T = len(u)
+    meta = dict(meta or {})
+    ny, nu = lags
+    if kind == "narx" and (ny < 1 or nu < 1):
+        raise NnmpcError(f"--lags {ny},{nu}: both lags must be at least 1")
+    lag = (gru_window or max(ny, nu)) if kind == "narx" else 0
+    # fk: at least 2 rows per segment; narx: every segment needs 2 windows at least
+    need_per_seg = max(2, lag + 2)
+    if T < n_segments * need_per_seg:
+        what = (f"lags {ny},{nu}" + (f" (GRU window {gru_window})" if gru_window else "")
+                if kind == "narx" else "an fk net")
+        raise NnmpcError(f"{source}: {T} rows are too few for {what}: the validation split cuts "
+                         f"the log into {n_segments} contiguous segments of at least "
+                         f"{need_per_seg} rows, so it needs at least {n_segments * need_per_seg}")
+    is_val, L = split_segments(T, n_segments, val_every)
+    us = u[:n_segments * L].reshape(n_segments, L, -1)
+    ys = y[:n_segments * L].reshape(n_segments, L, -1)
+    meta["split"] = {"segments": n_segments, "segment_rows": int(L),
+                     "validation_segments": [int(i) for i in np.flatnonzero(is_val)],
+                     "dropped_rows": int(T - n_segments * L)}
+    f32 = lambda a: a.astype(np.float32)  # noqa: E731
+
+    if kind == "fk":
+        xs, ts = us, ys
+        names, tnames = list(input_names), list(output_names)
+        traj = {}
+    else:
+        meta["lags"] = {"ny": ny, "nu": nu}
+        y_hist, y_next, uu = ys[:, :-1], ys[:, 1:], us[:, :-1]
+        if gru_window:
+            xs = narx_sequences(y_hist, uu, gru_window)
+            ts = y_next[:, gru_window - 1:]
+            names = list(output_names) + list(input_names)
+            meta["gru_window"] = gru_window
+        else:
+            xs = narx_features(y_hist, uu, ny, nu)
+            ts = y_next[:, max(ny, nu) - 1:]
+            names = []
+            for lg, sigs in ((ny, output_names), (nu, input_names)):
+                for i in range(lg):
+                    suffix = "[k]" if i == 0 else f"[k-{i}]"
+                    names += [(n + suffix, un) for n, un in sigs]
+        tnames = [(n + "[k+1]", un) for n, un in output_names]
+        traj = dict(traj_u=f32(uu), traj_y=f32(ys), traj_val=is_val)
+
+    def flat(a, sel):
+        a = a[sel]
+        return a.reshape((-1,) + a.shape[2:]).astype(np.float32)
+
+    return Dataset(kind, flat(xs, ~is_val), flat(ts, ~is_val), flat(xs, is_val),
+                   flat(ts, is_val), names, tnames, meta, **traj)
