@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import NnmpcError
+
 STATUS_NAMES = {0: "converged", 1: "iteration cap", 2: "time budget", 3: "non-finite",
                 4: "bad config"}
 
@@ -104,3 +106,96 @@ def summary(log: RunLog) -> dict:
         out["path_error_rms"] = round(float(np.sqrt((pe ** 2).mean())), 4)
         out["path_error_max"] = round(float(pe.max()), 4)
     return out
+
+
+# -- reading run logs back, and run logs as tables (CSV or MCAP: see loop/logs.py) -------------
+def run_metadata(log: RunLog) -> dict:
+    """The run's metadata as a JSON-able dict (for a ``# {json}`` CSV line or the MCAP
+    metadata record): plant, controller, dt, tracked outputs, clock, units."""
+    units = {f"y_{n}": log.unit(i) for i, n in enumerate(log.output_names) if log.unit(i)}
+    units.update({f"ytrue_{n}": log.unit(i) for i, n in enumerate(log.output_names)
+                  if log.unit(i)})
+    units.update({f"ref_{log.output_names[i]}": log.unit(i) for i in log.tracked
+                  if log.unit(i)})
+    units.update({f"u_{n}": log.unit(j, True) for j, n in enumerate(log.input_names)
+                  if log.unit(j, True)})
+    units.update({"t": "s", "work_us": "us"})
+    meta = {"kind": "run", "plant": log.plant, "controller": log.controller, "dt": log.dt,
+            "tracked": [log.output_names[i] for i in log.tracked], "clock_hz": log.clock_hz,
+            "lost": log.lost, "units": units}
+    if log.extra.get("start"):
+        meta["start"] = log.extra["start"]
+    return meta
+
+
+def run_table(log: RunLog):
+    """The run as a :class:`~nnmpc.host.learn.logs.LogTable`: t, ref_<tracked>, y_<all>,
+    ytrue_<all>, u_<inputs>, iterations, status, residual, work_us."""
+    from ..learn.logs import LogTable
+
+    tr = list(log.tracked)
+    cols = {f"ref_{log.output_names[i]}": log.ref[:, i] for i in tr}
+    cols.update({f"y_{n}": log.y[:, i] for i, n in enumerate(log.output_names)})
+    cols.update({f"ytrue_{n}": log.y_true[:, i] for i, n in enumerate(log.output_names)})
+    cols.update({f"u_{n}": log.u[:, j] for j, n in enumerate(log.input_names)})
+    cols.update(iterations=log.iterations, status=log.status, residual=log.residual,
+                work_us=1e6 * np.asarray(log.work, float) / max(1, log.clock_hz))
+    return LogTable.from_arrays(log.t, cols, run_metadata(log))
+
+
+def run_from_table(table) -> RunLog:
+    """A :class:`RunLog` from a run log read back (CSV or MCAP): names from the ``y_``/
+    ``u_``/``ref_`` columns, noise-free outputs from ``ytrue_`` if present (else the measured
+    ones), plant, controller and units from the metadata if present (else the plant's units,
+    if the metadata or the file name names a known plant)."""
+    from ..learn.logs import strip_prefix
+    from ..plants import PLANTS, get_plant
+
+    meta = table.meta
+    t = table.t
+    y_cols = [c for c in table.names if c.startswith("y_")]
+    u_cols = [c for c in table.names if c.startswith("u_")]
+    outs, ins = [strip_prefix(c) for c in y_cols], [strip_prefix(c) for c in u_cols]
+    if not y_cols or not u_cols:
+        missing = "y_<output>" if not y_cols else "u_<input>"
+        raise NnmpcError(f"{table.path}: not a run log: no {missing} column (it has: "
+                         f"{', '.join(table.names)})")
+    T = len(t)
+    y = table.matrix(y_cols)
+    ref = np.full((T, len(outs)), np.nan)
+    tracked = []
+    for i, n in enumerate(outs):
+        if table.has(f"ref_{n}"):
+            ref[:, i] = table.column(f"ref_{n}")
+            tracked.append(i)
+    has_true = all(table.has(f"ytrue_{n}") for n in outs)
+    y_true = table.matrix([f"ytrue_{n}" for n in outs]) if has_true else y.copy()
+
+    def col(name, default=0.0):
+        return table.column(name) if table.has(name) else np.full(T, default)
+
+    if table.has("work_us") or not table.has("work"):
+        work, clock = col("work_us"), 1_000_000
+    else:
+        work, clock = col("work"), int(meta.get("clock_hz") or 0)
+    plant = str(meta.get("plant") or table.path.stem.split("_")[0])
+    units = meta.get("units") if isinstance(meta.get("units"), dict) else {}
+    p = get_plant(plant) if plant in PLANTS else None
+    pu = {s.name: s.unit for s in (*p.outputs, *p.inputs)} if p else {}
+    extra = {"start": meta.get("start", "")} if meta.get("start") else {}
+    if not has_true:
+        extra["y_true"] = "not in the log: the measured outputs stand in"
+    return RunLog(plant, str(meta.get("controller") or ""), table.dt(), tuple(tracked), outs,
+                  ins, ref, y, y_true, table.matrix(u_cols),
+                  col("iterations").astype(int), col("status").astype(int), col("residual"),
+                  work, clock, int(meta.get("lost") or 0), 0.0, extra,
+                  output_units=[units.get(c) or pu.get(n, "") for c, n in zip(y_cols, outs)],
+                  input_units=[units.get(c) or pu.get(n, "") for c, n in zip(u_cols, ins)])
+
+
+def read_csv(path: Path) -> RunLog:
+    """Read a run log CSV (as :func:`write_csv` writes it, with or without ``ytrue_``
+    columns and a ``# {json}`` metadata line) back into a :class:`RunLog`."""
+    from ..learn.logs import read_csv_table
+
+    return run_from_table(read_csv_table(path))
