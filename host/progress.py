@@ -9,14 +9,18 @@ import time
 class Progress:
     """``with Progress("training", total=200) as p: p.update(k, "loss 0.01")``."""
 
-    def __init__(self, label: str, total: int, stream=None, width: int = 28) -> None:
+    def __init__(self, label: str, total: int, stream=None, width: int = 28,
+                 enabled: bool = True) -> None:
         self.label, self.total, self.width = label, max(1, total), width
+        self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.t0 = time.monotonic()
         self._last_pct = -1
 
     def update(self, done: int, note: str = "") -> None:
+        if not self.enabled:
+            return
         frac = min(1.0, done / self.total)
         if self.tty:
             fill = int(frac * self.width)
@@ -34,7 +38,7 @@ class Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.tty:
+        if self.tty and self.enabled:
             self.stream.write(f"  ({time.monotonic() - self.t0:.1f} s)\n")
             self.stream.flush()
 

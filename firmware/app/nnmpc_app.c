@@ -81,6 +81,8 @@ static void on_hello(nnmpc_app_t *app, uint8_t seq)
     h->max_lag = NNMPC_MAX_LAG;
     h->traj_max = NNMPC_TRAJ_FLOATS;
     h->clock_hz = app->clock_hz;
+    h->sensors = (uint8_t)(app->io ? app->io->n_sensors : 0);
+    h->actuators = (uint8_t)(app->io ? app->io->n_actuators : 0);
     copy_str(h->model_hash, app->model->hash);
     copy_str(h->board, app->board);
     copy_str(h->firmware, NNMPC_FIRMWARE_VERSION);
@@ -153,8 +155,14 @@ void nnmpc_app_poll(nnmpc_app_t *app)
     }
     if (c->config.source == NNMPC_SOURCE_DEVICE) {
         nnmpc_control_plant_output(c, app->y_latest);
+    } else if (c->config.source == NNMPC_SOURCE_BOARD) {
+        /* Sample, solve, actuate; a failed read gives NaN, so the period holds u. */
+        nnmpc_io_sense(app->io, c->k, app->y_latest, c->config.p);
     }
     run_period(app, app->y_latest);
+    if (c->config.source == NNMPC_SOURCE_BOARD) {
+        nnmpc_io_actuate(app->io, c->k - 1u, c->u, c->config.m);
+    }
 }
 
 static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
@@ -167,6 +175,13 @@ static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
     }
     if (c->running) {
         send_error(app, f->seq, NNMPC_ERR_BUSY, f->type);
+        return;
+    }
+    if (c->config.source == NNMPC_SOURCE_BOARD &&
+        (!app->io || c->config.period_us == 0 || c->config.p > app->io->n_sensors ||
+         c->config.m > app->io->n_actuators)) {
+        /* On-board sensing needs the board's channels and a fixed rate. */
+        send_error(app, f->seq, NNMPC_ERR_BAD_VALUE, f->type);
         return;
     }
     err = nnmpc_control_start(c);
@@ -288,6 +303,9 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
         break;
     case NNMPC_MSG_PLANT:
         SETTING(nnmpc_plant_req_unpack, nnmpc_control_set_plant, plant);
+        break;
+    case NNMPC_MSG_EXCITE:
+        SETTING(nnmpc_excite_req_unpack, nnmpc_control_excite, excite);
         break;
     case NNMPC_MSG_START:
         on_start(app, f);

@@ -41,6 +41,8 @@ struct nnmpc_app {
     uint32_t (*clock)(void);                       /* free-running tick counter, may be NULL */
     uint32_t clock_hz;
     nnmpc_control_t *control;                      /* storage for the control loop */
+    const nnmpc_io_t *io;                          /* on-board sensors and actuators (source 2),
+                                                      NULL: none */
     /* Private. */
     nnmpc_decoder_t decoder;
     nnmpc_frame_t frame;
@@ -57,6 +59,7 @@ struct nnmpc_app {
         nnmpc_trajectory_req_t trajectory;
         nnmpc_sensor_req_t sensor;
         nnmpc_plant_req_t plant;
+        nnmpc_excite_req_t excite;
         nnmpc_hello_rep_t hello;
         nnmpc_stats_rep_t stats;
     } msg;

@@ -74,7 +74,7 @@ int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
     if (c->running) {
         return NNMPC_ERR_BUSY;
     }
-    if (m->controller > NNMPC_CTRL_FD || m->source > NNMPC_SOURCE_DEVICE) {
+    if (m->controller > NNMPC_CTRL_EXCITE || m->source > NNMPC_SOURCE_BOARD) {
         return NNMPC_ERR_BAD_VALUE;
     }
     if (m->p < 1 || m->p > NNMPC_MAX_Y || m->m < 1 || m->m > NNMPC_MAX_U ||
@@ -253,6 +253,38 @@ static void plant_advance(nnmpc_control_t *c)
     }
 }
 
+int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m)
+{
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (m->kind >= NNMPC_EXCITE_KINDS || !(m->amplitude > 0.0f && m->amplitude <= 1.0f) ||
+        !finite(m->f_lo) || !finite(m->f_hi) || m->f_lo < 0.0f || m->f_hi < m->f_lo ||
+        (m->kind == NNMPC_EXCITE_CHIRP && m->periods == 0u)) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    c->excite.kind = m->kind;
+    c->excite.hold = m->hold ? m->hold : 1u;
+    c->excite.seed = m->seed;
+    c->excite.periods = m->periods;
+    c->excite.f_lo = m->f_lo;
+    c->excite.f_hi = m->f_hi;
+    c->excite_amp = m->amplitude;
+    return 0;
+}
+
+/* Controller 3: u = middle + amplitude * half range * excitation, per input. */
+static void excite_period(nnmpc_control_t *c)
+{
+    int a;
+    c->excite.dt = c->config.period_us ? 1e-6f * (float)c->config.period_us : 0.01f;
+    for (a = 0; a < c->config.m; ++a) {
+        const float lo = c->mpc_cfg.u_lo[a], hi = c->mpc_cfg.u_hi[a];
+        c->u[a] = 0.5f * (lo + hi) +
+                  c->excite_amp * 0.5f * (hi - lo) * nnmpc_excite_value(&c->excite, c->k, a);
+    }
+}
+
 int nnmpc_control_start(nnmpc_control_t *c)
 {
     const int p = c->config.p, m = c->config.m;
@@ -358,7 +390,12 @@ void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_ev
     t->k = c->k;
     t->controller = c->config.controller;
     t->flags = 0;
-    if (c->config.controller == NNMPC_CTRL_PID) {
+    if (c->config.controller == NNMPC_CTRL_EXCITE) {
+        excite_period(c);
+        t->status = NNMPC_SOLVE_CONVERGED;
+        t->iterations = 0;
+        t->residual = 0.0f;
+    } else if (c->config.controller == NNMPC_CTRL_PID) {
         t->status = pid_period(c, y, r);
         t->iterations = 0;
         t->residual = 0.0f;

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "nnmpc_io.h"
 #include "nnmpc_msgs.h"
 #include "nnmpc_solver.h"
 
@@ -36,8 +37,10 @@ extern "C" {
 #error "the solver sizes exceed the protocol's channel count"
 #endif
 
-enum { NNMPC_CTRL_NR = 0, NNMPC_CTRL_PID = 1, NNMPC_CTRL_FD = 2 };
-enum { NNMPC_SOURCE_HOST = 0, NNMPC_SOURCE_DEVICE = 1 };
+enum { NNMPC_CTRL_NR = 0, NNMPC_CTRL_PID = 1, NNMPC_CTRL_FD = 2, NNMPC_CTRL_EXCITE = 3 };
+/* Where y comes from: SENSOR frames, the on-device plant, or the board's own sensors (the
+ * application samples them through nnmpc_io_t and drives the actuators with u). */
+enum { NNMPC_SOURCE_HOST = 0, NNMPC_SOURCE_DEVICE = 1, NNMPC_SOURCE_BOARD = 2 };
 enum { NNMPC_PLANT_NONE = 0, NNMPC_PLANT_MSD = 1 };
 
 typedef struct {
@@ -47,6 +50,8 @@ typedef struct {
     float u_init[NNMPC_CH];
     nnmpc_pid_req_t pid;
     nnmpc_plant_req_t plant;
+    nnmpc_excite_t excite;     /* controller 3: open-loop excitation (EXCITE) */
+    float excite_amp;
     /* Reference: constant, or trajectory rows of p floats. */
     float ref[NNMPC_CH];
     float traj[NNMPC_TRAJ_FLOATS];
@@ -78,6 +83,7 @@ int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m);
 int nnmpc_control_reference(nnmpc_control_t *c, const nnmpc_reference_req_t *m);
 int nnmpc_control_trajectory(nnmpc_control_t *c, const nnmpc_trajectory_req_t *m);
 int nnmpc_control_set_plant(nnmpc_control_t *c, const nnmpc_plant_req_t *m);
+int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m);
 
 /** Reset the controller and start; 0 or NNMPC_ERR_BAD_VALUE (sizes do not fit the net). */
 int nnmpc_control_start(nnmpc_control_t *c);

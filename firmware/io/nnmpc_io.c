@@ -1,7 +1,7 @@
 /* nnmpc on-board sensing, actuation and excitation. See nnmpc_io.h. */
 #include "nnmpc_io.h"
 
-#include <math.h>
+#include <math.h> /* NAN only: no libm call, so the image links no libm for this */
 
 #define NNMPC_PI 3.14159265358979f
 
@@ -66,6 +66,25 @@ static uint32_t hash3(uint32_t seed, uint32_t ch, uint32_t i)
     return mix32(seed ^ mix32(ch * 0x9e3779b9u ^ mix32(i + 0x632be5abu)));
 }
 
+/* sin(x) without libm: x reduced to [-pi, pi], then to [-pi/2, pi/2] by symmetry, and an odd
+ * Taylor polynomial to x^11 (error below 6e-8 there). Periods run to 2^24 rad before the
+ * float reduction loses accuracy. */
+static float sin_approx(float x)
+{
+    const float two_pi = 2.0f * NNMPC_PI;
+    float q = x / two_pi, x2;
+    long n = (long)(q < 0.0f ? q - 0.5f : q + 0.5f);
+    x -= (float)n * two_pi;
+    if (x > 0.5f * NNMPC_PI) {
+        x = NNMPC_PI - x;
+    } else if (x < -0.5f * NNMPC_PI) {
+        x = -NNMPC_PI - x;
+    }
+    x2 = x * x;
+    return x * (1.0f + x2 * (-1.0f / 6.0f + x2 * (1.0f / 120.0f + x2 * (-1.0f / 5040.0f +
+           x2 * (1.0f / 362880.0f - x2 * (1.0f / 39916800.0f))))));
+}
+
 /* Uniform in [-1, 1). */
 static float unit(uint32_t h)
 {
@@ -96,20 +115,23 @@ float nnmpc_excite_value(const nnmpc_excite_t *e, uint32_t k, int ch)
         return (hash3(e->seed ^ 0x5bd1e995u, c, (block << 5) + seg) & 1u) ? 1.0f : -1.0f;
     }
     case NNMPC_EXCITE_CHIRP: {
-        const float T = (float)(e->periods ? e->periods : 1u) * e->dt;
-        const float tt = fmodf(t, T);
+        const uint32_t len = e->periods ? e->periods : 1u;
+        const float T = (float)len * e->dt;
+        const float tt = (float)(k % len) * e->dt; /* the sweep repeats */
         const float phase = 2.0f * NNMPC_PI * (e->f_lo * tt + 0.5f * (e->f_hi - e->f_lo) * tt * tt / T);
-        return sinf(phase + (float)c * (0.5f * NNMPC_PI));
+        return sin_approx(phase + (float)c * (0.5f * NNMPC_PI));
     }
     case NNMPC_EXCITE_MULTISINE: {
-        /* Log-spaced tones with random phases per channel (channels uncorrelated). */
+        /* Evenly spaced tones with random phases per channel (channels uncorrelated). */
         float sum = 0.0f, v;
         int i;
-        const float ratio = (e->f_hi > e->f_lo && e->f_lo > 0.0f) ? e->f_hi / e->f_lo : 1.0f;
+        const float df = (e->f_hi - e->f_lo) / (float)(NNMPC_EXCITE_TONES - 1);
         for (i = 0; i < NNMPC_EXCITE_TONES; ++i) {
-            const float f = e->f_lo * powf(ratio, (float)i / (float)(NNMPC_EXCITE_TONES - 1));
+            const float f = e->f_lo + df * (float)i;
             const float phi = unit(hash3(e->seed, c, (uint32_t)i)) * NNMPC_PI;
-            sum += sinf(2.0f * NNMPC_PI * f * t + phi);
+            /* the phase of f t taken modulo one cycle first keeps it accurate for long runs */
+            const float cyc = f * t - (float)(long)(f * t);
+            sum += sin_approx(2.0f * NNMPC_PI * cyc + phi);
         }
         v = sum * 0.16f; /* RMS about 0.39; the rare peaks beyond 1 are clipped */
         return v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);

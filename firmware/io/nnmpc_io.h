@@ -51,7 +51,7 @@ void nnmpc_io_actuate(const nnmpc_io_t *io, uint32_t k, const float *u, int n);
 enum {
     NNMPC_EXCITE_STEPS = 0,     /* random levels held for `hold` periods */
     NNMPC_EXCITE_CHIRP = 1,     /* linear sweep f_lo -> f_hi over `periods` */
-    NNMPC_EXCITE_MULTISINE = 2, /* log-spaced tones in [f_lo, f_hi], Schroeder phases */
+    NNMPC_EXCITE_MULTISINE = 2, /* 12 evenly spaced tones in [f_lo, f_hi], random phases */
     NNMPC_EXCITE_PRBS = 3,      /* +-1 switching with random hold of 1..hold periods */
     NNMPC_EXCITE_KINDS = 4
 };

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .boards import Board
+from .channels import io_header
 from .elfsize import ImageSize, image_size
 from ..errors import NnmpcError
 from ..toolchain import require
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
-CORE_DIRS = ("runtime", "protocol", "solver", "control", "app")
+CORE_DIRS = ("runtime", "protocol", "solver", "io", "control", "app")
 CORE_SOURCES = ("runtime/nnmpc_nn.c", "protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
-                "solver/nnmpc_solver.c", "control/nnmpc_control.c", "app/nnmpc_app.c")
+                "solver/nnmpc_solver.c", "io/nnmpc_io.c", "control/nnmpc_control.c",
+                "app/nnmpc_app.c")
 #: Warnings the firmware core must compile clean with.
 WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wdouble-promotion")
 
@@ -43,8 +45,13 @@ def cflags(board: Board, opt: str = "-O2") -> list[str]:
 
 
 def build_firmware(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "-O2",
-                   defines: dict[str, str] | None = None) -> FirmwareImage:
-    """Compile and link ``model_dir/model.c`` with the runtime for ``board``; return the image."""
+                   defines: dict[str, str] | None = None, io=None,
+                   io_source: str = "") -> FirmwareImage:
+    """Compile and link ``model_dir/model.c`` with the runtime for ``board``; return the image.
+
+    ``io`` = (sensors, actuators) channels (:mod:`.channels`) builds the board's own sensing
+    (``NNMPC_LOCAL_SENSORS``, source 2) with their calibration in a generated
+    ``nnmpc_io_config.h``."""
     if board.build.get("system") != "gcc":
         raise NnmpcError(f"board '{board.name}' is built through PlatformIO, not directly")
     gcc = require("arm-none-eabi-gcc")
@@ -55,8 +62,15 @@ def build_firmware(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "
     out_dir.mkdir(parents=True, exist_ok=True)
     elf = out_dir / "firmware.elf"
     defs = {"NNMPC_BOARD_NAME": f'"{board.name}"', **(defines or {})}
+    extra_inc = []
+    if io is not None:
+        inc = out_dir / "include"
+        inc.mkdir(parents=True, exist_ok=True)
+        (inc / "nnmpc_io_config.h").write_text(io_header(*io, io_source or board.name))
+        defs["NNMPC_LOCAL_SENSORS"] = "1"
+        extra_inc.append(f"-I{inc}")
     cmd = [
-        gcc, *cflags(board, opt),
+        gcc, *cflags(board, opt), *extra_inc,
         f"-I{model_dir}", *(f"-I{FIRMWARE_DIR / d}" for d in CORE_DIRS),
         *(f"-D{k}={v}" for k, v in defs.items()),
         str(model_dir / "model.c"), *(str(FIRMWARE_DIR / s) for s in CORE_SOURCES),
@@ -75,3 +89,21 @@ def build_firmware(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "
     img = FirmwareImage(elf, board, image_size(elf))
     img.check_budget()
     return img
+
+
+def placeholder_model(n_in: int, n_out: int, out_dir: Path) -> Path:
+    """A compiled net of the right sizes that predicts 0 (y = 0 u + 0): the firmware links a
+    model, and an excitation experiment (`nnmpc collect`) needs none yet."""
+    import numpy as np
+    from nnmpc.compiler import compile_model
+    from nnmpc.compiler.ir import Graph, Node, Tensor
+
+    tensors = {"u": Tensor("u", (n_in,)), "y": Tensor("y", (n_out,)),
+               "W": Tensor("W", (n_out, n_in), data=np.zeros((n_out, n_in), np.float32)),
+               "b": Tensor("b", (n_out,), data=np.zeros(n_out, np.float32))}
+    g = Graph(name="placeholder", inputs=["u"], outputs=["y"], tensors=tensors,
+              nodes=[Node("dense", ["u", "W", "b"], ["y"], {"activation": "linear"}, name="zero")],
+              source_file="placeholder")
+    g.validate()
+    compile_model(g, out_dir, name="model")
+    return Path(out_dir)

@@ -32,6 +32,8 @@ class Hello:
     max_lag: int = 0
     traj_max: int = 0
     clock_hz: int = 0
+    sensors: int = 0       # on-board channels (source 2)
+    actuators: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ class DeviceClient:
         if r.proto_version != P.PROTO_VERSION:
             raise NnmpcError(f"device speaks protocol v{r.proto_version}, host v{P.PROTO_VERSION}")
         h = Hello(r.proto_version, r.n_in, r.n_out, r.model_hash, r.board, r.firmware,
-                  r.channels, r.max_horizon, r.max_lag, r.traj_max, r.clock_hz)
+                  r.channels, r.max_horizon, r.max_lag, r.traj_max, r.clock_hz, r.sensors,
+                  r.actuators)
         self.hello_info = h
         return h
 

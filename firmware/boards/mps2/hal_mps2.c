@@ -6,6 +6,7 @@
 
 #include "model.h"
 #include "nnmpc_app.h"
+#include "systick_clock.h"
 
 #ifndef NNMPC_BOARD_NAME
 #define NNMPC_BOARD_NAME "qemu-m4f"
@@ -25,6 +26,8 @@
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define SCB_ICSR (*(volatile uint32_t *)0xE000ED04u)
+#define SCB_ICSR_PENDSTSET (1u << 26) /* SysTick exception pending */
 
 #define SYSTICK_RELOAD (NNMPC_SYSTICK_INPUT_HZ / 1000u) /* 1 ms interrupts */
 
@@ -35,16 +38,20 @@ void SysTick_Handler(void)
     g_millis++;
 }
 
-/* Free-running tick counter at NNMPC_SYSTICK_INPUT_HZ: milliseconds from the interrupt plus
- * the down-counter's progress. Read twice around the counter so a wrap in between is seen. */
+/* Free-running, monotonic tick counter at NNMPC_SYSTICK_INPUT_HZ: milliseconds from the
+ * interrupt plus the down-counter's progress. A reload that the interrupt has not counted yet
+ * (pending) is counted here (see systick_clock.h); if the interrupt ran during the reads,
+ * they are taken again. */
 static uint32_t clock_ticks(void)
 {
-    uint32_t ms, cvr;
+    uint32_t ms, before, pending, after;
     do {
         ms = g_millis;
-        cvr = SYST_CVR;
+        before = SYST_CVR;
+        pending = SCB_ICSR & SCB_ICSR_PENDSTSET;
+        after = SYST_CVR;
     } while (ms != g_millis);
-    return ms * SYSTICK_RELOAD + (SYSTICK_RELOAD - 1u - cvr);
+    return nnmpc_systick_ticks(ms, before, pending, after, SYSTICK_RELOAD);
 }
 
 static void uart_init(void)
@@ -62,6 +69,97 @@ static void uart_write(const uint8_t *data, size_t n)
         UART_DATA = data[i];
     }
 }
+
+#if defined(NNMPC_LOCAL_SENSORS)
+/* The stand-in rig: the sensors and actuators of a simulated plant behind UART1 (its own
+ * loopback socket; host/link/rig.py). Each period: RIG_SAMPLE k -> raw readings, then
+ * RIG_DRIVE k with the actuators' duty. The channels and their calibration come from the
+ * generated nnmpc_io_config.h. */
+#include "nnmpc_io_config.h"
+
+#define UART1_BASE 0x40005000u
+#define UART1_DATA (*(volatile uint32_t *)(UART1_BASE + 0x00u))
+#define UART1_STATE (*(volatile uint32_t *)(UART1_BASE + 0x04u))
+#define UART1_CTRL (*(volatile uint32_t *)(UART1_BASE + 0x08u))
+#define UART1_BAUDDIV (*(volatile uint32_t *)(UART1_BASE + 0x10u))
+#ifndef NNMPC_RIG_TIMEOUT_US
+#define NNMPC_RIG_TIMEOUT_US 50000u /* a reading that takes longer is a failed read */
+#endif
+
+static nnmpc_decoder_t g_rig_decoder;
+static nnmpc_frame_t g_rig_frame;
+static uint8_t g_rig_wire[NNMPC_WIRE_MAX];
+static uint8_t g_rig_payload[NNMPC_PAYLOAD_MAX];
+static uint8_t g_rig_seq;
+
+static uint32_t clock_ticks(void);
+
+static void rig_send(uint8_t type, const uint8_t *payload, size_t len)
+{
+    size_t i, n = nnmpc_frame_encode(type, ++g_rig_seq, payload, len, g_rig_wire);
+    for (i = 0; i < n; ++i) {
+        while (UART1_STATE & UART_STATE_TXFULL) {
+        }
+        UART1_DATA = g_rig_wire[i];
+    }
+}
+
+static int rig_read(uint32_t k, float *raw, int n)
+{
+    nnmpc_rig_sample_req_t req;
+    static nnmpc_rig_sample_rep_t rep;
+    const uint32_t t0 = clock_ticks();
+    const uint32_t limit = (uint32_t)(((uint64_t)NNMPC_RIG_TIMEOUT_US * NNMPC_SYSTICK_INPUT_HZ) / 1000000u);
+    int i;
+    req.k = k;
+    rig_send(NNMPC_MSG_RIG_SAMPLE, g_rig_payload, nnmpc_rig_sample_req_pack(&req, g_rig_payload));
+    while (clock_ticks() - t0 < limit) {
+        if (!(UART1_STATE & UART_STATE_RXFULL)) {
+            continue;
+        }
+        if (!nnmpc_decoder_push(&g_rig_decoder, (uint8_t)UART1_DATA, &g_rig_frame)) {
+            continue;
+        }
+        if (g_rig_frame.type != (NNMPC_MSG_RIG_SAMPLE | NNMPC_MSG_REPLY) ||
+            g_rig_frame.seq != g_rig_seq) {
+            continue; /* a stale answer */
+        }
+        if (nnmpc_rig_sample_rep_unpack(&rep, g_rig_frame.payload, g_rig_frame.len) != 0 ||
+            rep.raw_count < n) {
+            return -1;
+        }
+        for (i = 0; i < n; ++i) {
+            raw[i] = rep.raw[i];
+        }
+        return n;
+    }
+    return -1;
+}
+
+static void rig_write(uint32_t k, const float *raw, int n)
+{
+    static nnmpc_rig_drive_req_t req;
+    int i;
+    req.k = k;
+    req.raw_count = (uint16_t)n;
+    for (i = 0; i < n; ++i) {
+        req.raw[i] = raw[i];
+    }
+    rig_send(NNMPC_MSG_RIG_DRIVE, g_rig_payload, nnmpc_rig_drive_req_pack(&req, g_rig_payload));
+}
+
+static const nnmpc_io_t g_io = {
+    NNMPC_IO_SENSORS, NNMPC_IO_ACTUATORS, nnmpc_io_sensor_cal, nnmpc_io_actuator_cal,
+    rig_read, rig_write,
+};
+
+static void rig_init(void)
+{
+    nnmpc_decoder_init(&g_rig_decoder);
+    UART1_BAUDDIV = 16u;
+    UART1_CTRL = 0x3u;
+}
+#endif /* NNMPC_LOCAL_SENSORS */
 
 static void semihost_exit(int code)
 {
@@ -96,6 +194,10 @@ __attribute__((noinline)) int nnmpc_board_init(void)
     g_app.clock = clock_ticks;
     g_app.clock_hz = NNMPC_SYSTICK_INPUT_HZ;
     g_app.control = &g_control;
+#if defined(NNMPC_LOCAL_SENSORS)
+    rig_init();
+    g_app.io = &g_io;
+#endif
     return nnmpc_app_init(&g_app);
 }
 
