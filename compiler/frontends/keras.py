@@ -850,9 +850,48 @@ def _load_error(path: Path, e: Exception) -> CompileError:
     if damaged:
         return CompileError(f"the file is corrupt or truncated ({damaged}); Keras could not "
                             f"load it ({one_line(e)})", file=str(path))
-    layer = re.search(r"""['"]name['"]:\s*['"]([^'"]+)['"]""", str(e))
     return CompileError(f"Keras 3 could not load the file ({one_line(e)})", file=str(path),
-                        layer=layer.group(1) if layer else "")
+                        layer=_guess_layer(path, str(e)))
+
+
+def _layer_configs(obj: Any):
+    """Every (class_name, config) of a layer in a model config, nested ones included."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("class_name"), str) and isinstance(obj.get("config"), dict) \
+                and "name" in obj["config"]:
+            yield obj["class_name"], obj["config"]
+        for v in obj.values():
+            yield from _layer_configs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _layer_configs(v)
+
+
+def _guess_layer(path: Path, msg: str) -> str:
+    """The layer a Keras load error is about, from the file's own config: one whose name the
+    message quotes, else one of the class it names that has the config keys it quotes."""
+    import json
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                cfg = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                cfg = json.loads(f.attrs["model_config"])
+    except Exception:  # noqa: BLE001  (only a better message is at stake)
+        return ""
+    layers = [(c, str(k["name"])) + (k,) for c, k in _layer_configs(cfg)]
+    named = [n for _, n, _ in layers if re.search(rf"""['"]{re.escape(n)}['"]""", msg)]
+    if len(named) == 1:
+        return named[0]
+    keys = set(re.findall(r"""['"](\w+)['"]\s*:""", msg))
+    hits = [n for c, n, k in layers if re.search(rf"\b{re.escape(c)}\b", msg)
+            and keys <= set(k)]
+    return hits[0] if len(hits) == 1 else ""
 
 
 # ---- Lowering of specs (both paths) -------------------------------------------------------
@@ -877,14 +916,17 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
             else:
                 x = _convert(b, layer, [x])
         return inputs, [x]
-    produced: dict[tuple[str, int, int], str] = {}
-    input_refs = model.input_refs
+    # Keyed by (layer, output index): each layer is called once (shared layers are rejected),
+    # so the node index of a reference adds nothing, and Keras 2 numbers a nested model's call
+    # from 1 (its node 0 is the model's own construction).
+    produced: dict[tuple[str, int], str] = {}
+    input_refs = [(r[0], r[2]) for r in model.input_refs]
     if given is not None and len(given) != len(input_refs):
         raise CompileError(f"nested model takes {len(input_refs)} inputs, given {len(given)}",
                            file=b.where, layer=model.name)
     for layer, nodes in zip(model.layers, model.calls):
         if nodes is None:  # an InputLayer
-            key = (layer.name, 0, 0)
+            key = (layer.name, 0)
             if given is None:
                 produced[key] = input_tensor(layer.name, model.input_shapes[layer.name])
             else:
@@ -896,25 +938,26 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
                 file=b.where, layer=layer.name,
             )
         refs = _history_refs(nodes[0])
-        missing = [r for r in refs if r not in produced]
+        missing = [r for r in refs if (r[0], r[2]) not in produced]
         if missing:
             raise CompileError(f"layer reads {missing[0][0]!r} (call {missing[0][1]}, output "
                                f"{missing[0][2]}), which is not computed before it",
                                file=b.where, layer=layer.name)
-        ins = [produced[r] for r in refs]
+        ins = [produced[(r[0], r[2])] for r in refs]
         if isinstance(layer, ModelSpec):
             outs = _walk(b, layer, ins, input_tensor)[1]
             if len(outs) != 1:
                 raise CompileError("a nested model with several outputs is not supported",
                                    file=b.where, layer=layer.name)
-            produced[(layer.name, 0, 0)] = outs[0]
+            produced[(layer.name, 0)] = outs[0]
         else:
-            produced[(layer.name, 0, 0)] = _convert(b, layer, ins)
-    missing = [r for r in model.output_refs if r not in produced]
+            produced[(layer.name, 0)] = _convert(b, layer, ins)
+    out_refs = [(r[0], r[2]) for r in model.output_refs]
+    missing = [r for r in out_refs if r not in produced]
     if missing:
         raise CompileError(f"model output {missing[0][0]!r} is not computed", file=b.where,
                            layer=model.name)
-    return [produced[r] for r in input_refs], [produced[r] for r in model.output_refs]
+    return [produced[r] for r in input_refs], [produced[r] for r in out_refs]
 
 
 def _build(model: ModelSpec, path: Path, streaming: bool, dialect: Dialect) -> Graph:
