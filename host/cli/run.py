@@ -37,13 +37,16 @@ def cmd_monitor(args) -> int:
 
     port = resolve_port(args.port, args.board)
     st = main_monitor(port, Path(args.out) if args.out else None, args.baud,
-                      args.duration, args.frames, args.clock_hz)
+                      args.duration, args.frames, args.clock_hz, plant=args.plant,
+                      period_ms=args.period_ms, mcap=Path(args.log) if args.log else None)
     print(f"{st.frames} telemetry rows in {st.seconds:.1f} s, lost {st.lost}, "
           f"corrupt {st.corrupt}, overruns {st.overruns}")
     return 0
 
 
 def register(sub) -> None:
+    from ..plants import PLANTS
+
     r = sub.add_parser(
         "run", help="close the loop: plant vs controller on an (emulated) board",
         description="Build firmware with the net and run the closed loop. The plant runs on "
@@ -85,6 +88,13 @@ def register(sub) -> None:
     m.add_argument("--board", default=None,
                    help="with --port auto: only look for this board (default: any known board)")
     m.add_argument("--out", default=None, help="CSV file (default: no file, view only)")
+    m.add_argument("--log", default=None, metavar="FILE.mcap",
+                   help="also write an MCAP log (docs/LOGS.md)")
+    m.add_argument("--plant", default=None, choices=sorted(PLANTS),
+                   help="name the columns (and units, period) after this plant's signals "
+                        "(default: y_0, y_1, ..., t in periods)")
+    m.add_argument("--period-ms", type=float, default=None,
+                   help="control period for t = k * period (default: the plant's)")
     m.add_argument("--baud", type=int, default=115200)
     m.add_argument("--duration", type=float, default=None, help="stop after seconds")
     m.add_argument("--frames", type=int, default=None, help="stop after this many rows")
