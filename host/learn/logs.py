@@ -119,24 +119,29 @@ class LogTable:
             raise NnmpcError(f"{self.path}: no column '{name}' (it has: "
                              f"{', '.join(self.names) or 'no columns'})")
 
-    def column(self, name: str) -> np.ndarray:
+    def column(self, name: str, missing_ok: bool = False) -> np.ndarray:
         """The column as float64; one-line error at the first empty, non-numeric or
-        non-finite value."""
-        if name in self._float:
-            return self._float[name]
+        non-finite value (with ``missing_ok`` only non-numeric values are errors; empty and
+        non-finite ones read as NaN)."""
+        key = (name, missing_ok)
+        if key in self._float:
+            return self._float[key]
         self.require(name)
         raw = self.cells[name]
         try:
             v = np.asarray(raw, dtype=np.float64)
             bad = np.flatnonzero(~np.isfinite(v))
         except ValueError:
-            bad = None
-        if bad is None or len(bad):
+            v, bad = None, None
+        if bad is None and missing_ok:
+            v = np.array([_lenient(c) for c in raw], dtype=np.float64)
+            bad = np.zeros(0, dtype=int) if not np.isinf(v).any() else None
+        if bad is None or (len(bad) and not missing_ok):
             for i, cell in enumerate(raw):
                 problem = _bad_value(cell)
                 if problem:
                     raise NnmpcError(f"{self.path}: {self.where(i)}, column {name}: {problem}")
-        self._float[name] = v
+        self._float[key] = v
         return v
 
     @property
@@ -191,6 +196,17 @@ class LogTable:
         return "status" in self.cells and "iterations" in self.cells
 
 
+def _lenient(cell) -> float:
+    """A cell as float: empty -> NaN; a non-number -> inf (flagged by the caller)."""
+    s = str(cell).strip()
+    if s == "":
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        return math.inf
+
+
 def _bad_value(cell) -> str | None:
     if isinstance(cell, (float, np.floating)):
         if math.isnan(cell):
@@ -239,9 +255,9 @@ def read_csv_table(path: str | Path) -> LogTable:
                         try:
                             m = json.loads(body)
                         except json.JSONDecodeError as e:
+                            col = line.index("{") + e.colno
                             raise NnmpcError(f"{path}: row {ln}: the metadata comment is not "
-                                             f"valid JSON ({e.msg} at column {e.colno + 1})"
-                                             ) from None
+                                             f"valid JSON ({e.msg} at column {col})") from None
                         if isinstance(m, dict):
                             meta.update(m)
                     continue

@@ -166,13 +166,14 @@ def run_from_table(table) -> RunLog:
     tracked = []
     for i, n in enumerate(outs):
         if table.has(f"ref_{n}"):
-            ref[:, i] = table.column(f"ref_{n}")
+            ref[:, i] = table.column(f"ref_{n}", missing_ok=True)
             tracked.append(i)
     has_true = all(table.has(f"ytrue_{n}") for n in outs)
-    y_true = table.matrix([f"ytrue_{n}" for n in outs]) if has_true else y.copy()
+    y_true = (np.stack([table.column(f"ytrue_{n}", missing_ok=True) for n in outs], axis=-1)
+              if has_true else y.copy())
 
     def col(name, default=0.0):
-        return table.column(name) if table.has(name) else np.full(T, default)
+        return table.column(name, missing_ok=True) if table.has(name) else np.full(T, default)
 
     if table.has("work_us") or not table.has("work"):
         work, clock = col("work_us"), 1_000_000
@@ -187,7 +188,8 @@ def run_from_table(table) -> RunLog:
         extra["y_true"] = "not in the log: the measured outputs stand in"
     return RunLog(plant, str(meta.get("controller") or ""), table.dt(), tuple(tracked), outs,
                   ins, ref, y, y_true, table.matrix(u_cols),
-                  col("iterations").astype(int), col("status").astype(int), col("residual"),
+                  np.nan_to_num(col("iterations")).astype(int),
+                  np.nan_to_num(col("status")).astype(int), col("residual"),
                   work, clock, int(meta.get("lost") or 0), 0.0, extra,
                   output_units=[units.get(c) or pu.get(n, "") for c, n in zip(y_cols, outs)],
                   input_units=[units.get(c) or pu.get(n, "") for c, n in zip(u_cols, ins)])
