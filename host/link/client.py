@@ -188,10 +188,19 @@ class DeviceClient:
         if isinstance(msg, M.ConfigRequest):
             self.p, self.m = msg.p, msg.m
 
-    def upload_trajectory(self, rows: np.ndarray) -> None:
-        """Upload reference rows (T x p) in chunks that fit a frame."""
+    def upload_trajectory(self, rows: np.ndarray, dt: float | None = None) -> None:
+        """Upload reference rows (T x p) in chunks that fit a frame; refuse a trajectory longer
+        than the board's buffer (HELLO ``traj_max`` values), naming the limit."""
         rows = np.asarray(rows, dtype=np.float32)
         T, p = rows.shape
+        cap = self._sizes().traj_max
+        if cap and T * p > cap:
+            most = cap // p
+            when = f" = {most * dt:.2f} s at {1 / dt:g} Hz" if dt else ""
+            raise NnmpcError(f"the reference has {T} rows of {p} outputs ({T * p} values); the "
+                             f"board's trajectory buffer holds {cap} values: at most {most} rows"
+                             f"{when}. Shorten it (--duration) or build the firmware with a "
+                             "larger NNMPC_TRAJ_FLOATS")
         per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
         for off in range(0, T, per):
             chunk = rows[off:off + per]

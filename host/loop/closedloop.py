@@ -40,7 +40,7 @@ def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
     p, m, T = len(plant.outputs), len(plant.inputs), len(refs)
     rng = np.random.default_rng(seed) if noise else None
     hello = client.hello_info or client.hello()
-    client.upload_trajectory(refs)
+    client.upload_trajectory(refs, plant.dt)
     ys, yt, us, its, sts, res, work = [], [], [], [], [], [], []
     lost = 0
     t0 = time.monotonic()
@@ -115,8 +115,14 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
                  board_name: str = "qemu-m4f", work: Path = Path("build/run"),
                  log_path: Path | None = None, sim: str = "host", seed: int = 0,
                  duration: float | None = None, noise: bool = True, built=None,
-                 net_kind: str | None = None, log=print) -> RunResult:
-    """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG."""
+                 net_kind: str | None = None, log=print, budget_us: int = 0,
+                 horizon: int | None = None, moves: int | None = None,
+                 icount: int | None = None) -> RunResult:
+    """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG.
+
+    ``budget_us``, ``horizon`` and ``moves`` go to the controller settings (0 / None: the
+    setup's); ``icount`` runs QEMU with ``-icount shift=N`` (one instruction every 2^N ns of
+    emulated time), so that a time budget counts instructions rather than host time."""
     from ..build.boards import load_board
     from ..link.client import DeviceClient
     from ..link.qemu import QemuBoard
@@ -132,8 +138,9 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
     u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
     pid = tune_pid(plant, refs, u0) if controller == "pid" else None
     period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
-    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid, u_init=u0)
-    with QemuBoard(img.elf, board) as port:
+    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid, u_init=u0,
+                    budget_us=budget_us, horizon=horizon, moves=moves)
+    with QemuBoard(img.elf, board, icount=icount) as port:
         client = DeviceClient(port, timeout=10.0)
         client.hello()
         u_init = configure(client, msgs)
