@@ -146,7 +146,10 @@ class LogTable:
 
     @property
     def t(self) -> np.ndarray:
-        """``t`` in seconds, checked to increase strictly."""
+        """``t`` in seconds, checked to increase strictly (and to have a row at all)."""
+        if len(self) == 0:
+            raise NnmpcError(f"{self.path}: no data rows (only "
+                             + ("the header)" if self.row_word == "row" else "metadata)"))
         t = self.column("t")
         step = np.diff(t)
         bad = np.flatnonzero(~(step > 0))
@@ -162,7 +165,7 @@ class LogTable:
             if isinstance(self.meta.get(key), (int, float)) and self.meta[key] > 0:
                 return float(self.meta[key])
         t = self.t
-        return float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+        return float(f"{np.median(np.diff(t)):.9g}") if len(t) > 1 else 0.0
 
     def unit(self, name: str) -> str:
         units = self.meta.get("units")
@@ -234,7 +237,7 @@ def read_csv_table(path: str | Path) -> LogTable:
     """Read a CSV log (comments, ``# {json}`` metadata, header, rows) into a table of strings."""
     path = Path(path)
     try:
-        fh = open(path, newline="")
+        fh = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise NnmpcError(f"{path}: no such file") from None
     except OSError as e:

@@ -227,13 +227,13 @@ def train_log(o: TrainOptions) -> TrainOutcome:
                    "t1_s": float(t[-1]), "inputs": in_cols, "outputs": out_cols,
                    "metadata": table.meta},
     }
+    ds = series_dataset(kind, u, y, in_names, out_names, lags=lags, gru_window=window,
+                        meta=describe, source=str(path))
     total = 4
     step(1, total, f"reading {path}: {len(t)} rows over {t[-1] - t[0]:.4g} s "
                    f"(dt {dt * 1e3:.4g} ms), inputs {', '.join(in_cols)}, outputs "
                    f"{', '.join(out_cols)}; {kind} data" + (f" (plant {plant.name})" if plant
                                                             else ""))
-    ds = series_dataset(kind, u, y, in_names, out_names, lags=lags, gru_window=window,
-                        meta=describe, source=str(path))
     job = _Job(name, describe, limits, ds, kind, hidden, lags, epochs, gru, window, skip,
                int(len(t)))
     return _train_export(o, out, job)
