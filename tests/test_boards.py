@@ -12,6 +12,7 @@ from nnmpc.compiler import compile_model
 from nnmpc.host.build.boards import list_boards, load_board
 from nnmpc.host.errors import NnmpcError
 from nnmpc.host.build.exportlib import ARDUINO_DIR, board_defines, core_files
+from nnmpc.host.build.channels import Channel, io_header
 from nnmpc.host.build.firmware import CORE_DIRS, FIRMWARE_DIR
 from nnmpc.host.link.ports import find_port, matching_ports, resolve_port
 from nnmpc.host.build.sizecheck import build_core, linker_script
@@ -303,6 +304,17 @@ def test_board_without_usb_ids_needs_an_explicit_port():
 
 # ---- the Arduino HAL running in QEMU ------------------------------------------------------
 
+#: Three sensors on A0..A2 (10-bit ADC) and three PWM actuators on 5..7, each with its own
+#: calibration, as a board file declares them.
+ARDUINO_CHANNELS = (
+    tuple(Channel(n, "mm", (0.0, 1023.0), (lo, hi), pin)
+          for n, lo, hi, pin in (("x", -60.0, 60.0, "A0"), ("y", -40.0, 80.0, "A1"),
+                                 ("z", 0.0, 100.0, "A2"))),
+    tuple(Channel(n, "N", (0.0, 1.0), (0.0, hi), pin)
+          for n, hi, pin in (("T1", 10.0, "5"), ("T2", 8.0, "6"), ("T3", 12.0, "7"))),
+)
+
+
 def _build_arduino_on_mps2(model_dir: Path, out: Path) -> Path:
     """The Arduino HAL and main.cpp, unchanged, over tests/arduino_api/arduino_mps2.cpp (the
     Arduino API on the emulated board) with the C core, the model and the mps2 startup."""
@@ -312,9 +324,10 @@ def _build_arduino_on_mps2(model_dir: Path, out: Path) -> Path:
     flags = [*b.build["cflags"], "-O2", "-ffunction-sections", "-fdata-sections"]
     inc = [f"-I{model_dir}", f"-I{ARDUINO_DIR}", f"-I{REPO / 'tests' / 'arduino_api'}",
            *(f"-I{FIRMWARE_DIR / d}" for d in CORE_DIRS)]
-    defs = ['-DNNMPC_BOARD_NAME="arduino-on-qemu"', "-DNNMPC_LOCAL_SENSORS=1",
-            "-DNNMPC_SENSOR_PINS=A0,A1,A2", "-DNNMPC_ACTUATOR_PINS=5,6,7"]
+    defs = ['-DNNMPC_BOARD_NAME="arduino-on-qemu"', "-DNNMPC_LOCAL_SENSORS=1"]
     out.mkdir(parents=True, exist_ok=True)
+    (out / "nnmpc_io_config.h").write_text(io_header(*ARDUINO_CHANNELS, "the test board"))
+    inc.append(f"-I{out}")
     objs = []
     for c in [model_dir / "model.c", *(FIRMWARE_DIR / s for s in CORE_SOURCES),
               FIRMWARE_DIR / "boards" / "mps2" / "startup.c"]:
@@ -360,16 +373,19 @@ def test_arduino_hal_runs_in_qemu(model_dir, tmp_path):
         assert (h.board, h.n_in, h.n_out, h.clock_hz) == ("arduino-on-qemu", 3, 3, 1_000_000)
         y = np.array([c.predict(v) for v in x])
         np.testing.assert_allclose(y, net.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
-        c.configure(M.ConfigRequest(controller=0, source=0, p=3, m=3, na=0, nb=1, horizon=1,
+        assert (h.sensors, h.actuators) == (3, 3)
+        c.configure(M.ConfigRequest(controller=0, source=2, p=3, m=3, na=0, nb=1, horizon=1,
                                     moves=1, period_us=20_000, max_iter=5, telemetry_every=1,
                                     fd_eps=1e-3))
         c.start()
         t = [c.telemetry(timeout=5) for _ in range(3)]
         c.stop()
     assert all(ti is not None for ti in t)
-    # y is what analogRead gave (pins A0..A2 = 14..16 -> 114..116 of 1023), not host values.
+    # y is what analogRead gave (pins A0..A2 = 14..16 -> 114..116 of 1023) through each
+    # sensor's calibration, in units: the same numbers the Python calibration computes.
+    want = np.array([ch.to_units(114 + i) for i, ch in enumerate(ARDUINO_CHANNELS[0])])
     for ti in t:
-        np.testing.assert_allclose(ti.y, np.array([114, 115, 116]) / 1023.0, rtol=1e-6)
+        np.testing.assert_array_equal(ti.y.astype(np.float32), want)
     assert [ti.k for ti in t] == sorted(ti.k for ti in t)
 
 

@@ -3,7 +3,9 @@
 A board file names the MCU (core, FPU, float ABI, clock, flash/RAM budget and where flash and RAM
 start), the serial link (a UART or USB CDC, with the USB VID:PID pairs the host looks for), the
 control-loop timer, how firmware is built (``[build] system = "gcc"`` for the emulated board,
-``"platformio"`` for real boards) and the PlatformIO platform/board/framework.
+``"platformio"`` for real boards) and the PlatformIO platform/board/framework, and the
+board's sensor and actuator channels with their calibration (``[[sensor]]``, ``[[actuator]]``:
+:mod:`.channels`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NnmpcError
+from .channels import parse_channels
 
 BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
@@ -43,6 +46,9 @@ class Board:
     mcu: str = ""
     flash_origin: int = 0x00000000
     ram_origin: int = 0x20000000
+    sensors: tuple = ()        # Channel, from [[sensor]] (.channels)
+    actuators: tuple = ()      # Channel, from [[actuator]]
+    local_sensors: bool = False  # [build] local_sensors: the loop samples the board's sensors
 
     @property
     def emulated(self) -> bool:
@@ -138,6 +144,7 @@ def load_board(name_or_path: str | Path) -> Board:
     except tomllib.TOMLDecodeError as e:
         raise NnmpcError(f"{p}: not valid TOML: {e}") from None
     mcu = _require(data, "mcu", str(p))
+    sensors, actuators = parse_channels(data, str(p))
     fpu = mcu.get("fpu") or None
     float_abi = mcu.get("float_abi", "hard" if fpu else "soft")
     build = dict(data.get("build", {}))
@@ -163,6 +170,9 @@ def load_board(name_or_path: str | Path) -> Board:
         mcu=mcu.get("part", ""),
         flash_origin=int(mcu.get("flash_origin", 0x00000000)),
         ram_origin=int(mcu.get("ram_origin", 0x20000000)),
+        sensors=sensors,
+        actuators=actuators,
+        local_sensors=bool(build.get("local_sensors", False)),
     )
     _validate(board, str(p))
     return board

@@ -16,15 +16,16 @@
  *                                            tick from a Teensy IntervalTimer or an STM32duino
  *                                            HardwareTimer (NNMPC_TIMER_INSTANCE, e.g. TIM2)
  *                                            instead of polling micros() in loop()
- *   NNMPC_SENSOR_PINS     A0, A1             analog inputs read by nnmpc_hal_sensor_read()
- *   NNMPC_ACTUATOR_PINS   5, 6               PWM outputs written by nnmpc_hal_actuator_write()
  *   NNMPC_ADC_BITS, NNMPC_PWM_BITS           analogRead/analogWrite resolution, if the core
  *                                            supports analogReadResolution/analogWriteResolution
- *   NNMPC_LOCAL_SENSORS                      feed the fixed-rate loop from the analog inputs
- *                                            instead of the host's SENSOR frames
+ *   NNMPC_LOCAL_SENSORS                      on-board sensing (CONFIG source 2): the board's
+ *                                            channels, pins and calibration come from the
+ *                                            generated nnmpc_io_config.h (the board file's
+ *                                            [[sensor]] and [[actuator]] tables)
  *
- * The application core runs the control periods on the clock given here (micros(), 1 MHz);
- * after every period the new inputs u go to the actuators.
+ * The application core runs the control periods on the clock given here (micros(), 1 MHz).
+ * With on-board sensing it samples the sensors (raw ADC counts), calibrates them to units,
+ * solves, and drives the actuators (units calibrated to PWM duty) every period.
  */
 #include <Arduino.h>
 
@@ -53,6 +54,14 @@
 #endif
 #if (NNMPC_PERIOD_US) < 100 || (NNMPC_PERIOD_US) > 10000000
 #error "NNMPC_PERIOD_US must be within [100, 10000000]"
+#endif
+#if defined(NNMPC_LOCAL_SENSORS)
+#include "nnmpc_io_config.h"
+#if NNMPC_IO_SENSORS < 1 || NNMPC_IO_ACTUATORS < 1 || !defined(NNMPC_IO_SENSOR_PINS)
+#error "on-board sensing needs [[sensor]] and [[actuator]] channels with pins in the board file"
+#endif
+#define NNMPC_SENSOR_PINS NNMPC_IO_SENSOR_PINS
+#define NNMPC_ACTUATOR_PINS NNMPC_IO_ACTUATOR_PINS
 #endif
 #ifndef NNMPC_SENSOR_PINS
 #define NNMPC_SENSOR_PINS A0
@@ -186,6 +195,30 @@ extern "C" void nnmpc_hal_actuator_write(const float *u, int n)
     }
 }
 
+#if defined(NNMPC_LOCAL_SENSORS)
+/* The core's view of the channels: raw ADC counts in, PWM duty out. */
+static int io_read(uint32_t k, float *raw, int n)
+{
+    int i;
+    (void)k;
+    for (i = 0; i < n && i < NNMPC_IO_SENSORS; ++i) {
+        raw[i] = (float)analogRead(g_sensor_pins[i]);
+    }
+    return i;
+}
+
+static void io_write(uint32_t k, const float *duty, int n)
+{
+    (void)k;
+    nnmpc_hal_actuator_write(duty, n);
+}
+
+static const nnmpc_io_t g_io = {
+    NNMPC_IO_SENSORS, NNMPC_IO_ACTUATORS, nnmpc_io_sensor_cal, nnmpc_io_actuator_cal,
+    io_read, io_write,
+};
+#endif
+
 extern "C" __attribute__((weak)) void nnmpc_board_tick(uint32_t now_us)
 {
     (void)now_us;
@@ -220,6 +253,9 @@ void nnmpc_begin(void)
     g_app.clock = clock_micros;
     g_app.clock_hz = 1000000u;
     g_app.control = &g_control;
+#if defined(NNMPC_LOCAL_SENSORS)
+    g_app.io = &g_io;
+#endif
     if (nnmpc_app_init(&g_app) != 0) {
         for (;;) {
         }
@@ -234,17 +270,10 @@ void nnmpc_poll(void)
     while ((c = nnmpc_hal_serial_read()) >= 0) {
         nnmpc_app_on_byte(&g_app, (uint8_t)c); /* lock-step periods run from SENSOR frames */
     }
-#if defined(NNMPC_LOCAL_SENSORS)
-    /* Fixed-rate loop on the board's own sensors: sample just before a due period, in place
-     * of the last SENSOR frame's values. */
-    if (g_control.running && g_control.config.source == NNMPC_SOURCE_HOST &&
-        g_app.period_ticks != 0u && (int32_t)(clock_micros() - g_app.next_due) >= 0) {
-        nnmpc_hal_sensor_read(g_app.y_latest, g_control.config.p);
-    }
-#endif
-    nnmpc_app_poll(&g_app); /* fixed-rate periods run here when due */
-    if (g_app.periods != periods) {
-        nnmpc_hal_actuator_write(g_control.u, g_control.config.m);
+    nnmpc_app_poll(&g_app); /* fixed-rate periods run here when due (on-board sensing:
+                               sample, solve and actuate through g_io) */
+    if (g_app.periods != periods && g_control.config.source != NNMPC_SOURCE_BOARD) {
+        nnmpc_hal_actuator_write(g_control.u, g_control.config.m); /* duty = u, in [0, 1] */
     }
     if (tick_due()) {
         nnmpc_board_tick(nnmpc_hal_micros());
