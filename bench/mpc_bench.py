@@ -28,19 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nnmpc.host.link import protocol as P  # noqa: E402
-from nnmpc.host.link import protocol_msgs as M  # noqa: E402
 from nnmpc.host import loop as R  # noqa: E402
 from nnmpc.host.build.boards import load_board  # noqa: E402
-from nnmpc.host.bench.cortexm import COST_TABLE, CortexM4Counter  # noqa: E402
+from nnmpc.host.bench.cortexm import COST_TABLE  # noqa: E402
+from nnmpc.host.bench.loopcount import (BUDGET_US, CLOCK_HZ, UnicornLoop,  # noqa: E402,F401
+                                         count_loop)
 from nnmpc.host.plants import get_plant  # noqa: E402
 
-CLOCK_HZ = 168_000_000
 #: Images: name -> (plant, net kind (None: the plant's default)).
 IMAGES = {"msd": ("msd", None), "tendon": ("tendon", None), "tendon-narx": ("tendon", "narx"),
           "arm2": ("arm2", None)}
@@ -52,122 +49,6 @@ CONTROLLERS = ("nr", "pid", "fd")
 def controllers_for(image: str) -> tuple[str, ...]:
     # The PID does not use the net: its tendon rows are the same for both images.
     return ("nr", "fd") if image == "tendon-narx" else CONTROLLERS
-
-
-class UnicornLoop:
-    """The firmware image in unicorn: feed frames byte by byte, capture the UART output."""
-
-    UART = 0x40004000
-    SYST_CVR = 0xE000E018
-    SYSTICK_HZ = 25_000_000            # the board's SysTick input (NNMPC_SYSTICK_INPUT_HZ)
-    RELOAD = SYSTICK_HZ // 1000
-
-    def __init__(self, elf: Path) -> None:
-        from unicorn import UC_HOOK_BLOCK, UC_HOOK_MEM_WRITE, UcError
-
-        self.cnt = CortexM4Counter(elf)
-        uc = self.cnt._uc
-        for base in (0x40004000, 0xE000E000):
-            try:
-                uc.mem_map(base, 0x1000)
-            except UcError:
-                pass                      # already mapped by the CPU model
-        self.out = bytearray()
-        uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, begin=self.UART, end=self.UART + 3)
-        # The work clock: SysTick (ms counter + down-counter) advanced from the estimated
-        # cycles at CLOCK_HZ, so the firmware's time budget sees Cortex-M4 time.
-        self.cycles_before = 0
-        self.millis = self.cnt.address("g_millis")
-        uc.hook_add(UC_HOOK_BLOCK, self._on_block)
-        if self.call("nnmpc_board_init").instructions <= 0:
-            raise RuntimeError("board init did not run")
-        self.app = self.cnt.address("g_app")
-        self.dec = P.Decoder()
-        self.seq = 0
-        self.max_stack = 0
-
-    def _on_write(self, uc, access, address, size, value, user) -> None:
-        if address == self.UART:
-            self.out.append(value & 0xFF)
-
-    def _on_block(self, uc, address, size, user) -> None:
-        ticks = (self.cycles_before + self.cnt._cyc) * self.SYSTICK_HZ // CLOCK_HZ
-        uc.mem_write(self.millis, (ticks // self.RELOAD & 0xFFFFFFFF).to_bytes(4, "little"))
-        uc.mem_write(self.SYST_CVR, (self.RELOAD - 1 - ticks % self.RELOAD).to_bytes(4, "little"))
-
-    def call(self, *args):
-        r = self.cnt.call(*args)
-        self.cycles_before += r.cycles
-        return r
-
-    def send(self, msg_type: int, payload: bytes = b"") -> tuple[list, int, int]:
-        """Feed one frame; return (frames answered, instructions, cycles) over all its bytes."""
-        self.seq = (self.seq + 1) & 0xFF
-        n_ins = n_cyc = 0
-        for b in P.encode_frame(msg_type, self.seq, payload):
-            r = self.call("nnmpc_app_on_byte", (self.app, b))
-            n_ins += r.instructions
-            n_cyc += r.cycles
-            self.max_stack = max(self.max_stack, r.stack_bytes)
-        frames = self.dec.feed(bytes(self.out))
-        self.out.clear()
-        return frames, n_ins, n_cyc
-
-
-BUDGET_US = 900   # solver time budget per period for a 1 kHz loop (the rest: I/O, telemetry)
-
-
-def count_loop(plant_name: str, controller: str, net, img, periods: int,
-               budget_us: int = BUDGET_US) -> dict:
-    """Closed loop in unicorn on the step reference; instructions and cycles per period, with
-    the solver's time budget on the emulated SysTick clock."""
-    plant = get_plant(plant_name)
-    refs = R.reference(plant, "step")[:periods]
-    u0 = R.start_input(plant, refs[0], R.default_u_init(plant, net.kind),
-                       R.setup_for(plant).tracked)
-    pid = R.tune_pid(plant, refs, u0) if controller == "pid" else None
-    loop = UnicornLoop(img.elf)
-    u_init = None
-    for msg in R.settings(plant, net, controller, pid=pid, budget_us=budget_us, u_init=u0):
-        frames, _, _ = loop.send(msg.TYPE, msg.pack())
-        if not frames or frames[-1].type != (msg.TYPE | P.REPLY):
-            raise RuntimeError(f"{type(msg).__name__} refused: {frames}")
-        if isinstance(msg, M.LimitsRequest):
-            u_init = np.asarray(msg.u_init[:len(plant.inputs)], float)
-    T, p = refs.shape
-    per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
-    for off in range(0, T, per):
-        loop.send(P.TRAJECTORY, M.TrajectoryRequest(total=T, offset=off, rows=[
-            float(v) for v in refs[off:off + per].ravel()]).pack())
-    loop.send(P.START)
-    x = plant.steady_state(u_init[None])[0]
-    u = u_init
-    rng = np.random.default_rng(0)
-    ins, cyc, its, sts, ys = [], [], [], [], []
-    for k in range(T):
-        y = plant.measure(x, u, rng)
-        frames, n_i, n_c = loop.send(P.SENSOR, M.SensorRequest(k=k, y=[float(v) for v in y]).pack())
-        tel = [M.Telemetry.unpack(f.payload) for f in frames if f.type == P.TELEMETRY]
-        if len(tel) != 1:
-            raise RuntimeError(f"period {k}: {len(tel)} telemetry frames")
-        t = tel[0]
-        u = np.asarray(t.values[2 * t.p:], float)
-        ins.append(n_i), cyc.append(n_c), its.append(t.iterations), sts.append(t.status)
-        ys.append(plant.h(x, u))
-        x = plant.step(x, u)
-    ins, cyc = np.array(ins), np.array(cyc)
-    tr = list(R.setup_for(plant).tracked)
-    rms = float(np.sqrt(((np.array(ys)[:, tr] - refs[:, tr]) ** 2).mean()))
-    return {"periods": int(T), "instructions_mean": int(ins.mean()),
-            "instructions_max": int(ins.max()), "cycles_mean": int(cyc.mean()),
-            "cycles_p99": int(np.percentile(cyc, 99)), "cycles_max": int(cyc.max()),
-            "iterations_mean": round(float(np.mean(its)), 2),
-            "budget_us": budget_us if controller != "pid" else 0,
-            "periods_stopped_by_budget": int(np.sum(np.array(sts) == 2)),
-            "tracking_rms_in_this_loop": round(rms, 4),
-            "loop_rate_hz_at_168MHz_worst": int(CLOCK_HZ / cyc.max()),
-            "loop_rate_hz_at_168MHz_mean": int(CLOCK_HZ / cyc.mean()),
-            "stack_bytes_max": int(loop.max_stack)}
 
 
 def tracking(plant_name: str, reference: str, controller: str, built, work: Path) -> dict:
