@@ -26,7 +26,7 @@ ROOTS = {"compiler": "nnmpc.compiler", "host": "nnmpc.host"}
 IR_LAYER = {"nnmpc.compiler.ir", "nnmpc.compiler.passes", "nnmpc.compiler.reference",
             "nnmpc.compiler.errors", "nnmpc.compiler.version"}
 HOST_SHARED = {"errors", "progress", "toolchain"}
-HOST_STAGES = ["plants", "learn", "build", "link", "loop", "bench", "cli"]
+HOST_STAGES = ["plants", "learn", "build", "link", "loop", "bench", "sweep", "cli"]
 
 
 def modules(repo: Path) -> dict[str, tuple[Path, bool]]:
