@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -330,3 +331,55 @@ def test_missing_model_is_one_clear_line(tmp_path):
     r = nnmpc_cli("build", "--board", "qemu-m4f", "--model", tmp_path / "nope.keras",
                   "-o", tmp_path / "p")
     assert r.returncode == 2 and "no such model file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs arm-none-eabi-g++")
+def test_multi_pin_board_with_on_board_sensing_builds(model, tmp_path):
+    """nucleo_f446re's three sensor pins and three PWM pins: the generated project compiles
+    (its sources with the build_flags PlatformIO reads back, against the Arduino API
+    declarations), the pins and calibration live in nnmpc_io_config.h, and no flag carries a
+    list that PlatformIO would split at a space."""
+    board = load_board("nucleo_f446re")
+    project = pio.generate_project(board, model[1], tmp_path / "proj", core_dir=tmp_path / "core",
+                                   local_sensors=True)
+    r = subprocess.run([*pio.pio_command(), "project", "config", "-d", str(project.dir),
+                        "--json-output"], env=pio.pio_env(project), capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    flags = dict(json.loads(r.stdout))["env:nucleo_f446re"]
+    flags = dict(flags)["build_flags"]
+    assert "-DNNMPC_LOCAL_SENSORS=1" in flags and "-DNNMPC_ADC_BITS=12" in flags
+    assert all(not f.endswith(",") for f in flags), flags
+    lib = project.dir / "lib" / "nnmpc" / "src"
+    header = (lib / "nnmpc_io_config.h").read_text()
+    assert "#define NNMPC_IO_SENSOR_PINS A0, A1, A2" in header
+    assert "#define NNMPC_IO_ACTUATOR_PINS D3, D5, D6" in header
+    defs = [f.replace("'", "") for f in flags if f.startswith("-D")]
+    common = [*board.build["cflags"], "-O2", "-Wall", "-Wextra", "-Werror", *defs,
+              f"-I{lib}", f"-I{REPO / 'tests' / 'arduino_api'}"]
+    for src in sorted(lib.glob("*.c")):
+        subprocess.run(["arm-none-eabi-gcc", *common, "-std=c99", "-c", str(src),
+                        "-o", str(tmp_path / f"{src.stem}.o")], check=True)
+    for src in [*sorted(lib.glob("*.cpp")), project.dir / "src" / "main.cpp"]:
+        subprocess.run(["arm-none-eabi-g++", *common, "-std=gnu++17", "-fno-exceptions",
+                        "-fno-rtti", "-c", str(src), "-o", str(tmp_path / f"{src.stem}.opp")],
+                       check=True)
+
+
+def test_on_board_sensing_without_channels_is_one_clear_line(model, tmp_path):
+    with pytest.raises(NnmpcError, match=r"teensy41: on-board sensing needs \[\[sensor\]\]"):
+        pio.generate_project(load_board("teensy41"), model[1], tmp_path / "p",
+                             core_dir=tmp_path / "core", local_sensors=True)
+
+
+def test_rebuild_keeps_the_user_section_of_platformio_ini(model, tmp_path):
+    board = load_board("nucleo_f446re")
+    p = pio.generate_project(board, model[1], tmp_path / "proj", core_dir=tmp_path / "core")
+    ini = p.dir / "platformio.ini"
+    mine = "[env:nucleo_f446re]\nmonitor_filters = time\nupload_port = /dev/ttyACM3\n"
+    ini.write_text(ini.read_text() + mine)
+    pio.generate_project(board, model[1], p.dir, core_dir=tmp_path / "core", period_us=2000)
+    text = ini.read_text()
+    assert text.endswith(pio.INI_USER + "\n\n" + mine) or text.endswith(pio.INI_USER + "\n" + mine)
+    assert "-DNNMPC_PERIOD_US=2000u" in text       # the generated part was regenerated
+    assert text.count(pio.INI_USER) == 1

@@ -80,16 +80,15 @@ def board_defines(board: Board | None, period_us: int | None = None) -> dict[str
     if board.build.get("hal") == "arduino":
         d["NNMPC_SERIAL"] = board.serial.get("instance", "Serial")
         d["NNMPC_BAUD"] = str(board.baud)
+        for key, macro in (("adc_bits", "NNMPC_ADC_BITS"), ("pwm_bits", "NNMPC_PWM_BITS")):
+            if key in board.build:
+                d[macro] = str(int(board.build[key]))
         kind = board.timer.get("kind", "micros")
         if kind == "intervaltimer":
             d["NNMPC_TIMER_INTERVALTIMER"] = "1"
         elif kind == "hardwaretimer":
             d["NNMPC_TIMER_HARDWARETIMER"] = "1"
             d["NNMPC_TIMER_INSTANCE"] = board.timer.get("instance", "TIM2")
-        for key, macro in (("sensor_pins", "NNMPC_SENSOR_PINS"),
-                           ("actuator_pins", "NNMPC_ACTUATOR_PINS")):
-            if key in board.timer:  # pins may be set per board next to the timer
-                d[macro] = ", ".join(str(p) for p in board.timer[key])
     if period_us is None:
         period_us = board.timer.get("period_us")
     if period_us is not None:

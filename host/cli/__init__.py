@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group in ("compile", "demo", "boards"):
         import_module(f"nnmpc.host.cli.{group}").register(sub)
     sub.add_parser("plants", help="list the simulated plants with their signals and limits")
-    for group in ("train", "bench", "run", "sweep", "logs"):  # train also fills in `plants`
+    for group in ("train", "bench", "run", "collect", "sweep", "logs"):  # train: `plants` too
         import_module(f"nnmpc.host.cli.{group}").register(sub)
     return p
 

@@ -70,7 +70,8 @@ def cmd_build(args) -> int:
         # Generate the project and fail fast if PlatformIO would have to download and cannot,
         # before spending time on anything else.
         project = pio.generate_project(board, model_dir, project_dir, core_dir=args.pio_core,
-                                       period_us=args.period_us)
+                                       period_us=args.period_us,
+                                       local_sensors=args.local_sensors)
         print(f"PlatformIO project: {project.dir} (env {project.env}, "
               f"platform {project.platform})")
         pio.check_offline(project)
@@ -79,7 +80,8 @@ def cmd_build(args) -> int:
         return 0
     t0 = time.monotonic()
     project, size = pio.build(board, model_dir, project_dir, capture=not args.verbose,
-                              core_dir=args.pio_core, period_us=args.period_us)
+                              core_dir=args.pio_core, period_us=args.period_us,
+                              local_sensors=args.local_sensors)
     print(f"firmware: {project.elf}  (pio run: {time.monotonic() - t0:.1f} s)")
     print(f"  flash {size.flash} B of {board.flash_bytes} B "
           f"({100 * size.flash / board.flash_bytes:.2f} %), RAM {size.ram} B of "
@@ -92,12 +94,52 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _tcp_port(url: str) -> int:
+    import re
+    m = re.fullmatch(r"(?:socket://)?(?:127\.0\.0\.1|localhost):(\d+)", url.strip())
+    if not m or not 1 <= int(m.group(1)) <= 65535:
+        raise NnmpcError(f"--port {url}: the emulated board serves a loopback port, e.g. "
+                         "socket://127.0.0.1:4321")
+    return int(m.group(1))
+
+
+def _flash_emulated(args, board) -> int:
+    """Boot the emulated board, serving its protocol UART at --port until the firmware exits:
+    with --plant as the stand-in rig (plant P on its sensors and actuators), else for
+    lock-step hardware-in-the-loop."""
+    from ..build.exportlib import prepare_model
+    from ..build.firmware import build_firmware
+    from ..link.rig import rig_firmware, serve_rig
+    from ..plants import get_plant
+
+    tcp = _tcp_port(args.port or QEMU_UPLOAD_PORT)
+    work = _project_dir(args).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    plant = get_plant(args.plant) if args.plant else None
+    model_dir = prepare_model(args.model, work) if args.model else None
+    if plant is not None:
+        img = rig_firmware(board, plant, work, model_dir)
+    elif model_dir is not None:
+        img = build_firmware(board, model_dir, work / "fw" / "hil")
+    else:
+        raise NnmpcError("--plant P (the stand-in rig) or --model M (lock-step board) is needed "
+                         "to boot the emulated board at --port")
+    rig_log = Path(args.rig_log) if args.rig_log else (work / f"rig-{plant.name}.csv" if plant else None)
+    code = serve_rig(board, img.elf, tcp, plant, seed=args.seed, rig_log=rig_log)
+    return 0 if code in (0, 130) else 1
+
+
 def cmd_flash(args) -> int:
     from ..build import pio
     from ..build.boards import load_board
     from ..link.ports import resolve_port
 
     board = load_board(args.board)
+    if board.emulated and (args.plant or args.port):
+        return _flash_emulated(args, board)
+    if args.plant:
+        raise NnmpcError(f"--plant wires a simulated plant to the emulated board; '{board.name}' "
+                         "samples its own sensors (see its [[sensor]] channels)")
     project_dir = _project_dir(args).resolve()
     if args.model:
         cmd_build(argparse.Namespace(**{**vars(args), "core_only": False}))
@@ -151,6 +193,11 @@ def register(subparsers) -> None:
                        help="PlatformIO home for platforms and packages (default: "
                             "$PLATFORMIO_CORE_DIR, else PROJECT/.pio-core)")
         p.add_argument("-v", "--verbose", action="store_true", help="show PlatformIO's output")
+        p.add_argument("--local-sensors", action=argparse.BooleanOptionalAction, default=None,
+                       help="on-board sensing: the fixed-rate loop samples the board file's "
+                            "[[sensor]] channels and drives its [[actuator]] channels, "
+                            "calibrated to physical units (default: the board file's [build] "
+                            "local_sensors)")
 
     bd = subparsers.add_parser(
         "build", help="build firmware for a board with PlatformIO (`pio run`)",
@@ -173,7 +220,15 @@ def register(subparsers) -> None:
     common(fl, model_required=False)
     fl.add_argument("--port", metavar="PORT",
                     help="upload port, or `auto` to find the board by its USB VID:PID "
-                         "(default: PlatformIO's own detection)")
+                         "(default: PlatformIO's own detection); for the emulated board the "
+                         "loopback port it serves, e.g. socket://127.0.0.1:4321")
+    fl.add_argument("--plant", metavar="P",
+                    help="emulated board only: boot it as a stand-in rig, plant P simulated "
+                         "behind its sensors and actuators (on-board sensing, as a real rig)")
+    fl.add_argument("--rig-log", metavar="FILE.csv",
+                    help="with --plant: the rig's log of every period, noise-free outputs "
+                         "included (default: PROJECT/rig-P.csv)")
+    fl.add_argument("--seed", type=int, default=0, help="with --plant: sensor-noise seed")
     fl.set_defaults(func=cmd_flash)
 
     ex = subparsers.add_parser(

@@ -5,15 +5,129 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import NnmpcError
+
+
+def _print_summary(s: dict, name: str, reference: str) -> None:
+    u = f" {s['units']}" if s.get("units") else ""
+    print(f"{name} / {s['controller']} / {reference}: {s['periods']} periods, "
+          f"tracking RMS {s['tracking_rms']:.4g}{u}"
+          + (f", path error RMS {s['path_error_rms']:.4g}{u} max {s['path_error_max']:.4g}{u}"
+             if "path_error_rms" in s else ""))
+    if s.get("start"):
+        print(f"  start: {s['start']}")
+    print(f"  iterations mean {s['iterations_mean']} max {s['iterations_max']}, status "
+          f"{s['status_counts']}, lost frames {s['lost_frames']}")
+
+
+def _truth_from(path: Path, outputs: list[str]):
+    """k -> noise-free outputs of the last run in a stand-in rig's log (nnmpc flash --plant)."""
+    import csv
+
+    import numpy as np
+    cache: dict[int, np.ndarray] = {}
+
+    def load():
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            raise NnmpcError(f"--truth {path}: no rows")
+        last = rows[-1]["run"]
+        for r in rows:
+            if r["run"] == last:
+                cache[int(r["k"])] = np.array([float(r[f"ytrue_{n}"]) for n in outputs])
+
+    def truth(k: int):
+        if not cache:
+            load()
+        if k not in cache:
+            raise NnmpcError(f"--truth {path}: no row for period {k} of the last run")
+        return cache[k]
+    return truth
+
+
+def _run_at_port(args) -> int:
+    from ..link.client import DeviceClient
+    from ..link.ports import resolve_port
+    from ..loop import plot, reference, start_input, summary, tune_pid, write_csv
+    from ..loop.atport import net_from_hello, run_board_sensors, run_hil
+    from ..loop.controller import ControllerSettings
+    from ..loop.monitor import open_port
+    from ..loop.references import reference_csv
+    from ..loop.settings import controller_settings
+    from ..loop.setups import default_u_init
+    from ..plants import get_plant
+
+    if args.plant is None and args.config is None:
+        raise NnmpcError("--port needs --config CTL.toml (the board samples its own sensors), or "
+                         "--plant P (the plant simulated here, lock-step over the port)")
+    url = resolve_port(args.port, args.board if args.board != "qemu-m4f" else None)
+    port = open_port(url, timeout=0.5)
+    try:
+        client = DeviceClient(port, timeout=5.0)
+        hello = client.hello()
+        cfg = ControllerSettings.load(Path(args.config)) if args.config else None
+        if args.plant:  # hardware-in-the-loop against a board started elsewhere
+            plant = get_plant(args.plant)
+            net = net_from_hello(plant, hello)
+            refs = reference(plant, args.reference, args.duration)
+            cs = cfg or controller_settings(plant, net, "nr")
+            u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), cs.tracked_index)
+            if cfg is None and args.controller != "nr":
+                pid = tune_pid(plant, refs, u0) if args.controller == "pid" else None
+                cs = controller_settings(plant, net, args.controller, pid=pid)
+            log = run_hil(client, plant, cs, refs, u0, seed=args.seed, noise=not args.no_noise)
+            name = plant.name
+        else:
+            cs = cfg
+            if args.reference in ("step", "sine"):
+                if not cs.plant:
+                    raise NnmpcError(f"--reference {args.reference}: the settings name no plant "
+                                     "setup; give a CSV reference with a t column")
+                refs = reference(get_plant(cs.plant), args.reference, args.duration)
+            else:
+                refs = reference_csv(Path(args.reference), cs.outputs, cs.tracked, cs.dt,
+                                     args.duration)
+            truth = _truth_from(Path(args.truth), cs.outputs) if args.truth else None
+            log = run_board_sensors(client, cs, refs, settle_s=args.settle, truth=truth,
+                                    name=cs.plant or hello.board)
+            name = cs.plant or hello.board
+        log.extra["stats"] = client.stats()
+    finally:
+        port.close()
+    s = summary(log)
+    stem = f"{name}_{s['controller']}"
+    log_path = Path(args.log) if args.log else Path(args.work) / f"{stem}.csv"
+    csv_path = write_csv(log, log_path)
+    png = plot(log, log_path.with_suffix(".png"))
+    _print_summary(s, name, args.reference)
+    print(f"  wrote {csv_path} and {png}")
+    if args.mcap:
+        from ..loop.logs import write_mcap
+        write_mcap(log, Path(args.mcap))
+        print(f"  MCAP: {args.mcap}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=2) + "\n")
+    return 0
+
 
 def cmd_run(args) -> int:
     from ..loop import run_on_board
 
+    if args.write_config:
+        return _write_config(args)
+    if args.port:
+        return _run_at_port(args)
+    config = None
+    if args.config:
+        from ..loop.controller import ControllerSettings
+        config = ControllerSettings.load(Path(args.config))
     log_path = Path(args.log) if args.log else Path(args.work) / f"{args.plant}_{args.controller}.csv"
-    r = run_on_board(args.plant, args.controller, args.reference, model=args.model,
+    r = run_on_board(args.plant, config.controller if config else args.controller,
+                     args.reference, model=args.model,
                      board_name=args.board, work=Path(args.work), log_path=log_path,
                      sim=args.sim, seed=args.seed, duration=args.duration,
-                     noise=not args.no_noise, net_kind=args.net)
+                     noise=not args.no_noise, net_kind=args.net, config=config)
     s = r.summary
     u = f" {s['units']}" if s.get("units") else ""
     print(f"{args.plant} / {args.controller} / {args.reference}: {s['periods']} periods, "
@@ -28,6 +142,20 @@ def cmd_run(args) -> int:
     print(f"  wrote {r.csv} and {r.png}")
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=2) + "\n")
+    return 0
+
+
+def _write_config(args) -> int:
+    from ..loop import prepare_model
+    from ..loop.settings import controller_settings
+    from ..plants import get_plant
+
+    plant = get_plant(args.plant)
+    net = prepare_model(plant, args.model, Path(args.work), seed=args.seed, kind=args.net)
+    cs = controller_settings(plant, net, args.controller)
+    path = cs.save(Path(args.write_config))
+    print(f"wrote {path}: {plant.name} {cs.net} net, {cs.controller}, horizon {cs.horizon}, "
+          f"{cs.rate_hz:g} Hz")
     return 0
 
 
@@ -75,6 +203,25 @@ def register(sub) -> None:
     r.add_argument("--no-noise", action="store_true", help="no sensor noise")
     r.add_argument("--work", default="build/run", help="work folder (default: build/run)")
     r.add_argument("--json", default=None, help="also write the summary as JSON")
+    r.add_argument("--port", metavar="URL",
+                   help="run on a board already flashed and running at this port (pyserial "
+                        "URL, /dev/ttyACM0, socket://127.0.0.1:PORT, auto): with --config it "
+                        "samples its own sensors; with --plant the plant is simulated here, "
+                        "lock-step over the port")
+    r.add_argument("--config", metavar="CTL.toml",
+                   help="controller settings file (weights, limits, horizon, moves, damping, "
+                        "iteration cap, budget, rate), checked against the board's HELLO; "
+                        "start one with --write-config")
+    r.add_argument("--write-config", metavar="CTL.toml",
+                   help="write the plant's default controller settings for its net to a file "
+                        "and stop")
+    r.add_argument("--settle", type=float, default=1.0,
+                   help="--port with on-board sensing: seconds at the reference's first point "
+                        "before the scored run (default: 1)")
+    r.add_argument("--truth", metavar="RIG.csv",
+                   help="--port on the stand-in rig: its log (nnmpc flash --plant ... "
+                        "--rig-log), to score the noise-free outputs")
+    r.add_argument("--mcap", metavar="FILE.mcap", help="also write the run as MCAP")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser(

@@ -15,6 +15,7 @@ or a CSV with ``log_path``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import socket
 import threading
@@ -180,3 +181,59 @@ def channel_table(sensors: tuple[Channel, ...], actuators: tuple[Channel, ...]) 
     rows += [f"  actuator {c.name:<8} [{c.unit}] {c.units[0]:g}..{c.units[1]:g} -> "
              f"duty {c.raw[0]:g}..{c.raw[1]:g}" for c in actuators]
     return "\n".join(rows)
+
+
+def rig_firmware(board, plant, work: Path, model_dir: Path | None = None):
+    """The emulated board's image with on-board sensing wired to ``plant``'s channels; a net
+    that predicts 0 stands in when no model is given (an experiment needs none)."""
+    from ..build.firmware import build_firmware, placeholder_model
+
+    work = Path(work)
+    if model_dir is None:
+        model_dir = work / "placeholder" / f"{plant.name}"
+        if not (model_dir / "model.c").is_file():
+            placeholder_model(len(plant.inputs), len(plant.outputs), model_dir)
+    return build_firmware(board, model_dir, work / "fw" / f"rig-{plant.name}",
+                          io=plant_channels(plant), io_source=f"the stand-in rig of plant "
+                                                               f"'{plant.name}'")
+
+
+@contextlib.contextmanager
+def boot_rig(board, plant, work: Path, *, model_dir: Path | None = None, seed: int = 0,
+             rig_log: Path | None = None, noise: bool = True):
+    """Boot the stand-in rig in this process: ``with boot_rig(...) as (client, rig):``."""
+    from .client import DeviceClient
+    from .qemu import QemuBoard
+
+    img = rig_firmware(board, plant, work, model_dir)
+    with RigSimulator(plant, seed=seed, log_path=rig_log, noise=noise) as rig:
+        with QemuBoard(img.elf, board, extra_serial=(rig.qemu_serial,)) as port:
+            client = DeviceClient(port, timeout=5.0)
+            client.hello()
+            yield client, rig
+
+
+def serve_rig(board, elf: Path, tcp_port: int, plant=None, *, seed: int = 0,
+              rig_log: Path | None = None, say=print) -> int:
+    """Run the emulated board with its protocol UART listening on ``tcp_port`` (and the stand-in
+    rig of ``plant`` behind UART1) until the firmware exits (EXIT) or Ctrl-C; return its exit
+    code."""
+    from .qemu import QemuBoard
+
+    rig = RigSimulator(plant, seed=seed, log_path=rig_log).start() if plant else None
+    qemu = QemuBoard(elf, board, extra_serial=(rig.qemu_serial,) if rig else ())
+    try:
+        proc = qemu.serve(tcp_port)
+        say(f"{board.name}: serving socket://127.0.0.1:{tcp_port} until the firmware exits "
+            "(EXIT) or Ctrl-C" + (f"; plant '{plant.name}' wired to its sensors and actuators"
+                                   + (f", rig log {rig_log}" if rig_log else "") if plant else
+                                   "; lock-step hardware-in-the-loop"))
+        code = proc.wait()
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        qemu.stop()
+        if rig is not None:
+            rig.stop()
+            say(f"  rig: {rig.samples} samples, {rig.drives} drives over {rig.run + 1 if rig.k_last is not None else 0} run(s)")

@@ -117,7 +117,7 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
                  duration: float | None = None, noise: bool = True, built=None,
                  net_kind: str | None = None, log=print, budget_us: int = 0,
                  horizon: int | None = None, moves: int | None = None,
-                 icount: int | None = None) -> RunResult:
+                 icount: int | None = None, config=None) -> RunResult:
     """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG.
 
     ``budget_us``, ``horizon`` and ``moves`` go to the controller settings (0 / None: the
@@ -138,11 +138,16 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
     u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
     pid = tune_pid(plant, refs, u0) if controller == "pid" else None
     period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
-    msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid, u_init=u0,
-                    budget_us=budget_us, horizon=horizon, moves=moves)
+    if config is not None:  # a settings file (nnmpc run --config), as on a real board
+        msgs = config.messages(source=sim, u_init=u0)
+    else:
+        msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid,
+                        u_init=u0, budget_us=budget_us, horizon=horizon, moves=moves)
     with QemuBoard(img.elf, board, icount=icount) as port:
         client = DeviceClient(port, timeout=10.0)
-        client.hello()
+        hello = client.hello()
+        if config is not None:
+            config.check_hello(hello, board_sensors=False)
         u_init = configure(client, msgs)
         run = run_closed_loop(client, plant, refs, controller, u_init, source=sim, seed=seed,
                               noise=noise)

@@ -25,7 +25,7 @@ from ..errors import NnmpcError
 from ..link import protocol_msgs as M
 from ..link.client import DeviceClient
 from ..progress import Progress
-from .settings import CH
+from .controller import CH
 
 SIGNALS = {"steps": 0, "chirp": 1, "multisine": 2, "prbs": 3}
 

@@ -40,6 +40,8 @@ class ControllerSettings:
     u_hi: list[float]
     output_units: list[str] = field(default_factory=list)
     input_units: list[str] = field(default_factory=list)
+    plant: str = ""                   # the simulated plant the settings came from, if any
+                                      # (names its step and sine references)
     controller: str = "nr"            # nr, pid, fd
     net: str = "fk"                   # fk (quasi-static) or narx
     na: int = 0                       # output lags in the net's input

@@ -42,7 +42,7 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
         tracked=[plant.outputs[i].name for i in st.tracked],
         output_units=[s.unit for s in plant.outputs], input_units=[s.unit for s in plant.inputs],
         u_lo=[float(v) for v in plant.u_low], u_hi=[float(v) for v in plant.u_high],
-        controller=controller, net=net.kind, na=net.na, nb=net.nb, rate_hz=1.0 / plant.dt,
+        plant=plant.name, controller=controller, net=net.kind, na=net.na, nb=net.nb, rate_hz=1.0 / plant.dt,
         budget_us=budget_us, horizon=N, moves=Nc, max_iter=max_iter or st.max_iter,
         q=[float(v) for v in (st.q or [1.0] * p)], r=st.r, s=st.s, bias_gain=st.bias_gain,
         lag=float(lag), y_filter=st.y_filter if net.kind == "narx" else 0.0,

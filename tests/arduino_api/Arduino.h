@@ -22,6 +22,9 @@ void interrupts(void);
 #define A0 14
 #define A1 15
 #define A2 16
+#define D3 3
+#define D5 5
+#define D6 6
 
 class Stream {
 public:
