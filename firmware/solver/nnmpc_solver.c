@@ -520,53 +520,6 @@ static uint32_t trial_time(nnmpc_mpc_t *s, uint32_t t_jac)
     return est;
 }
 
-/* Freeze the variables on a bound that the step would push out of the box (state 1: the
- * gradient pushes out; 2: the coupled Newton step does), damp the rest, and solve for the
- * step on the free set. Returns -1 if the damped Hessian is not positive definite. A variable
- * frozen by the step is solved again without it (at most n passes: each freezes one more), so
- * the projected step is a descent direction for short enough steps. */
-static int newton_step(nnmpc_mpc_t *s)
-{
-    const nnmpc_mpc_config_t *c = &s->cfg;
-    const int m = c->m, n = m * c->moves;
-    int i, k, pass;
-    for (pass = 0; pass <= n; ++pass) {
-        int more = 0;
-        if (pass) {
-            assemble(s, s->U); /* the Cholesky factor overwrote H */
-        }
-        for (i = 0; i < n; ++i) {
-            const float dii = s->H[i * n + i];
-            if (s->frozen[i]) {
-                for (k = 0; k < n; ++k) {
-                    s->H[i * n + k] = 0.0f;
-                    s->H[k * n + i] = 0.0f;
-                }
-                s->H[i * n + i] = 1.0f;
-                s->g[i] = 0.0f;
-            } else {
-                s->H[i * n + i] = dii + s->lambda * (dii > 1e-6f ? dii : 1e-6f);
-                s->g[i] = -s->g[i];
-            }
-        }
-        if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
-            return -1;
-        }
-        for (i = 0; i < n; ++i) {
-            const int a = i % m;
-            if (!s->frozen[i] && ((s->U[i] <= c->u_lo[a] && s->step[i] < 0.0f) ||
-                                  (s->U[i] >= c->u_hi[a] && s->step[i] > 0.0f))) {
-                s->frozen[i] = 2;
-                more = 1;
-            }
-        }
-        if (!more) {
-            return 0;
-        }
-    }
-    return 0;
-}
-
 /* Trial point Ut = P(U + alpha d) on the box; returns gd = -(gradient/2)'(Ut - U), which
  * is > 0 for a descent direction, and the largest move; *clipped is set if the box cut d. */
 static float trial_point(nnmpc_mpc_t *s, const float *d, float alpha, float *moved, int *clipped)
@@ -631,23 +584,34 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     }
     keep_prediction(s);
     while (it < c->max_iter) {
-        float max_step = 0.0f, pg_extra = 0.0f, pg_max = 0.0f, gd = 0.0f, trial = cost;
+        float max_step = 0.0f, pg_max = 0.0f, gd = 0.0f, trial = cost;
         float alpha = 1.0f, alpha_n, moved = 0.0f;
         int accepted = 0, bt, clipped = 0, by_gradient = 0, newton_tried = 0;
         ++it;
         assemble(s, s->U);
-        /* The gradient, and the projected-gradient fallback: the gradient scaled by the
-         * Hessian's diagonal (a descent direction on the box unless U is stationary). */
         for (i = 0; i < n; ++i) {
             const int a = i % m;
-            const float dii = s->H[i * n + i];
             const float v = s->g[i];
+            const float dii = s->H[i * n + i];
+            /* The gradient, and the projected-gradient fallback: the gradient scaled by the
+             * Hessian's diagonal (a descent direction on the box unless U is stationary). */
             s->gn[i] = -v;
             s->pg[i] = -v / (dii > 1e-6f ? dii : 1e-6f);
-            s->frozen[i] = (uint8_t)((s->U[i] <= c->u_lo[a] && v > 0.0f) ||
-                                     (s->U[i] >= c->u_hi[a] && v < 0.0f));
+            /* Freeze the variables that sit on a bound and are pushed outwards. */
+            if ((s->U[i] <= c->u_lo[a] && v > 0.0f) || (s->U[i] >= c->u_hi[a] && v < 0.0f)) {
+                int k;
+                for (k = 0; k < n; ++k) {
+                    s->H[i * n + k] = 0.0f;
+                    s->H[k * n + i] = 0.0f;
+                }
+                s->H[i * n + i] = 1.0f;
+                s->g[i] = 0.0f;
+            } else {
+                s->H[i * n + i] = dii + s->lambda * (dii > 1e-6f ? dii : 1e-6f);
+                s->g[i] = -v;
+            }
         }
-        if (newton_step(s) != 0) {
+        if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
             /* Not positive definite at this damping: damp more (S and yhat still hold). */
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
             continue;
@@ -658,41 +622,38 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             const float pgi = fabsf(clampf(s->U[i] + s->pg[i], c->u_lo[a], c->u_hi[a]) - s->U[i]);
             max_step = v > max_step ? v : max_step;
             pg_max = pgi > pg_max ? pgi : pg_max;
-            if (s->frozen[i] == 2 && pgi > pg_extra) {
-                pg_extra = pgi; /* held on a bound by the step, though the gradient pulls in */
-            }
         }
         if (!finite(max_step)) {
             st = NNMPC_SOLVE_NONFINITE;
             break;
         }
-        if (max_step < c->tol_step && pg_extra < c->tol_step) {
+        if (max_step < c->tol_step) {
+            /* The projected Newton step is below tolerance: every variable is stationary or
+             * held on a bound by its gradient (the step solves H step = -g on the rest). */
             st = NNMPC_SOLVE_CONVERGED;
             break;
         }
         /* Backtracking on the projected Newton step. Where the box cuts it into a direction
          * that is not descent, a shorter step is tried (no rollout needed to see it). */
-        if (max_step >= c->tol_step) {
-            for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
-                uint32_t ts;
-                clipped = 0;
-                gd = trial_point(s, s->step, alpha, &moved, &clipped);
-                if (!(gd > 0.0f)) {
-                    continue;
-                }
-                if (timed && !fits(s, t0, 0u, t_pred)) {
-                    out_of_time = 1; /* no time for this trial: keep U */
-                    break;
-                }
-                ts = now(s);
-                trial = rollout(s, s->Ut, 0);
-                t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
-                measured = 1;
-                newton_tried = 1;
-                accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
-                if (accepted) {
-                    break; /* alpha is the accepted step length */
-                }
+        for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
+            uint32_t ts;
+            clipped = 0;
+            gd = trial_point(s, s->step, alpha, &moved, &clipped);
+            if (!(gd > 0.0f)) {
+                continue;
+            }
+            if (timed && !fits(s, t0, 0u, t_pred)) {
+                out_of_time = 1; /* no time for this trial: keep U */
+                break;
+            }
+            ts = now(s);
+            trial = rollout(s, s->Ut, 0);
+            t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
+            measured = 1;
+            newton_tried = 1;
+            accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
+            if (accepted) {
+                break; /* alpha is the accepted step length */
             }
         }
         alpha_n = alpha;
@@ -727,10 +688,9 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
         if (!accepted) {
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
             /* Nothing decreased the cost: converged only if the shortest Newton step tried
-             * was below the tolerance and no bound holds a variable that the gradient pulls
-             * in, or (no Newton trial could run) if the projected gradient is. */
-            if (newton_tried ? alpha_n * max_step < c->tol_step && pg_extra < c->tol_step
-                             : pg_max < c->tol_step) {
+             * was below the tolerance, or (no Newton trial was a descent direction) if the
+             * projected gradient is. */
+            if (newton_tried ? alpha_n * max_step < c->tol_step : pg_max < c->tol_step) {
                 st = NNMPC_SOLVE_CONVERGED;
                 break;
             }
@@ -746,9 +706,9 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 /* A small decrease only means convergence after an undamped full Newton step
                  * that the box did not cut; after heavy damping it only means the steps were
                  * short, after a cut or a gradient step that the direction was poor. */
-                const int gn_step = !by_gradient && !clipped && pg_extra < c->tol_step &&
-                                    alpha == 1.0f && s->lambda <= 10.0f * c->lambda0;
-                const int done = !by_gradient && !clipped && pg_extra < c->tol_step &&
+                const int gn_step = !by_gradient && !clipped && alpha == 1.0f &&
+                                    s->lambda <= 10.0f * c->lambda0;
+                const int done = !by_gradient && !clipped &&
                                  (moved < c->tol_step ||
                                   (gn_step && cost - trial <= c->tol_cost * cost));
                 if (!by_gradient) {

@@ -131,7 +131,6 @@ typedef struct {
     float Jn[NNMPC_MAX_Y * NNMPC_MAX_Z];
     float gn[NNMPC_MAX_DEC];   /* -gradient/2 before the bounds freeze anything */
     float pg[NNMPC_MAX_DEC];   /* diagonally scaled gradient direction (projected-gradient step) */
-    uint8_t frozen[NNMPC_MAX_DEC]; /* 1: on a bound, pushed out; 2: on a bound, stepping out */
     float lambda;
     uint32_t t_pred;       /* clock ticks of a plain rollout as last measured (0: not yet) */
     uint8_t t_stale;       /* the last solve was stopped by the budget without a trial, so
