@@ -17,8 +17,11 @@ Tensors are channels-last: an image is ``(H, W, C)``, a sequence ``(T, F)``.
   ``groups`` (depthwise: ``groups == in_c``), ``activation``.
 * ``pool``: ``inputs = [x]``; attributes ``kind`` (``max``/``avg``), ``kernel``, ``strides``,
   ``pads`` as for ``conv``. Global pooling is a pool whose window is the whole input.
+* ``deconv``: a transposed convolution, ``inputs = [x, W, b]``, ``W`` shaped
+  ``(in_c, kh, kw, out_c / groups)``; ``y[o] = b + sum x[i] W`` over ``o = i * stride +
+  k * dilation - pad``; attributes as for ``conv`` (``out_spatial`` is the output's).
 * ``activation``: ``inputs = [x]``; attributes ``activation`` and, for some kinds, ``alpha``,
-  ``beta``. ``softmax`` acts on the last axis.
+  ``beta``. ``softmax`` and ``log_softmax`` act on the last axis.
 * ``add``/``sub``/``mul``: ``inputs = [a, b]``; ``b`` has ``a``'s size, or is a constant whose
   size divides it (broadcast over leading axes: per-channel scale and shift).
 * ``concat``: any number of inputs joined along attribute ``axis`` (of the output).
@@ -61,6 +64,11 @@ ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "gelu_tanh": (),
     "exponential": (),
     "softmax": (),
+    # later additions (nnmpc_fx / nnmpc_log_softmax in the runtime; never fused into a layer)
+    "abs": (),
+    "sqrt": (),
+    "log": (),
+    "log_softmax": (),
 }
 
 #: Ops the back-end can emit, with the number of inputs each takes (None: variadic).
@@ -76,6 +84,7 @@ OPS: dict[str, int | None] = {
     "slice": 1,
     "reshape": 1,
     "transpose": 1,
+    "deconv": 3,
     # full-integer ops (see nnmpc.compiler.frontends.tflite_int8)
     "qdense": 3,
     "qconv": 3,

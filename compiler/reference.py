@@ -51,6 +51,15 @@ def activation(x: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0) 
     elif kind == "softmax":
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         y = e / e.sum(axis=-1, keepdims=True)
+    elif kind == "abs":
+        y = np.abs(x)
+    elif kind == "sqrt":
+        y = np.sqrt(np.maximum(x, 0))
+    elif kind == "log":
+        y = np.log(np.where(x > 0, x, 1e-30))
+    elif kind == "log_softmax":
+        m = x.max(axis=-1, keepdims=True)
+        y = x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
     else:
         raise KeyError(kind)
     return y.astype(np.float32)

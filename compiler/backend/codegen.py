@@ -45,6 +45,9 @@ _NN_ACT = {
     "sigmoid": "NNMPC_ACT_SIGMOID",
 }
 
+#: Activations of nnmpc_fx (added after nnmpc_fn's set, whose machine code stays as it was).
+_FX = {"abs": "NNMPC_FX_ABS", "sqrt": "NNMPC_FX_SQRT", "log": "NNMPC_FX_LOG"}
+
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -269,6 +272,29 @@ def _window_fields(graph: Graph, node) -> list[tuple[str, str]]:
     return [(k, str(int(v))) for k, v in vals.items()]
 
 
+def _deconv_fields(graph: Graph, node, adjoint: bool = False) -> list[tuple[str, str]]:
+    """Geometry of a ``deconv`` (in: x, out: y), or of its adjoint convolution (in: y, out: x)."""
+    x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    W = graph.tensors[node.inputs[1]]
+    a = node.attrs
+    groups = a.get("groups", 1)
+    if a.get("rank", 2) == 1:
+        (ih, iw, ic), (oh, ow) = (1,) + tuple(x.shape), (1, a["out_spatial"][0])
+    else:
+        (ih, iw, ic), (oh, ow) = x.shape, a["out_spatial"]
+    oc = W.shape[3] * groups
+    assert oh * ow * oc == y.size, (node.name, oh, ow, oc, y.shape)
+    sh, sw = a.get("strides", (1, 1))
+    dh, dw = a.get("dilations", (1, 1))
+    pt, pl = a.get("pads", (0, 0))
+    if adjoint:
+        ih, iw, ic, oh, ow, oc = oh, ow, oc, ih, iw, ic
+    vals = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=W.shape[1],
+                k_w=W.shape[2], stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt,
+                pad_left=pl, groups=groups)
+    return [(k, str(int(v))) for k, v in vals.items()]
+
+
 class GraphLowering:
     """Lower one graph into a program: ``predict`` (values only), ``forward`` (values and their
     tangents: forward-mode Jacobian) or ``reverse`` (values, then adjoints from the output back
@@ -461,12 +487,26 @@ class GraphLowering:
         self.p.emit("nnmpc_conv2d_vjp", self.low.const(self.g, w), A, C, win, self.M)
         self.contribute(x, C, True)
 
+    def vjp_deconv(self, node, i, A) -> None:
+        x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        self._scaled(i, A, self.g.tensors[y].size)
+        if not self.has_t(x):
+            return
+        # the adjoint of a transposed convolution is the convolution with the same weights
+        win = self.low.struct("nnmpc_window_t", _deconv_fields(self.g, node, adjoint=True),
+                              f"{node.source}: adjoint of the transposed convolution")
+        C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * self.M)
+        self.p.emit("nnmpc_conv2d", self.low.const(self.g, w), NULL, A, C, win, self.M)
+        self.contribute(x, C, True)
+
     def vjp_pool(self, node, i, A) -> None:
         x = node.inputs[0]
         win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
                               f"{node.source}: pooling window")
         C = self.p.scratch(f"C:{i}", self.g.tensors[x].size * self.M)
-        if node.attrs["kind"] == "max":
+        if node.attrs["kind"] == "max" and tuple(node.attrs.get("dilations", (1, 1))) != (1, 1):
+            self.p.emit("nnmpc_maxpool_dil_lanes", self.v(x), A, C, win, self.M, 1)
+        elif node.attrs["kind"] == "max":
             self.p.emit("nnmpc_maxpool_vjp", self.v(x), A, C, win, self.M)
         else:
             self.p.emit("nnmpc_avgpool_vjp", A, C, win, self.M)
@@ -479,6 +519,9 @@ class GraphLowering:
             last = self.g.tensors[y].shape[-1] if self.g.tensors[y].shape else 1
             # the softmax Jacobian is symmetric: its adjoint is its tangent map
             self.p.emit("nnmpc_softmax_tangent", self.v(y), A, A, n // last, last, self.M)
+        elif node.attrs["activation"] == "log_softmax":
+            last = self.g.tensors[y].shape[-1] if self.g.tensors[y].shape else 1
+            self.p.emit("nnmpc_log_softmax_vjp", self.v(y), A, A, n // last, last, self.M)
         else:
             self._scaled(i, A, n)
         self.contribute(x, A, True)
@@ -612,11 +655,36 @@ class GraphLowering:
             if d is not NULL:
                 self.p.emit("nnmpc_scale_rows", Ty, d, Ty, n, self.K)
 
+    def op_deconv(self, node, i) -> None:
+        x, w, b = node.inputs
+        y = node.outputs[0]
+        n = self.g.tensors[y].size
+        win = self.low.struct("nnmpc_window_t", _deconv_fields(self.g, node),
+                              f"{node.source}: transposed convolution geometry")
+        act = node.attrs.get("activation", "linear")
+        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
+        Wb, bb, xb, yb = self.low.const(self.g, w), self.low.const(self.g, b), self.v(x), self.v(y)
+        d = self.p.scratch(f"d:{i}", n) if (self.derivs and act != "linear") else NULL
+        self.dbuf[i] = d
+        self.p.emit("nnmpc_deconv2d", Wb, bb, xb, yb, win, 1)
+        if act != "linear":
+            self.p.emit("nnmpc_fn", yb, yb, d, n, fn_enum(act), al, be)
+        if self.tangents:
+            Ty = self.T(y)
+            self.p.emit("nnmpc_deconv2d", Wb, NULL, self.T(x), Ty, win, self.K)
+            if d is not NULL:
+                self.p.emit("nnmpc_scale_rows", Ty, d, Ty, n, self.K)
+
     def op_pool(self, node, i) -> None:
         x, y = node.inputs[0], node.outputs[0]
         win = self.low.struct("nnmpc_window_t", _window_fields(self.g, node),
                               f"{node.source}: pooling window")
-        if node.attrs["kind"] == "max":
+        if node.attrs["kind"] == "max" and tuple(node.attrs.get("dilations", (1, 1))) != (1, 1):
+            self.p.emit("nnmpc_maxpool_dil", self.v(x), self.v(y), win)
+            if self.tangents:
+                self.p.emit("nnmpc_maxpool_dil_lanes", self.v(x), self.T(x), self.T(y), win,
+                            self.K, 0)
+        elif node.attrs["kind"] == "max":
             self.p.emit("nnmpc_maxpool", self.v(x), self.v(y), win)
             if self.tangents:
                 self.p.emit("nnmpc_maxpool_tangent", self.v(x), self.T(x), self.T(y), win, self.K)
@@ -637,9 +705,21 @@ class GraphLowering:
                 self.p.emit("nnmpc_softmax_tangent", yb, self.T(x), self.T(y), n // last, last,
                             self.K)
             return
-        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
+        if act == "log_softmax":
+            last = self.g.tensors[y].shape[-1] if self.g.tensors[y].shape else 1
+            self.p.emit("nnmpc_log_softmax", xb, yb, n // last, last)
+            if self.tangents:
+                self.p.emit("nnmpc_log_softmax_tangent", yb, self.T(x), self.T(y), n // last,
+                            last, self.K)
+            return
         d = self.p.scratch(f"d:{i}", n) if self.derivs else NULL
         self.dbuf[i] = d
+        if act in _FX:
+            self.p.emit("nnmpc_fx", xb, yb, d, n, _FX[act])
+            if self.tangents:
+                self.p.emit("nnmpc_scale_rows", self.T(x), d, self.T(y), n, self.K)
+            return
+        al, be = c_float(node.attrs.get("alpha", 0.0)), c_float(node.attrs.get("beta", 0.0))
         self.p.emit("nnmpc_fn", xb, yb, d, n, fn_enum(act), al, be)
         if self.tangents:
             self.p.emit("nnmpc_scale_rows", self.T(x), d, self.T(y), n, self.K)

@@ -17,6 +17,9 @@ def node_macs(graph: Graph, node) -> int:
     if node.op in ("conv", "qconv"):
         W = t[node.inputs[1]]
         return y.size * int(np.prod(W.shape[1:]))
+    if node.op == "deconv":
+        W = t[node.inputs[1]]
+        return t[node.inputs[0]].size * int(np.prod(W.shape[1:]))
     if node.op in ("pool", "qpool"):
         kh, kw = node.attrs["kernel"]
         return y.size * kh * kw

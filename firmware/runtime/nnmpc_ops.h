@@ -684,6 +684,255 @@ static inline void nnmpc_eye_rows(float *T, int n, int k, int offset)
     }
 }
 
+/* ---- Later additions (the kernels above keep their machine code) ----------------------- */
+
+/** Element-wise functions of nnmpc_fx (beyond nnmpc_fn's set). */
+typedef enum {
+    NNMPC_FX_ABS = 0,
+    NNMPC_FX_SQRT, /* x < 0 gives 0 (derivative 0) */
+    NNMPC_FX_LOG   /* x <= 0 gives a large negative number (derivative 1/x) */
+} nnmpc_fx_t;
+
+/** Square root for x >= 0 without libm: exponent halved, then Newton steps (about 1 ulp). */
+static inline float nnmpc_sqrtf(float x)
+{
+    union { float f; unsigned int u; } v;
+    float y;
+    int i;
+    if (!(x > 0.0f)) {
+        return 0.0f;
+    }
+    if (x > 3.40282347e+38f) {
+        return x;
+    }
+    v.f = x;
+    v.u = (v.u >> 1) + 0x1fbb4f2eu; /* about sqrt(x), within 4 % */
+    y = v.f;
+    for (i = 0; i < 4; ++i) {
+        y = 0.5f * (y + x / y);
+    }
+    return y;
+}
+
+/** y[n] = f(x[n]); if d is not NULL also d[n] = f'(x[n]). y may equal x. */
+static inline void nnmpc_fx(const float *x, float *y, float *d, int n, nnmpc_fx_t f)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        const float z = x[i];
+        float v, g;
+        switch (f) {
+        case NNMPC_FX_SQRT:
+            v = nnmpc_sqrtf(z);
+            g = v > 0.0f ? 0.5f / v : 0.0f;
+            break;
+        case NNMPC_FX_LOG:
+            v = nnmpc_logf(z);
+            g = z > 0.0f ? 1.0f / z : 0.0f;
+            break;
+        case NNMPC_FX_ABS:
+        default:
+            v = z < 0.0f ? -z : z;
+            g = z > 0.0f ? 1.0f : (z < 0.0f ? -1.0f : 0.0f);
+            break;
+        }
+        y[i] = v;
+        if (d) {
+            d[i] = g;
+        }
+    }
+}
+
+/** Log-softmax over the last axis: x, y are rows x n; y may equal x. */
+static inline void nnmpc_log_softmax(const float *x, float *y, int rows, int n)
+{
+    int r, i;
+    for (r = 0; r < rows; ++r) {
+        const float *xr = x + (long)r * n;
+        float *yr = y + (long)r * n;
+        float m = xr[0], s = 0.0f, ls;
+        for (i = 1; i < n; ++i) {
+            m = xr[i] > m ? xr[i] : m;
+        }
+        for (i = 0; i < n; ++i) {
+            s += nnmpc_expf(xr[i] - m);
+        }
+        ls = nnmpc_logf(s);
+        for (i = 0; i < n; ++i) {
+            yr[i] = (xr[i] - m) - ls;
+        }
+    }
+}
+
+/** Log-softmax tangent from its output l (rows x n): T_out[i] = T_in[i] - sum_j e^l_j T_in[j]. */
+static inline void nnmpc_log_softmax_tangent(const float *l, const float *T_in, float *T_out,
+                                             int rows, int n, int k)
+{
+    int r, i, c;
+    for (r = 0; r < rows; ++r) {
+        const float *lr = l + (long)r * n;
+        const float *ti = T_in + (long)r * n * k;
+        float *to = T_out + (long)r * n * k;
+        for (c = 0; c < k; ++c) {
+            float dot = 0.0f;
+            for (i = 0; i < n; ++i) {
+                dot += nnmpc_expf(lr[i]) * ti[(long)i * k + c];
+            }
+            for (i = 0; i < n; ++i) {
+                to[(long)i * k + c] = ti[(long)i * k + c] - dot;
+            }
+        }
+    }
+}
+
+/** Adjoint of log-softmax: A_out[i] = G[i] - e^l_i sum_j G[j] (m lanes); A_out may equal G. */
+static inline void nnmpc_log_softmax_vjp(const float *l, const float *G, float *A_out, int rows,
+                                         int n, int m)
+{
+    int r, i, c;
+    for (r = 0; r < rows; ++r) {
+        const float *lr = l + (long)r * n;
+        const float *gi = G + (long)r * n * m;
+        float *ao = A_out + (long)r * n * m;
+        for (c = 0; c < m; ++c) {
+            float sum = 0.0f;
+            for (i = 0; i < n; ++i) {
+                sum += gi[(long)i * m + c];
+            }
+            for (i = 0; i < n; ++i) {
+                ao[(long)i * m + c] = gi[(long)i * m + c] - nnmpc_expf(lr[i]) * sum;
+            }
+        }
+    }
+}
+
+/** Index in x of the (first) maximum of a dilated pooling window (oy, ox) in channel c. */
+static inline long nnmpc_maxpool_dil_argmax(const float *x, const nnmpc_window_t *p, int oy,
+                                            int ox, int c)
+{
+    float m = -3.40282347e+38f;
+    long best = -1;
+    int ky, kx;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int iy = oy * p->stride_h + ky * p->dil_h - p->pad_top;
+        if (iy < 0 || iy >= p->in_h) {
+            continue;
+        }
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int ix = ox * p->stride_w + kx * p->dil_w - p->pad_left;
+            long at;
+            if (ix < 0 || ix >= p->in_w) {
+                continue;
+            }
+            at = (long)(iy * p->in_w + ix) * p->in_c + c;
+            if (best < 0 || x[at] > m) {
+                m = x[at];
+                best = at;
+            }
+        }
+    }
+    return best;
+}
+
+/** Max pooling with dilations (padding never wins). */
+static inline void nnmpc_maxpool_dil(const float *x, float *y, const nnmpc_window_t *p)
+{
+    int oy, ox, c;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (c = 0; c < p->in_c; ++c) {
+                const long best = nnmpc_maxpool_dil_argmax(x, p, oy, ox, c);
+                y[(long)(oy * p->out_w + ox) * p->in_c + c] = best < 0 ? 0.0f : x[best];
+            }
+        }
+    }
+}
+
+/** Dilated max-pool tangent (k lanes) or adjoint (vjp != 0: scattered, m = k lanes). */
+static inline void nnmpc_maxpool_dil_lanes(const float *x, const float *T_in, float *T_out,
+                                           const nnmpc_window_t *p, int k, int vjp)
+{
+    int oy, ox, c, l;
+    if (vjp) {
+        memset(T_out, 0, (size_t)p->in_h * (size_t)p->in_w * (size_t)p->in_c * (size_t)k *
+               sizeof(float));
+    }
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (c = 0; c < p->in_c; ++c) {
+                const long best = nnmpc_maxpool_dil_argmax(x, p, oy, ox, c);
+                const long at = ((long)(oy * p->out_w + ox) * p->in_c + c) * k;
+                for (l = 0; l < k; ++l) {
+                    if (vjp) {
+                        if (best >= 0) {
+                            T_out[best * k + l] += T_in[at + l];
+                        }
+                    } else {
+                        T_out[at + l] = best < 0 ? 0.0f : T_in[best * k + l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/**
+ * Transposed convolution, k lanes: y[oy, ox, o] = b[o] + sum x[iy, ix, i] W[i, ky, kx, o']
+ * over oy = iy stride_h + ky dil_h - pad_top (and the same in x), i and o in one group (o' the
+ * index of o in its group). in_* is x, out_* is y; W is (in_c, k_h, k_w, out_c / groups). Its
+ * adjoint is nnmpc_conv2d with the same W and the geometry turned round.
+ */
+static inline void nnmpc_deconv2d(const float *W, const float *b, const float *x, float *y,
+                                  const nnmpc_window_t *p, int k)
+{
+    const int cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+    int oy, ox, o, ky, kx, c, l;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            float *yo = y + ((long)(oy * p->out_w + ox) * p->out_c) * k;
+            for (o = 0; o < p->out_c; ++o) {
+                const int g = o / cout_g, og = o - g * cout_g;
+                float *yl = yo + (long)o * k;
+                for (l = 0; l < k; ++l) {
+                    yl[l] = b ? b[o] : 0.0f;
+                }
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int ty = oy + p->pad_top - ky * p->dil_h;
+                    int iy;
+                    if (ty < 0 || ty % p->stride_h) {
+                        continue;
+                    }
+                    iy = ty / p->stride_h;
+                    if (iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int tx = ox + p->pad_left - kx * p->dil_w;
+                        int ix;
+                        const float *xi;
+                        if (tx < 0 || tx % p->stride_w) {
+                            continue;
+                        }
+                        ix = tx / p->stride_w;
+                        if (ix >= p->in_w) {
+                            continue;
+                        }
+                        xi = x + ((long)(iy * p->in_w + ix) * p->in_c + (long)g * cin_g) * k;
+                        for (c = 0; c < cin_g; ++c) {
+                            const float wc = W[(((long)(g * cin_g + c) * p->k_h + ky) * p->k_w
+                                                + kx) * cout_g + og];
+                            const float *xl = xi + (long)c * k;
+                            for (l = 0; l < k; ++l) {
+                                yl[l] += wc * xl[l];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #ifdef __cplusplus
 }
 #endif
