@@ -118,6 +118,7 @@ def cmd_run(args) -> int:
         return _write_config(args)
     if args.port:
         return _run_at_port(args)
+    args.plant = args.plant or "msd"
     config = None
     if args.config:
         from ..loop.controller import ControllerSettings
@@ -150,7 +151,7 @@ def _write_config(args) -> int:
     from ..loop.settings import controller_settings
     from ..plants import get_plant
 
-    plant = get_plant(args.plant)
+    plant = get_plant(args.plant or "msd")
     net = prepare_model(plant, args.model, Path(args.work), seed=args.seed, kind=args.net)
     cs = controller_settings(plant, net, args.controller)
     path = cs.save(Path(args.write_config))
@@ -182,7 +183,9 @@ def register(sub) -> None:
                     "lock-step), or on the device (--sim device, mass-spring-damper only). "
                     "Writes telemetry CSV and a PNG plot beside it.")
     r.add_argument("--board", default="qemu-m4f", help="emulated board (default: qemu-m4f)")
-    r.add_argument("--plant", default="msd", help="plant (see `nnmpc plants`; default: msd)")
+    r.add_argument("--plant", default=None,
+                   help="plant (see `nnmpc plants`; default: msd); with --port: simulate it here "
+                        "in lock-step (hardware-in-the-loop)")
     r.add_argument("--model", default=None, metavar="M",
                    help="net file (.keras/.h5/.tflite/.onnx) or compiled folder; default: "
                         "train the plant's default net (cached in --work)")

@@ -20,6 +20,18 @@ def _ints(text: str, what: str, count: int | None = None) -> tuple[int, ...]:
     return vals
 
 
+def _lag(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise NnmpcError(f"--input-lag '{text}': seconds (e.g. 0.1) or auto") from None
+    if not 0 <= v <= 10:
+        raise NnmpcError(f"--input-lag {v:g}: outside [0, 10] s")
+    return v
+
+
 def cmd_train(args) -> int:
     from ..learn.pipeline import TrainOptions, train_plant
 
@@ -31,7 +43,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, samples=args.samples, save_data=args.save_data,
         data=Path(args.data) if args.data else None,
-        inputs=tuple(args.inputs or ("u_*",)), outputs=tuple(args.outputs or ("y_*",)))
+        inputs=tuple(args.inputs or ("u_*",)), outputs=tuple(args.outputs or ("y_*",)),
+        input_lag=_lag(args.input_lag))
     if opts.data is None and (args.inputs or args.outputs):
         raise NnmpcError("--inputs and --outputs pick columns of a log: they need --data")
     r = train_plant(opts)
@@ -113,6 +126,10 @@ def register(subparsers) -> None:
                    help="add a linear input-to-output path beside the MLP (y = W x + MLP(x)); "
                         "default: on for dyn and narx, off for fk")
     t.add_argument("--lags", metavar="NY,NU", help="NARX output and input lags, e.g. 2,2")
+    t.add_argument("--input-lag", metavar="SECONDS|auto", default="auto",
+                   help="--data with --kind fk: the actuators' first-order time constant; the "
+                        "net learns y from the inputs through it (the quasi-static map). auto "
+                        "(default) identifies it from the log; 0 pairs y[k] with u[k] as is")
     t.add_argument("--epochs", type=int, help="maximum epochs")
     t.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default: 20)")
     t.add_argument("--batch-size", type=int, default=64, help="minibatch size (default: 64)")

@@ -353,3 +353,39 @@ def series_dataset(kind: str, u: np.ndarray, y: np.ndarray,
 
     return Dataset(kind, flat(xs, ~is_val), flat(ts, ~is_val), flat(xs, is_val),
                    flat(ts, is_val), names, tnames, meta, **traj)
+
+
+def lag_filter(u: np.ndarray, tau: float, dt: float) -> np.ndarray:
+    """``u`` (T, m) through a first-order lag of time constant ``tau`` s, per sample period
+    ``dt`` (exact for inputs held over each period), starting at rest at ``u[0]``."""
+    u = np.asarray(u, dtype=np.float64)
+    if tau <= 0:
+        return u.copy()
+    a = np.exp(-dt / tau)
+    out = np.empty_like(u)
+    out[0] = u[0]
+    for k in range(1, len(u)):
+        out[k] = a * out[k - 1] + (1.0 - a) * u[k - 1]
+    return out
+
+
+def identify_input_lag(u: np.ndarray, y: np.ndarray, dt: float,
+                       taus: np.ndarray | None = None) -> tuple[float, float]:
+    """The actuator lag under a measured time series: the time constant whose lagged inputs
+    explain ``y`` best by a quadratic least-squares fit (a smooth forward map), over a grid of
+    0 to 1 s. Returns (tau, fit RMS). A plant whose actuators (or configuration) follow the
+    command through a first-order lag has y[k] = f(u lagged), so an fk net trained on the
+    lagged inputs learns the quasi-static map itself."""
+    taus = np.concatenate([[0.0], np.geomspace(dt, 1.0, 40)]) if taus is None else taus
+    y = np.asarray(y, dtype=np.float64)
+    best = (0.0, np.inf)
+    for tau in taus:
+        ub = lag_filter(u, tau, dt)
+        m = ub.shape[1]
+        quad = [ub[:, i] * ub[:, j] for i in range(m) for j in range(i, m)]
+        A = np.column_stack([np.ones(len(ub)), ub, *quad])
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+        rms = float(np.sqrt(((A @ coef - y) ** 2).mean()))
+        if rms < best[1]:
+            best = (float(tau), rms)
+    return best

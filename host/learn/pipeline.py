@@ -11,7 +11,8 @@ import numpy as np
 from ..errors import NnmpcError
 from ..plants import PLANTS, NetSpec, get_plant
 from ..progress import Progress, step
-from .datasets import Dataset, make_dataset, series_dataset
+from .datasets import (Dataset, identify_input_lag, lag_filter, make_dataset,
+                       series_dataset)
 from .logs import LogTable, read_log, strip_prefix
 from .export import export_all, representative_subset, run_tflite
 from .plots import plot_validation
@@ -37,6 +38,7 @@ class TrainOptions:
     seed: int = 0
     samples: int | None = None
     save_data: bool = False
+    input_lag: float | None = None     # --data, fk: actuator lag in s (None: identify; 0: none)
     data: Path | None = None           # train from this log instead of simulating a plant
     inputs: tuple[str, ...] = ("u_*",)  # log columns: names or fnmatch globs
     outputs: tuple[str, ...] = ("y_*",)
@@ -227,6 +229,19 @@ def train_log(o: TrainOptions) -> TrainOutcome:
                    "t1_s": float(t[-1]), "inputs": in_cols, "outputs": out_cols,
                    "metadata": table.meta},
     }
+    if kind == "fk" and o.input_lag != 0:
+        # fk pairs each output with the input it settled at: through the actuator lag, that is
+        # the lagged input (identified from the log unless given).
+        tau, fit = (identify_input_lag(u, y, dt) if o.input_lag is None
+                    else (float(o.input_lag), float("nan")))
+        describe["input_lag_s"] = tau
+        describe["input_lag_note"] = ("fk features are the inputs through a first-order lag of "
+                                      "this time constant" + (" (identified from the log)"
+                                                              if o.input_lag is None else ""))
+        u = lag_filter(u, tau, dt)
+        step(0, 4, f"actuator lag {tau * 1e3:.3g} ms" + (f" (identified: quadratic fit RMS "
+                                                          f"{fit:.3g})" if o.input_lag is None
+                                                          else " (--input-lag)"))
     ds = series_dataset(kind, u, y, in_names, out_names, lags=lags, gru_window=window,
                         meta=describe, source=str(path))
     total = 4

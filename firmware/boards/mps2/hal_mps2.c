@@ -83,7 +83,9 @@ static void uart_write(const uint8_t *data, size_t n)
 #define UART1_CTRL (*(volatile uint32_t *)(UART1_BASE + 0x08u))
 #define UART1_BAUDDIV (*(volatile uint32_t *)(UART1_BASE + 0x10u))
 #ifndef NNMPC_RIG_TIMEOUT_US
-#define NNMPC_RIG_TIMEOUT_US 50000u /* a reading that takes longer is a failed read */
+#define NNMPC_RIG_TIMEOUT_US 500000u /* a reading that takes longer is a failed read: the
+                                       * stand-in rig is a host thread that may be slow to
+                                       * answer; plant time waits with it */
 #endif
 
 static nnmpc_decoder_t g_rig_decoder;
