@@ -87,12 +87,14 @@ class UnicornLoop:
 def count_loop(plant_name: str, controller: str, net, img, periods: int,
                budget_us: int = BUDGET_US, *, clock_hz: int = CLOCK_HZ,
                reference_kind: str = "step", horizon: int | None = None,
-               moves: int | None = None) -> dict:
+               moves: int | None = None, refs: np.ndarray | None = None) -> dict:
     """Closed loop in unicorn on the plant's ``reference_kind`` reference (its first
-    ``periods`` periods); instructions and cycles per period, with the solver's time budget
-    on the emulated SysTick clock of a core at ``clock_hz``."""
+    ``periods`` periods), or on the reference rows ``refs``; instructions and cycles per
+    period, with the solver's time budget on the emulated SysTick clock of a core at
+    ``clock_hz``."""
     plant = get_plant(plant_name)
-    refs = R.reference(plant, reference_kind)[:periods]
+    refs = R.reference(plant, reference_kind)[:periods] if refs is None else \
+        np.asarray(refs, float)[:periods]
     u0 = R.start_input(plant, refs[0], R.default_u_init(plant, net.kind),
                        R.setup_for(plant).tracked)
     pid = R.tune_pid(plant, refs, u0) if controller == "pid" else None

@@ -74,8 +74,8 @@ def register(subparsers) -> None:
     tr.add_argument("--duration", type=float, metavar="S",
                     help="closed-loop seconds per reference (default: the plant's)")
     tr.add_argument("--count-periods", type=int, metavar="N",
-                    help="periods of the step reference counted on the instruction counter "
-                         "(default: 300)")
+                    help="periods counted on the instruction counter: the step reference "
+                         "with its levels held N / levels periods each (default: 200)")
     tr.add_argument("--budget-fraction", type=float, metavar="F",
                     help="solver time budget as a fraction of the period (default: 0.9)")
     st = s.add_argument_group("the study")

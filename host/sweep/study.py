@@ -57,7 +57,7 @@ class SweepOptions:
     train: dict = field(default_factory=dict)         # epochs, samples, patience, ...
     references: tuple[str, ...] | None = None         # default step, sine
     duration: float | None = None
-    count_periods: int | None = None                  # default 300
+    count_periods: int | None = None                  # default 200
     budget_fraction: float | None = None              # default 0.9
     seed: int | None = None                           # default 0
     tolerance: float = 0.0
@@ -192,7 +192,7 @@ def _config(o: SweepOptions, stored: dict | None) -> dict:
     return {"plant": plant.name, "board": o.board or board.name,
             "rate_hz": float(o.rate_hz or 1000.0),
             "references": list(o.references or ("step", "sine")), "duration": o.duration,
-            "count_periods": int(o.count_periods or 300),
+            "count_periods": int(o.count_periods or 200),
             "budget_fraction": float(o.budget_fraction or 0.9), "seed": int(o.seed or 0),
             "space": space.to_dict()}
 

@@ -57,7 +57,7 @@ class SweepContext:
     rate_hz: float
     references: tuple[str, ...] = ("step", "sine")
     duration: float | None = None           # closed-loop seconds per reference (None: setup's)
-    count_periods: int = 300
+    count_periods: int = 200
     budget_fraction: float = 0.9
     train: dict = field(default_factory=dict)
     seed: int = 0
@@ -93,6 +93,17 @@ class SweepContext:
             self._datasets[key] = make_dataset(self.plant, kind, samples, seed=self.seed,
                                                lags=(lags, lags) if kind == "narx" else (2, 2))
         return self._datasets[key]
+
+
+def count_reference(plant: Plant, periods: int) -> np.ndarray:
+    """The step reference with every level held ``periods / levels`` periods: the start and
+    every step of the plant's reference (where the solver works hardest) in few periods."""
+    st = setup_for(plant)
+    hold = max(1, periods // len(st.step_levels))
+    rows = np.zeros((hold * len(st.step_levels), len(plant.outputs)))
+    for i, level in enumerate(st.step_levels):
+        rows[i * hold:(i + 1) * hold, list(st.tracked)] = level
+    return rows
 
 
 def worker_id() -> str:
@@ -234,7 +245,8 @@ def evaluate(ctx: SweepContext, p: NetParams, out: Path, stage=lambda name: None
     net = prepare_model(ctx.plant, str(model_dir), out)
     kw = dict(horizon=p.horizon or None, moves=p.moves or None)
     c = count_loop(ctx.plant.name, "nr", net, img, ctx.count_periods, ctx.budget_us,
-                   clock_hz=ctx.target.clock_hz, **kw)
+                   clock_hz=ctx.target.clock_hz,
+                   refs=count_reference(ctx.plant, ctx.count_periods), **kw)
     rec.update(cycles_max=int(c["cycles_max"]), cycles_mean=int(c["cycles_mean"]),
                cycles_p99=int(c["cycles_p99"]), period_cycles=ctx.period_cycles,
                budget_us=ctx.budget_us, count_periods=int(c["periods"]),
