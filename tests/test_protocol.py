@@ -251,10 +251,10 @@ def test_fuzz_target_runs_clean_under_sanitizers(tmp_path):
     """tests/fuzz/fuzz_app.c: decoder + message unpackers + request handler + control loop on
     mutated frame streams, built with ASan/UBSan (deterministic driver; libFuzzer if clang)."""
     exe = tmp_path / "fuzz"
-    inc = [f"-I{FW / d}" for d in ("protocol", "solver", "control", "app")]
+    inc = [f"-I{FW / d}" for d in ("protocol", "solver", "io", "control", "app")]
     src = [str(REPO / "tests" / "fuzz" / "fuzz_app.c"),
            *(str(FW / s) for s in ("protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
-                                   "solver/nnmpc_solver.c", "control/nnmpc_control.c",
+                                   "solver/nnmpc_solver.c", "io/nnmpc_io.c", "control/nnmpc_control.c",
                                    "app/nnmpc_app.c"))]
     subprocess.run(["cc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                     "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
@@ -283,10 +283,10 @@ def test_libfuzzer_target_runs_briefly(tmp_path):
     clang = shutil.which("clang")
     if clang is None:
         pytest.skip("clang not installed (apt-get install clang libclang-rt-dev)")
-    inc = [f"-I{FW / d}" for d in ("protocol", "solver", "control", "app")]
+    inc = [f"-I{FW / d}" for d in ("protocol", "solver", "io", "control", "app")]
     src = [str(REPO / "tests" / "fuzz" / "fuzz_app.c"),
            *(str(FW / s) for s in ("protocol/nnmpc_proto.c", "protocol/nnmpc_msgs.c",
-                                   "solver/nnmpc_solver.c", "control/nnmpc_control.c",
+                                   "solver/nnmpc_solver.c", "io/nnmpc_io.c", "control/nnmpc_control.c",
                                    "app/nnmpc_app.c"))]
     exe = tmp_path / "libfuzz"
     r = subprocess.run([clang, "-std=c99", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
