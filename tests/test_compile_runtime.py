@@ -115,7 +115,48 @@ def test_enum_lists_every_elementwise_activation():
     names = [line.split()[0].rstrip(",").replace("NNMPC_FN_", "").lower()
              for line in body.splitlines()[1:] if line.strip().startswith("NNMPC_FN_")]
     assert names == ENUM
-    assert set(ENUM) | {"softmax"} == set(ACTIVATIONS)
+    assert set(ENUM) | {"softmax", "log_softmax"} | set(FX) == set(ACTIVATIONS)
+
+
+FX = ["abs", "sqrt", "log"]  # nnmpc_fx, in its enum's order
+
+FX_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "nnmpc_ops.h"
+int main(int argc, char **argv)
+{
+    static float x[8192], y[8192], d[8192];
+    const int f = argc > 1 ? atoi(argv[1]) : 0;
+    const int n = (int)fread(x, sizeof(float), 8192, stdin);
+    nnmpc_fx(x, y, d, n, (nnmpc_fx_t)f);
+    fwrite(y, sizeof(float), (size_t)n, stdout);
+    fwrite(d, sizeof(float), (size_t)n, stdout);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("kind", FX)
+def test_fx_function_and_derivative_without_libm(tmp_path, kind):
+    (tmp_path / "fx.c").write_text(FX_HARNESS)
+    exe = tmp_path / "fx"
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                    f"-I{RUNTIME_DIR}", str(tmp_path / "fx.c"), str(RUNTIME_DIR / "nnmpc_nn.c"),
+                    "-o", str(exe)], check=True, capture_output=True)
+    x = np.concatenate([np.linspace(-30, 30, 6001), np.geomspace(1e-30, 1e30, 1201),
+                        [0.0, 1e-38, 3.4e38]]).astype(np.float32)
+    if kind != "abs":
+        x = x[x > 0]
+    out = subprocess.run([str(exe), str(FX.index(kind))], input=x.tobytes(), capture_output=True,
+                         check=True).stdout
+    y, d = np.frombuffer(out, np.float32).reshape(2, -1).astype(np.float64)
+    x = x.astype(np.float64)
+    ref = {"abs": (np.abs(x), np.sign(x)), "sqrt": (np.sqrt(x), 0.5 / np.sqrt(x)),
+           "log": (np.log(x), 1 / x)}[kind]
+    assert np.max(np.abs(y - ref[0]) / (1e-30 + np.abs(ref[0]) + (kind == "log"))) <= 2e-7 * (
+        1 if kind != "log" else 10), kind
+    assert np.max(np.abs(d - ref[1]) / (np.abs(ref[1]) + 1e-30)) <= 1e-6, kind
 
 
 @pytest.mark.parametrize("kind", ENUM)

@@ -143,3 +143,14 @@ def test_dropout_in_training_mode_is_refused(tmp_path):
                {"r": np.float32(0.5), "t": np.array(False)})
     (tmp_path / "e.onnx").write_bytes(m.SerializeToString())
     assert load_model(tmp_path / "e.onnx").input_size == 4
+
+
+def test_compiler_doc_lists_the_front_ends_onnx_table():
+    from pathlib import Path
+
+    from nnmpc.compiler.frontends.onnx import OPS, SUPPORTED, ops_table
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "COMPILER.md").read_text()
+    begin, end = "<!-- onnx-ops:begin -->\n", "\n<!-- onnx-ops:end -->"
+    assert doc[doc.index(begin) + len(begin):doc.index(end)] == ops_table()
+    assert sorted(OPS) == SUPPORTED and len(ops_table().splitlines()) == len(OPS) + 2

@@ -452,6 +452,37 @@ def onnx_handmade(path: Path):
     path.write_bytes(m.SerializeToString())
 
 
+def onnx_wild(path: Path):
+    """Ops from PyTorch models (opset 17): ConvTranspose (the `deconv` IR op), Abs, Sqrt, Log,
+    a dilated MaxPool, LogSoftmax over the channels."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    f = lambda *s: rng.normal(0, 0.4, s).astype(np.float32)  # noqa: E731
+    inits = {"w1": f(2, 3, 3, 3), "b1": f(3), "eps": np.float32(0.25)}
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["c1"], strides=[2, 2],
+                         pads=[1, 1, 0, 0], name="deconv"),
+        helper.make_node("Abs", ["c1"], ["a1"], name="abs"),
+        helper.make_node("Add", ["a1", "eps"], ["a2"], name="shift"),
+        helper.make_node("Sqrt", ["a2"], ["s1"], name="sqrt"),
+        helper.make_node("Log", ["a2"], ["l1"], name="log"),
+        helper.make_node("Sub", ["s1", "l1"], ["d1"], name="sub"),
+        helper.make_node("MaxPool", ["d1"], ["p1"], kernel_shape=[2, 2], dilations=[2, 2],
+                         name="dilated_pool"),
+        helper.make_node("LogSoftmax", ["p1"], ["y"], axis=1, name="logsoftmax"),
+    ]
+    g = helper.make_graph(nodes, "wild",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    path.write_bytes(m.SerializeToString())
+
+
 def onnx_nchw_cnn(path: Path):
     """An NCHW CNN as PyTorch exports them (opset 17): Conv with pads, BatchNormalization,
     Relu, MaxPool, a depthwise strided Conv, AveragePool with pads, GlobalAveragePool, Flatten,
@@ -528,6 +559,9 @@ def build_zoo(root: Path) -> list[ZooModel]:
     p = root / "nchw_cnn.onnx"
     onnx_nchw_cnn(p)
     zoo.append(ZooModel("onnx:nchw_cnn", "onnx", p, (2, 8, 8), 3, onnx_ref(p, (2, 8, 8))))
+    p = root / "wild.onnx"
+    onnx_wild(p)
+    zoo.append(ZooModel("onnx:wild", "onnx", p, (2, 3, 3), 48, onnx_ref(p, (2, 3, 3))))
     for name in TFLITE_MODELS:
         m = models[name]
         p = root / f"{name}.tflite"
@@ -551,7 +585,7 @@ def build_zoo(root: Path) -> list[ZooModel]:
 def zoo_names() -> list[str]:
     """The names build_zoo gives its models, known without building them."""
     names = [f"{fmt}:{n}" for n, (_, fmts) in sorted(keras_builders().items()) for fmt in fmts]
-    names += [f"onnx:{n}" for n in ONNX_MODELS] + ["onnx:handmade", "onnx:nchw_cnn"]
+    names += [f"onnx:{n}" for n in ONNX_MODELS] + ["onnx:handmade", "onnx:nchw_cnn", "onnx:wild"]
     names += [f"tflite:{n}" for n in TFLITE_MODELS]
     names += [f"int8:{n}" for n in sorted(int8_keras_builders())]
     return names

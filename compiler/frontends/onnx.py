@@ -16,15 +16,82 @@ import numpy as np
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
 
-SUPPORTED = sorted([
-    "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Elu", "Selu",
-    "LeakyRelu", "Softplus", "Softsign", "HardSigmoid", "Exp", "Softmax", "Clip", "Gelu",
-    "Identity", "Dropout", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "GlobalMaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad",
-    "Constant", "BatchNormalization", "Neg", "Split", "Slice",
-    "Abs", "Sqrt", "Log", "PRelu", "HardSwish", "LogSoftmax", "ReduceMean", "Resize",
-    "ConvTranspose", "GRU", "LSTM", "RNN",
-])
+#: Every ONNX op the front-end converts, with what of it is supported (docs/COMPILER.md's
+#: ONNX table is generated from this: :func:`ops_table`).
+OPS: dict[str, str] = {
+    "Abs": "`abs` (derivative sign(x))",
+    "Add": "`add`; a constant broadcast, or a computed operand over leading axes",
+    "AveragePool": "1-D, 2-D, 3-D (separable); pads, auto_pad, strides, `ceil_mode`, "
+                   "`count_include_pad`, `dilations` (the last three as a depthwise `conv` "
+                   "by ones times 1/count)",
+    "BatchNormalization": "inference mode (folded into the layer before it, else a scale "
+                          "and shift); `training_mode=1` refused",
+    "Clip": "any constant bounds: [0, 6] `relu6`, [0, inf) `relu`, [lo, hi] a "
+            "`hard_sigmoid` scaled, one-sided bounds with `relu`",
+    "Concat": "any axis (the batch axis only when the batch is fixed)",
+    "Constant": "value, value_float(s), value_int(s)",
+    "Conv": "1-D, 2-D; pads, auto_pad, strides, dilations, group",
+    "ConvTranspose": "1-D, 2-D; pads, auto_pad, output_padding, output_shape, strides, "
+                     "dilations, group (`deconv`; its adjoint is a `conv`)",
+    "Div": "by a constant",
+    "Dropout": "removed; `training_mode` True or computed, or a mask output read, refused",
+    "Elu": "`elu`",
+    "Exp": "`exponential`",
+    "Flatten": "any axis, negative too",
+    "Gelu": "`gelu`, approximate='tanh' `gelu_tanh`",
+    "Gemm": "constant B, transA, transB, alpha, beta; C a constant (vector or matrix) or "
+            "computed",
+    "GlobalAveragePool": "1-D, 2-D",
+    "GlobalMaxPool": "1-D, 2-D",
+    "GRU": "unrolled over the window; forward, reverse, bidirectional; "
+           "linear_before_reset 0 or 1; layout 0 or 1; any batch; initial_h constant, "
+           "computed or absent (zeros); sequence_lens absent or the whole window; "
+           "activations Sigmoid, Tanh, Relu, Softsign, Softplus",
+    "HardSigmoid": "`hard_sigmoid` (alpha, beta)",
+    "HardSwish": "x `hard_sigmoid`(x) (`mul`)",
+    "Identity": "removed",
+    "LeakyRelu": "`leaky_relu`",
+    "Log": "`log`",
+    "LogSoftmax": "`log_softmax`, any axis (transposed to the last)",
+    "LSTM": "as GRU (gates i, o, f, c), with initial_c and peepholes P; no input_forget",
+    "MatMul": "by a constant: 2-D, 1-D (vector), N-D (batched weights, broadcast); or a "
+              "constant on the left (A x)",
+    "MaxPool": "1-D, 2-D, 3-D (separable); pads, auto_pad, strides, `ceil_mode`, "
+               "`dilations`; no Indices output, storage_order 0",
+    "Mul": "`mul`; as Add",
+    "Neg": "`mul` by -1",
+    "Pad": "constant mode, any value, negative pads (crops), axes",
+    "PRelu": "`leaky_relu` (one slope) or relu(x) - slope relu(-x)",
+    "ReduceMean": "any axes, keepdims (a `dense` by 1/n)",
+    "Relu": "`relu`",
+    "Reshape": "constant shape (0 and -1), allowzero without empty dimensions",
+    "Resize": "constant scales or sizes (keep_aspect_ratio_policy 'stretch'); nearest, "
+              "linear, cubic; every coordinate_transformation_mode; antialias (a `dense` "
+              "per resized axis, from the ONNX reference evaluator)",
+    "RNN": "as GRU",
+    "Selu": "`selu`; other alpha/gamma as gamma `elu`",
+    "Sigmoid": "`sigmoid`",
+    "Slice": "constant starts/ends/axes, step 1",
+    "Softmax": "`softmax`, any axis (transposed to the last)",
+    "Softplus": "`softplus`",
+    "Softsign": "`softsign`",
+    "Split": "constant split sizes or num_outputs",
+    "Sqrt": "`sqrt`",
+    "Squeeze": "constant axes",
+    "Sub": "`sub`; constant - x as `mul` by -1 + `add`",
+    "Tanh": "`tanh`",
+    "Transpose": "any rank (above 4-D: unit axes dropped, neighbours merged, then swaps of "
+                 "neighbouring blocks)",
+    "Unsqueeze": "constant axes",
+}
+SUPPORTED = sorted(OPS)
+
+
+def ops_table() -> str:
+    """The Markdown table of :data:`OPS` (in docs/COMPILER.md between the onnx-ops markers)."""
+    rows = ["| ONNX op | supported |", "|---|---|"]
+    rows += [f"| {op} | {OPS[op]} |" for op in sorted(OPS, key=str.lower)]
+    return "\n".join(rows)
 
 #: Ops that read tensors whose first axis is not the batch (see ``_Val.nobatch``).
 _NOBATCH_OK = {"Reshape", "Transpose", "Split", "Squeeze", "Slice", "Identity", "Dropout",
@@ -894,6 +961,9 @@ class _OnnxLoader:
         spatial = x.shape[1:]
         dilated = False
         if glob:
+            if len(spatial) not in (1, 2):
+                self.fail(f"{n.op_type} on a {len(spatial)}-D image is not supported "
+                          "(supported: 1-D, 2-D)")
             rank, ks = len(spatial), tuple(spatial)
             out_sp, geo = (1,) * rank, dict(strides=(1, 1), dilations=(1, 1), pads=(0, 0))
         else:
