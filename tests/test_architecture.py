@@ -7,8 +7,9 @@ Rules (docs/ARCHITECTURE.md):
 - the IR layer (ir, passes, reference, errors, version) imports no front-end and no back-end;
 - a front-end never imports the back-end or reads templates/; the back-end never imports a
   front-end;
-- the host stages run one way: plants -> learn -> build -> link -> loop, then bench and cli on
-  top; a stage imports only the shared modules (errors, progress, toolchain) and earlier stages;
+- the host stages run one way: plants -> learn -> build -> link -> loop, then bench, sweep and
+  cli on top; a stage imports only the shared modules (errors, progress, toolchain) and
+  earlier stages;
   the plants import no compiler.
 """
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .trial import DoesNotFit, SweepContext, evaluate, worker_id
 DEFAULT_STUDY = "sweep"
 HEARTBEAT_S = 10
 GRACE_S = 60
+MAX_FAILURES_IN_A_ROW = 3
 #: The settings a study is made with; every worker and every resumed run uses the same.
 CONFIG_KEYS = ("plant", "board", "rate_hz", "references", "duration", "count_periods",
                "budget_fraction", "seed", "space")
@@ -77,6 +79,7 @@ class SweepResult:
     png: Path
     best: Path | None
     interrupted: bool = False
+    aborted: str | None = None
     added: int = 0
     ctx: SweepContext | None = None
 
@@ -240,6 +243,8 @@ def _same(study, params: NetParams, number: int):
 def make_objective(ctx: SweepContext, space: SearchSpace, say, on_stage):
     import optuna
 
+    failures: list[int] = []
+
     def objective(trial):
         p = space.suggest(trial, ctx.plant)
         trial.set_user_attr("params", asdict(p))
@@ -247,14 +252,11 @@ def make_objective(ctx: SweepContext, space: SearchSpace, say, on_stage):
         trial.set_user_attr("worker", worker_id())
         prev = _same(trial.study, p, trial.number)
         if prev is not None:
+            # Pruned, not answered again: the sampler then moves away from a point it has.
+            why = f"same point as trial {prev.number}"
             trial.set_user_attr("repeat_of", prev.number)
-            if prev.state.name == "PRUNED":
-                trial.set_user_attr("pruned", prev.user_attrs.get("pruned", ""))
-                raise optuna.TrialPruned(prev.user_attrs.get("pruned", ""))
-            rec = {k: v for k, v in prev.user_attrs.items()
-                   if k not in ("repeat_of", "worker", "model_keras_b64", "constraints")}
-            rec["worker"] = worker_id()
-            return _finish(trial, ctx, rec)
+            trial.set_user_attr("pruned", why)
+            raise optuna.TrialPruned(why)
         out = ctx.work / f"{trial.number:04d}"
         try:
             rec = evaluate(ctx, p, out, stage=lambda s: on_stage(trial.number, p, s))
@@ -264,10 +266,14 @@ def make_objective(ctx: SweepContext, space: SearchSpace, say, on_stage):
                     trial.set_user_attr(k, v)
             trial.set_user_attr("pruned", e.reason)
             raise optuna.TrialPruned(e.reason) from None
-        except (NnmpcError, RuntimeError) as e:
-            trial.set_user_attr("error", _one_line(e))
+        except Exception as e:   # this trial failed (a build, the board): the study goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {_one_line(e)}")
+            failures.append((trial.number, f"{type(e).__name__}: {_one_line(e)}"))
             raise
+        failures.clear()
         return _finish(trial, ctx, rec)
+
+    objective.failures = failures
 
     return objective
 
@@ -382,22 +388,31 @@ def run_sweep(o: SweepOptions) -> SweepResult:
     # earlier trial, without training) does not count against --trials; a small space that
     # is used up ends the run.
     attempts = 0
+    aborted = None
     with bar:
         try:
             while done[0] < o.trials and attempts < 4 * o.trials + 8:
                 attempts += 1
                 study.optimize(objective, n_trials=1, callbacks=[on_trial],
-                               catch=(NnmpcError, RuntimeError))
+                               catch=(Exception,))
+                fails = objective.failures
+                if len(fails) >= MAX_FAILURES_IN_A_ROW:   # beyond one net: stop this worker
+                    aborted = (f"{len(fails)} trials in a row failed (trials "
+                               f"{', '.join(str(n) for n, _ in fails)}); the last: "
+                               f"{fails[-1][1]}")
+                    break
         except KeyboardInterrupt:
             interrupted = True
-    if done[0] < o.trials and not interrupted:
+    if aborted is not None:
+        say(f"stopped: {aborted}")
+    elif done[0] < o.trials and not interrupted:
         say(f"the sampler kept proposing points already tried ({space.size(ctx.plant)} points "
             f"in the space): stopped after {done[0]} new trials")
     if interrupted:
         say(f"interrupted: the {done[0]} finished trials of this run are kept in the study; "
             "--resume continues it")
     res = finish(study, ctx, out, name, url, o.tolerance, export=o.export)
-    res.interrupted, res.added, res.ctx = interrupted, done[0], ctx
+    res.interrupted, res.aborted, res.added, res.ctx = interrupted, aborted, done[0], ctx
     print(f"{len(res.trials)} trials in the study ({done[0]} by this worker in "
           f"{time.monotonic() - t0:.0f} s); Pareto front (within the budgets):")
     print(res.table)
@@ -438,5 +453,8 @@ def finish(study, ctx: SweepContext, out: Path, name: str, url: str, tolerance: 
 
 def main_sweep(o: SweepOptions) -> int:
     res = run_sweep(o)
+    if res.aborted:
+        print(f"nnmpc: error: {res.aborted}", file=sys.stderr)
+        return 1
     return 130 if res.interrupted else 0
 
