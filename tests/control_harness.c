@@ -11,6 +11,7 @@
  *   start                      prints "start RC"
  *   period Y                   one period: prints "tel STATUS U INTEG RESIDUAL"
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,17 @@ int main(void)
             memset(&m, 0, sizeof(m));
             m.ref[0] = (float)v[0];
             printf("ref %d\n", nnmpc_control_reference(&g_c, &m));
+        } else if (!strcmp(cmd, "traj")) {
+            /* traj T: the reference 0.5 sin(0.1 k) for k < T, uploaded before the start */
+            static nnmpc_trajectory_req_t m;
+            int k;
+            memset(&m, 0, sizeof(m));
+            m.total = (uint16_t)v[0];
+            m.rows_count = m.total;
+            for (k = 0; k < m.total; ++k) {
+                m.rows[k] = (float)(0.5 * sin(0.1 * k));
+            }
+            printf("traj %d\n", nnmpc_control_trajectory(&g_c, &m));
         } else if (!strcmp(cmd, "start")) {
             printf("start %d\n", nnmpc_control_start(&g_c));
         } else if (!strcmp(cmd, "period")) {

@@ -44,7 +44,9 @@ def pid_loop(exe: Path, bad_at: int | None = None, bad: str = "1e20", ylim: str 
     bad_at is replaced by `bad`. Returns statuses, inputs and integrator states per period."""
     proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin and proc.stdout
-    setup = ["init 1000000", "config 1 0 0", "pid 0.8 0.15 0.1 0", "limits -1 1 0", "ref 0"]
+    # The slow sine is uploaded as a trajectory before the start (a REFERENCE while the loop
+    # runs is refused: test_reference_while_running_is_refused).
+    setup = ["init 1000000", "config 1 0 0", "pid 0.8 0.15 0.1 0", "limits -1 1 0", f"traj {T}"]
     if ylim:
         setup.append(f"ylim {ylim}")
     setup.append("start")
@@ -54,10 +56,8 @@ def pid_loop(exe: Path, bad_at: int | None = None, bad: str = "1e20", ylim: str 
     assert all(r[1] == "0" for r in replies), replies
     y, st, us, integ = 0.0, [], [], []
     for k in range(T):
-        proc.stdin.write(f"ref {0.5 * np.sin(0.1 * k):.9g}\n")
         proc.stdin.write(f"period {bad if k == bad_at else f'{y:.9g}'}\n")
         proc.stdin.flush()
-        assert proc.stdout.readline().split() == ["ref", "0"]
         t = proc.stdout.readline().split()
         assert t[0] == "tel"
         st.append(int(t[1]))
@@ -128,3 +128,13 @@ config 1 0 1
     assert res[7] == ["config", "0", "2147483000", "2147483", "2147483"]
     # A slow clock does not round a budget down to "no budget".
     assert res[8] == ["config", "0", "1", "0", "1"]
+
+
+def test_reference_while_running_is_refused(harness):
+    """REFERENCE while the loop runs would drop the uploaded trajectory under it: busy (5),
+    as docs/PROTOCOL.md says; stopped, it is taken."""
+    out = run(harness, "init 1000000\nconfig 1 0 0\npid 0.8 0.15 0.1 0\nlimits -1 1 0\n"
+                       "traj 10\nstart\nref 0.3\n")
+    assert out[-2] == ["start", "0"] and out[-1] == ["ref", "5"]
+    out = run(harness, "init 1000000\nconfig 1 0 0\nlimits -1 1 0\nref 0.3\n")
+    assert out[-1] == ["ref", "0"]

@@ -26,7 +26,13 @@ int nnmpc_app_init(nnmpc_app_t *app)
     nnmpc_net_t net;
     nnmpc_decoder_init(&app->decoder);
     app->requests = app->rejected = app->periods = app->overruns = app->max_work = 0;
+    app->lost = app->safe_holds = 0;
     app->period_ticks = 0;
+    app->last_type = app->last_seq = 0;
+    app->last_crc = 0;
+    app->reply_len = app->telemetry_len = 0;
+    app->answering = 0;
+    app->since_sensor = 0;
     memset(app->y_latest, 0, sizeof(app->y_latest));
     if (!app->model || !app->write || !app->control || !app->board) {
         return -1;
@@ -39,9 +45,21 @@ int nnmpc_app_init(nnmpc_app_t *app)
 void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *payload, size_t len)
 {
     const size_t n = nnmpc_frame_encode(type, seq, (const uint8_t *)payload, len, app->wire);
-    if (n) {
-        app->write(app->wire, n);
+    if (!n) {
+        return;
     }
+    if (type == NNMPC_MSG_TELEMETRY) {
+        app->telemetry_len = (uint16_t)(n <= sizeof(app->telemetry_wire) ? n : 0u);
+        if (app->telemetry_len) {
+            memcpy(app->telemetry_wire, app->wire, n);
+        }
+    } else if (app->answering) {
+        app->reply_len = (uint16_t)(n <= sizeof(app->reply_wire) ? n : 0u);
+        if (app->reply_len) {
+            memcpy(app->reply_wire, app->wire, n);
+        }
+    }
+    app->write(app->wire, n);
 }
 
 static void send_error(nnmpc_app_t *app, uint8_t seq, uint8_t code, uint8_t type)
@@ -117,12 +135,21 @@ static void on_model(nnmpc_app_t *app, const nnmpc_frame_t *f)
                    nnmpc_jacobian_rep_pack(r, app->out));
 }
 
+static void send_telemetry(nnmpc_app_t *app)
+{
+    const nnmpc_telemetry_evt_t *t = &app->telemetry;
+    app->periods++;
+    if (t->k % app->control->config.telemetry_every == 0) {
+        nnmpc_app_send(app, NNMPC_MSG_TELEMETRY, (uint8_t)t->k, app->out,
+                       nnmpc_telemetry_evt_pack(t, app->out));
+    }
+}
+
 static void run_period(nnmpc_app_t *app, const float *y)
 {
     nnmpc_control_t *c = app->control;
     nnmpc_telemetry_evt_t *t = &app->telemetry;
     nnmpc_control_period(c, y, t);
-    app->periods++;
     if (t->work > app->max_work) {
         app->max_work = t->work;
     }
@@ -130,10 +157,7 @@ static void run_period(nnmpc_app_t *app, const float *y)
         t->flags |= 1u;
         app->overruns++;
     }
-    if (t->k % c->config.telemetry_every == 0) {
-        nnmpc_app_send(app, NNMPC_MSG_TELEMETRY, (uint8_t)t->k, app->out,
-                       nnmpc_telemetry_evt_pack(t, app->out));
-    }
+    send_telemetry(app);
 }
 
 void nnmpc_app_poll(nnmpc_app_t *app)
@@ -152,6 +176,18 @@ void nnmpc_app_poll(nnmpc_app_t *app)
         /* A whole period was missed: count it and restart the schedule from now. */
         app->overruns++;
         app->next_due = now + app->period_ticks;
+    }
+    if (c->config.source == NNMPC_SOURCE_HOST && c->link_timeout &&
+        app->since_sensor >= c->link_timeout) {
+        /* The host's measurements stopped: hold the safe input and say so every period
+         * until SENSOR frames return. */
+        nnmpc_control_hold_safe(c, app->y_latest, &app->telemetry);
+        app->safe_holds++;
+        send_telemetry(app);
+        return;
+    }
+    if (c->config.source == NNMPC_SOURCE_HOST) {
+        app->since_sensor++;
     }
     if (c->config.source == NNMPC_SOURCE_DEVICE) {
         nnmpc_control_plant_output(c, app->y_latest);
@@ -209,6 +245,9 @@ static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
             memset(app->y_latest, 0, sizeof(app->y_latest));
         }
         app->periods = app->overruns = app->max_work = 0;
+        app->lost = app->safe_holds = 0;
+        app->since_sensor = 0u;
+        app->telemetry_len = 0u;
     }
     ack(app, f, err);
     /* Free-running on-device loop (no period): the periods follow from nnmpc_app_poll with
@@ -230,10 +269,25 @@ static void on_sensor(nnmpc_app_t *app, const nnmpc_frame_t *f)
         send_error(app, f->seq, NNMPC_ERR_NOT_RUNNING, f->type);
         return;
     }
-    memcpy(app->y_latest, s->y, sizeof(float) * s->y_count);
     if (app->period_ticks == 0) {
-        run_period(app, app->y_latest); /* lock-step: the sensor frame is the clock */
+        /* Lock-step: the sensor frame is the clock, and each period runs exactly once. A
+         * resend of the last period's frame gets that period's TELEMETRY again. */
+        if (s->k - c->k < 0x80000000u) { /* s->k >= c->k, modulo 2^32 */
+            /* Periods between the last one and k never had their SENSOR frame: the host gave
+             * up on them (their input was held there). Skip them so both sides agree on k. */
+            app->lost += s->k - c->k;
+            c->k = s->k;
+            memcpy(app->y_latest, s->y, sizeof(float) * s->y_count);
+            run_period(app, app->y_latest);
+        } else if (s->k == c->k - 1u && app->telemetry_len) {
+            app->write(app->telemetry_wire, app->telemetry_len);
+        } else {
+            send_error(app, f->seq, NNMPC_ERR_OUT_OF_ORDER, f->type);
+        }
+        return;
     }
+    memcpy(app->y_latest, s->y, sizeof(float) * s->y_count);
+    app->since_sensor = 0u; /* fixed rate: the latest measurement, and the link is alive */
 }
 
 /* Unpack a settings message and apply it; any failure leaves the settings unchanged. */
@@ -246,6 +300,8 @@ static void on_sensor(nnmpc_app_t *app, const nnmpc_frame_t *f)
         }                                                                                 \
     } while (0)
 
+static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f);
+
 void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
 {
     const nnmpc_frame_t *f = &app->frame;
@@ -253,6 +309,28 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
         return;
     }
     app->requests++;
+    if (f->type != NNMPC_MSG_SENSOR) {
+        /* A request repeated with its sequence number (the host resends after a lost reply)
+         * is answered again, not applied again: the cached reply, or, for a long reply (an
+         * idempotent query), the same request computed again. */
+        const uint16_t crc = nnmpc_crc16(nnmpc_crc16(0xFFFFu, &f->type, 1), f->payload, f->len);
+        if (f->type == app->last_type && f->seq == app->last_seq && crc == app->last_crc &&
+            app->reply_len) {
+            app->write(app->reply_wire, app->reply_len);
+            return;
+        }
+        app->last_type = f->type;
+        app->last_seq = f->seq;
+        app->last_crc = crc;
+        app->reply_len = 0;
+    }
+    app->answering = 1;
+    handle(app, f);
+    app->answering = 0;
+}
+
+static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f)
+{
     switch (f->type) {
     case NNMPC_MSG_HELLO:
         if (f->len) {
@@ -279,6 +357,9 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
         s->periods = app->periods;
         s->overruns = app->overruns;
         s->max_work = app->max_work;
+        s->k = app->control->k;
+        s->lost = app->lost;
+        s->safe_holds = app->safe_holds;
         nnmpc_app_send(app, NNMPC_MSG_STATS | NNMPC_MSG_REPLY, f->seq, app->out,
                        nnmpc_stats_rep_pack(s, app->out));
         break;
@@ -306,6 +387,9 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
         break;
     case NNMPC_MSG_EXCITE:
         SETTING(nnmpc_excite_req_unpack, nnmpc_control_excite, excite);
+        break;
+    case NNMPC_MSG_SAFETY:
+        SETTING(nnmpc_safety_req_unpack, nnmpc_control_safety, safety);
         break;
     case NNMPC_MSG_START:
         on_start(app, f);

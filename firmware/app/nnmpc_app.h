@@ -30,6 +30,11 @@ typedef struct {
     void (*predict_jacobian)(const float *input, float *output, float *jacobian);
 } nnmpc_model_t;
 
+/* Bytes kept for resending: a reply up to this size (acks, errors, short answers; a longer one
+ * is an idempotent query and is computed again), and one TELEMETRY frame. */
+#define NNMPC_REPLY_CACHE 40
+#define NNMPC_TELEMETRY_CACHE (NNMPC_MSGS_CHANNELS * 12 + 40)
+
 typedef struct nnmpc_app nnmpc_app_t;
 
 struct nnmpc_app {
@@ -60,14 +65,25 @@ struct nnmpc_app {
         nnmpc_sensor_req_t sensor;
         nnmpc_plant_req_t plant;
         nnmpc_excite_req_t excite;
+        nnmpc_safety_req_t safety;
         nnmpc_hello_rep_t hello;
         nnmpc_stats_rep_t stats;
     } msg;
     nnmpc_telemetry_evt_t telemetry;
+    /* Resend safety: the last request's (type, seq, CRC) and its short reply, and the last
+     * period's TELEMETRY frame, sent again for a repeated request or SENSOR frame. */
+    uint8_t last_type, last_seq;
+    uint16_t last_crc;
+    uint8_t reply_wire[NNMPC_REPLY_CACHE];
+    uint16_t reply_len;       /* 0: nothing cached (the reply was long, or none yet) */
+    uint8_t telemetry_wire[NNMPC_TELEMETRY_CACHE];
+    uint16_t telemetry_len;
+    int answering;            /* a request is being answered: cache what is sent */
+    uint32_t since_sensor;    /* fixed-rate periods since the last valid SENSOR frame */
     float y_latest[NNMPC_CH];
     uint32_t period_ticks;
     uint32_t next_due;
-    uint32_t requests, rejected, periods, overruns, max_work;
+    uint32_t requests, rejected, periods, overruns, max_work, lost, safe_holds;
 };
 
 /** Reset counters, the decoder and the controller. Returns 0, or -1 if a field is missing. */

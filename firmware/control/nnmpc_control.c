@@ -177,6 +177,9 @@ int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m)
 
 int nnmpc_control_reference(nnmpc_control_t *c, const nnmpc_reference_req_t *m)
 {
+    if (c->running) {
+        return NNMPC_ERR_BUSY; /* it would drop the uploaded trajectory under the loop */
+    }
     if (!all_finite(m->ref, NNMPC_CH)) {
         return NNMPC_ERR_BAD_VALUE;
     }
@@ -271,6 +274,61 @@ int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m)
     c->excite.f_hi = m->f_hi;
     c->excite_amp = m->amplitude;
     return 0;
+}
+
+static const float *ref_at(const nnmpc_control_t *c, uint32_t k);
+
+int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m)
+{
+    int i;
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    for (i = 0; i < NNMPC_CH; ++i) {
+        if (!finite(m->u_safe[i]) || !finite(m->y_lo[i]) || !finite(m->y_hi[i])) {
+            return NNMPC_ERR_BAD_VALUE;
+        }
+        if (i < NNMPC_MAX_U && (m->u_safe[i] < c->mpc_cfg.u_lo[i] || m->u_safe[i] > c->mpc_cfg.u_hi[i])) {
+            return NNMPC_ERR_BAD_VALUE; /* send LIMITS first; the safe input is inside them */
+        }
+    }
+    memcpy(c->u_safe, m->u_safe, sizeof(c->u_safe));
+    c->link_timeout = m->link_timeout;
+    for (i = 0; i < NNMPC_MAX_Y; ++i) {
+        c->mpc_cfg.y_lo[i] = m->y_lo[i];
+        c->mpc_cfg.y_hi[i] = m->y_hi[i];
+    }
+    return 0;
+}
+
+void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t)
+{
+    const int p = c->config.p, m = c->config.m;
+    const float *r = ref_at(c, c->k);
+    int i, n = 0;
+    for (i = 0; i < m; ++i) {
+        c->u[i] = c->u_safe[i];
+    }
+    t->k = c->k;
+    t->controller = c->config.controller;
+    t->flags = 0;
+    t->status = NNMPC_STATUS_LINK_LOST;
+    t->iterations = 0;
+    t->residual = 0.0f;
+    t->work = 0u;
+    for (i = 0; i < p; ++i) {
+        t->values[n++] = r[i];
+    }
+    for (i = 0; i < p; ++i) {
+        t->values[n++] = y[i];
+    }
+    for (i = 0; i < m; ++i) {
+        t->values[n++] = c->u[i];
+    }
+    t->values_count = (uint16_t)n;
+    t->p = (uint8_t)p;
+    t->m = (uint8_t)m;
+    c->k++;
 }
 
 /* Controller 3: u = middle + amplitude * half range * excitation, per input. */

@@ -51,6 +51,8 @@ typedef struct {
     nnmpc_pid_req_t pid;
     nnmpc_plant_req_t plant;
     nnmpc_excite_t excite;     /* controller 3: open-loop excitation (EXCITE) */
+    float u_safe[NNMPC_CH];    /* held on link loss (SAFETY) */
+    uint16_t link_timeout;     /* periods without SENSOR before u_safe, 0 = never */
     float excite_amp;
     /* Reference: constant, or trajectory rows of p floats. */
     float ref[NNMPC_CH];
@@ -84,6 +86,13 @@ int nnmpc_control_reference(nnmpc_control_t *c, const nnmpc_reference_req_t *m);
 int nnmpc_control_trajectory(nnmpc_control_t *c, const nnmpc_trajectory_req_t *m);
 int nnmpc_control_set_plant(nnmpc_control_t *c, const nnmpc_plant_req_t *m);
 int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m);
+int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m);
+
+/* Telemetry status of a period that held u_safe because the link went quiet. */
+#define NNMPC_STATUS_LINK_LOST 6
+
+/** One period without a solve: hold u_safe, fill the telemetry (status 6) and count it. */
+void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t);
 
 /** Reset the controller and start; 0 or NNMPC_ERR_BAD_VALUE (sizes do not fit the net). */
 int nnmpc_control_start(nnmpc_control_t *c);

@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema 5e8d1143e76b74b8). Do not edit. */
+ * (generator 1, schema 4f9630b173d0fdf1). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -226,7 +226,7 @@ int nnmpc_jacobian_rep_unpack(nnmpc_jacobian_rep_t *m, const uint8_t *in, size_t
 
 size_t nnmpc_stats_rep_pack(const nnmpc_stats_rep_t *m, uint8_t *out)
 {
-    size_t n = 32;
+    size_t n = 44;
     put_u32(out + 0, m->frames_ok);
     put_u32(out + 4, m->frames_bad);
     put_u32(out + 8, m->frames_long);
@@ -235,12 +235,15 @@ size_t nnmpc_stats_rep_pack(const nnmpc_stats_rep_t *m, uint8_t *out)
     put_u32(out + 20, m->periods);
     put_u32(out + 24, m->overruns);
     put_u32(out + 28, m->max_work);
+    put_u32(out + 32, m->k);
+    put_u32(out + 36, m->lost);
+    put_u32(out + 40, m->safe_holds);
     return n;
 }
 
 int nnmpc_stats_rep_unpack(nnmpc_stats_rep_t *m, const uint8_t *in, size_t len)
 {
-    if (len != 32) {
+    if (len != 44) {
         return -1;
     }
     m->frames_ok = get_u32(in + 0);
@@ -251,6 +254,9 @@ int nnmpc_stats_rep_unpack(nnmpc_stats_rep_t *m, const uint8_t *in, size_t len)
     m->periods = get_u32(in + 20);
     m->overruns = get_u32(in + 24);
     m->max_work = get_u32(in + 28);
+    m->k = get_u32(in + 32);
+    m->lost = get_u32(in + 36);
+    m->safe_holds = get_u32(in + 40);
     return 0;
 }
 
@@ -493,6 +499,30 @@ int nnmpc_excite_req_unpack(nnmpc_excite_req_t *m, const uint8_t *in, size_t len
     m->f_lo = get_f32(in + 12);
     m->f_hi = get_f32(in + 16);
     m->amplitude = get_f32(in + 20);
+    return 0;
+}
+
+size_t nnmpc_safety_req_pack(const nnmpc_safety_req_t *m, uint8_t *out)
+{
+    size_t n = 52;
+    put_u16(out + 0, m->link_timeout);
+    put_u16(out + 2, m->reserved);
+    put_f32_array(out + 4, m->u_safe, 4);
+    put_f32_array(out + 20, m->y_lo, 4);
+    put_f32_array(out + 36, m->y_hi, 4);
+    return n;
+}
+
+int nnmpc_safety_req_unpack(nnmpc_safety_req_t *m, const uint8_t *in, size_t len)
+{
+    if (len != 52) {
+        return -1;
+    }
+    m->link_timeout = get_u16(in + 0);
+    m->reserved = get_u16(in + 2);
+    get_f32_array(m->u_safe, in + 4, 4);
+    get_f32_array(m->y_lo, in + 20, 4);
+    get_f32_array(m->y_hi, in + 36, 4);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 5e8d1143e76b74b8). Do not edit:
+ * host/link/protogen.py (generator 1, schema 4f9630b173d0fdf1). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define NNMPC_MSGS_VERSION 3
-#define NNMPC_MSGS_SCHEMA_HASH "5e8d1143e76b74b8"
+#define NNMPC_MSGS_SCHEMA_HASH "4f9630b173d0fdf1"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -37,13 +37,14 @@ extern "C" {
 #define NNMPC_MSG_WEIGHTS 0x11 /* Cost weights: output error q, move r, input regularisation s towards u_nom. */
 #define NNMPC_MSG_LIMITS 0x12 /* Input box limits and the input applied at start (and held on faults). */
 #define NNMPC_MSG_PID 0x13 /* PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs. */
-#define NNMPC_MSG_REFERENCE 0x14 /* Constant reference (p values); clears an uploaded trajectory. */
+#define NNMPC_MSG_REFERENCE 0x14 /* Constant reference (p values); clears an uploaded trajectory (loop stopped). */
 #define NNMPC_MSG_TRAJECTORY 0x15 /* Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows. */
 #define NNMPC_MSG_START 0x16 /* Reset the controller state and start the loop. */
 #define NNMPC_MSG_STOP 0x17 /* Stop the loop; the last input is held. */
-#define NNMPC_MSG_SENSOR 0x18 /* Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. */
+#define NNMPC_MSG_SENSOR 0x18 /* Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. In lock-step period k runs once: a repeat of the last period gets its TELEMETRY again (a resend is safe), a k beyond the next period skips the periods between (lost on the link, counted), an older k is refused. */
 #define NNMPC_MSG_PLANT 0x19 /* On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F. */
 #define NNMPC_MSG_EXCITE 0x1A /* Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS. */
+#define NNMPC_MSG_SAFETY 0x1B /* Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6). */
 #define NNMPC_MSG_RIG_SAMPLE 0x30 /* Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings. */
 #define NNMPC_MSG_RIG_DRIVE 0x31 /* Board to stand-in rig: drive the actuators (raw duty) for period k; no reply. */
 #define NNMPC_MSG_TELEMETRY 0x20 /* Sent by the device every telemetry_every periods, unrequested; seq = k mod 256. */
@@ -57,6 +58,7 @@ extern "C" {
 #define NNMPC_ERR_BAD_VALUE 4 /* a field is out of range (sizes, limits, weights, controller); nothing was applied */
 #define NNMPC_ERR_BUSY 5 /* not allowed while the control loop runs (stop it first) */
 #define NNMPC_ERR_NOT_RUNNING 6 /* sensor data while the loop is stopped or not fed by the host */
+#define NNMPC_ERR_OUT_OF_ORDER 7 /* a lock-step SENSOR frame for a period before the last one */
 
 /* hello reply: type 0x81, 14 fixed bytes. */
 typedef struct {
@@ -109,7 +111,7 @@ typedef struct {
 size_t nnmpc_jacobian_rep_pack(const nnmpc_jacobian_rep_t *m, uint8_t *out);
 int nnmpc_jacobian_rep_unpack(nnmpc_jacobian_rep_t *m, const uint8_t *in, size_t len);
 
-/* stats reply: type 0x84, 32 fixed bytes. */
+/* stats reply: type 0x84, 44 fixed bytes. */
 typedef struct {
     uint32_t frames_ok;
     uint32_t frames_bad; /* COBS or CRC failures, runts */
@@ -119,6 +121,9 @@ typedef struct {
     uint32_t periods;
     uint32_t overruns; /* periods whose work exceeded the period */
     uint32_t max_work; /* largest work of one period, clock ticks */
+    uint32_t k; /* the next period index (periods since START, lost ones included) */
+    uint32_t lost; /* lock-step periods skipped: their SENSOR frame never arrived */
+    uint32_t safe_holds; /* fixed-rate periods that held u_safe (link lost) */
 } nnmpc_stats_rep_t;
 size_t nnmpc_stats_rep_pack(const nnmpc_stats_rep_t *m, uint8_t *out);
 int nnmpc_stats_rep_unpack(nnmpc_stats_rep_t *m, const uint8_t *in, size_t len);
@@ -228,6 +233,17 @@ typedef struct {
 size_t nnmpc_excite_req_pack(const nnmpc_excite_req_t *m, uint8_t *out);
 int nnmpc_excite_req_unpack(nnmpc_excite_req_t *m, const uint8_t *in, size_t len);
 
+/* safety request: type 0x1B, 52 fixed bytes. */
+typedef struct {
+    uint16_t link_timeout; /* periods without a valid SENSOR frame before u_safe is held, 0 = never */
+    uint16_t reserved;
+    float u_safe[4]; /* the input held on link loss (inside LIMITS) */
+    float y_lo[4];
+    float y_hi[4];
+} nnmpc_safety_req_t;
+size_t nnmpc_safety_req_pack(const nnmpc_safety_req_t *m, uint8_t *out);
+int nnmpc_safety_req_unpack(nnmpc_safety_req_t *m, const uint8_t *in, size_t len);
+
 /* rig_sample request: type 0x30, 4 fixed bytes. */
 typedef struct {
     uint32_t k;
@@ -258,7 +274,7 @@ typedef struct {
     uint32_t work; /* clock ticks from sample to actuation */
     float residual; /* solver cost at the returned input */
     uint8_t iterations;
-    uint8_t status; /* nnmpc_solve_status_t */
+    uint8_t status; /* 0 converged, 1 iteration cap, 2 time budget, 3 non-finite, 4 bad config, 5 bad measurement (u held), 6 link lost (u_safe held) */
     uint8_t controller;
     uint8_t flags; /* bit0: the period overran */
     uint8_t p;

@@ -60,6 +60,10 @@ class DeviceError(NnmpcError):
         super().__init__(f"device rejected {name}: {M.ERROR_NAMES.get(code, f'error {code}')}")
 
 
+class NoReply(NnmpcError):
+    """A request was resent until its time ran out and never answered."""
+
+
 class LinkLost(NnmpcError):
     """The serial link went away (the board was reset or unplugged, or the emulator exited)."""
 
@@ -71,9 +75,18 @@ class LinkLost(NnmpcError):
 class DeviceClient:
     """Request/response over the framed link. Each request waits for the matching sequence."""
 
-    def __init__(self, port: serial.SerialBase, timeout: float = 5.0) -> None:
+    #: Resend a request (same sequence number: the device answers a repeat without applying it
+    #: twice) when no reply came within this many seconds; give up after ``timeout``.
+    RETRY_AFTER_S = 0.25
+    LINK_BYTES_PER_S = 4000.0
+
+    def __init__(self, port: serial.SerialBase, timeout: float = 5.0,
+                 retry_after: float | None = None) -> None:
         self.port = port
         self.timeout = timeout
+        self.retry_after = self.RETRY_AFTER_S if retry_after is None else retry_after
+        self.resends = 0          # requests and SENSOR frames sent again
+        self.last_step_tries = 0  # SENSOR frames the last lock-step period took
         self.decoder = P.Decoder()
         self.seq = 0
         self.hello_info: Hello | None = None
@@ -126,22 +139,39 @@ class DeviceClient:
     def _port_name(self) -> str:
         return str(getattr(self.port, "portstr", None) or getattr(self.port, "port", "") or "the port")
 
-    def request(self, msg_type: int, payload: bytes = b"") -> bytes:
-        seq = self.send(msg_type, payload)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            for f in self._pump(deadline):
-                if f.type == P.ERROR and len(f.payload) == 2 and f.seq != seq:
-                    self.errors.append((f.payload[0], f.payload[1]))
-                    continue
-                if f.seq != seq:
-                    continue
-                if f.type == P.ERROR:
-                    raise DeviceError(msg_type, f.payload[0] if f.payload else 0)
-                if f.type != (msg_type | P.REPLY):
-                    raise NnmpcError(f"unexpected reply type 0x{f.type:02x} to 0x{msg_type:02x}")
-                return f.payload
-        raise NnmpcError(f"no reply to request 0x{msg_type:02x} within {self.timeout} s")
+    def request(self, msg_type: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        """Send a request and return its reply's payload, resending it (same sequence number)
+        every ``retry_after`` seconds until ``timeout``: a reply or request lost on the link
+        costs a resend, never the run."""
+        self.seq = (self.seq + 1) & 0xFF
+        seq = self.seq
+        frame = P.encode_frame(msg_type, seq, payload)
+        timeout = self.timeout if timeout is None else timeout
+        end = time.monotonic() + timeout
+        # Wait long enough for the frame itself to cross a slow link before sending it again
+        # (an emulated UART takes host->board bytes at ~5 KiB/s): resends must not pile up.
+        wait = self.retry_after + len(frame) / self.LINK_BYTES_PER_S
+        while True:
+            self._write(frame)
+            deadline = min(end, time.monotonic() + wait)
+            while time.monotonic() < deadline:
+                for f in self._pump(deadline):
+                    if f.type == P.ERROR and len(f.payload) == 2 and f.seq != seq:
+                        self.errors.append((f.payload[0], f.payload[1]))
+                        continue
+                    if f.seq != seq:
+                        continue
+                    if f.type == P.ERROR:
+                        raise DeviceError(msg_type, f.payload[0] if f.payload else 0)
+                    if f.type != (msg_type | P.REPLY):
+                        continue  # a damaged-and-passed or stale frame: not our answer
+                    return f.payload
+            if time.monotonic() >= end:
+                name = M.NAMES.get(msg_type, f"0x{msg_type:02x}")
+                raise NoReply(f"no reply to {name} within {timeout:g} s "
+                                 f"({self.resends} resends so far): is the board running at "
+                                 f"{self._port_name()}?")
+            self.resends += 1
 
     # -- model queries --------------------------------------------------------------------
     def hello(self) -> Hello:
@@ -176,7 +206,8 @@ class DeviceClient:
     def stats(self) -> dict[str, int]:
         r = M.StatsReply.unpack(self.request(P.STATS))
         return {k: getattr(r, k) for k in ("frames_ok", "frames_bad", "frames_long", "requests",
-                                           "rejected", "periods", "overruns", "max_work")}
+                                           "rejected", "periods", "overruns", "max_work", "k",
+                                           "lost", "safe_holds")}
 
     def exit(self) -> None:
         self.request(P.EXIT)
@@ -201,11 +232,26 @@ class DeviceClient:
                              f"board's trajectory buffer holds {cap} values: at most {most} rows"
                              f"{when}. Shorten it (--duration) or build the firmware with a "
                              "larger NNMPC_TRAJ_FLOATS")
+        # Frames as large as fit; after a chunk that needed a resend (a noisy link), smaller
+        # ones, so that a chunk gets through intact often enough.
         per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
-        for off in range(0, T, per):
+        off = 0
+        end = time.monotonic() + self.timeout * max(1.0, T * p / 1000.0)
+        while off < T:
             chunk = rows[off:off + per]
-            self.configure(M.TrajectoryRequest(total=T, offset=off,
-                                               rows=[float(v) for v in chunk.ravel()]))
+            msg = M.TrajectoryRequest(total=T, offset=off, rows=[float(v) for v in chunk.ravel()])
+            before = self.resends
+            try:  # a chunk that does not get through in a second goes again, in halves
+                self.request(msg.TYPE, msg.pack(),
+                             timeout=min(max(0.1, end - time.monotonic()), 1.0 + per * p / 500))
+            except NoReply:
+                if per == 1 or time.monotonic() >= end:
+                    raise
+                per = max(1, per // 2)
+                continue
+            off += len(chunk)
+            if self.resends > before:
+                per = max(1, per // 2)
 
     def start(self) -> None:
         self._telemetry.clear()
@@ -217,6 +263,37 @@ class DeviceClient:
     def send_sensor(self, k: int, y) -> None:
         y = [float(v) for v in np.asarray(y, dtype=np.float32).ravel()]
         self.send(P.SENSOR, M.SensorRequest(k=k & 0xFFFFFFFF, y=y).pack())
+
+    def step(self, k: int, y, timeout: float | None = None,
+             tries: int | None = None) -> Telemetry | None:
+        """One lock-step period: SENSOR k, then its TELEMETRY. A lost frame either way is
+        resent (the device runs period k once and answers a repeat with the same
+        TELEMETRY); stale TELEMETRY of earlier periods is dropped. After ``tries`` SENSOR
+        frames without an answer the period is lost: None (the caller holds its input; the
+        device skips it when period k + 1 arrives). Without ``tries``, raises after
+        ``timeout``."""
+        y = [float(v) for v in np.asarray(y, dtype=np.float32).ravel()]
+        frame_payload = M.SensorRequest(k=k & 0xFFFFFFFF, y=y).pack()
+        end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        n_sent = 0
+        while True:
+            self.send(P.SENSOR, frame_payload)
+            n_sent += 1
+            deadline = min(end, time.monotonic() + self.retry_after)
+            while True:
+                tel = self.telemetry(max(0.0, deadline - time.monotonic()))
+                if tel is None:
+                    break
+                if tel.k == k:
+                    self.last_step_tries = n_sent
+                    return tel
+            if tries and n_sent >= tries:
+                self.last_step_tries = n_sent
+                return None
+            if time.monotonic() >= end:
+                raise NnmpcError(f"no telemetry for period {k} after {n_sent} SENSOR frames "
+                                 f"({self.timeout if timeout is None else timeout} s)")
+            self.resends += 1
 
     def telemetry(self, timeout: float | None = None) -> Telemetry | None:
         """The next telemetry frame (waiting up to timeout), or None."""

@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 5e8d1143e76b74b8). Do not edit: change the schema
+(generator 1, schema 4f9630b173d0fdf1). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 VERSION = 3
-SCHEMA_HASH = "5e8d1143e76b74b8"
+SCHEMA_HASH = "4f9630b173d0fdf1"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -28,19 +28,20 @@ CONFIG = 0x10  # Controller, plant source, problem sizes, loop rate and solver l
 WEIGHTS = 0x11  # Cost weights: output error q, move r, input regularisation s towards u_nom.
 LIMITS = 0x12  # Input box limits and the input applied at start (and held on faults).
 PID = 0x13  # PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs.
-REFERENCE = 0x14  # Constant reference (p values); clears an uploaded trajectory.
+REFERENCE = 0x14  # Constant reference (p values); clears an uploaded trajectory (loop stopped).
 TRAJECTORY = 0x15  # Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows.
 START = 0x16  # Reset the controller state and start the loop.
 STOP = 0x17  # Stop the loop; the last input is held.
-SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers.
+SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. In lock-step period k runs once: a repeat of the last period gets its TELEMETRY again (a resend is safe), a k beyond the next period skips the periods between (lost on the link, counted), an older k is refused.
 PLANT = 0x19  # On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F.
 EXCITE = 0x1A  # Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS.
+SAFETY = 0x1B  # Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6).
 RIG_SAMPLE = 0x30  # Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings.
 RIG_DRIVE = 0x31  # Board to stand-in rig: drive the actuators (raw duty) for period k; no reply.
 TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
 EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
 ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
-NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
 
 # Error codes carried by ERROR frames.
 ERR_UNKNOWN_TYPE = 1
@@ -49,6 +50,7 @@ ERR_TOO_LARGE = 3
 ERR_BAD_VALUE = 4
 ERR_BUSY = 5
 ERR_NOT_RUNNING = 6
+ERR_OUT_OF_ORDER = 7
 ERROR_NAMES = {
     1: "no such message type",
     2: "payload length does not match the message",
@@ -56,6 +58,7 @@ ERROR_NAMES = {
     4: "a field is out of range (sizes, limits, weights, controller); nothing was applied",
     5: "not allowed while the control loop runs (stop it first)",
     6: "sensor data while the loop is stopped or not fed by the host",
+    7: "a lock-step SENSOR frame for a period before the last one",
 }
 
 
@@ -240,8 +243,8 @@ class StatsReply:
     """stats reply: Link and loop counters."""
 
     TYPE: ClassVar[int] = 0x84
-    FORMAT: ClassVar[str] = "<IIIIIIII"
-    FIXED_SIZE: ClassVar[int] = 32
+    FORMAT: ClassVar[str] = "<IIIIIIIIIII"
+    FIXED_SIZE: ClassVar[int] = 44
     frames_ok: int = 0
     frames_bad: int = 0  # COBS or CRC failures, runts
     frames_long: int = 0
@@ -250,9 +253,12 @@ class StatsReply:
     periods: int = 0
     overruns: int = 0  # periods whose work exceeded the period
     max_work: int = 0  # largest work of one period, clock ticks
+    k: int = 0  # the next period index (periods since START, lost ones included)
+    lost: int = 0  # lock-step periods skipped: their SENSOR frame never arrived
+    safe_holds: int = 0  # fixed-rate periods that held u_safe (link lost)
 
     def pack(self) -> bytes:
-        out = struct.pack(self.FORMAT, self.frames_ok, self.frames_bad, self.frames_long, self.requests, self.rejected, self.periods, self.overruns, self.max_work)
+        out = struct.pack(self.FORMAT, self.frames_ok, self.frames_bad, self.frames_long, self.requests, self.rejected, self.periods, self.overruns, self.max_work, self.k, self.lost, self.safe_holds)
         return out
 
     @classmethod
@@ -261,7 +267,7 @@ class StatsReply:
             raise ValueError(f"StatsReply: {len(b)} bytes, expected {cls.FIXED_SIZE}")
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
-        return cls(frames_ok=v[0], frames_bad=v[1], frames_long=v[2], requests=v[3], rejected=v[4], periods=v[5], overruns=v[6], max_work=v[7])
+        return cls(frames_ok=v[0], frames_bad=v[1], frames_long=v[2], requests=v[3], rejected=v[4], periods=v[5], overruns=v[6], max_work=v[7], k=v[8], lost=v[9], safe_holds=v[10])
 
 
 @dataclass
@@ -380,7 +386,7 @@ class PidRequest:
 
 @dataclass
 class ReferenceRequest:
-    """reference request: Constant reference (p values); clears an uploaded trajectory."""
+    """reference request: Constant reference (p values); clears an uploaded trajectory (loop stopped)."""
 
     TYPE: ClassVar[int] = 0x14
     FORMAT: ClassVar[str] = "<4f"
@@ -433,7 +439,7 @@ class TrajectoryRequest:
 
 @dataclass
 class SensorRequest:
-    """sensor request: Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers."""
+    """sensor request: Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. In lock-step period k runs once: a repeat of the last period gets its TELEMETRY again (a resend is safe), a k beyond the next period skips the periods between (lost on the link, counted), an older k is refused."""
 
     TYPE: ClassVar[int] = 0x18
     FORMAT: ClassVar[str] = "<I"
@@ -514,6 +520,32 @@ class ExciteRequest:
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
         return cls(kind=v[0], reserved=v[1], hold=v[2], seed=v[3], periods=v[4], f_lo=v[5], f_hi=v[6], amplitude=v[7])
+
+
+@dataclass
+class SafetyRequest:
+    """safety request: Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6)."""
+
+    TYPE: ClassVar[int] = 0x1B
+    FORMAT: ClassVar[str] = "<HH4f4f4f"
+    FIXED_SIZE: ClassVar[int] = 52
+    link_timeout: int = 0  # periods without a valid SENSOR frame before u_safe is held, 0 = never
+    reserved: int = 0
+    u_safe: list = field(default_factory=lambda: [0] * 4)  # the input held on link loss (inside LIMITS)
+    y_lo: list = field(default_factory=lambda: [0] * 4)
+    y_hi: list = field(default_factory=lambda: [0] * 4)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.link_timeout, self.reserved, *_array(self.u_safe, 4), *_array(self.y_lo, 4), *_array(self.y_hi, 4))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "SafetyRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"SafetyRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(link_timeout=v[0], reserved=v[1], u_safe=list(v[2:6]), y_lo=list(v[6:10]), y_hi=list(v[10:14]))
 
 
 @dataclass
@@ -609,7 +641,7 @@ class Telemetry:
     work: int = 0  # clock ticks from sample to actuation
     residual: float = 0.0  # solver cost at the returned input
     iterations: int = 0
-    status: int = 0  # nnmpc_solve_status_t
+    status: int = 0  # 0 converged, 1 iteration cap, 2 time budget, 3 non-finite, 4 bad config, 5 bad measurement (u held), 6 link lost (u_safe held)
     controller: int = 0
     flags: int = 0  # bit0: the period overran
     p: int = 0

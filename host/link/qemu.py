@@ -30,6 +30,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _port_taken(port: int) -> bool:
+    """Whether something listens on the loopback port (found without connecting to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -120,10 +130,13 @@ class QemuBoard:
             self.command(tcp_port), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        time.sleep(0.05)
-        if self.proc.poll() is not None:
-            err = self._stop()
-            raise NnmpcError(f"QEMU did not start on {self.url}: {err.strip() or 'it exited'}")
+        deadline = time.monotonic() + self.timeout
+        while not _port_taken(tcp_port):  # listening: a client of anyone's may connect now
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self._stop()
+                raise NnmpcError(f"QEMU did not start on {self.url}: "
+                                 f"{err.strip() or 'it did not listen'}")
+            time.sleep(0.01)
         return self.proc
 
     def wait_exit(self, timeout: float = 5.0) -> int | None:

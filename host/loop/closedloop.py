@@ -31,18 +31,30 @@ from .settings import configure, settings
 from .setups import default_u_init, setup_for, start_input
 
 
+def _held(k: int, y, u, ref):
+    """The record of a lock-step period lost on the link: the input held, status 6."""
+    from ..link.client import Telemetry
+    return Telemetry(k, 0, 0.0, 0, LINK_LOST, -1, False, np.asarray(ref, float),
+                     np.asarray(y, float), np.asarray(u, float))
+
+
+LINK_LOST = 6
+
+
 def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
                     u_init: np.ndarray, *, source: str = "host", seed: int = 0, noise: bool = True,
-                    timeout: float = 5.0, on_period=None) -> RunLog:
+                    timeout: float = 5.0, on_period=None, tries: int | None = 20) -> RunLog:
     """Run the configured device against ``plant`` for len(refs) periods (lock-step HIL), or
-    listen to the on-device plant run; return the log."""
+    listen to the on-device plant run; return the log. In lock-step a period whose frames are
+    lost ``tries`` times over is lost (status 6, u held) and the run goes on; the count is in
+    ``log.lost``, periods recovered by a resend in ``log.extra['resent']``."""
     st = setup_for(plant)
     p, m, T = len(plant.outputs), len(plant.inputs), len(refs)
     rng = np.random.default_rng(seed) if noise else None
     hello = client.hello_info or client.hello()
     client.upload_trajectory(refs, plant.dt)
     ys, yt, us, its, sts, res, work = [], [], [], [], [], [], []
-    lost = 0
+    lost = resent = 0
     t0 = time.monotonic()
     client.start()
     try:
@@ -52,12 +64,12 @@ def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
             for k in range(T):
                 y_true = plant.h(x, u)
                 y = plant.measure(x, u, rng)
-                client.send_sensor(k, y)
-                tel = client.telemetry(timeout)
-                if tel is None:
-                    raise NnmpcError(f"no telemetry for period {k} within {timeout} s")
-                if tel.k != k:
+                tel = client.step(k, y, timeout, tries=tries)
+                if tel is None:  # lost on the link after every resend: u is held
                     lost += 1
+                    tel = _held(k, y, u, refs[k])
+                else:
+                    resent += client.last_step_tries > 1   # a frame lost, recovered by a resend
                 u = tel.u
                 ys.append(y), yt.append(y_true), us.append(u)
                 its.append(tel.iterations), sts.append(tel.status)
@@ -78,14 +90,20 @@ def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
                 res.append(tel.residual), work.append(tel.work)
                 if on_period:
                     on_period(tel.k, tel)
-    finally:
-        client.stop()
+    except BaseException:
+        try:  # leave the device stopped, but keep the real cause of the failure
+            client.stop()
+        except NnmpcError:
+            pass
+        raise
+    client.stop()
     return RunLog(plant.name, controller, plant.dt, st.tracked,
                   [s.name for s in plant.outputs], [s.name for s in plant.inputs],
                   np.asarray(refs[:len(us)], float), np.array(ys), np.array(yt), np.array(us),
                   np.array(its), np.array(sts), np.array(res), np.array(work),
                   hello.clock_hz, lost, time.monotonic() - t0,
-                  extra={"start": START_NOTE if source == "host" else "on-device plant"},
+                  extra={"start": START_NOTE if source == "host" else "on-device plant",
+                         "resent": resent, "resends": client.resends},
                   output_units=[s.unit for s in plant.outputs],
                   input_units=[s.unit for s in plant.inputs])
 

@@ -20,7 +20,8 @@ from ..learn.logs import McapLogWriter
 from ..link import protocol as P
 from ..link import protocol_msgs as M
 
-STATUS = {0: "ok", 1: "cap", 2: "budget", 3: "nonfinite", 4: "badcfg", 5: "badmeas"}
+STATUS = {0: "ok", 1: "cap", 2: "budget", 3: "nonfinite", 4: "badcfg", 5: "badmeas",
+          6: "linklost"}
 
 
 @dataclass

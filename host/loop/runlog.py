@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import NnmpcError
 
 STATUS_NAMES = {0: "converged", 1: "iteration cap", 2: "time budget", 3: "non-finite",
-                4: "bad config", 5: "bad measurement"}
+                4: "bad config", 5: "bad measurement", 6: "link lost"}
 
 
 @dataclass

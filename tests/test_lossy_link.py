@@ -1,0 +1,149 @@
+"""The loop over a link that damages bytes: a corrupting loopback proxy between the host and
+the emulated board's UART (tests/proxy.py), the board served at a port as a real one is
+(``QemuBoard.serve``), and lock-step hardware-in-the-loop runs through it.
+
+Every frame opens and closes with 0x00, a lost request or SENSOR frame is resent with its
+sequence number or period, and the device runs each period once (a repeat gets the cached
+TELEMETRY again). So a run over a lossy link gives the very inputs of the clean run: bit for
+bit while no period is given up, and the device and host agree on the period count."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from nnmpc.host.build.boards import load_board
+from nnmpc.host.build.firmware import build_firmware
+from nnmpc.host.link.client import DeviceClient, DeviceError
+from nnmpc.host.link.qemu import QemuBoard, _free_port
+from nnmpc.host.loop import prepare_model, reference, start_input
+from nnmpc.host.loop.atport import run_hil
+from nnmpc.host.loop.settings import controller_settings
+from nnmpc.host.loop.setups import default_u_init
+from nnmpc.host.plants import get_plant
+from proxy import CorruptingProxy
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A briefly trained MSD net in firmware, served at a loopback port until the module ends."""
+    from nnmpc.host.learn.datasets import make_dataset
+    from nnmpc.host.learn.train import train_mlp
+
+    plant = get_plant("msd")
+    d = tmp_path_factory.mktemp("lossy")
+    ds = make_dataset(plant, "narx", 3000, seed=0, lags=(1, 1))
+    res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, hidden=(16, 16), epochs=40,
+                    seed=0, patience=10)
+    res.model.save(d / "m.keras")
+    net = prepare_model(plant, str(d / "m.keras"), d)
+    board = load_board("qemu-m4f")
+    img = build_firmware(board, net.model_dir, d / "fw")
+    qemu = QemuBoard(img.elf, board)
+    port = _free_port()
+    qemu.serve(port)
+    yield plant, net, port
+    qemu.stop()
+
+
+def run_through(served, rate: float, seed: int, T: int = 150):
+    plant, net, port = served
+    refs = reference(plant, "step", T * plant.dt)
+    cs = controller_settings(plant, net, "nr")
+    u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), cs.tracked_index)
+    with CorruptingProxy(("127.0.0.1", port), rate, seed) as px:
+        link = serial.serial_for_url(px.url, timeout=0.05)
+        try:
+            c = DeviceClient(link, timeout=20.0, retry_after=0.05)
+            c.hello()
+            log = run_hil(c, plant, cs, refs, u0, seed=0)
+            stats = c.stats()
+        finally:
+            link.close()
+    return log, stats, px
+
+
+@pytest.fixture(scope="module")
+def clean(served):
+    log, stats, _ = run_through(served, 0.0, 0)
+    assert log.lost == 0 and stats["frames_bad"] == 0
+    return log
+
+
+@pytest.mark.parametrize("rate,seed", [(0.001, 1), (0.01, 2), (0.01, 3)])
+def test_lossy_link_runs_complete_with_the_clean_runs_inputs(served, clean, rate, seed):
+    log, stats, px = run_through(served, rate, seed)
+    assert px.flipped + px.dropped + px.bursts > 0          # the link really was damaged
+    assert stats["k"] == len(clean.u) == len(log.u)        # device and host agree on k
+    if log.lost == 0:
+        # No damaged frame applied, no period run twice: the same inputs to the bit.
+        np.testing.assert_array_equal(log.u, clean.u)
+        assert stats["periods"] == len(clean.u) and stats["lost"] == 0
+    else:  # a period given up: its input was held, and the counts say so on both sides
+        assert stats["lost"] <= log.lost and abs(log.rms() / clean.rms() - 1) < 0.10
+    assert log.extra["resends"] >= 0
+
+
+def test_garbage_before_a_frame_does_not_destroy_it(served, clean):
+    """A burst without a zero byte right before a frame: the frame's own leading 0x00 ends the
+    burst, so the frame is read (before the leading delimiter, it was lost with the burst)."""
+    from nnmpc.host.link import protocol as P
+
+    _, _, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=1.0)
+    try:
+        c = DeviceClient(link, timeout=2.0, retry_after=2.0)   # no resend: one try only
+        before = c.stats()["frames_bad"]
+        c.seq = (c.seq + 1) & 0xFF
+        link.write(bytes(range(1, 40)) + P.encode_frame(P.HELLO, c.seq))
+        deadline = time.monotonic() + 2.0
+        got = None
+        while got is None and time.monotonic() < deadline:
+            for f in c._pump(deadline):
+                if f.type == P.HELLO | P.REPLY and f.seq == c.seq:
+                    got = f
+        assert got is not None
+        assert c.stats()["frames_bad"] == before + 1            # the burst alone was dropped
+    finally:
+        link.close()
+
+
+def test_a_repeated_request_is_answered_not_applied_twice(served):
+    """START resent with its sequence number (its ack was lost) gets the ack again instead of
+    'busy'; a repeated SENSOR frame gets the same TELEMETRY and runs no second period."""
+    from nnmpc.host.link import protocol as P
+    from nnmpc.host.link import protocol_msgs as M
+
+    plant, net, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+    try:
+        c = DeviceClient(link, timeout=3.0)
+        cs = controller_settings(plant, net, "nr")
+        for msg in cs.messages(source="host"):
+            c.configure(msg)
+        c.upload_trajectory(np.zeros((10, 2)))
+        seq = c.send(P.START)
+        link.write(P.encode_frame(P.START, seq))              # the same START again
+        acks = []
+        end = time.monotonic() + 2.0
+        while len(acks) < 2 and time.monotonic() < end:
+            acks += [f for f in c._pump(end) if f.seq == seq]
+        assert [f.type for f in acks] == [P.START | P.REPLY] * 2
+        t1 = c.step(0, [0.0, 0.0])
+        c.send_sensor(0, [0.0, 0.0])                          # period 0 again
+        t2 = c.telemetry(2.0)
+        assert t2 is not None and t2.k == 0 and np.array_equal(t2.u, t1.u)
+        assert c.stats()["periods"] == 1 and c.stats()["k"] == 1
+        c.stop()
+        c.start()
+        with pytest.raises(DeviceError, match="not allowed while the control loop runs"):
+            c.configure(M.ReferenceRequest(ref=[1.0, 0, 0, 0]))   # REFERENCE while running
+        c.stop()
+        c.configure(M.ReferenceRequest(ref=[1.0, 0, 0, 0]))       # stopped: taken
+    finally:
+        link.close()
