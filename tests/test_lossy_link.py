@@ -147,3 +147,48 @@ def test_a_repeated_request_is_answered_not_applied_twice(served):
         c.configure(M.ReferenceRequest(ref=[1.0, 0, 0, 0]))       # stopped: taken
     finally:
         link.close()
+
+
+def test_link_loss_holds_the_safe_input_and_recovers(served):
+    """Fixed rate with host sensors: when SENSOR frames stop for link_timeout periods the
+    device holds u_safe and reports status 6 every period; when they come back, it controls
+    again."""
+    plant, net, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.05)
+    try:
+        c = DeviceClient(link, timeout=3.0)
+        cs = controller_settings(plant, net, "nr")
+        cs.link_timeout, cs.u_safe = 5, [0.25]
+        for msg in cs.messages(source="host", lockstep=False):    # 100 Hz on the board's clock
+            c.configure(msg)
+        c.upload_trajectory(np.full((300, 2), [10.0, 0.0]))
+        c.start()
+        tel = []
+
+        def listen(periods, feed):
+            """Until ``periods`` more TELEMETRY frames arrived (or 10 s): the board's clock."""
+            n, end = len(tel) + periods, time.monotonic() + 10.0
+            while len(tel) < n and time.monotonic() < end:
+                if feed:
+                    c.send_sensor(0, [5.0, 0.0])
+                t = c.telemetry(0.01)
+                while t is not None:
+                    tel.append((feed, t))
+                    t = c.telemetry(0.0)
+
+        listen(30, True)
+        listen(30, False)         # the link goes quiet
+        listen(30, True)
+        c.stop()
+        stats = c.stats()
+    finally:
+        link.close()
+    quiet = [t for feed, t in tel if not feed]
+    held = [t for t in quiet if t.status == 6]
+    first = next(i for i, t in enumerate(quiet) if t.status == 6)
+    assert 3 <= first <= 8                                  # noticed after link_timeout = 5
+    assert all(t.status == 6 for t in quiet[first:])        # and held from then on
+    assert all(t.u[0] == np.float32(0.25) for t in held)
+    fed_after = [t for feed, t in tel[len(tel) - 15:] if feed]
+    assert fed_after and all(t.status != 6 for t in fed_after[-5:])
+    assert stats["safe_holds"] == len(held) + sum(t.status == 6 for f, t in tel if f)

@@ -62,6 +62,10 @@ class ControllerSettings:
     tol_step: float = 1e-4
     fd_eps: float = 0.0               # fd controller: difference step (0: 1e-3 of the range)
     u_init: list[float] | None = None  # input at start; default: the middle of the range
+    y_lo: list[float] | None = None   # plausible measurement range per output: a reading
+    y_hi: list[float] | None = None   # outside it is refused (u held, status 5)
+    u_safe: list[float] | None = None  # held when the host's measurements stop (fixed rate)
+    link_timeout: int = 0             # periods without a measurement before u_safe, 0 = never
     pid: dict | None = None           # kp, ki, kd, u_bias, mix (m x p)
 
     @property
@@ -119,6 +123,20 @@ class ControllerSettings:
         for key in ("r", "s", "lambda0", "tol_step", "fd_eps"):
             if not getattr(self, key) >= 0:
                 bad(key, "must be >= 0")
+        for key in ("y_lo", "y_hi"):
+            v = getattr(self, key)
+            if v is not None and len(v) != self.p:
+                bad(key, f"needs {self.p} values, one per output")
+        if self.y_lo is not None and self.y_hi is not None and any(
+                lo >= hi for lo, hi in zip(self.y_lo, self.y_hi)):
+            bad("y_lo/y_hi", "every low must be below its high")
+        if self.u_safe is not None:
+            if len(self.u_safe) != self.m:
+                bad("u_safe", f"needs {self.m} values, one per input")
+            if any(not lo <= v <= hi for v, lo, hi in zip(self.u_safe, self.u_lo, self.u_hi)):
+                bad("u_safe", "must lie inside [u_lo, u_hi]")
+        if not 0 <= self.link_timeout <= 65535:
+            bad("link_timeout", f"{self.link_timeout} is outside [0, 65535] periods")
         if self.controller == "pid" and self.pid is None:
             bad("pid", "the pid controller needs [pid] gains (kp, ki, kd, u_bias, mix)")
 
@@ -149,6 +167,12 @@ class ControllerSettings:
                              y_filter=self.y_filter if self.net == "narx" else 0.0),
             M.LimitsRequest(u_lo=_pad(lo), u_hi=_pad(hi), u_init=_pad(u0)),
         ]
+        if self.y_lo is not None or self.u_safe is not None or self.link_timeout:
+            y_lo = self.y_lo if self.y_lo is not None else [0.0] * p   # 0, 0: |y| <= 1e6
+            y_hi = self.y_hi if self.y_hi is not None else [0.0] * p
+            msgs.append(M.SafetyRequest(link_timeout=int(self.link_timeout), reserved=0,
+                                        u_safe=_pad(self.u_safe if self.u_safe is not None
+                                                    else u0), y_lo=_pad(y_lo), y_hi=_pad(y_hi)))
         if self.pid is not None:
             mix = np.zeros((CH, CH))
             mix[:m, :p] = np.asarray(self.pid["mix"], float).reshape(m, p)

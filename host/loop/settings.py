@@ -47,7 +47,10 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
         q=[float(v) for v in (st.q or [1.0] * p)], r=st.r, s=st.s, bias_gain=st.bias_gain,
         lag=float(lag), y_filter=st.y_filter if net.kind == "narx" else 0.0,
         fd_eps=float(1e-3 * np.max(plant.u_high - plant.u_low)),
-        u_init=[float(v) for v in plant.clip(u_init)], pid=mix)
+        u_init=[float(v) for v in plant.clip(u_init)], pid=mix,
+        # A reading more than half the output's span outside its range is implausible.
+        y_lo=[float(s.low - 0.5 * (s.high - s.low)) for s in plant.outputs],
+        y_hi=[float(s.high + 0.5 * (s.high - s.low)) for s in plant.outputs])
 
 
 def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host",
