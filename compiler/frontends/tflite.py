@@ -10,6 +10,7 @@ IR's integer ops (``q*``), described in :mod:`nnmpc.compiler.frontends.tflite_in
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -684,8 +685,12 @@ def load_tflite(path: Path) -> Graph:
         if not model.subgraphs or model.subgraphs[0].tensors is None:
             raise ValueError("no subgraph")
     except Exception as e:
-        raise CompileError(f"the TFLite flatbuffer cannot be read ({type(e).__name__}); it may "
-                           "be corrupt or truncated", file=str(path)) from None
+        if isinstance(e, (struct.error, IndexError)):
+            why = f"its tables run past the end of the file's {len(data)} bytes"
+        else:
+            why = f"{type(e).__name__}: {str(e).strip() or 'no detail'}"
+        raise CompileError(f"the TFLite flatbuffer cannot be read ({why}); the file is truncated "
+                           "or corrupt", file=str(path)) from None
     if len(model.subgraphs) > 1:
         raise CompileError(f"{len(model.subgraphs)} subgraphs (control flow such as a recurrent "
                            "layer's While loop) are not supported; export recurrent models as "

@@ -6,6 +6,7 @@ the board's HAL from ``firmware/boards/<hal>/``, and one generated model named `
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,25 @@ class FirmwareImage:
             raise NnmpcError(
                 f"{self.elf.name}: {self.size.flash} B flash / {self.size.ram} B RAM exceeds "
                 f"{b.name}'s budget of {b.flash_bytes} B / {b.ram_bytes} B")
+
+
+def link_failure(board: Board, stderr: str, what: str) -> NnmpcError:
+    """One line for an image that does not fit its board (the section, the region, the bytes
+    over and the budget), else the compiler's own message."""
+    over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", stderr)
+    if over:
+        sections: dict[str, list[str]] = {}
+        for sec, region in re.findall(r"section `([^']+)' will not fit in region `(\w+)'", stderr):
+            sections.setdefault(region, []).append(sec)
+        budget = {"FLASH": board.flash_bytes, "RAM": board.ram_bytes}
+        parts = []
+        for region, n in dict(over).items():
+            secs = ", ".join(sections.get(region, [])) or "its sections"
+            parts.append(f"{region} ({secs}) needs {int(n)} B more than the budget of "
+                         f"{budget.get(region, '?')} B")
+        return NnmpcError(f"{board.name}: the {what} does not fit: " + "; ".join(parts)
+                          + " (a smaller net, or a board with more memory)")
+    return NnmpcError(f"{what} build for {board.name} failed:\n{stderr.strip()}")
 
 
 def cflags(board: Board, opt: str = "-O2") -> list[str]:
@@ -85,7 +105,7 @@ def build_firmware(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         elf.unlink(missing_ok=True)
-        raise NnmpcError(f"firmware build for {board.name} failed:\n{proc.stderr.strip()}")
+        raise link_failure(board, proc.stderr, "firmware")
     img = FirmwareImage(elf, board, image_size(elf))
     img.check_budget()
     return img

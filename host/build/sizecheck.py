@@ -22,7 +22,7 @@ from pathlib import Path
 from .boards import Board
 from .elfsize import ImageSize, image_size
 from ..errors import NnmpcError
-from .firmware import CORE_DIRS, CORE_SOURCES, FIRMWARE_DIR, cflags
+from .firmware import CORE_DIRS, CORE_SOURCES, FIRMWARE_DIR, cflags, link_failure
 from ..toolchain import require
 
 #: The bare-metal HAL used for every board's size check (startup, vectors, polled UART).
@@ -111,13 +111,7 @@ def build_core(board: Board, model_dir: Path, out_dir: Path, *, opt: str = "-O2"
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         elf.unlink(missing_ok=True)
-        over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", proc.stderr)
-        if over:
-            budget = {"FLASH": board.flash_bytes, "RAM": board.ram_bytes}
-            raise NnmpcError(f"{board.name}: the core does not fit: " + "; ".join(
-                f"{region} needs {int(n)} B more than the budget of {budget.get(region)} B"
-                for region, n in over))
-        raise NnmpcError(f"core build for {board.name} failed:\n{proc.stderr.strip()}")
+        raise link_failure(board, proc.stderr, "core")
     fp_arch, vfp_args, n_fpu = float_report(elf)
     result = CoreSize(board, elf, image_size(elf), fp_arch, vfp_args, n_fpu)
     if not result.fits:

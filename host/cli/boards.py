@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -44,7 +45,6 @@ def _core_check(board, model_dir: Path, work: Path) -> None:
 
 
 def cmd_build(args) -> int:
-    from ..build import pio
     from ..build.boards import load_board
     from ..build.exportlib import prepare_model
 
@@ -64,6 +64,19 @@ def cmd_build(args) -> int:
         return 0
     board = load_board(args.board)
     project_dir = _project_dir(args).resolve()
+    fresh = not project_dir.exists()
+    try:
+        return _build_project(args, board, project_dir)
+    except BaseException:
+        if fresh:  # a failed first build leaves no half-made project (nor PlatformIO's state)
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
+
+
+def _build_project(args, board, project_dir: Path) -> int:
+    from ..build import pio
+    from ..build.exportlib import prepare_model
+
     project_dir.mkdir(parents=True, exist_ok=True)
     model_dir = prepare_model(args.model, project_dir)
     if not args.core_only:

@@ -14,6 +14,7 @@ period, the reference implementation's scheme). See docs/MPC.md.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,17 @@ def build_for(plant: Plant, model: str | None, board_name: str, work: Path, seed
     from ..build.firmware import build_firmware
 
     board = load_board(board_name)
-    net = prepare_model(plant, model, work, seed=seed, log=log, kind=kind)
-    img = build_firmware(board, net.model_dir, work / "fw" / net.model_dir.parent.name)
+    work = Path(work)
+    before = {p for p in (work / "model", work / "fw") if p.exists()}
+    try:
+        net = prepare_model(plant, model, work, seed=seed, log=log, kind=kind)
+        img = build_firmware(board, net.model_dir, work / "fw" / net.model_dir.parent.name)
+    except BaseException:
+        # Nothing half-made stays behind: a compiled model or image folder this call made.
+        for p in (work / "model", work / "fw"):
+            if p.exists() and p not in before:
+                shutil.rmtree(p, ignore_errors=True)
+        raise
     return net, img
 
 
