@@ -7,7 +7,7 @@ VENV   := .venv
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test soak bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -38,6 +38,9 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+soak: setup
+	$(VENV)/bin/python -m pytest -q -m soak $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/nnmpc bench
