@@ -1,10 +1,11 @@
 # Two entry points on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
 # Both run `setup` first, which is idempotent: Debian packages for the Arm cross toolchain and
-# QEMU, plus clang with libFuzzer for the fuzz tests (installed only if missing), and the project venv at ./.venv with the CLI in it.
+# QEMU, clang with libFuzzer for the fuzz tests and PostgreSQL for the shared-sweep test
+# (installed only if missing), and the project venv at ./.venv with the CLI in it.
 
 PYTHON ?= python3
 VENV   := .venv
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev postgresql
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test soak bench clean
@@ -13,7 +14,8 @@ setup: system-deps $(VENV)/.installed
 
 system-deps:
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null && command -v clang >/dev/null \
-	    && [ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libc_nano.a ]; then \
+	    && [ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libc_nano.a ] \
+	    && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 	    exit 0; fi; \
 	echo "setup: installing Debian packages: $(APT_PACKAGES)"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \

@@ -39,7 +39,10 @@ def modules(repo: Path) -> dict[str, tuple[Path, bool]]:
             is_pkg = parts[-1] == "__init__"
             if is_pkg or parts[-1] == "__main__":
                 parts = parts[:-1] if is_pkg else parts
-            out[".".join([pkg, *parts])] = (f, is_pkg)
+            name = ".".join([pkg, *parts])
+            if name == "nnmpc.host.api":  # host/api/ is installed as the top package `nnmpc`
+                name = "nnmpc"
+            out[name] = (f, is_pkg)
     return out
 
 
@@ -128,6 +131,8 @@ def violations(repo: Path) -> list[str]:
                 bad.append(f"{at}: the back-end never imports a front-end")
             if mod.startswith("nnmpc.compiler.") and dep == "nnmpc.compiler":
                 bad.append(f"{at}: only users import the compiler's facade")
+            if mod != "nnmpc" and dep == "nnmpc":
+                bad.append(f"{at}: only users import the `nnmpc` facade")
             src, dst = _stage(mod), _stage(dep)
             if src == "plants" and dep.startswith("nnmpc.compiler"):
                 bad.append(f"{at}: the plants import no compiler")
@@ -192,3 +197,20 @@ def test_each_planted_boundary_crossing_fails(tree):
                  "the plants import no compiler",
                  "host stage 'learn' imports the later stage 'loop'"):
         assert rule in bad, rule
+
+
+def test_import_nnmpc_exposes_the_documented_api():
+    """`import nnmpc` is not an empty namespace: the objects behind the commands, each with a
+    docstring, and every name docs/PYTHON.md uses."""
+    import re
+
+    import nnmpc
+
+    assert nnmpc.__version__ and nnmpc.__doc__
+    for name in nnmpc.__all__:
+        obj = getattr(nnmpc, name)
+        if callable(obj):
+            assert obj.__doc__, f"nnmpc.{name} has no docstring"
+    doc = (REPO / "docs" / "PYTHON.md").read_text()
+    used = set(re.findall(r"\bnnmpc\.([A-Za-z_]\w*)", doc)) - {"host", "compiler"}
+    assert used and used <= set(nnmpc.__all__), used - set(nnmpc.__all__)

@@ -225,3 +225,24 @@ def test_two_workers_share_one_postgresql_study(postgres, tmp_path, per_worker):
     rows = _rows(last)
     assert sorted(int(r["number"]) for r in rows) == numbers_sorted(trials)
     assert {r["worker"] for r in rows if r["state"] == "complete"} == set(workers)
+
+
+def test_choice_prefers_a_smaller_net_that_controls_as_well():
+    """The front of docs/SWEEP.md's tendon study: the default net (trial 0) tracks best, trial
+    28 has a lower path error and less flash: 28 is chosen. Without a smaller net as good,
+    the best tracker is."""
+    from types import SimpleNamespace as T
+
+    from nnmpc.host.sweep import report as rep
+
+    def trial(n, track, cyc, flash, pe, baseline=False):
+        return T(number=n, values=[track, cyc, flash],
+                 user_attrs={"path_error": pe, **({"baseline": True} if baseline else {})})
+
+    front = [trial(0, 0.2571, 168495, 32376, 0.107, True), trial(26, 0.2611, 170826, 28840, 0.136),
+             trial(15, 0.2625, 174114, 27652, 0.137), trial(28, 0.2628, 170022, 28264, 0.092),
+             trial(4, 0.2716, 116460, 27380, 0.144)]
+    assert rep.choose(front, 0.0, rep.baseline_of(front)).number == 28
+    assert rep.choose(front, 0.0, None).number == 0                  # no default: best tracker
+    worse = [t for t in front if t.number != 28]
+    assert rep.choose(worse, 0.0, rep.baseline_of(worse)).number == 0

@@ -44,12 +44,22 @@ def pareto_front(trials) -> list:
     return sorted(front, key=lambda t: tuple(t.values))
 
 
-def choose(front: list, tolerance: float = 0.0):
-    """The net that tracks best within the budgets; nets within ``tolerance`` (relative) of
-    the best tracking count as equal, and of those the one with the least flash, then the
-    fewest cycles, is chosen."""
+def choose(front: list, tolerance: float = 0.0, baseline=None):
+    """The net to put on the board. With the plant's default net (``baseline``) in the study:
+    the smallest net on the front (least flash, then best tracking) whose closed-loop path
+    error is no worse than the default's and which needs less flash, if there is one. Else
+    the net that tracks best within the budgets; nets within ``tolerance`` (relative) of the
+    best tracking count as equal, and of those the one with the least flash, then the fewest
+    cycles, is chosen."""
     if not front:
         return None
+    pe = (baseline.user_attrs.get("path_error") if baseline is not None and baseline.values
+          else None)
+    if pe is not None:
+        smaller = [t for t in front if t.user_attrs.get("path_error") is not None
+                   and t.user_attrs["path_error"] <= pe and t.values[2] < baseline.values[2]]
+        if smaller:
+            return min(smaller, key=lambda t: (t.values[2], t.values[0], t.number))
     best = min(t.values[0] for t in front)
     near = [t for t in front if t.values[0] <= best * (1 + tolerance)]
     return min(near, key=lambda t: (t.values[2], t.values[1], t.values[0], t.number))
@@ -202,3 +212,11 @@ def export_best(t, ctx, out: Path, study_name: str) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
+
+
+def baseline_of(trials):
+    """The completed trial of the plant's default net, if the study has one."""
+    for t in trials:
+        if t.user_attrs.get("baseline") and t.values:
+            return t
+    return None

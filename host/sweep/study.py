@@ -374,8 +374,9 @@ def run_sweep(o: SweepOptions) -> SweepResult:
     def on_trial(study_, t):
         done[0] += "repeat_of" not in t.user_attrs
         say(_summary_line(t, ctx, units))
-        front = rep.pareto_front(study_.get_trials(deepcopy=False))
-        pick = rep.choose(front, o.tolerance)
+        all_trials = study_.get_trials(deepcopy=False)
+        front = rep.pareto_front(all_trials)
+        pick = rep.choose(front, o.tolerance, rep.baseline_of(all_trials))
         if pick is not None:
             best_note[0] = (f"best #{pick.number} {pick.values[0]:.4f} {units} "
                             f"{int(pick.values[1]):,} cyc")
@@ -432,7 +433,7 @@ def finish(study, ctx: SweepContext, out: Path, name: str, url: str, tolerance: 
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     front = rep.pareto_front(trials)
-    chosen = rep.choose(front, tolerance)
+    chosen = rep.choose(front, tolerance, rep.baseline_of(trials))
     units = ctx.plant.outputs[setup_tracked(ctx)].unit
     table = rep.front_table(front, chosen, units, ctx.period_cycles, ctx.target.clock_hz) \
         if front else "(no trial within the budgets yet)"
