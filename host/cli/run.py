@@ -96,6 +96,8 @@ def _run_at_port(args) -> int:
     finally:
         port.close()
     s = summary(log)
+    s["device_periods"] = log.extra["stats"]["k"]     # the device's count, to compare with ours
+    s["resends"] = log.extra.get("resends", 0)
     stem = f"{name}_{s['controller']}"
     log_path = Path(args.log) if args.log else Path(args.work) / f"{stem}.csv"
     csv_path = write_csv(log, log_path)

@@ -77,7 +77,7 @@ class DeviceClient:
 
     #: Resend a request (same sequence number: the device answers a repeat without applying it
     #: twice) when no reply came within this many seconds; give up after ``timeout``.
-    RETRY_AFTER_S = 0.25
+    RETRY_AFTER_S = 0.1
     LINK_BYTES_PER_S = 4000.0
 
     def __init__(self, port: serial.SerialBase, timeout: float = 5.0,
