@@ -75,10 +75,12 @@ def test_corrupt_frames_are_dropped_and_counted(firmware, board):
         y = c.predict(np.ones(n_in))                # still answers, with the right seq
         assert y.shape[0] > 0
         s = c.stats()
-        # HELLO, PREDICT and STATS got through; 3 bad frames and 1 over-long one were dropped.
+        # HELLO, PREDICT and STATS got through (and any resend the client made while the
+        # slow emulated UART was still taking in the garbage); 3 bad frames and 1 over-long
+        # one were dropped.
         assert s["frames_bad"] == 3
         assert s["frames_long"] == 1
-        assert s["frames_ok"] == 3
+        assert 3 <= s["frames_ok"] <= 3 + c.resends
         c.exit()
 
 

@@ -301,21 +301,12 @@ int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m)
     return 0;
 }
 
-void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t)
+/* The telemetry's values: ref[p], y[p], u[m] of this period. */
+static void telemetry_values(const nnmpc_control_t *c, const float *r, const float *y,
+                             nnmpc_telemetry_evt_t *t)
 {
     const int p = c->config.p, m = c->config.m;
-    const float *r = ref_at(c, c->k);
     int i, n = 0;
-    for (i = 0; i < m; ++i) {
-        c->u[i] = c->u_safe[i];
-    }
-    t->k = c->k;
-    t->controller = c->config.controller;
-    t->flags = 0;
-    t->status = NNMPC_STATUS_LINK_LOST;
-    t->iterations = 0;
-    t->residual = 0.0f;
-    t->work = 0u;
     for (i = 0; i < p; ++i) {
         t->values[n++] = r[i];
     }
@@ -328,6 +319,24 @@ void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry
     t->values_count = (uint16_t)n;
     t->p = (uint8_t)p;
     t->m = (uint8_t)m;
+}
+
+void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry_evt_t *t)
+{
+    const int m = c->config.m;
+    const float *r = ref_at(c, c->k);
+    int i;
+    for (i = 0; i < m; ++i) {
+        c->u[i] = c->u_safe[i];
+    }
+    t->k = c->k;
+    t->controller = c->config.controller;
+    t->flags = 0;
+    t->status = NNMPC_STATUS_LINK_LOST;
+    t->iterations = 0;
+    t->residual = 0.0f;
+    t->work = 0u;
+    telemetry_values(c, r, y, t);
     c->k++;
 }
 
@@ -443,7 +452,7 @@ void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_ev
     const int p = c->config.p, m = c->config.m;
     const uint32_t t0 = c->clock ? c->clock() : 0u;
     const float *r = ref_at(c, c->k);
-    int j, i, n = 0;
+    int j, i;
 
     t->k = c->k;
     t->controller = c->config.controller;
@@ -478,18 +487,7 @@ void nnmpc_control_period(nnmpc_control_t *c, const float *y, nnmpc_telemetry_ev
         t->residual = c->mpc.cost;
     }
     t->work = (c->clock ? c->clock() : 0u) - t0;
-    for (i = 0; i < p; ++i) {
-        t->values[n++] = r[i];
-    }
-    for (i = 0; i < p; ++i) {
-        t->values[n++] = y[i];
-    }
-    for (i = 0; i < m; ++i) {
-        t->values[n++] = c->u[i];
-    }
-    t->values_count = (uint16_t)n;
-    t->p = (uint8_t)p;
-    t->m = (uint8_t)m;
+    telemetry_values(c, r, y, t);
     if (c->config.source == NNMPC_SOURCE_DEVICE) {
         plant_advance(c);
     }

@@ -8,10 +8,10 @@ from pathlib import Path
 from ..errors import NnmpcError
 
 
-def _print_summary(s: dict, name: str, reference: str) -> None:
+def _print_summary(s: dict, name: str, reference: str, scored: str = "") -> None:
     u = f" {s['units']}" if s.get("units") else ""
     print(f"{name} / {s['controller']} / {reference}: {s['periods']} periods, "
-          f"tracking RMS {s['tracking_rms']:.4g}{u}"
+          f"tracking RMS {s['tracking_rms']:.4g}{u}{scored}"
           + (f", path error RMS {s['path_error_rms']:.4g}{u} max {s['path_error_max']:.4g}{u}"
              if "path_error_rms" in s else ""))
     if s.get("start"):
@@ -132,15 +132,7 @@ def cmd_run(args) -> int:
                      sim=args.sim, seed=args.seed, duration=args.duration,
                      noise=not args.no_noise, net_kind=args.net, config=config)
     s = r.summary
-    u = f" {s['units']}" if s.get("units") else ""
-    print(f"{args.plant} / {args.controller} / {args.reference}: {s['periods']} periods, "
-          f"tracking RMS {s['tracking_rms']:.4g}{u} (noise-free output)"
-          + (f", path error RMS {s['path_error_rms']:.4g}{u} max {s['path_error_max']:.4g}{u}"
-             if "path_error_rms" in s else ""))
-    if s.get("start"):
-        print(f"  start: {s['start']}")
-    print(f"  iterations mean {s['iterations_mean']} max {s['iterations_max']}, status "
-          f"{s['status_counts']}, lost frames {s['lost_frames']}")
+    _print_summary(s, args.plant, args.reference, " (noise-free output)")
     print(f"  firmware {s['image_flash']} B flash, {s['image_ram']} B RAM")
     print(f"  wrote {r.csv} and {r.png}")
     if args.json:
