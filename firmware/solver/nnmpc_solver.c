@@ -195,6 +195,14 @@ static void build_z(nnmpc_mpc_t *s, int j, const float *U)
     }
 }
 
+/* Decision variables that step j (0-based, predicting y[k+j+1]) depends on: the moves
+ * 0 .. min(j, Nc - 1), i.e. the first m * (min(j, Nc - 1) + 1) entries of U. The later
+ * columns of S[j] are zero (causality); the rollout and the Hessian skip them. */
+static int live_columns(const nnmpc_mpc_config_t *c, int j)
+{
+    return c->m * ((j < c->moves ? j : c->moves - 1) + 1);
+}
+
 /* Cost of the moves (delta u and regularisation). */
 static float move_cost(const nnmpc_mpc_t *s, const float *U)
 {
@@ -245,8 +253,12 @@ static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac)
             cost += c->q[a] * e * e;
             if (jac) {
                 float *row = s->S[j][a];
-                for (b = 0; b < n; ++b) {
-                    row[b] = j ? lag * s->S[j - 1][a][b] : 0.0f;
+                const int prev = j ? live_columns(c, j - 1) : 0; /* S[j-1] is zero past it */
+                for (b = 0; b < prev; ++b) {
+                    row[b] = lag * s->S[j - 1][a][b];
+                }
+                for (; b < n; ++b) {
+                    row[b] = 0.0f;
                 }
                 for (b = 0; b < m; ++b) {
                     row[i * m + b] += w * s->Jn[a * m + b];
@@ -282,11 +294,14 @@ static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
                     if (t < 1) {
                         break;
                     }
-                    for (b = 0; b < p; ++b) {
-                        const float w = s->Jn[a * nz + l * p + b];
-                        const float *src = s->S[t - 1][b];
-                        for (i = 0; i < n; ++i) {
-                            row[i] += w * src[i];
+                    {
+                        const int live = live_columns(c, t - 1); /* S[t-1] is zero past it */
+                        for (b = 0; b < p; ++b) {
+                            const float w = s->Jn[a * nz + l * p + b];
+                            const float *src = s->S[t - 1][b];
+                            for (i = 0; i < live; ++i) {
+                                row[i] += w * src[i];
+                            }
                         }
                     }
                 }
@@ -335,18 +350,23 @@ static void assemble(nnmpc_mpc_t *s, const float *U)
     memset(H, 0, sizeof(float) * (size_t)(n * n));
     memset(g, 0, sizeof(float) * (size_t)n);
     for (j = 0; j < c->horizon; ++j) {
+        const int live = live_columns(c, j); /* S[j] is zero past it */
         for (a = 0; a < p; ++a) {
             const float *row = s->S[j][a];
             const float q = c->q[a];
             const float e = s->yhat[j][a] - s->ref[j][a];
-            for (i = 0; i < n; ++i) {
+            if (q == 0.0f) {
+                continue;
+            }
+            for (i = 0; i < live; ++i) {
                 const float qs = q * row[i];
+                float *Hi = &H[i * n];
                 if (qs == 0.0f) {
                     continue;
                 }
                 g[i] += qs * e;
-                for (k = i; k < n; ++k) {
-                    H[i * n + k] += qs * row[k];
+                for (k = i; k < live; ++k) {
+                    Hi[k] += qs * row[k];
                 }
             }
         }
@@ -470,7 +490,9 @@ static uint32_t note_rollout_time(nnmpc_mpc_t *s, uint32_t t, uint32_t est, uint
     if (t > cap) {
         t = cap;
     }
-    if (t >= s->t_pred) {
+    if (t >= s->t_pred || s->t_stale) {
+        /* (after a solve without a trial the estimate was a guess that decayed: the first
+         * measurement replaces it) */
         s->t_pred = t;
     } else {
         s->t_pred -= (s->t_pred - t) / 8u;
@@ -492,13 +514,19 @@ static uint32_t trial_time(nnmpc_mpc_t *s, uint32_t t_jac)
     if (est == 0u || s->t_stale) {
         /* A forward-mode Jacobian costs several plain calls, so half a Jacobian rollout would
          * keep a trial that fits from ever running. */
-        float probe[NNMPC_MAX_Y];
-        const uint32_t ts = now(s);
         const uint32_t calls = (uint32_t)(static_net(c) ? c->moves : c->horizon);
-        uint32_t t1, e;
-        s->net.predict(s->z, probe);
-        s->evaluations++;
-        t1 = now(s) - ts;
+        uint32_t t1 = s->t_call, e;
+        if (t1 == 0u || !sane_ticks(t1)) {
+            /* One net call, timed once and kept: timing it again in every stale solve cost a
+             * net call of the budget each time, which could keep the trial from fitting for
+             * good (a Jacobian that takes most of the budget). */
+            float probe[NNMPC_MAX_Y];
+            const uint32_t ts = now(s);
+            s->net.predict(s->z, probe);
+            s->evaluations++;
+            t1 = now(s) - ts;
+            s->t_call = sane_ticks(t1) ? t1 : 0u;
+        }
         e = sane_ticks(t1) && t1 < 0x7fffffffu / (calls + 1u) ? calls * t1 : 0u;
         if (est == 0u) {
             est = e + t1 / 2u; /* not stored: only a measured trial sets t_pred */

@@ -135,6 +135,7 @@ typedef struct {
     uint32_t t_pred;       /* clock ticks of a plain rollout as last measured (0: not yet) */
     uint8_t t_stale;       /* the last solve was stopped by the budget without a trial, so
                             * t_pred was not re-measured: the next solve lets it decay */
+    uint32_t t_call;       /* clock ticks of one plain net call, timed once (0: not yet) */
     /* Results of the last solve. */
     float u_out[NNMPC_MAX_U];
     float cost;
