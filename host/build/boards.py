@@ -179,6 +179,7 @@ def load_board(name_or_path: str | Path) -> Board:
 
 
 def list_boards() -> list[str]:
+    """The names of the board files in ``boards/``."""
     return sorted(p.stem for p in BOARDS_DIR.glob("*.toml"))
 
 

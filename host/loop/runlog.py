@@ -90,6 +90,8 @@ def write_csv(log: RunLog, path: Path) -> Path:
 
 
 def summary(log: RunLog) -> dict:
+    """A run's figures: periods, tracking and path error (noise-free outputs), iterations,
+    solver status counts, lost frames, emulated work per period, the start condition."""
     w_us = 1e6 * log.work / max(1, log.clock_hz)
     out = {"plant": log.plant, "controller": log.controller, "periods": int(len(log.u)),
            "tracking_rms": round(log.rms(), 4), "tracking_rms_measured": round(log.rms(False), 4),

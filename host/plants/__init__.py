@@ -15,6 +15,8 @@ PLANTS: dict[str, type[Plant]] = {
 
 
 def get_plant(name: str, **kwargs) -> Plant:
+    """The simulated plant called ``name`` (``nnmpc plants`` lists them), built with
+    ``kwargs`` as its parameters."""
     from ..errors import NnmpcError
 
     try:
