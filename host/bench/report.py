@@ -131,7 +131,47 @@ def markdown(res: dict) -> str:
           "mean and the max over the inputs; predict counts of A and B do not depend on it.",
           "- Peer figures quoted in the issue were measured with the same cost table; the naive "
           "column here is the same kind of baseline, rebuilt and counted in this run.", ""]
+    L += LOOP_SECTION
     return "\n".join(L)
+
+
+#: The closed-loop bench (``nnmpc bench --loop``), described at the end of docs/BENCH.md.
+LOOP_SECTION = [
+    "## The closed-loop bench (`nnmpc bench --loop`)", "",
+    "Tracking and cost per period of the on-device controllers from one run: "
+    "[bench/mpc_results.md](../bench/mpc_results.md) (rows in `bench/mpc_results.json`, the "
+    "run's settings in `bench/mpc_results.meta.json`).", "",
+    "```",
+    "nnmpc bench --loop                                   # every row, 3 seeds; rewrites bench/mpc_results.*",
+    "nnmpc bench --loop --plant msd --controller nr,pid   # some rows (printed; --json FILE to keep them)",
+    "nnmpc bench --loop --rate-hz 2000 --seeds 0 --periods 200 --json /tmp/q.json",
+    "nnmpc bench --loop --compare-solver REV              # nr's cycles, solver of REV vs the working tree",
+    "```", "",
+    "- **What runs where.** The plant is simulated on the host; the controller is the emulated "
+    "board's firmware image in the instruction counter (`host/bench/loopcount.py` on "
+    "`host/bench/cortexm.py`), fed one SENSOR frame per period byte by byte, answering with "
+    "one TELEMETRY frame; everything it executes is counted and costed with the table above. "
+    "No hardware and no QEMU timing is involved.",
+    "- **Budget.** Every row except `nr-nobudget` runs with the solver's time budget of its "
+    "stated rate: the period minus 75 us for the frames (925 us at 1 kHz, 425 us at 2 kHz), on "
+    "a SysTick clock the counter advances from the estimated cycles at 168 MHz. The plant and "
+    "the nets keep their 10 ms period: the rate is the one the controller's work fits.",
+    "- **Seeds.** Each row is the median of three training seeds (seed s trains the net and "
+    "seeds the sensor noise), spread = max - min; worst period and 'stopped' are the worst "
+    "over the seeds.",
+    "- **Jacobian mode.** The bench compiles every net with `--jacobian forward`. The "
+    "compiler's `auto` takes reverse mode for nets with fewer outputs than inputs (the msd, "
+    "tendon and HASEL NARX nets), but the runtime's reverse kernel `nnmpc_dense_adjoint` runs "
+    "a scalar loop for fewer than four adjoint columns (about 19 cycles per multiply-add): a "
+    "Jacobian of the msd net costs 18.3k cycles in reverse mode and 10.6k forward, of the "
+    "tendon NARX net 26.3k and 15.4k, of the HASEL net (one output) 40.4k and 40.0k. With "
+    "`auto` the msd's 8-step Jacobian rollout alone takes 146k cycles and no line-search "
+    "trial fits the 1 kHz budget (stopped in every period). `nnmpc run` still builds `auto`: "
+    "pass a model compiled with `nnmpc compile --jacobian forward` (`--model DIR`) to run "
+    "the benched image.",
+    "- **Checks.** `tests/test_loopbench.py` re-runs a short form of a committed row (the "
+    "first 150 periods of seed 0) against the committed JSON (RMS within 2 %, worst period "
+    "within 3 %) and checks that the markdown is the one the JSON generates.", ""]
 
 
 def write_results(res: dict, json_path: Path, md_path: Path) -> None:
