@@ -65,7 +65,7 @@ def _run_at_port(args) -> int:
     port = open_port(url, timeout=0.5)
     try:
         client = DeviceClient(port, timeout=5.0)
-        hello = client.hello()
+        hello = client.hello(timeout=15.0)
         cfg = ControllerSettings.load(Path(args.config)) if args.config else None
         if args.plant:  # hardware-in-the-loop against a board started elsewhere
             plant = get_plant(args.plant)

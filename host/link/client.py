@@ -174,9 +174,11 @@ class DeviceClient:
             self.resends += 1
 
     # -- model queries --------------------------------------------------------------------
-    def hello(self) -> Hello:
+    def hello(self, timeout: float | None = None) -> Hello:
+        """Identify the device; ``timeout`` for a first contact that may wait (a board that
+        is still letting go of its previous host)."""
         try:
-            r = M.HelloReply.unpack(self.request(P.HELLO))
+            r = M.HelloReply.unpack(self.request(P.HELLO, timeout=timeout))
         except ValueError as e:
             raise NnmpcError(f"device speaks another protocol (HELLO: {e})") from None
         if r.proto_version != P.PROTO_VERSION:
