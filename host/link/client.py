@@ -238,7 +238,8 @@ class DeviceClient:
         # ones, so that a chunk gets through intact often enough.
         per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
         off = 0
-        end = time.monotonic() + self.timeout * max(1.0, T * p / 1000.0)
+        # Room for the whole upload to cross a slow link ten times over, resends included.
+        end = time.monotonic() + self.timeout + 10 * 4 * T * p / self.LINK_BYTES_PER_S
         while off < T:
             chunk = rows[off:off + per]
             msg = M.TrajectoryRequest(total=T, offset=off, rows=[float(v) for v in chunk.ravel()])
