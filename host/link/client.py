@@ -238,8 +238,11 @@ class DeviceClient:
         # ones, so that a chunk gets through intact often enough.
         per = max(1, M.TrajectoryRequest.TAIL_MAX // p)
         off = 0
-        # Room for the whole upload to cross a slow link ten times over, resends included.
-        end = time.monotonic() + self.timeout + 10 * 4 * T * p / self.LINK_BYTES_PER_S
+        # Room for the whole upload to cross a slow link many times over, resends included:
+        # at 1 % byte errors a chunk gets through intact one time in a few.
+        most = per
+        clean = 0
+        end = time.monotonic() + self.timeout + 40 * 4 * T * p / self.LINK_BYTES_PER_S
         while off < T:
             chunk = rows[off:off + per]
             msg = M.TrajectoryRequest(total=T, offset=off, rows=[float(v) for v in chunk.ravel()])
@@ -254,7 +257,11 @@ class DeviceClient:
                 continue
             off += len(chunk)
             if self.resends > before:
-                per = max(1, per // 2)
+                per, clean = max(1, per // 2), 0
+            else:  # a clean run of chunks: larger ones again
+                clean += 1
+                if clean >= 4:
+                    per, clean = min(most, per * 2), 0
 
     def start(self) -> None:
         self._telemetry.clear()
