@@ -225,7 +225,7 @@ static float move_cost(const nnmpc_mpc_t *s, const float *U)
  *     yhat[j] = lag * yhat[j-1] + (1 - lag) * (f(U_i) + d),   yhat[-1] = xm + d,
  * i = min(j, Nc - 1). The net is called once per move (Jn then holds that move's Jacobian,
  * which the held tail keeps using); S[j] = lag * S[j-1] + (1 - lag) J_i E_i. */
-static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac)
+static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac, float limit, int *complete)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int p = c->p, m = c->m, n = m * c->moves;
@@ -265,19 +265,27 @@ static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac)
                 }
             }
         }
+        if (cost > limit && j >= c->moves - 1) {
+            *complete = 0; /* the rest only adds to it (past the last net call: the net is
+                            * still called once per move) */
+            return cost;
+        }
     }
     return cost + move_cost(s, U);
 }
 
-/* Roll the net over the horizon from U; with jac, also the sensitivities S. Returns the cost. */
-static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
+/* Roll the net over the horizon from U; with jac, also the sensitivities S. Returns the cost.
+ * A plain rollout stops as soon as the cost so far exceeds `limit` (every term is >= 0, so
+ * the full cost would too: a trial that cannot be accepted is seen early) and then clears
+ * *complete; yhat is then only partly written. */
+static float rollout_to(nnmpc_mpc_t *s, const float *U, int jac, float limit, int *complete)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int p = c->p, m = c->m, nz = s->net.n_in, n = m * c->moves;
     float cost = 0.0f;
     int j, l, a, b, i, t;
     if (static_net(c)) {
-        return rollout_static(s, U, jac);
+        return rollout_static(s, U, jac, limit, complete);
     }
     for (j = 0; j < c->horizon; ++j) {
         build_z(s, j, U);
@@ -330,8 +338,18 @@ static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
             const float e = s->yhat[j][a] - s->ref[j][a];
             cost += c->q[a] * e * e;
         }
+        if (cost > limit) {
+            *complete = 0;
+            return cost;
+        }
     }
     return cost + move_cost(s, U);
+}
+
+static float rollout(nnmpc_mpc_t *s, const float *U, int jac)
+{
+    int complete = 1;
+    return rollout_to(s, U, jac, INFINITY, &complete);
 }
 
 float nnmpc_mpc_cost(nnmpc_mpc_t *s, const float *U)
@@ -614,7 +632,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     while (it < c->max_iter) {
         float max_step = 0.0f, pg_max = 0.0f, gd = 0.0f, trial = cost;
         float alpha = 1.0f, alpha_n, moved = 0.0f;
-        int accepted = 0, bt, clipped = 0, by_gradient = 0, newton_tried = 0;
+        int accepted = 0, bt, clipped = 0, by_gradient = 0, newton_tried = 0, complete = 1;
         ++it;
         assemble(s, s->U);
         for (i = 0; i < n; ++i) {
@@ -675,9 +693,12 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 break;
             }
             ts = now(s);
-            trial = rollout(s, s->Ut, 0);
-            t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
-            measured = 1;
+            complete = 1;
+            trial = rollout_to(s, s->Ut, 0, cost - ARMIJO * 2.0f * gd, &complete);
+            if (complete) { /* only a whole rollout measures one */
+                t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
+                measured = 1;
+            }
             newton_tried = 1;
             accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
             if (accepted) {
@@ -699,9 +720,12 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                     break;
                 }
                 ts = now(s);
-                trial = rollout(s, s->Ut, 0);
-                t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
-                measured = 1;
+                complete = 1;
+                trial = rollout_to(s, s->Ut, 0, cost - ARMIJO * 2.0f * gd, &complete);
+                if (complete) {
+                    t_pred = note_rollout_time(s, now(s) - ts, t_pred, t_jac);
+                    measured = 1;
+                }
                 accepted = finite(trial) && trial <= cost - ARMIJO * 2.0f * gd;
                 if (accepted) {
                     by_gradient = 1;
@@ -710,6 +734,13 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
         }
         if (out_of_time && !accepted) {
+            if (newton_tried) {
+                /* A trial was rejected and there is no time for a shorter one: damp more, so
+                 * that the next solve (the warm start is the same plan) does not try the same
+                 * step again. Without it a plan the budget allowed one trial of was stuck for
+                 * hundreds of periods (msd step, no preview: 203 of 800 periods). */
+                s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
+            }
             st = NNMPC_SOLVE_BUDGET;
             break;
         }

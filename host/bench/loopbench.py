@@ -76,7 +76,7 @@ def image_name(plant: str, kind: str) -> str:
     return next(n for n, v in IMAGES.items() if v[0] == plant and v[1] == kind)
 
 
-def tune_pids(plant_name: str) -> dict:
+def tune_pids(plant_name: str, only: tuple[str, ...] = ("pid", "pid-preview")) -> dict:
     """The PID's gains for ``plant_name``, without and with preview, tuned on the plant's
     tuning reference (bias and mixing at its start; each run mixes at its own start)."""
     plant = get_plant(plant_name)
@@ -85,6 +85,8 @@ def tune_pids(plant_name: str) -> dict:
     u0 = R.start_input(plant, tref[0], R.default_u_init(plant, st.kind), st.tracked)
     out = {}
     for name, previews in (("pid", (0,)), ("pid-preview", PREVIEWS)):
+        if name not in only:
+            continue
         g = R.tune_pid(plant, tref, u0, previews=previews, seed=PID_TUNING_SEED)
         out[name] = {k: g[k] for k in ("kp", "ki", "kd", "preview", "model_rms", "grid",
                                        "on_edge")}
@@ -387,7 +389,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
          "controllers see the measured outputs (an estimator needs protocol changes; not yet "
          "done). Nothing here was measured on hardware; the reference paper's figures "
          "(>= 120 Hz, <= 2 mm on its tendon rig) are hardware figures, set beside these only "
-         "in the README's table, which says so.", "",
+         "in the README's table, which says so. **Jacobian**: the nets are compiled with "
+         f"`--jacobian {meta.get('jacobian', 'auto')}` (docs/BENCH.md says why).", "",
          "Controllers: **nr** Newton MPC (damped Gauss-Newton / LM on the net's exact "
          "Jacobian); **nr-nopreview** the same, given only the present reference r[k] over "
          "its whole horizon (the bench writes it into the device's trajectory buffer every "
@@ -428,6 +431,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
           "## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     for t in targets(rows):
         L.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    L += ["", "## nr against the best PID", "",
+          "For every plant and reference with a PID row: nr's RMS over the better of pid and "
+          "pid-preview's (below 1: nr better).", ""]
+    for r in rows:
+        if r["controller"] != "nr":
+            continue
+        net = "fk" if r["plant"] == "tendon" else r["net"]
+        pids = [p for p in (_row(rows, r["plant"], net, c, r["reference"])
+                            for c in ("pid", "pid-preview")) if p]
+        if not pids:
+            continue
+        best = min(pids, key=lambda q: q["rms"])
+        verdict = "nr better" if r["rms"] < best["rms"] else "**the PID is better: nr does " \
+            "not beat it here**"
+        L.append(f"- {r['plant']} ({r['net']}) {r['reference']}: nr {r['rms']:.3f} mm, "
+                 f"{best['controller']} {best['rms']:.3f} mm: {r['rms'] / best['rms']:.2f}x, "
+                 f"{verdict}.")
     L += ["", "## PID tuning", "",
           "Grid search on the plant model (the firmware's PID law, discrete gains, same "
           "sensor noise, seed "
