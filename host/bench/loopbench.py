@@ -274,7 +274,8 @@ def aggregate(results: list[dict], seeds) -> list[dict]:
         row = {"plant": rs[0]["plant"], "net": rs[0]["net"], "controller": ctl,
                "reference": ref, "estimator": False,
                "rate_hz": None if ctl == "nr-nobudget" else rs[0]["rate_hz"],
-               "budget_us": S[0]["budget_us"], "periods": S[0]["periods"],
+               # fd has no time budget in the firmware, the PID no solver
+               "budget_us": 0 if ctl == "fd" else S[0]["budget_us"], "periods": S[0]["periods"],
                "stopped": max(s["periods_stopped_by_budget"] for s in S),
                "cycles_max": max(s["cycles_max"] for s in S),
                "cycles_mean": int(_med([s["cycles_mean"] for s in S])),
