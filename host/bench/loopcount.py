@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import loop as R
+from ..loop.runlog import path_error
 from ..link import protocol as P
 from ..link import protocol_msgs as M
 from ..loop.pid import preview_reference
@@ -102,20 +103,6 @@ class UnicornLoop:
         frames = self.dec.feed(bytes(self.out))
         self.out.clear()
         return frames, n_ins, n_cyc
-
-
-def path_error(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Distance of each point of ``y`` (T x 2 or more, the tracked outputs) to the reference
-    path: the polyline through the points of ``ref`` (as :meth:`..loop.runlog.RunLog.path_error`)."""
-    a, b = ref[:-1], ref[1:]
-    ab = b - a
-    L2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)
-    out = np.empty(len(y))
-    for i, q in enumerate(y):
-        tt = np.clip(((q - a) * ab).sum(axis=1) / L2, 0.0, 1.0)
-        d = a + tt[:, None] * ab - q
-        out[i] = np.sqrt((d ** 2).sum(axis=1)).min()
-    return out
 
 
 def count_loop(plant_name: str, controller: str, net, img, periods: int,

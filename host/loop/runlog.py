@@ -55,16 +55,21 @@ class RunLog:
         """Distance (output units) of each true output to the reference path (the polyline
         through the reference points, tracked outputs only)."""
         tr = list(self.tracked)
-        pts, path = self.y_true[:, tr], self.ref[:, tr]
-        a, b = path[:-1], path[1:]
-        ab = b - a
-        L2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)
-        out = np.empty(len(pts))
-        for i, q in enumerate(pts):
-            tt = np.clip(((q - a) * ab).sum(axis=1) / L2, 0.0, 1.0)
-            d = a + tt[:, None] * ab - q
-            out[i] = np.sqrt((d ** 2).sum(axis=1)).min()
-        return out
+        return path_error(self.y_true[:, tr], self.ref[:, tr])
+
+
+def path_error(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Distance of each point of ``y`` (T x 2 or more, the tracked outputs) to the reference
+    path: the polyline through the points of ``ref``."""
+    a, b = ref[:-1], ref[1:]
+    ab = b - a
+    L2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)
+    out = np.empty(len(y))
+    for i, q in enumerate(y):
+        tt = np.clip(((q - a) * ab).sum(axis=1) / L2, 0.0, 1.0)
+        d = a + tt[:, None] * ab - q
+        out[i] = np.sqrt((d ** 2).sum(axis=1)).min()
+    return out
 
 
 START_NOTE = "plant at rest at the reference's first point, errors over the whole run"
