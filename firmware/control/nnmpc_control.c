@@ -326,8 +326,8 @@ void nnmpc_control_hold_safe(nnmpc_control_t *c, const float *y, nnmpc_telemetry
     const int m = c->config.m;
     const float *r = ref_at(c, c->k);
     int i;
-    for (i = 0; i < m; ++i) {
-        c->u[i] = c->u_safe[i];
+    for (i = 0; i < m; ++i) { /* inside the limits as they are now (LIMITS may follow SAFETY) */
+        c->u[i] = clampf(c->u_safe[i], c->mpc_cfg.u_lo[i], c->mpc_cfg.u_hi[i]);
     }
     t->k = c->k;
     t->controller = c->config.controller;

@@ -68,8 +68,12 @@ def cmd_build(args) -> int:
     try:
         return _build_project(args, board, project_dir)
     except BaseException:
-        if fresh:  # a failed first build leaves no half-made project (nor PlatformIO's state)
-            shutil.rmtree(project_dir, ignore_errors=True)
+        if fresh:
+            # A failed first build keeps the generated project (small: platformio.ini, src/,
+            # lib/, to build elsewhere) but none of the half-made build or PlatformIO state
+            # (the bulk: .pio/, .pio-core/).
+            for bulk in (".pio", ".pio-core", "core"):
+                shutil.rmtree(project_dir / bulk, ignore_errors=True)
         raise
 
 
