@@ -316,6 +316,23 @@ class DeviceClient:
                     self.errors.append((f.payload[0], f.payload[1]))
         return self.decode_telemetry(self._telemetry.popleft())
 
+    def stream(self, periods: int, timeout: float, what: str = "the board"):
+        """Telemetry of a fixed-rate run, period by period until ``periods``: yields
+        ``(telemetry, lost)`` with ``lost`` the periods missed so far (gaps in k); stale or
+        repeated frames are skipped. Raises when nothing arrives for ``timeout`` s."""
+        lost = k_next = 0
+        while k_next < periods:
+            tel = self.telemetry(timeout)
+            if tel is None:
+                raise NnmpcError(f"no telemetry from {what} for {timeout} s after period "
+                                 f"{k_next}")
+            if tel.k < k_next:
+                continue
+            lost += tel.k - k_next
+            k_next = tel.k + 1
+            if tel.k < periods:
+                yield tel, lost
+
     @staticmethod
     def decode_telemetry(t: M.Telemetry) -> Telemetry:
         v = np.asarray(t.values, dtype=np.float64)

@@ -61,16 +61,9 @@ def run_board_sensors(client: DeviceClient, cs: ControllerSettings, refs: np.nda
     client.start()
     try:
         with Progress("periods", T, enabled=show) as bar:
-            while k_next < T:
-                tel = client.telemetry(timeout)
-                if tel is None:
-                    raise NnmpcError(f"no telemetry from board '{hello.board}' for {timeout} s "
-                                     f"after period {k_next}")
-                if tel.k < k_next:
-                    continue
-                lost += tel.k - k_next
+            for tel, lost in client.stream(T, timeout, f"board '{hello.board}'"):
                 k_next = tel.k + 1
-                if tel.k >= S and tel.k < T:
+                if tel.k >= S:
                     keep.append(tel)
                 if k_next % 50 == 0:
                     bar.update(k_next, f"lost {lost}")

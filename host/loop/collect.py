@@ -124,17 +124,9 @@ def collect(client: DeviceClient, inputs: list[Signal], outputs: list[Signal], d
         client.start()
         try:
             with Progress("periods", periods, enabled=show) as bar:
-                while k_next < periods:
-                    tel = client.telemetry(timeout)
-                    if tel is None:
-                        raise NnmpcError(f"no telemetry from the board for {timeout} s after "
-                                         f"period {k_next} (is the board sampling its sensors?)")
-                    if tel.k < k_next:
-                        continue
-                    lost += tel.k - k_next
+                for tel, lost in client.stream(periods, timeout, "the board (is it sampling "
+                                                                 "its sensors?)"):
                     k_next = tel.k + 1
-                    if tel.k >= periods:
-                        break
                     w.writerow([f"{tel.k * dt:.6f}", *(f"{v:.7g}" for v in tel.u[:m]),
                                 *(f"{v:.7g}" for v in tel.y[:p])])
                     done += 1
