@@ -237,21 +237,87 @@ def _activation(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> 
     return _apply_act(b, x, kind, attrs, cfg["name"])
 
 
+def _step(b: _Builder, name: str, x: str, t: float) -> str:
+    """1 where x > t, else 0, exactly: hard_sigmoid clip(a (x - t), 0, 1) with a a power of two
+    so large that the next float above t already gives 1 (a x and a t are exact in float32)."""
+    if abs(t) < 1e-30:
+        b.fail(name, f"ReLU threshold={t} is not supported (supported: 0 or |threshold| >= 1e-30)")
+    _, exp = np.frexp(abs(t))              # |t| < 2^exp: the float32 spacing next to t
+    a = float(2.0 ** (25 - int(exp)))      # is at least 2^(exp - 25), so a (x - t) >= 1
+    return b.add_node("activation", name, [x], b.shape(x), activation="hard_sigmoid",
+                      alpha=a, beta=float(-a * float(t)))
+
+
 def _relu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """Keras ReLU(max_value=m, negative_slope=s, threshold=t), as Keras computes it:
+    f(x) = clip(x if x > t else 0, 0, m) - s * relu(t - x) (leaky_relu when only s is set)."""
     (x,) = inputs
-    mv, slope, thr = cfg.get("max_value"), cfg.get("negative_slope") or 0.0, cfg.get("threshold") or 0.0
+    name = cfg["name"]
+    mv, slope = cfg.get("max_value"), float(cfg.get("negative_slope") or 0.0)
+    thr = float(np.float32(cfg.get("threshold") or 0.0))   # Keras compares in float32
+    if mv is not None and float(mv) < 0.0:
+        b.fail(name, f"ReLU with max_value={mv} is not supported (supported: None or >= 0)")
+    shape = b.shape(x)
+    if not thr and mv is None:
+        if slope:
+            return _apply_act(b, x, "leaky_relu", {"alpha": slope}, name)
+        return _apply_act(b, x, "relu", {}, name)
     if thr:
-        b.fail(cfg["name"], "ReLU with a threshold is not supported "
-                            "(supported: plain ReLU, max_value=6, negative_slope)")
-    if mv is not None and float(mv) != 6.0:
-        b.fail(cfg["name"], f"ReLU with max_value={mv} is not supported (supported: None or 6)")
-    if mv is not None and slope:
-        b.fail(cfg["name"], "ReLU with both max_value and negative_slope is not supported")
+        pos = b.add_node("mul", name, [x, _step(b, name, x, thr)], shape)
+    else:
+        pos = x if mv is not None else _apply_act(b, x, "relu", {}, name)
     if mv is not None:
-        return _apply_act(b, x, "relu6", {}, cfg["name"])
-    if slope:
-        return _apply_act(b, x, "leaky_relu", {"alpha": float(slope)}, cfg["name"])
-    return _apply_act(b, x, "relu", {}, cfg["name"])
+        m = float(mv)
+        if m == 6.0:
+            pos = _apply_act(b, pos, "relu6", {}, name)
+        elif m == 0.0:
+            pos = b.add_node("mul", name, [pos, b.const(name, "zero", [0.0])], shape)
+        else:   # clip(p, 0, m) = m clip(p / m, 0, 1)
+            pos = b.add_node("activation", name, [pos], shape, activation="hard_sigmoid",
+                             alpha=1.0 / m, beta=0.0)
+            pos = b.add_node("mul", name, [pos, b.const(name, "max_value", [m])], shape)
+    if not slope:
+        return pos
+    neg = b.add_node("mul", name, [x, b.const(name, "minus_one", [-1.0])], shape)
+    if thr:
+        neg = b.add_node("add", name, [neg, b.const(name, "threshold", [thr])], shape)
+    neg = _apply_act(b, neg, "relu", {}, name)
+    neg = b.add_node("mul", name, [neg, b.const(name, "slope", [slope])], shape)
+    return b.add_node("sub", name, [pos, neg], shape)
+
+
+def _prelu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """PReLU: relu(x) - alpha relu(-x) as Keras computes it (one alpha: leaky_relu)."""
+    (x,) = inputs
+    name = cfg["name"]
+    shape = b.shape(x)
+    alpha = np.asarray(layer.weight(b, "alpha"), np.float64)
+    if alpha.ndim == len(shape) + 1 and alpha.shape[0] == 1:
+        alpha = alpha[0]
+    try:
+        full = np.broadcast_to(alpha.reshape(alpha.shape if alpha.ndim == len(shape)
+                                             else (-1,)), shape)
+    except ValueError:
+        b.fail(name, f"PReLU alpha of shape {alpha.shape} (shared_axes="
+                     f"{cfg.get('shared_axes')}) does not match the input {shape}")
+    if np.all(full == full.flat[0]):
+        return _apply_act(b, x, "leaky_relu", {"alpha": float(full.flat[0])}, name)
+    pos = _apply_act(b, x, "relu", {}, name)
+    neg = b.add_node("mul", name, [x, b.const(name, "minus_one", [-1.0])], shape)
+    neg = _apply_act(b, neg, "relu", {}, name)
+    neg = b.add_node("mul", name, [neg, _bcast_const(b, name, "alpha", full, shape)], shape)
+    return b.add_node("sub", name, [pos, neg], shape)
+
+
+def _bcast_const(b: _Builder, name: str, what: str, values, shape) -> str:
+    """A constant equal to ``values`` broadcast to ``shape``, without the leading axes along
+    which it is constant (the IR broadcasts a constant over leading axes)."""
+    full = np.broadcast_to(np.asarray(values, np.float64), tuple(shape))
+    k = 0
+    while k < len(shape) - 1 and np.array_equal(
+            np.broadcast_to(full[(0,) * (k + 1)], full.shape), full):
+        k += 1
+    return b.const(name, what, full[(0,) * k])
 
 
 def _leaky_relu(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
@@ -407,25 +473,46 @@ def _pool(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
                       kernel=pad + ks, strides=pad + st, pads=(0,) * (2 - rank) + pads)
 
 
+def _keras_axes(b: _Builder, name: str, what: str, axis, nd: int) -> list[int]:
+    """Keras axes (counting the batch axis, negative from the end) as IR axes."""
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    out = []
+    for a in axes:
+        a = int(a)
+        if a == 0 or not -nd <= a <= nd:
+            b.fail(name, f"{what} over axis {axis} is not supported (supported: the axes of "
+                         f"the {nd}-D input, batch aside)")
+        out.append(a - 1 if a > 0 else nd + a)
+    return sorted(set(out))
+
+
 def _batchnorm(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     (x,) = inputs
     shape = b.shape(x)
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    if axis not in (-1, len(shape)):
-        b.fail(name, f"BatchNormalization over axis {axis} is not supported (supported: last axis)")
-    c = shape[-1]
+    axes = _keras_axes(b, name, "BatchNormalization", cfg.get("axis", -1), len(shape))
+    pshape = tuple(shape[i] if i in axes else 1 for i in range(len(shape)))
+    c = int(np.prod(pshape))
+
     def f64(what: str, default=None):
         v = layer.weight(b, what, optional=default is not None)
-        return np.asarray(default if v is None else v, np.float64)
+        v = np.asarray(default if v is None else v, np.float64)
+        if v.size != c:
+            b.fail(name, f"BatchNormalization '{what}' of shape {v.shape} does not match axis "
+                         f"{cfg.get('axis')} of the input {shape}")
+        return v.reshape(-1)
 
     gamma, beta = f64("gamma", np.ones(c)), f64("beta", np.zeros(c))
     mean, var = f64("moving_mean"), f64("moving_variance")
     scale = gamma / np.sqrt(var + float(cfg.get("epsilon", 1e-3)))
     shift = beta - mean * scale
-    y = b.add_node("mul", name, [x, b.const(name, "scale", scale)], shape)
-    return b.add_node("add", name, [y, b.const(name, "shift", shift)], shape)
+    if axes == [len(shape) - 1]:
+        sc, sh = b.const(name, "scale", scale), b.const(name, "shift", shift)
+    else:   # per index of a non-last axis: constants over the axes from it on
+        sc = _bcast_const(b, name, "scale", scale.reshape(pshape), shape)
+        sh = _bcast_const(b, name, "shift", shift.reshape(pshape), shape)
+    y = b.add_node("mul", name, [x, sc], shape)
+    return b.add_node("add", name, [y, sh], shape)
 
 
 def _scale_shift(b: _Builder, name: str, x: str, scale, shift) -> str:
@@ -501,6 +588,80 @@ def _pad_crop(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> st
     return x
 
 
+def _repeat(b: _Builder, name: str, x: str, ax: int, k: int) -> str:
+    """Each index of axis ``ax`` repeated k times (nearest upsampling): the data as
+    (outer, 1, inner), k copies of it joined on the middle axis."""
+    shape = b.shape(x)
+    if k == 1:
+        return x
+    outer = int(np.prod(shape[:ax + 1], dtype=np.int64))
+    inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    t = b.add_node("reshape", name, [x], (outer, 1, inner))
+    t = b.add_node("concat", name, [t] * k, (outer, k, inner), axis=1)
+    out = list(shape)
+    out[ax] *= k
+    return b.add_node("reshape", name, [t], tuple(out))
+
+
+def _bilinear_matrix(n: int, k: int) -> np.ndarray:
+    """The (n k, n) matrix of a bilinear upsampling by k with half-pixel centres, as
+    tf.image.resize (antialias off) computes it: source (i + 0.5) / k - 0.5, clamped."""
+    M = np.zeros((n * k, n))
+    for i in range(n * k):
+        src = (i + 0.5) / k - 0.5
+        lo = np.floor(src)
+        frac = src - lo
+        M[i, int(min(max(lo, 0), n - 1))] += 1.0 - frac
+        M[i, int(min(max(lo + 1, 0), n - 1))] += frac
+    return M
+
+
+def _on_axis(b: _Builder, name: str, x: str, ax: int, M: np.ndarray) -> str:
+    """A dense by M (out, n) along axis ``ax``: transposed to the last axis and back."""
+    shape = b.shape(x)
+    nd = len(shape)
+    perm = [i for i in range(nd) if i != ax] + [ax]
+    t = x
+    if ax != nd - 1:
+        t = b.add_node("transpose", name, [t], tuple(shape[p] for p in perm), perm=perm)
+    t = _dense_node(b, name, t, M, np.zeros(M.shape[0]))
+    if ax != nd - 1:
+        inv = [perm.index(i) for i in range(nd)]
+        tshape = b.shape(t)
+        t = b.add_node("transpose", name, [t], tuple(tshape[p] for p in inv), perm=inv)
+    return t
+
+
+def _upsampling(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """UpSampling1D/2D: nearest as repeats (concatenations), 2-D bilinear as a dense along
+    each spatial axis."""
+    (x,) = inputs
+    name = cfg["name"]
+    cls = layer.cls
+    rank = 1 if "1D" in cls else 2
+    shape = b.shape(x)
+    if len(shape) != rank + 1:
+        b.fail(name, f"{cls} expects a {rank + 1}-D input (batch aside), got {shape}")
+    size = _tuple(cfg.get("size", 2), rank)
+    if len(size) != rank or any(k < 1 for k in size):
+        b.fail(name, f"{cls} with size={cfg.get('size')} is not supported")
+    fmt = cfg.get("data_format") or "channels_last"
+    if fmt not in ("channels_last", "channels_first"):
+        b.fail(name, f"{cls} with data_format='{fmt}' is not supported")
+    axes = [i + (1 if fmt == "channels_first" else 0) for i in range(rank)]
+    interp = str(cfg.get("interpolation", "nearest")).lower()
+    if interp not in ("nearest", "bilinear"):
+        b.fail(name, f"{cls} with interpolation='{interp}' is not supported (supported: "
+                     "nearest, bilinear)")
+    y = x
+    for ax, k in zip(axes, size):
+        if interp == "nearest":
+            y = _repeat(b, name, y, ax, k)
+        elif k > 1:
+            y = _on_axis(b, name, y, ax, _bilinear_matrix(b.shape(y)[ax], k))
+    return y if y != x else b.add_node("reshape", name, [x], shape)
+
+
 def _permute(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     (x,) = inputs
     perm = [int(d) - 1 for d in cfg["dims"]]
@@ -528,6 +689,14 @@ def _merge(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     shape = b.shape(inputs[0])
     if cls == "Subtract":
         return b.add_node("sub", name, inputs, shape)
+    if cls in ("Maximum", "Minimum"):
+        # max(y, t) = t + relu(y - t), min(y, t) = y - relu(y - t)
+        y = inputs[0]
+        for t in inputs[1:]:
+            r = _apply_act(b, b.add_node("sub", name, [y, t], shape), "relu", {}, name)
+            y = b.add_node("add", name, [t, r], shape) if cls == "Maximum" else \
+                b.add_node("sub", name, [y, r], shape)
+        return y
     op = "mul" if cls == "Multiply" else "add"
     y = inputs[0]
     for t in inputs[1:]:
@@ -594,6 +763,10 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     for flag in ("go_backwards", "return_state"):
         if cfg.get(flag):
             b.fail(name, f"{cls} with {flag}=True is not supported")
+    if cfg.get("stateful"):
+        b.fail(name, f"{cls} with stateful=True is not supported: the generated predict starts "
+                     "each window from zero states (save the model with stateful=False; its "
+                     "NAME_step/NAME_reset carry the state from one call to the next)")
     b.recurrent = True
     T, F = shape
     H = int(cfg["units"])
@@ -678,53 +851,90 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     return h
 
 
-_CONVERTERS: dict[str, Callable[..., str]] = {
-    "Dense": _dense,
-    "Activation": _activation,
-    "ReLU": _relu,
-    "LeakyReLU": _leaky_relu,
-    "ELU": _elu,
-    "Softmax": _softmax,
-    "Conv1D": _conv,
-    "Conv2D": _conv,
-    "DepthwiseConv1D": _conv,
-    "DepthwiseConv2D": _conv,
-    "MaxPooling1D": _pool,
-    "MaxPooling2D": _pool,
-    "AveragePooling1D": _pool,
-    "AveragePooling2D": _pool,
-    "GlobalAveragePooling1D": _pool,
-    "GlobalAveragePooling2D": _pool,
-    "GlobalMaxPooling1D": _pool,
-    "GlobalMaxPooling2D": _pool,
-    "Flatten": _reshape,
-    "Reshape": _reshape,
-    "BatchNormalization": _batchnorm,
-    "Add": _merge,
-    "Subtract": _merge,
-    "Multiply": _merge,
-    "Average": _merge,
-    "Concatenate": _concat,
-    "SimpleRNN": _recurrent,
-    "GRU": _recurrent,
-    "LSTM": _recurrent,
-    "Normalization": _normalization,
-    "Rescaling": _rescaling,
-    "ZeroPadding1D": _pad_crop,
-    "ZeroPadding2D": _pad_crop,
-    "Cropping1D": _pad_crop,
-    "Cropping2D": _pad_crop,
-    "Permute": _permute,
-    "TimeDistributed": _time_distributed,
-    "Identity": _identity,
-    "Dropout": _identity,
-    "SpatialDropout1D": _identity,
-    "SpatialDropout2D": _identity,
-    "GaussianNoise": _identity,
-    "GaussianDropout": _identity,
-    "AlphaDropout": _identity,
-    "ActivityRegularization": _identity,
+#: Keras layer class -> (its lowering, what of it is supported). The Keras table of
+#: docs/COMPILER.md is made from this (:func:`layers_table`; a test checks that they agree).
+LAYERS: dict[str, tuple[Callable[..., str], str]] = {
+    "Dense": (_dense, "any rank (on the last axis); `use_bias`; `activation` as Activation"),
+    "Activation": (_activation, ", ".join(f"`{a}`" for a in sorted(_KERAS_ACT))
+                   + " (Keras 2 files: `hard_sigmoid` slope 0.2)"),
+    "ReLU": (_relu, "`max_value` (any, >= 0), `negative_slope`, `threshold` (x if x > t "
+                    "else 0: an exact step, with derivative 0 at the jump)"),
+    "LeakyReLU": (_leaky_relu, "`negative_slope` (Keras 2: `alpha`)"),
+    "PReLU": (_prelu, "per-element `alpha`, `shared_axes`: relu(x) - alpha relu(-x) "
+                      "(one alpha: `leaky_relu`)"),
+    "ELU": (_elu, "`alpha`"),
+    "Softmax": (_softmax, "the last axis"),
+    "Conv1D": (_conv, "valid, same, causal; strides, dilation_rate, groups; channels_last"),
+    "Conv2D": (_conv, "valid, same; strides, dilation_rate, groups; channels_last"),
+    "DepthwiseConv1D": (_conv, "as Conv1D, `depth_multiplier`"),
+    "DepthwiseConv2D": (_conv, "as Conv2D, `depth_multiplier`"),
+    "MaxPooling1D": (_pool, "valid, same; strides; channels_last"),
+    "MaxPooling2D": (_pool, "valid, same; strides; channels_last"),
+    "AveragePooling1D": (_pool, "valid, same; strides; channels_last"),
+    "AveragePooling2D": (_pool, "valid, same; strides; channels_last"),
+    "GlobalAveragePooling1D": (_pool, "channels_last; `keepdims` False"),
+    "GlobalAveragePooling2D": (_pool, "channels_last; `keepdims` False"),
+    "GlobalMaxPooling1D": (_pool, "channels_last; `keepdims` False"),
+    "GlobalMaxPooling2D": (_pool, "channels_last; `keepdims` False"),
+    "Flatten": (_reshape, "channels_last (free)"),
+    "Reshape": (_reshape, "any target shape, -1 too (free)"),
+    "BatchNormalization": (_batchnorm, "inference statistics; any `axis` (the last: folded "
+                                       "into the Dense/Conv before it, else a scale and shift; "
+                                       "another axis, e.g. channels_first: constants over the "
+                                       "axes from it on), several axes (Keras 2)"),
+    "Add": (_merge, "equal shapes"),
+    "Subtract": (_merge, "equal shapes"),
+    "Multiply": (_merge, "equal shapes"),
+    "Average": (_merge, "equal shapes"),
+    "Maximum": (_merge, "equal shapes: t + relu(y - t)"),
+    "Minimum": (_merge, "equal shapes: y - relu(y - t)"),
+    "Concatenate": (_concat, "any axis but the batch"),
+    "SimpleRNN": (_recurrent, "unrolled over the window (and a one-step streaming form); "
+                              "`return_sequences`; no `go_backwards`, `return_state`, "
+                              "`stateful`"),
+    "GRU": (_recurrent, "as SimpleRNN; `reset_after` True and False"),
+    "LSTM": (_recurrent, "as SimpleRNN"),
+    "Normalization": (_normalization, "`axis` -1; `invert`"),
+    "Rescaling": (_rescaling, "`scale`, `offset` (scalars or per last-axis feature)"),
+    "ZeroPadding1D": (_pad_crop, "channels_last"),
+    "ZeroPadding2D": (_pad_crop, "channels_last"),
+    "Cropping1D": (_pad_crop, "channels_last"),
+    "Cropping2D": (_pad_crop, "channels_last"),
+    "UpSampling1D": (_upsampling, "`size` (repeats, no weights)"),
+    "UpSampling2D": (_upsampling, "`size`; `interpolation` nearest (repeats) or bilinear "
+                                  "(a Dense along each spatial axis; half-pixel centres, "
+                                  "as tf.image.resize); channels_last and channels_first"),
+    "Permute": (_permute, "any permutation"),
+    "TimeDistributed": (_time_distributed, "of Dense"),
+    "Identity": (_identity, "removed"),
+    "Dropout": (_identity, "removed"),
+    "SpatialDropout1D": (_identity, "removed"),
+    "SpatialDropout2D": (_identity, "removed"),
+    "SpatialDropout3D": (_identity, "removed"),
+    "GaussianNoise": (_identity, "removed"),
+    "GaussianDropout": (_identity, "removed"),
+    "AlphaDropout": (_identity, "removed"),
+    "ActivityRegularization": (_identity, "removed"),
 }
+_CONVERTERS: dict[str, Callable[..., str]] = {k: fn for k, (fn, _) in LAYERS.items()}
+
+#: The model classes, inlined wherever they are used (a row each in the Keras table).
+MODEL_CLASSES = {
+    "InputLayer": "fixed shape (batch aside)",
+    "Sequential": "a model, or nested as a layer (inlined)",
+    "Functional": "any DAG: several inputs and outputs, shared layers (each call its own "
+                  "nodes on the same weights), nested models (inlined, one output)",
+    "Model": "as Functional",
+}
+
+
+def layers_table() -> str:
+    """The Markdown table of :data:`LAYERS` and :data:`MODEL_CLASSES` (in docs/COMPILER.md
+    between the keras-layers markers)."""
+    notes = {k: d for k, (_, d) in LAYERS.items()} | MODEL_CLASSES
+    rows = ["| Keras layer | supported |", "|---|---|"]
+    rows += [f"| {k} | {notes[k]} |" for k in sorted(notes, key=str.lower)]
+    return "\n".join(rows)
 
 
 def _convert(b: _Builder, layer: LayerSpec, inputs: list[str]) -> str:
@@ -744,7 +954,7 @@ def _convert(b: _Builder, layer: LayerSpec, inputs: list[str]) -> str:
                            f"({one_line(e)})", file=b.where, layer=layer.name) from None
 
 
-SUPPORTED_LAYERS = frozenset(_CONVERTERS) | {"InputLayer", "Sequential", "Functional", "Model"}
+SUPPORTED_LAYERS = frozenset(_CONVERTERS) | frozenset(MODEL_CLASSES)
 
 
 def _history_refs(obj: Any) -> list[tuple[str, int, int]]:
@@ -916,43 +1126,72 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
             else:
                 x = _convert(b, layer, [x])
         return inputs, [x]
-    # Keyed by (layer, output index): each layer is called once (shared layers are rejected),
-    # so the node index of a reference adds nothing, and Keras 2 numbers a nested model's call
-    # from 1 (its node 0 is the model's own construction).
-    produced: dict[tuple[str, int], str] = {}
-    input_refs = [(r[0], r[2]) for r in model.input_refs]
+    # Keyed by (layer, call, output index). A layer called several times (a shared layer)
+    # becomes new nodes at each call, on the same weights. A reference's node index is the
+    # call, except that Keras 2 numbers a nested model's calls from 1 (its node 0 is the
+    # model's own construction); the node index of a layer called once is not needed.
+    produced: dict[tuple[str, int, int], str] = {}
+    ncalls: dict[str, int] = {}
+    nested: set[str] = set()
+
+    def key(ref: tuple[str, int, int], reader: str) -> tuple[str, int, int]:
+        name, node, tensor = ref
+        n = ncalls.get(name, 1)
+        if n == 1:
+            return (name, 0, tensor)
+        call = node - (1 if b.dialect.legacy and name in nested else 0)
+        if not 0 <= call < n:
+            raise CompileError(f"layer reads call {node} of {name!r}, which is called {n} "
+                               "times", file=b.where, layer=reader)
+        return (name, call, tensor)
+
+    for layer, nodes in zip(model.layers, model.calls):
+        ncalls[layer.name] = 1 if nodes is None else len(nodes)
+        if isinstance(layer, ModelSpec):
+            nested.add(layer.name)
+    input_refs = [key(r, model.name) for r in model.input_refs]
     if given is not None and len(given) != len(input_refs):
         raise CompileError(f"nested model takes {len(input_refs)} inputs, given {len(given)}",
                            file=b.where, layer=model.name)
+    # The calls in the config's order, each once its inputs are computed (a shared layer's
+    # later call may read a layer listed after it).
+    pending: list[tuple[Spec, int, Any]] = []
     for layer, nodes in zip(model.layers, model.calls):
         if nodes is None:  # an InputLayer
-            key = (layer.name, 0)
+            k = (layer.name, 0, 0)
             if given is None:
-                produced[key] = input_tensor(layer.name, model.input_shapes[layer.name])
+                produced[k] = input_tensor(layer.name, model.input_shapes[layer.name])
             else:
-                produced[key] = given[input_refs.index(key)]
+                produced[k] = given[input_refs.index(k)]
             continue
-        if len(nodes) != 1:
-            raise CompileError(
-                f"layer is called {len(nodes)} times; shared layers are not supported",
-                file=b.where, layer=layer.name,
-            )
-        refs = _history_refs(nodes[0])
-        missing = [r for r in refs if (r[0], r[2]) not in produced]
-        if missing:
-            raise CompileError(f"layer reads {missing[0][0]!r} (call {missing[0][1]}, output "
-                               f"{missing[0][2]}), which is not computed before it",
+        if not nodes:
+            raise CompileError("layer is never called (it has no inbound nodes)",
                                file=b.where, layer=layer.name)
-        ins = [produced[(r[0], r[2])] for r in refs]
-        if isinstance(layer, ModelSpec):
-            outs = _walk(b, layer, ins, input_tensor)[1]
-            if len(outs) != 1:
-                raise CompileError("a nested model with several outputs is not supported",
-                                   file=b.where, layer=layer.name)
-            produced[(layer.name, 0)] = outs[0]
-        else:
-            produced[(layer.name, 0)] = _convert(b, layer, ins)
-    out_refs = [(r[0], r[2]) for r in model.output_refs]
+        pending += [(layer, call, node) for call, node in enumerate(nodes)]
+    while pending:
+        ready = [p for p in pending
+                 if all(key(r, p[0].name) in produced for r in _history_refs(p[2]))]
+        if not ready:
+            layer, _, node = pending[0]
+            r = next(key(r, layer.name) for r in _history_refs(node)
+                     if key(r, layer.name) not in produced)
+            raise CompileError(f"layer reads {r[0]!r} (call {r[1]}, output {r[2]}), which is "
+                               "not computed before it", file=b.where, layer=layer.name)
+        for layer, call, node in pending:
+            refs = [key(r, layer.name) for r in _history_refs(node)]
+            if any(r not in produced for r in refs):
+                continue
+            ins = [produced[r] for r in refs]
+            if isinstance(layer, ModelSpec):
+                outs = _walk(b, layer, ins, input_tensor)[1]
+                if len(outs) != 1:
+                    raise CompileError("a nested model with several outputs is not supported",
+                                       file=b.where, layer=layer.name)
+                produced[(layer.name, call, 0)] = outs[0]
+            else:
+                produced[(layer.name, call, 0)] = _convert(b, layer, ins)
+        pending = [p for p in pending if (p[0].name, p[1], 0) not in produced]
+    out_refs = [key(r, model.name) for r in model.output_refs]
     missing = [r for r in out_refs if r not in produced]
     if missing:
         raise CompileError(f"model output {missing[0][0]!r} is not computed", file=b.where,

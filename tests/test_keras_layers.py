@@ -1,0 +1,270 @@
+"""Keras layers lowered onto the existing IR ops (BatchNormalization on any axis, shared layers,
+PReLU, Maximum/Minimum, UpSampling1D/2D, ReLU with a threshold, SpatialDropout3D), compiled to
+C, built with the host cc and compared with Keras: outputs within 1e-5 (1 + |y|), Jacobians
+against GradientTape within 1e-4 (1 + |J|). Also the refusals (stateful RNNs, interpolations
+other than nearest/bilinear) and the generated Keras table of docs/COMPILER.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnmpc.compiler import CompileError, compile_model
+from nnmpc.compiler.frontends import load_model
+from support import build_host, rel_err
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+L = keras.layers
+
+
+def randomise(model, seed: int, scale: float = 0.5) -> None:
+    """Random weights, non-zero biases and BatchNorm statistics, PReLU slopes of both signs."""
+    rng = np.random.default_rng(seed)
+    ws = []
+    for v in model.weights:
+        shape, name = tuple(v.shape), v.path
+        if "moving_variance" in name:
+            ws.append(rng.uniform(0.5, 2.0, shape))
+        elif "gamma" in name:
+            ws.append(rng.uniform(0.5, 1.5, shape))
+        else:
+            ws.append(rng.normal(0.0, scale, shape))
+    model.set_weights([w.astype(np.float32) for w in ws])
+
+
+def keras_out(model, x: np.ndarray) -> np.ndarray:
+    y = model(tf.constant(x), training=False)
+    ys = y if isinstance(y, (list, tuple)) else [y]
+    return np.concatenate([np.asarray(t).reshape(len(x), -1) for t in ys], axis=1)
+
+
+def tape_jacobian(model, x: np.ndarray) -> np.ndarray:
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = model(xt, training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        y = tf.concat([tf.reshape(t, (len(x), -1)) for t in ys], axis=1)
+    return tape.batch_jacobian(y, xt).numpy().reshape(len(x), y.shape[1], -1)
+
+
+def check(tmp_path: Path, model, x: np.ndarray, tag: str, n_jac: int = 100):
+    """Save, compile and build the model; compare the C with Keras on x. Returns the graph."""
+    path = tmp_path / f"{tag}.keras"
+    model.save(path)
+    graph = load_model(path)
+    compile_model(path, tmp_path / "out", name="net")
+    host = build_host(tmp_path / "out", "net", graph.input_size, graph.output_size)
+    y_c, J_c = host.run(x.reshape(len(x), -1))
+    y_k = keras_out(model, x)
+    J_k = tape_jacobian(model, x[:n_jac])
+    ey, eJ = rel_err(y_c, y_k), rel_err(J_c[:n_jac], J_k)
+    print(f"\n{tag}: max output error {ey:.2e}, max Jacobian error {eJ:.2e}")
+    assert y_k.std(axis=0).max() > 1e-2 and np.abs(J_k).max() > 1e-2  # not a trivial model
+    assert ey <= 1e-5
+    assert eJ <= 1e-4
+    return graph
+
+
+def uniform(rng, shape, n: int = 300, r: float = 2.0) -> np.ndarray:
+    return rng.uniform(-r, r, size=(n,) + tuple(shape)).astype(np.float32)
+
+
+# ---- 1. BatchNormalization on a non-last axis -----------------------------------------------
+
+def test_batchnorm_on_the_time_axis_of_a_sequence(tmp_path, rng):
+    m = keras.Sequential([keras.Input((5, 3)), L.Dense(4, activation="tanh", name="d"),
+                          L.BatchNormalization(axis=1, name="bn_t"),
+                          L.BatchNormalization(axis=-2, name="bn_t2"),
+                          L.Flatten(), L.Dense(3, name="out")])
+    randomise(m, 1)
+    g = check(tmp_path, m, uniform(rng, (5, 3)), "bn_axis1")
+    # per time step: the constants cover the (T, F) block, not only the features
+    (mul,) = [n for n in g.nodes if n.op == "mul" and n.source == "bn_t"]
+    assert g.tensors[mul.inputs[1]].shape == (5, 4)
+
+
+def test_batchnorm_on_the_channels_first_axis(tmp_path, rng):
+    m = keras.Sequential([keras.Input((3, 4, 5)), L.BatchNormalization(axis=1, name="bn_c"),
+                          L.Permute((2, 3, 1)), L.Conv2D(2, 3, activation="elu"),
+                          L.Flatten(), L.Dense(2)])
+    randomise(m, 2)
+    check(tmp_path, m, uniform(rng, (3, 4, 5)), "bn_channels_first")
+
+
+# ---- 2. a layer shared by two branches ------------------------------------------------------
+
+def test_shared_dense_and_shared_nested_model(tmp_path, rng):
+    x = keras.Input((3,), name="x")
+    shared = L.Dense(3, activation="tanh", name="shared")
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="relu", name="in_d")],
+                             name="inner")
+    a = shared(x)
+    b = shared(L.Dense(3, name="pre")(x))
+    c = shared(shared(a))                      # a chain of calls: calls 2 and 3 read call 0
+    z = L.Concatenate(name="cat")([a, b, c, inner(a), inner(b)])
+    m = keras.Model(x, L.Dense(2, name="out")(z))
+    randomise(m, 3)
+    check(tmp_path, m, uniform(rng, (3,)), "shared")
+    # the shared weights are stored once: the C holds exactly Keras' parameters
+    header = " ".join((tmp_path / "out" / "net.h").read_text().split())
+    assert f"#define NET_PARAMS {m.count_params()}" in header
+
+
+# ---- 3. PReLU, Maximum, Minimum -------------------------------------------------------------
+
+def test_prelu_maximum_minimum(tmp_path, rng):
+    x = keras.Input((6,), name="x")
+    a = L.Dense(6, name="da")(x)
+    b = L.Dense(6, name="db")(x)
+    c = L.Dense(6, name="dc")(x)
+    p = L.PReLU(name="prelu")(a)                                  # one alpha per element
+    mx = L.Maximum(name="max")([a, b, c])
+    mn = L.Minimum(name="min")([b, c])
+    m = keras.Model(x, L.Dense(3, name="out")(L.Concatenate()([p, mx, mn])))
+    randomise(m, 4)
+    check(tmp_path, m, uniform(rng, (6,)), "prelu_max_min")
+
+
+def test_prelu_shared_axes_on_an_image(tmp_path, rng):
+    m = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(3, 3, name="conv"),
+                          L.PReLU(shared_axes=[1, 2], name="prelu_c"),
+                          L.Conv2D(2, 2, name="conv2"),
+                          L.PReLU(shared_axes=[3], name="prelu_hw"),
+                          L.Flatten(), L.Dense(2)])
+    randomise(m, 5)
+    g = check(tmp_path, m, uniform(rng, (5, 5, 2)), "prelu_shared_axes")
+    alphas = {n.source: g.tensors[n.inputs[1]].shape for n in g.nodes
+              if n.op == "mul" and "alpha" in n.inputs[1]}
+    assert alphas == {"prelu_c": (3,), "prelu_hw": (2, 2, 2)}  # over leading axes only
+
+
+def test_prelu_with_one_alpha_is_a_leaky_relu(tmp_path, rng):
+    m = keras.Sequential([keras.Input((4,)), L.Dense(5), L.PReLU(shared_axes=[1], name="pr"),
+                          L.Dense(2)])
+    randomise(m, 6)
+    g = check(tmp_path, m, uniform(rng, (4,)), "prelu_one")
+    assert [n.attrs.get("activation") for n in g.nodes if n.source == "pr"] == ["leaky_relu"]
+
+
+# ---- 4. UpSampling1D / UpSampling2D ---------------------------------------------------------
+
+def test_upsampling1d_and_2d_nearest(tmp_path, rng):
+    x = keras.Input((4, 3, 2), name="img")
+    u = L.UpSampling2D((2, 3), name="up2")(x)
+    y = L.Conv2D(2, 3, strides=2, activation="tanh", name="conv")(u)       # (3, 4, 2)
+    s = L.Reshape((12, 2))(y)
+    s = L.UpSampling1D(3, name="up1")(L.Conv1D(3, 2, name="c1")(s))        # (33, 3)
+    m = keras.Model(x, L.Dense(2, name="out")(L.Flatten()(s)))
+    randomise(m, 7)
+    g = check(tmp_path, m, uniform(rng, (4, 3, 2)), "upsampling_nearest")
+    assert not any(n.op == "dense" and n.source.startswith("up") for n in g.nodes)
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_upsampling2d_bilinear(tmp_path, rng, fmt):
+    shape = (3, 4, 2) if fmt == "channels_last" else (2, 3, 4)
+    m = keras.Sequential([keras.Input(shape),
+                          L.UpSampling2D((2, 3), interpolation="bilinear", data_format=fmt,
+                                         name="up"),
+                          L.Flatten(), L.Dense(3)])
+    randomise(m, 8)
+    check(tmp_path, m, uniform(rng, shape), f"upsampling_bilinear_{fmt}")
+
+
+def test_upsampling2d_other_interpolations_are_refused(tmp_path):
+    m = keras.Sequential([keras.Input((3, 3, 1)),
+                          L.UpSampling2D(2, interpolation="bicubic", name="up_cubic")])
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(CompileError) as e:
+        load_model(tmp_path / "m.keras")
+    msg = str(e.value)
+    assert "up_cubic" in msg and "interpolation='bicubic'" in msg and "\n" not in msg
+
+
+# ---- 5. ReLU with a threshold ---------------------------------------------------------------
+
+RELUS = {
+    "t": dict(threshold=0.5),
+    "t_slope": dict(threshold=0.5, negative_slope=0.2),
+    "t_max": dict(threshold=0.3, max_value=1.2),
+    "t_slope_max6": dict(threshold=0.7, negative_slope=0.1, max_value=6.0),
+    "max": dict(max_value=2.5),
+    "max_slope": dict(max_value=1.0, negative_slope=0.3),
+    "big_t_small_max": dict(threshold=2.0, max_value=1.0, negative_slope=0.05),
+}
+
+
+@pytest.mark.parametrize("key", list(RELUS))
+def test_relu_threshold_negative_slope_max_value(tmp_path, rng, key):
+    """One model per configuration: the layer on the input itself, where the inputs include
+    the threshold, the floats next to it and both sides of max_value; then a Dense after it."""
+    kw = RELUS[key]
+    x = keras.Input((8,), name="x")
+    r = L.ReLU(**kw, name="relu_t")(x)
+    m = keras.Model(x, [r, L.Dense(3, name="out")(L.ReLU(**kw, name="relu_h")(
+        L.Dense(8, name="d")(x)))])
+    randomise(m, 9)
+    t = np.float32(kw.get("threshold", 0.0))
+    # (not max_value itself: TF's clip passes the gradient there, the C takes 0 at that kink;
+    # nor the subnormal floats next to 0, which TensorFlow flushes to zero)
+    near = [np.nextafter(t, np.float32(9)), np.nextafter(t, np.float32(-9))] if t else [0.1, -0.1]
+    edges = np.array([t, *near, -t, 0.0, 3.0, 7.0, -7.0], np.float32)
+    xs = np.concatenate([np.tile(edges, (8, 1)), uniform(rng, (8,), r=3.0)]).astype(np.float32)
+    check(tmp_path, m, xs, f"relu_{key}")
+
+
+def test_relu_threshold_step_is_exact_at_the_threshold(tmp_path):
+    """x just above t gives x, t itself gives 0 (the step is exact in float32)."""
+    t = np.float32(0.3)
+    m = keras.Sequential([keras.Input((3,)), L.ReLU(threshold=float(t), name="r")])
+    m.save(tmp_path / "m.keras")
+    compile_model(tmp_path / "m.keras", tmp_path / "out", name="net")
+    host = build_host(tmp_path / "out", "net", 3, 3)
+    up, down = np.nextafter(t, np.float32(1)), np.nextafter(t, np.float32(0))
+    xs = np.array([[t, up, down], [1e30, -1e30, 5e-6]], np.float32)
+    y, J = host.run(xs)
+    assert np.array_equal(y, np.asarray(m(xs)))
+    assert np.array_equal(y[0], [0.0, up, 0.0])
+    assert np.array_equal(J[0], np.diag([0.0, 1.0, 0.0]).astype(np.float32))
+
+
+# ---- 6. SpatialDropout3D --------------------------------------------------------------------
+
+def test_spatial_dropout3d_is_removed(tmp_path, rng):
+    m = keras.Sequential([keras.Input((2, 3, 3, 2)), L.SpatialDropout3D(0.4, name="sd3"),
+                          L.Flatten(), L.Dense(4, activation="tanh"), L.Dense(2)])
+    randomise(m, 10)
+    g = check(tmp_path, m, uniform(rng, (2, 3, 3, 2)), "spatial_dropout3d")
+    assert not any(n.source == "sd3" for n in g.nodes)
+
+
+# ---- 7. stateful recurrent layers -----------------------------------------------------------
+
+@pytest.mark.parametrize("cls", ["GRU", "LSTM", "SimpleRNN"])
+def test_stateful_rnn_is_refused_by_name(tmp_path, cls):
+    m = keras.Sequential([keras.Input(batch_shape=(1, 4, 3)),
+                          getattr(L, cls)(5, stateful=True, name="carry"), L.Dense(1)])
+    m.save(tmp_path / "s.keras")
+    with pytest.raises(CompileError) as e:
+        load_model(tmp_path / "s.keras")
+    msg = str(e.value)
+    assert "carry" in msg and f"{cls} with stateful=True is not supported" in msg
+    assert "\n" not in msg
+
+
+# ---- 8. the generated table of docs/COMPILER.md ---------------------------------------------
+
+def test_compiler_doc_lists_the_front_ends_keras_table():
+    from nnmpc.compiler.frontends.keras import (_CONVERTERS, LAYERS, MODEL_CLASSES,
+                                                SUPPORTED_LAYERS, layers_table)
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "COMPILER.md").read_text()
+    begin, end = "<!-- keras-layers:begin -->\n", "\n<!-- keras-layers:end -->"
+    assert doc[doc.index(begin) + len(begin):doc.index(end)] == layers_table()
+    assert set(_CONVERTERS) == set(LAYERS)
+    assert SUPPORTED_LAYERS == set(LAYERS) | set(MODEL_CLASSES)
+    assert len(layers_table().splitlines()) == len(SUPPORTED_LAYERS) + 2
