@@ -252,10 +252,59 @@ def functional_merge(tmp_path):
     return m, p
 
 
+def image_new_layers(tmp_path):
+    """PReLU (shared_axes), bilinear and nearest UpSampling2D, BatchNormalization over two axes
+    (Keras 2 only) and over a non-last axis, UpSampling1D, ReLU with threshold, negative_slope
+    and max_value."""
+    m = tfk.Sequential([
+        L.InputLayer(input_shape=(3, 4, 2)),
+        L.Conv2D(3, 2, padding="same", name="conv"),
+        L.PReLU(shared_axes=[1, 2], name="prelu"),
+        L.UpSampling2D((2, 2), interpolation="bilinear", name="up_bl"),
+        L.BatchNormalization(axis=[1, 3], name="bn_hc"),
+        L.Conv2D(2, 3, strides=2, activation="tanh", name="conv2"),     # (2, 3, 2)
+        L.UpSampling2D((1, 2), name="up_nn"),
+        L.Reshape((12, 2), name="rs"),
+        L.BatchNormalization(axis=1, name="bn_t"),
+        L.UpSampling1D(2, name="up1"),
+        L.Conv1D(3, 3, name="c1"),
+        L.Flatten(name="flat"),
+        L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2, name="relu_t"),
+        L.Dense(3, name="out")])
+    randomise(m, 12, scale=0.5)
+    p = tmp_path / "img_new.h5"
+    m.save(p)
+    rewrite(p, "2.11.0")
+    return m, p
+
+
+def shared_layers(tmp_path):
+    """A Dense called three times, a nested Sequential and a nested functional model each
+    called twice (Keras 2 numbers a nested model's calls from 1), Maximum and Minimum."""
+    x = L.Input((4,), name="x")
+    shared = L.Dense(4, activation="tanh", name="shared")
+    inner = tfk.Sequential([L.Dense(3, activation="relu", input_shape=(4,), name="in_d")],
+                           name="inner")
+    fi = L.Input((4,), name="fi")
+    fmodel = tfk.Model(fi, L.Dense(4, activation="sigmoid", name="fd")(fi), name="fmodel")
+    a = shared(x)
+    b = shared(L.Dense(4, name="pre")(x))
+    c = shared(fmodel(b))
+    mx = L.Maximum(name="max")([a, b, c])
+    mn = L.Minimum(name="min")([fmodel(a), c])
+    z = L.Concatenate(name="cat")([mx, mn, inner(a), inner(c)])
+    m = tfk.Model(x, L.Dense(2, name="out")(z), name="shared")
+    randomise(m, 13)
+    p = tmp_path / "shared.h5"
+    m.save(p)
+    rewrite(p, "2.9.0")
+    return m, p
+
+
 MODELS = {f.__name__: f for f in (
     gru_keras224, gru_before_reset_after, gru_tf_keras, lstm_time_distributed,
     simple_rnn_one_step, conv1d_pool, conv1d_global, dense_first_26, functional_two_outputs,
-    cnn2d, functional_merge)}
+    cnn2d, functional_merge, image_new_layers, shared_layers)}
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -401,6 +450,17 @@ def test_time_major_true_is_rejected_by_name(tmp_path):
         cfg["config"]["layers"][1]["config"]["time_major"] = True
         f.attrs["model_config"] = json.dumps(cfg)
     with pytest.raises(CompileError, match=r"tm_gru.*time_major=True is not supported"):
+        load_model(p)
+
+
+def test_stateful_rnn_is_refused_by_name(tmp_path):
+    m = tfk.Sequential([L.LSTM(3, stateful=True, batch_input_shape=(1, 4, 2), name="carry"),
+                        L.Dense(1)])
+    p = tmp_path / "st.h5"
+    m.save(p)
+    rewrite(p, "2.8.0")
+    with pytest.raises(CompileError, match=r"Keras 2.8.0.*carry.*LSTM with stateful=True is "
+                                           r"not supported: the generated predict"):
         load_model(p)
 
 
