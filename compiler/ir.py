@@ -93,6 +93,8 @@ OPS: dict[str, int | None] = {
     "qlut": 2,
     "qmul": 2,
     "qconcat": None,
+    "qsoftmax": 1,
+    "qpad": 1,
 }
 
 

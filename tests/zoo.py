@@ -375,7 +375,16 @@ def int8_keras_builders():
     # Unrolled recurrent layers in int8 (UNPACK, SPLIT, STRIDED_SLICE, SUB, tanh/logistic tables).
     for name in ("unrolled_gru", "unrolled_gru_reset_before", "unrolled_lstm", "unrolled_simple_rnn"):
         B[name] = (lambda keras, name=name: _unrolled(keras, "q_" + name, UNROLLED[name]))
+    B["vision_pad_permute_softmax"] = _q_vision_pad_permute_softmax  # sorts last: seeds kept
     return B
+
+
+def _q_vision_pad_permute_softmax(keras):
+    """int8 PAD (zero padding, the zero point), TRANSPOSE (Permute) and SOFTMAX."""
+    L = keras.layers
+    return _seq(keras, (6, 6, 2), [L.ZeroPadding2D(((1, 0), (0, 2))), L.Conv2D(3, 3),
+                                   L.Permute((2, 1, 3)), L.Flatten(), L.Dense(4), L.Softmax()],
+                "q_vision_pad_permute_softmax")
 
 
 # ---- The zoo: every model in every format it is tested in ------------------------------------

@@ -56,7 +56,12 @@ def lower_int8(graph: Graph, name: str):
         return "&" + sym
 
     roots = alias_roots(graph)
-    ext = {graph.inputs[0]: Buf("input"), graph.outputs[0]: Buf("output")}
+    # several inputs are read concatenated, in the graph's order (the layout is in the header)
+    ext, off = {}, 0
+    for t in graph.inputs:
+        ext[t] = Buf("input", off=off)
+        off += graph.tensors[t].size
+    ext[graph.outputs[0]] = Buf("output")
     p = Program()
 
     def v(t: str) -> Buf:
@@ -126,6 +131,31 @@ def lower_int8(graph: Graph, name: str):
         elif node.op == "qlut":
             p.emit("nnmpc_q_lut", v(x), v(y), graph.tensors[y].size, const(node.inputs[1]),
                    comment=comment)
+        elif node.op == "qsoftmax":
+            sm = struct("nnmpc_q_softmax_t", [(k, str(a[k])) for k in ("mult", "left_shift", "diff_min")],
+                        f"{node.source}: softmax")
+            depth = int(a["depth"])
+            p.emit("nnmpc_q_softmax", v(x), v(y), graph.tensors[y].size // depth, depth, sm,
+                   comment=comment)
+        elif node.op == "transpose":
+            shape = list(graph.tensors[x].shape)
+            pad = 4 - len(shape)
+            tp = struct("nnmpc_transpose_t",
+                        [("shape", "{" + ", ".join(map(str, [1] * pad + shape)) + "}"),
+                         ("perm", "{" + ", ".join(map(str, list(range(pad)) + [q + pad for q in a["perm"]])) + "}")],
+                        f"{node.source}: transpose")
+            p.emit("nnmpc_q_transpose", v(x), v(y), tp, comment=comment)
+        elif node.op == "qpad":
+            shape = list(graph.tensors[x].shape)
+            pad = 4 - len(shape)
+            pairs = [(0, 0)] * pad + [tuple(q) for q in a["pads"]]
+            arr = lambda vals: "{" + ", ".join(map(str, vals)) + "}"  # noqa: E731
+            pp = struct("nnmpc_q_pad_t", [("shape", arr([1] * pad + shape)),
+                                          ("before", arr([b for b, _ in pairs])),
+                                          ("after", arr([e for _, e in pairs])),
+                                          ("value", str(a["value"]))],
+                        f"{node.source}: pad")
+            p.emit("nnmpc_q_pad", v(x), v(y), pp, comment=comment)
         elif node.op == "reshape":
             if roots[x] != roots[y]:
                 p.emit("nnmpc_q_copy", v(x), v(y), graph.tensors[y].size, comment=comment)
@@ -147,9 +177,21 @@ def lower_int8(graph: Graph, name: str):
     src.arena_bytes = max(size + n_in + n_out, 1)
     src.functions.append(_function(
         f"void {name}_predict_int8(const int8_t *input, int8_t *output)", p, offsets, arena))
+    layout = [dict(e) for e in q.get("inputs") or []] or [{"name": graph.inputs[0], "shape": graph.tensors[graph.inputs[0]].shape,
+                                   "size": n_in, "scale": q["in_scale"], "zp": q["in_zp"]}]
+    quantise, off = [], 0
+    for k, e in enumerate(layout):
+        at = f" + {off}" if off else ""
+        quantise.append(f"nnmpc_q_quantize(input{at}, {arena} + {size + off}, {e['size']}, "
+                        f"{c_float(e['scale'])}, {e['zp']});")
+        e["offset"], e["scale_c"] = off, c_float(e["scale"])
+        off += e["size"]
+    src.int8["inputs"] = layout if len(layout) > 1 else []
+    src.int8["same_input_q"] = len({(c_float(e["scale"]), e["zp"]) for e in layout}) == 1
     src.functions.append(Function(f"void {name}_predict(const float *input, float *output)", [
-        "/* quantise the input, run the integer model, dequantise the output */",
-        f"nnmpc_q_quantize(input, {arena} + {size}, {n_in}, {c_float(q['in_scale'])}, {q['in_zp']});",
+        "/* quantise the input" + ("s (each with its own scale and zero point)" if len(layout) > 1 else "")
+        + ", run the integer model, dequantise the output */",
+        *quantise,
         f"{name}_predict_int8({arena} + {size}, {arena} + {size + n_in});",
         f"nnmpc_q_dequantize({arena} + {size + n_in}, output, {n_out}, "
         f"{c_float(q['out_scale'])}, {q['out_zp']});",

@@ -13,6 +13,16 @@ IR nodes of the integer ops:
 * ``qadd``: TFLite's int8 addition (inputs rescaled with ``left_shift = 20``).
 * ``qlut``: ``inputs = [x, table]``, a 256-entry table of an element-wise function (LOGISTIC,
   TANH), filled the way TFLite fills its own lookup table.
+* ``qsoftmax``: ``inputs = [x]``, softmax over the last axis in the interpreter's reference
+  integer arithmetic (output scale 1/256, zero point -128); attributes ``mult``,
+  ``left_shift``, ``diff_min`` (see :func:`softmax_params`).
+* ``qpad``: ``inputs = [x]``, constant padding (PAD with the zero point, PADV2 with its
+  constant); attributes ``pads`` (``(before, after)`` per axis of ``x``) and ``value``.
+* TRANSPOSE is the IR's ``transpose`` (and ``reshape``) on int8 values: data movement only.
+
+Several inputs (each quantised its own way) are read in the model's (the subgraph's) order,
+concatenated, as the float path reads them; ``Graph.int8["inputs"]`` lists each one's name,
+shape, scale and zero point for the header.
 
 The back-end's :func:`nnmpc.compiler.backend.int8.lower_int8` then writes ``NAME_predict_int8`` on raw int8 and ``NAME_predict`` on float
 with quantisation at the edges. No float arithmetic is used between the edges.
@@ -30,7 +40,8 @@ from ..ir import Graph, Node, Tensor
 _INT8_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
              "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "MUL",
              "CONCATENATION", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "SUB", "UNPACK",
-             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "MEAN"]
+             "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "MEAN", "SOFTMAX", "TRANSPOSE", "PAD",
+             "PADV2"]
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -47,6 +58,17 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if shift > 30:
         shift, q_fixed = 30, (1 << 31) - 1
     return q_fixed, shift
+
+
+def softmax_params(in_scale: float, beta: float = 1.0) -> tuple[int, int, int]:
+    """The interpreter's reference int8 softmax set-up (``SoftmaxPrepare``, kReference):
+    ``PreprocessSoftmaxScaling(beta, s_in, 5)`` gives the multiplier of the input differences
+    into Q5.26, ``min(beta s_in 2^26, 2^31 - 1)`` as ``(mult, left_shift)`` (left_shift >= 0),
+    and ``diff_min = -floor(31 2^26 / 2^left_shift)`` (``CalculateInputRadius(5, shift)``)."""
+    real = min(float(beta) * float(np.float32(in_scale)) * float(1 << 26), float((1 << 31) - 1))
+    mult, shift = quantize_multiplier(real)
+    radius = math.floor(31.0 * float(1 << 26) / float(2 ** shift)) if shift >= 0 else None
+    return mult, shift, (-radius if radius is not None else None)
 
 
 def _round_away(v):
@@ -158,14 +180,14 @@ class Int8Builder:
         L = self.L
         L.out_shape_of = lambda i: (tuple(L.shape(i)[1:]) if len(L.shape(i)) > 1 and L.shape(i)[0] == 1
                                     else tuple(L.shape(i)))
-        inputs, float_in = [], {}
+        in_of, float_in = {}, {}  # subgraph input -> IR input (int8, or its QUANTIZE's output)
         for i in L.sg.inputs:
             dt = L.dtype(i)
             if dt == np.int8:
                 t = self.add(L.batchless(L.shape(i)), base=L.tname(i))
                 self.names[i] = t
                 self.qp[t] = self.q1(i)
-                inputs.append(t)
+                in_of[i] = t
             elif dt == np.float32:
                 float_in[i] = None
             else:
@@ -174,10 +196,16 @@ class Int8Builder:
         for k, (opname, op) in enumerate(ops):
             L.node_name = L.tname(op.outputs[0]) if len(op.outputs) else f"op{k}"
             if opname == "QUANTIZE" and op.inputs[0] in float_in:
+                if op.inputs[0] in in_of:
+                    if self.qp[in_of[op.inputs[0]]] != self.q1(op.outputs[0]):
+                        self.fail(f"float input '{L.tname(op.inputs[0])}' is quantised twice, "
+                                  "with different scales or zero points")
+                    self.names[op.outputs[0]] = in_of[op.inputs[0]]
+                    continue
                 t = self.add(L.out_shape_of(op.outputs[0]), base=L.tname(op.outputs[0]))
                 self.names[op.outputs[0]] = t
                 self.qp[t] = self.q1(op.outputs[0])
-                inputs.append(t)
+                in_of[op.inputs[0]] = t
                 continue
             if opname == "DEQUANTIZE" and op.outputs[0] in L.sg.outputs:
                 self.names[op.outputs[0]] = self.x(op.inputs[0])
@@ -188,18 +216,32 @@ class Int8Builder:
                           f"(supported: {', '.join(sorted(_INT8_OPS))})")
             fn(op)
         L.node_name = ""
+        for i in L.sg.inputs:
+            if i not in in_of:
+                L.node_name = L.tname(i)
+                self.fail(f"float input '{L.tname(i)}' is not quantised (QUANTIZE) in the model")
+        L.node_name = ""
+        in_index = list(L.sg.inputs)
+        inputs = [in_of[i] for i in in_index]
         outputs = []
         for i in L.sg.outputs:
             t = self.names.get(i) or self.fail(f"output '{L.tname(i)}' is not computed")
             if t in inputs or t in outputs or self.tensors[t].is_const:
                 self.fail("an output that is an input or a constant is not supported")
             outputs.append(t)
-        if len(inputs) != 1 or len(outputs) != 1:
-            self.fail("int8 models with several inputs or outputs are not supported")
+        if not inputs:
+            self.fail("an int8 model without an input is not supported")
+        if len(outputs) != 1:
+            self.fail(f"int8 models with several outputs ({len(outputs)}) are not supported")
         (si, zi), (so, zo) = self.qp[inputs[0]], self.qp[outputs[0]]
+        layout = [{"name": L.tname(i), "tensor": t,
+                   "shape": self.tensors[t].shape, "size": self.tensors[t].size,
+                   "scale": self.qp[t][0], "zp": self.qp[t][1]}
+                  for i, t in zip(in_index, inputs)]
         return Graph(name=L.path.stem, inputs=inputs, outputs=outputs, tensors=self.tensors,
                      nodes=self.nodes, source_file=str(L.path),
-                     int8={"in_scale": si, "in_zp": zi, "out_scale": so, "out_zp": zo})
+                     int8={"in_scale": si, "in_zp": zi, "out_scale": so, "out_zp": zo,
+                           "inputs": layout})
 
     # ops
     def _weights(self, op, what: str):
@@ -349,6 +391,97 @@ class Int8Builder:
 
     def op_TANH(self, op):
         self._lut(op, "TANH")
+
+    def op_SOFTMAX(self, op):
+        x = self.x(op.inputs[0])
+        (si, _), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
+        beta = float(self.L.opts(op).beta) if self.L.opts(op) is not None else 1.0
+        if zo != -128 or abs(so * 256.0 - 1.0) > 1e-3:
+            self.fail(f"int8 SOFTMAX output '{self.L.tname(op.outputs[0])}' has scale {so:g} and "
+                      f"zero point {zo} (supported: 1/256 and -128, as the converter writes)")
+        mult, shift, diff_min = softmax_params(si, beta)
+        if shift < 0 or mult == 0:
+            self.fail(f"int8 SOFTMAX input '{self.L.tname(op.inputs[0])}' scale {si:g} x beta "
+                      f"{beta:g} is too small (the interpreter needs scale x beta x 2^26 > 1)")
+        shape = self.tensors[x].shape
+        self.node("qsoftmax", [x], op.outputs[0], mult=mult, left_shift=shift,
+                  diff_min=diff_min, depth=int(shape[-1]) if shape else 1)
+
+    def _moved(self, op, what: str) -> str:
+        """The input of a data-movement op, which must be quantised like its output."""
+        x = self.x(op.inputs[0])
+        if self.q1(op.inputs[0]) != self.q1(op.outputs[0]):
+            self.fail(f"int8 {what} whose output '{self.L.tname(op.outputs[0])}' is quantised "
+                      "unlike its input is not supported")
+        return x
+
+    def _shaped(self, op: str, inputs: list[str], shape, qp, **attrs) -> str:
+        out = self.add(shape, base=f"{self.L.node_name}:{op}")
+        self.nodes.append(Node(op, inputs, [out], attrs, name=out, source=self.L.node_name))
+        self.qp[out] = qp
+        return out
+
+    def op_TRANSPOSE(self, op):
+        L = self.L
+        x = self._moved(op, "TRANSPOSE")
+        perm = [int(p) for p in np.atleast_1d(L.const(op.inputs[1], "TRANSPOSE perm"))]
+        full = (1,) + self.tensors[x].shape
+        if sorted(perm) != list(range(len(full))):
+            self.fail(f"TRANSPOSE attribute perm {perm} does not match input "
+                      f"'{L.tname(op.inputs[0])}' of shape {list(full)}")
+        # axes of size 1 (the batch among them) move freely: only the others are transposed
+        keep = [a for a in range(len(full)) if full[a] != 1]
+        order = [a for a in perm if full[a] != 1]
+        qp = self.q1(op.outputs[0])
+        if order == keep:
+            self.node("reshape", [x], op.outputs[0])
+            return
+        if len(keep) > 4:
+            self.fail(f"int8 TRANSPOSE of {len(keep)} axes of size > 1 (input "
+                      f"'{L.tname(op.inputs[0])}', perm {perm}) is not supported (at most 4)")
+        reduced = tuple(full[a] for a in keep)
+        if reduced != self.tensors[x].shape:
+            x = self._shaped("reshape", [x], reduced, qp)
+        y = self._shaped("transpose", [x], tuple(full[a] for a in order), qp,
+                         perm=[keep.index(a) for a in order])
+        self.node("reshape", [y], op.outputs[0])
+
+    def _pad(self, op, value: int):
+        L = self.L
+        x = self._moved(op, "PAD")
+        pads = np.asarray(L.const(op.inputs[1], "PAD paddings"), np.int64).reshape(-1, 2)
+        shape = self.tensors[x].shape
+        if len(pads) != len(shape) + 1:
+            self.fail(f"PAD attribute paddings of {len(pads)} axes for input "
+                      f"'{L.tname(op.inputs[0])}' of shape {[1, *shape]}")
+        if pads[0].any():
+            self.fail(f"PAD of the batch dimension of '{L.tname(op.inputs[0])}' is not supported")
+        if (pads < 0).any():
+            self.fail(f"PAD attribute paddings {pads.tolist()} has negative values")
+        pairs = [tuple(int(v) for v in p) for p in pads[1:]]
+        if not any(b or a for b, a in pairs):
+            self.node("reshape", [x], op.outputs[0])
+            return
+        if len(shape) > 4:
+            self.fail(f"int8 PAD of a {len(shape)}-D input '{L.tname(op.inputs[0])}' is not "
+                      "supported (at most 4 axes besides the batch)")
+        self.node("qpad", [x], op.outputs[0], pads=tuple(pairs), value=int(value))
+
+    def op_PAD(self, op):
+        self._pad(op, self.q1(op.outputs[0])[1])
+
+    def op_PADV2(self, op):
+        L = self.L
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            return self.op_PAD(op)
+        c = L.data(op.inputs[2])
+        if c is None or L.dtype(op.inputs[2]) != np.int8 or c.size != 1:
+            self.fail(f"PADV2 constant_values '{L.tname(op.inputs[2])}' must be one constant "
+                      "int8 value")
+        if self.q1(op.inputs[2]) != self.q1(op.outputs[0]):
+            self.fail(f"PADV2 constant_values '{L.tname(op.inputs[2])}' is quantised unlike the "
+                      "output")
+        self._pad(op, int(c.reshape(-1)[0]))
 
 
 class Int8Recurrent(Int8Builder):
@@ -546,6 +679,28 @@ class Int8Recurrent(Int8Builder):
         i = op.inputs[0]
         if i not in self.names or self.L.dtype(i) not in (np.float32, np.int8):
             self.fail("QUANTIZE of a tensor that is not computed in the model")
-        if self.qp_of(i) != self.q1(op.outputs[0]):
-            self.fail("int8 QUANTIZE that changes the scale or zero point is not supported")
-        self.names[op.outputs[0]] = self.names[i]
+        if self.qp_of(i) == self.q1(op.outputs[0]):
+            self.names[op.outputs[0]] = self.names[i]
+            return
+        if self.L.dtype(i) != np.int8:
+            self.fail("int8 QUANTIZE of a float island that changes the scale or zero point is "
+                      "not supported")
+        self._requantize(op)
+
+    def _requantize(self, op):
+        """int8 to int8 QUANTIZE (the converter's rescaling before a CONCATENATION of inputs
+        quantised unlike its output): the interpreter's ``Requantize``, ``(x - zp_in)`` times
+        ``QuantizeMultiplier(s_in / s_out)`` rounded twice, ``+ zp_out``, clamped. Here a 1x1
+        convolution by the unit weight (``qconv``, which rounds twice), one row per value."""
+        L = self.L
+        x = self.x(op.inputs[0])
+        (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
+        n = self.tensors[x].size
+        m, sh = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+        col = self._shaped("reshape", [x], (n, 1), (si, zi))
+        wt = self.add((1, 1, 1, 1), np.ones((1, 1, 1, 1), np.int8), base=f"{L.node_name}:one")
+        b = self.add((1,), np.zeros(1, np.int32), base=f"{L.node_name}:b", dtype="int32")
+        y = self._shaped("qconv", [col, wt, b], (n, 1), (so, zo), groups=1, strides=(1, 1),
+                         dilations=(1, 1), pads=(0, 0), in_zp=zi, out_zp=zo, act_min=-128,
+                         act_max=127, mult=(m,), shift=(sh,), rank=1, out_spatial=(n,))
+        self.node("reshape", [y], op.outputs[0])

@@ -468,6 +468,196 @@ static inline void nnmpc_q_lut(const int8_t *x, int8_t *y, int n, const int8_t *
     }
 }
 
+/** y = transpose(x) of int8 values (the shape and permutation as for nnmpc_transpose). */
+static inline void nnmpc_q_transpose(const int8_t *x, int8_t *y, const nnmpc_transpose_t *p)
+{
+    int stride[4], os[4], i0, i1, i2, i3;
+    long o = 0;
+    stride[3] = 1;
+    stride[2] = p->shape[3];
+    stride[1] = p->shape[3] * p->shape[2];
+    stride[0] = stride[1] * p->shape[1];
+    for (i0 = 0; i0 < 4; ++i0) {
+        os[i0] = p->shape[p->perm[i0]];
+    }
+    for (i0 = 0; i0 < os[0]; ++i0) {
+        for (i1 = 0; i1 < os[1]; ++i1) {
+            for (i2 = 0; i2 < os[2]; ++i2) {
+                const long base = (long)i0 * stride[p->perm[0]] + (long)i1 * stride[p->perm[1]] +
+                                  (long)i2 * stride[p->perm[2]];
+                for (i3 = 0; i3 < os[3]; ++i3) {
+                    y[o++] = x[base + (long)i3 * stride[p->perm[3]]];
+                }
+            }
+        }
+    }
+}
+
+/** Constant padding of up to 4 axes (leading axes padded with 1, before = after = 0). */
+typedef struct {
+    int shape[4];  /* input shape */
+    int before[4]; /* values added before each axis */
+    int after[4];  /* and after it */
+    int32_t value; /* the int8 pad value (TFLite: the zero point, or PADV2's constant) */
+} nnmpc_q_pad_t;
+
+/** y = x surrounded by p->value: the output is (shape + before + after) on every axis. */
+static inline void nnmpc_q_pad(const int8_t *x, int8_t *y, const nnmpc_q_pad_t *p)
+{
+    int os[4], k, i0, i1, i2;
+    long n = 1;
+    for (k = 0; k < 4; ++k) {
+        os[k] = p->shape[k] + p->before[k] + p->after[k];
+        n *= os[k];
+    }
+    memset(y, (int)(int8_t)p->value, (size_t)n);
+    for (i0 = 0; i0 < p->shape[0]; ++i0) {
+        for (i1 = 0; i1 < p->shape[1]; ++i1) {
+            for (i2 = 0; i2 < p->shape[2]; ++i2) {
+                const long src = (((long)i0 * p->shape[1] + i1) * p->shape[2] + i2) * p->shape[3];
+                const long dst = ((((long)i0 + p->before[0]) * os[1] + i1 + p->before[1]) * os[2] +
+                                  i2 + p->before[2]) * os[3] + p->before[3];
+                memcpy(y + dst, x + src, (size_t)p->shape[3]);
+            }
+        }
+    }
+}
+
+/*
+ * int8 softmax: TFLite's reference integer kernel (reference_ops::Softmax on int8, output scale
+ * 1/256 and zero point -128), gemmlowp's fixed-point arithmetic step for step. Per row of
+ * `depth` values: d = x - max(row); where d >= diff_min, d is rescaled to Q5.26 by
+ * (mult, left_shift) (TFLite's MultiplyByQuantizedMultiplierGreaterThanOne), exp(d) is taken in
+ * Q0.31, and the exps (rescaled to Q12.19) are summed; the output is exp(d) times the reciprocal
+ * of the sum, rounded to 8 bits, minus 128. Values below diff_min give -128.
+ */
+typedef struct {
+    int32_t mult;       /* input scale x beta x 2^26 as a fixed-point multiplier ... */
+    int32_t left_shift; /* ... and its (non-negative) shift */
+    int32_t diff_min;   /* -CalculateInputRadius(5, left_shift) */
+} nnmpc_q_softmax_t;
+
+static inline int32_t nnmpc_q_wadd(int32_t a, int32_t b) /* gemmlowp's wrapping + */
+{
+    return (int32_t)((uint32_t)a + (uint32_t)b);
+}
+
+static inline int32_t nnmpc_q_wsub(int32_t a, int32_t b)
+{
+    return (int32_t)((uint32_t)a - (uint32_t)b);
+}
+
+/** x * 2^e with saturation (gemmlowp SaturatingRoundingMultiplyByPOT, e > 0). */
+static inline int32_t nnmpc_q_sat_shl(int32_t x, int e)
+{
+    const int32_t threshold = (int32_t)(((int32_t)1 << (31 - e)) - 1);
+    if (x > threshold) {
+        return INT32_MAX;
+    }
+    if (x < -threshold) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)x << e);
+}
+
+/** exp(a) for a in [-1/4, 0), Q0.31 in and out (gemmlowp: Taylor series around -1/8). */
+static inline int32_t nnmpc_q_exp_quarter(int32_t a)
+{
+    const int32_t constant_term = 1895147668;     /* exp(-1/8) */
+    const int32_t one_third = 715827883;          /* 1/3 */
+    const int32_t x = nnmpc_q_wadd(a, (int32_t)1 << 28); /* a + 1/8 */
+    const int32_t x2 = nnmpc_q_srdhm(x, x), x3 = nnmpc_q_srdhm(x2, x), x4 = nnmpc_q_srdhm(x2, x2);
+    const int32_t x4_over_4 = nnmpc_q_rdbpot(x4, 2);
+    const int32_t poly = nnmpc_q_rdbpot(
+        nnmpc_q_wadd(nnmpc_q_srdhm(nnmpc_q_wadd(x4_over_4, x3), one_third), x2), 1);
+    return nnmpc_q_wadd(constant_term, nnmpc_q_srdhm(constant_term, nnmpc_q_wadd(x, poly)));
+}
+
+/** exp(a) for a <= 0: a in Q5.26, the result in Q0.31 (gemmlowp exp_on_negative_values). */
+static inline int32_t nnmpc_q_exp_neg(int32_t a)
+{
+    static const int32_t mults[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535,
+                                     720401, 242}; /* exp(-2^k), k = -2 .. 4, in Q0.31 */
+    const int32_t quarter = (int32_t)1 << 24;
+    const int32_t a_mod_quarter_minus_quarter = nnmpc_q_wsub(a & (quarter - 1), quarter);
+    const int32_t remainder = nnmpc_q_wsub(a_mod_quarter_minus_quarter, a);
+    int32_t result = nnmpc_q_exp_quarter(nnmpc_q_sat_shl(a_mod_quarter_minus_quarter, 5));
+    int k;
+    for (k = 0; k < 7; ++k) {
+        if (remainder & ((int32_t)1 << (24 + k))) {
+            result = nnmpc_q_srdhm(result, mults[k]);
+        }
+    }
+    return a == 0 ? INT32_MAX : result;
+}
+
+/** 1 / (1 + a) for a in [0, 1), Q0.31 in, Q0.31 out (gemmlowp: Newton-Raphson, 3 steps). */
+static inline int32_t nnmpc_q_one_over_one_plus_x(int32_t a)
+{
+    const int64_t sum = (int64_t)a + INT32_MAX;
+    const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2); /* Q0.31 */
+    int32_t x = nnmpc_q_wadd(1515870810, nnmpc_q_srdhm(half_denominator, -1010580540)); /* Q2.29 */
+    int i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t one_minus = nnmpc_q_wsub((int32_t)1 << 29, nnmpc_q_srdhm(half_denominator, x));
+        x = nnmpc_q_wadd(x, nnmpc_q_sat_shl(nnmpc_q_srdhm(x, one_minus), 2));
+    }
+    return nnmpc_q_sat_shl(x, 1);
+}
+
+static inline int nnmpc_q_clz(uint32_t x)
+{
+    int n = 0;
+    if (x == 0) {
+        return 32;
+    }
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        ++n;
+    }
+    return n;
+}
+
+/** y = softmax(x) over the last axis: `outer` rows of `depth` values. */
+static inline void nnmpc_q_softmax(const int8_t *x, int8_t *y, int outer, int depth,
+                                   const nnmpc_q_softmax_t *q)
+{
+    int r, c;
+    for (r = 0; r < outer; ++r) {
+        const int8_t *xr = x + (long)r * depth;
+        int8_t *yr = y + (long)r * depth;
+        int32_t max_in_row = -128, sum = 0, scale;
+        int headroom, bits_over_unit;
+        for (c = 0; c < depth; ++c) {
+            max_in_row = xr[c] > max_in_row ? xr[c] : max_in_row;
+        }
+        for (c = 0; c < depth; ++c) {
+            const int32_t diff = (int32_t)xr[c] - max_in_row;
+            if (diff >= q->diff_min) {
+                const int32_t e = nnmpc_q_exp_neg(
+                    nnmpc_q_srdhm((int32_t)((uint32_t)diff << q->left_shift), q->mult));
+                sum = nnmpc_q_wadd(sum, nnmpc_q_rdbpot(e, 12)); /* Q0.31 to Q12.19 */
+            }
+        }
+        /* the reciprocal of the sum (TFLite GetReciprocal, 12 integer bits) */
+        headroom = nnmpc_q_clz((uint32_t)sum);
+        bits_over_unit = 12 - headroom;
+        scale = nnmpc_q_one_over_one_plus_x(
+            (int32_t)(((uint32_t)sum << headroom) - ((uint32_t)1 << 31)));
+        for (c = 0; c < depth; ++c) {
+            const int32_t diff = (int32_t)xr[c] - max_in_row;
+            if (diff >= q->diff_min) {
+                const int32_t e = nnmpc_q_exp_neg(
+                    nnmpc_q_srdhm((int32_t)((uint32_t)diff << q->left_shift), q->mult));
+                const int32_t v = nnmpc_q_rdbpot(nnmpc_q_srdhm(scale, e), bits_over_unit + 23) - 128;
+                yr[c] = nnmpc_q_clamp(v, -128, 127);
+            } else {
+                yr[c] = -128;
+            }
+        }
+    }
+}
+
 /** y = clamp(round(x / scale) + zp) with rounding half away from zero. */
 static inline void nnmpc_q_quantize(const float *x, int8_t *y, int n, float scale, int32_t zp)
 {
