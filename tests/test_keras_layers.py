@@ -198,23 +198,27 @@ RELUS = {
 }
 
 
-@pytest.mark.parametrize("key", list(RELUS))
-def test_relu_threshold_negative_slope_max_value(tmp_path, rng, key):
-    """One model per configuration: the layer on the input itself, where the inputs include
-    the threshold, the floats next to it and both sides of max_value; then a Dense after it."""
-    kw = RELUS[key]
+def test_relu_threshold_negative_slope_max_value(tmp_path, rng):
+    """Every configuration in one model: each ReLU on the input itself, where the inputs
+    include the thresholds, the floats next to them and zero, and each after a Dense."""
     x = keras.Input((8,), name="x")
-    r = L.ReLU(**kw, name="relu_t")(x)
-    m = keras.Model(x, [r, L.Dense(3, name="out")(L.ReLU(**kw, name="relu_h")(
-        L.Dense(8, name="d")(x)))])
+    h = L.Dense(8, name="d")(x)
+    direct = [L.ReLU(**kw, name=f"relu_{k}")(x) for k, kw in RELUS.items()]
+    hidden = [L.ReLU(**kw, name=f"relu_h_{k}")(h) for k, kw in RELUS.items()]
+    m = keras.Model(x, [L.Concatenate()(direct),
+                        L.Dense(3, name="out")(L.Concatenate()(hidden))])
     randomise(m, 9)
-    t = np.float32(kw.get("threshold", 0.0))
     # (not max_value itself: TF's clip passes the gradient there, the C takes 0 at that kink;
     # nor the subnormal floats next to 0, which TensorFlow flushes to zero)
-    near = [np.nextafter(t, np.float32(9)), np.nextafter(t, np.float32(-9))] if t else [0.1, -0.1]
-    edges = np.array([t, *near, -t, 0.0, 3.0, 7.0, -7.0], np.float32)
-    xs = np.concatenate([np.tile(edges, (8, 1)), uniform(rng, (8,), r=3.0)]).astype(np.float32)
-    check(tmp_path, m, xs, f"relu_{key}")
+    edges = [0.0, 0.1, -0.1, 3.0, 7.0, -7.0]
+    for kw in RELUS.values():
+        t = np.float32(kw.get("threshold", 0.0))
+        if t:
+            edges += [t, np.nextafter(t, np.float32(9)), np.nextafter(t, np.float32(-9)), -t]
+    edges = np.array(edges, np.float32)
+    cols = [np.roll(edges, k)[:8] for k in range(len(edges))]
+    xs = np.concatenate([np.array(cols), uniform(rng, (8,), r=3.0)]).astype(np.float32)
+    check(tmp_path, m, xs, "relu_threshold", n_jac=len(cols) + 60)
 
 
 def test_relu_threshold_step_is_exact_at_the_threshold(tmp_path):
