@@ -149,7 +149,8 @@ def lower_int8(graph: Graph, name: str):
             shape = list(graph.tensors[x].shape)
             pad = 4 - len(shape)
             pairs = [(0, 0)] * pad + [tuple(q) for q in a["pads"]]
-            arr = lambda vals: "{" + ", ".join(map(str, vals)) + "}"  # noqa: E731
+            def arr(vals):
+                return "{" + ", ".join(map(str, vals)) + "}"
             pp = struct("nnmpc_q_pad_t", [("shape", arr([1] * pad + shape)),
                                           ("before", arr([b for b, _ in pairs])),
                                           ("after", arr([e for _, e in pairs])),
