@@ -186,12 +186,20 @@ def train_log(o: TrainOptions) -> TrainOutcome:
     from the metadata) and the data's range. The validation split is by contiguous segments
     (:func:`~nnmpc.host.learn.datasets.series_dataset`). Bad data raises one NnmpcError line
     naming the file, the row and the column, before anything is written."""
+    out = _check_options(o)
+    return _train_export(o, out, log_job(o))
+
+
+def log_job(o: TrainOptions) -> _Job:
+    """The data half of :func:`train_log`: read and check the log, pick its columns and build
+    the data set (``job.ds``; names, units and limits in ``job.describe``), writing nothing
+    (``nnmpc sweep --data`` trains every trial on this)."""
     if o.plant is not None:
         raise NnmpcError("--plant and --data exclude each other: the data comes from the log "
                          "(its metadata may name the plant)")
     if o.samples is not None:
         raise NnmpcError("--samples applies to --plant only (a log has the rows it has)")
-    out = _check_options(o)
+    _check_options(o)
     path = Path(o.data)
     table = read_log(path)
     t = table.t
@@ -249,9 +257,8 @@ def train_log(o: TrainOptions) -> TrainOutcome:
                    f"(dt {dt * 1e3:.4g} ms), inputs {', '.join(in_cols)}, outputs "
                    f"{', '.join(out_cols)}; {kind} data" + (f" (plant {plant.name})" if plant
                                                             else ""))
-    job = _Job(name, describe, limits, ds, kind, hidden, lags, epochs, gru, window, skip,
-               int(len(t)))
-    return _train_export(o, out, job)
+    return _Job(name, describe, limits, ds, kind, hidden, lags, epochs, gru, window, skip,
+                int(len(t)))
 
 
 def _train_export(o: TrainOptions, out: Path, job: _Job) -> TrainOutcome:
