@@ -12,12 +12,19 @@ SPACE_FLAGS = {
     "depth": "hidden layers, e.g. 1,2",
     "width": "units per hidden layer, e.g. 8,16,32",
     "activation": "hidden activations, e.g. tanh,relu",
-    "precision": "float32 (int8 is not yet supported by the MPC)",
-    "lags": "NARX lags (narx only), e.g. 1,2",
-    "gru": "GRU units (narx only; 0: none)",
+    "precision": "float32,int8 (int8: figures only, pruned: no Jacobian for the MPC)",
+    "lags": "NARX lags (narx only; the GRU window with gru), e.g. 1,2",
+    "gru": "GRU units before the Dense layers (narx only; 0: none), e.g. 0,8",
     "horizon": "prediction horizons N (receding-horizon kinds), e.g. 2,3,4",
     "moves": "free moves Nc <= N (receding-horizon kinds), e.g. 1,2",
 }
+
+
+def _columns(values) -> tuple[str, ...] | None:
+    """--inputs/--outputs as `nnmpc train` takes them: comma-separated or repeated."""
+    if not values:
+        return None
+    return tuple(c.strip() for v in values for c in v.split(",") if c.strip())
 
 
 def cmd_sweep(args) -> int:
@@ -31,7 +38,8 @@ def cmd_sweep(args) -> int:
     train = {k: getattr(args, k) for k in ("epochs", "samples", "patience")
              if getattr(args, k) is not None}
     o = SweepOptions(
-        plant=args.plant, data=Path(args.data) if args.data else None, board=args.board,
+        plant=args.plant, data=Path(args.data) if args.data else None,
+        inputs=_columns(args.inputs), outputs=_columns(args.outputs), board=args.board,
         rate_hz=args.rate_hz, trials=args.trials, out=Path(args.out), storage=args.storage,
         study=args.study, resume=args.resume,
         space_file=Path(args.space) if args.space else None,
@@ -55,7 +63,15 @@ def register(subparsers) -> None:
                     "See docs/SWEEP.md.")
     src = s.add_argument_group("what to sweep")
     src.add_argument("--plant", help="simulated plant (see `nnmpc plants`)")
-    src.add_argument("--data", metavar="LOG.csv", help="a logged data set (not yet supported)")
+    src.add_argument("--data", metavar="LOG.csv",
+                     help="train every trial on a collect log (.csv or .mcap, as `nnmpc train "
+                          "--data`); closed loop on the plant it names if its columns are that "
+                          "plant's, else scored by replaying the held-out log through the host "
+                          "build of the C (docs/SWEEP.md)")
+    src.add_argument("--inputs", action="append", metavar="COLS",
+                     help="with --data: the input columns, names or globs (default: u_*)")
+    src.add_argument("--outputs", action="append", metavar="COLS",
+                     help="with --data: the output columns (default: y_*)")
     src.add_argument("--board", help="board whose clock, flash and RAM budget apply "
                                      "(default: qemu-m4f)")
     src.add_argument("--rate-hz", type=float, help="control rate (default: 1000)")

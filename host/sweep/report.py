@@ -75,16 +75,22 @@ def trial_rows(trials, references: tuple[str, ...], front=(), chosen=None) -> li
                "net": u.get("net", ""), **{k: p.get(k, "") for k in (
                    "kind", "depth", "width", "activation", "precision", "lags", "gru",
                    "horizon", "moves")},
+               "score": u.get("score", ""),
                "val_rmse": _fmt(u.get("val_rmse_mean")), "tracking": _fmt(u.get("tracking")),
-               "path_error": _fmt(u.get("path_error"))}
+               "path_error": _fmt(u.get("path_error")),
+               "replay": _fmt(u.get("replay")),
+               "replay_one_step_rmse": _fmts(u.get("replay_one_step_rmse")),
+               "replay_free_run_rmse": _fmts(u.get("replay_free_run_rmse"))}
         loops = u.get("loops", {})
         for ref in references:
             row[f"{ref}_tracking_rms"] = _fmt(loops.get(ref, {}).get("tracking_rms"))
             row[f"{ref}_path_error_rms"] = _fmt(loops.get(ref, {}).get("path_error_rms"))
         row.update({k: u.get(k, "") for k in (
-            "cycles_max", "cycles_mean", "period_cycles", "fits_period", "flash", "ram",
-            "estimate_flash", "estimate_ram", "n_params", "epochs_run", "pruned", "error",
-            "repeat_of")})
+            "cycles_measure", "cycles_max", "cycles_mean", "period_cycles", "fits_period",
+            "flash", "ram", "estimate_flash", "estimate_ram", "n_params", "epochs_run",
+            "int8_model_flash", "float_model_flash", "int8_predict_cycles")})
+        row["int8_val_rmse"] = _fmt(u.get("int8_val_rmse_mean"))
+        row.update({k: u.get(k, "") for k in ("pruned", "error", "repeat_of")})
         row["seconds"] = u.get("seconds", {}).get("total", "")
         row["pareto"] = int(t.number in on_front)
         row["chosen"] = int(chosen is not None and t.number == chosen.number)
@@ -94,6 +100,11 @@ def trial_rows(trials, references: tuple[str, ...], front=(), chosen=None) -> li
 
 def _fmt(v):
     return "" if v is None else float(f"{v:.6g}")
+
+
+def _fmts(v):
+    """A per-output list as 'a;b;c'."""
+    return "" if not v else ";".join(f"{x:.6g}" for x in v)
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -108,7 +119,9 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 def front_table(front: list, chosen, units: str, period_cycles: int, clock_hz: int) -> str:
-    head = (f"{'':1} {'trial':>5}  {'net':<30} {'tracking':>10} {'path err':>9} "
+    replay = any(t.user_attrs.get("score") == "replay" for t in front)
+    head = (f"{'':1} {'trial':>5}  {'net':<30} {'replay' if replay else 'tracking':>10} "
+            f"{'path err':>9} "
             f"{'worst period':>22} {'flash':>9} {'RAM':>8} {'val RMSE':>9}")
     lines = [head, "-" * len(head)]
     for t in front:
@@ -120,9 +133,15 @@ def front_table(front: list, chosen, units: str, period_cycles: int, clock_hz: i
             f"{mark:1} {t.number:>5}  {u['net']:<30} {u['tracking']:>7.4f} {units:<2} {pe:>9} "
             f"{cyc:>9,} cyc {100 * cyc / period_cycles:>5.1f} %  {u['flash']:>7,} B "
             f"{u['ram']:>6,} B {u['val_rmse_mean']:>9.4f}")
-    lines.append(f"worst period: estimated Cortex-M4 cycles of the step reference's worst period "
-                 f"against the period ({period_cycles:,} cycles at {clock_hz / 1e6:g} MHz); "
-                 "* the chosen net")
+    if replay:
+        lines.append("replay: open-loop (NARX) or one-step (fk) RMSE of the held-out log "
+                     "through the host build of the C (no simulator: no closed loop); cycles: "
+                     "one model_jacobian call (a lower bound of the period, "
+                     f"{period_cycles:,} cycles at {clock_hz / 1e6:g} MHz); * the chosen net")
+    else:
+        lines.append(f"worst period: estimated Cortex-M4 cycles of the step reference's worst "
+                     f"period against the period ({period_cycles:,} cycles at "
+                     f"{clock_hz / 1e6:g} MHz); * the chosen net")
     return "\n".join(lines)
 
 
@@ -195,7 +214,11 @@ def export_best(t, ctx, out: Path, study_name: str) -> Path:
     src.unlink()
     ds = ctx.dataset(p.kind, p.lags)
     u = {k: v for k, v in t.user_attrs.items() if k != "model_keras_b64"}
-    meta = {**ctx.plant.describe(), "kind": p.kind, "model": "model",
+    meta = {**ctx.describe(p.kind, p.lags), "kind": p.kind, "model": "model",
+            "gru_units": p.gru or None,
+            "input_layout": ("[y[k..k-ny+1], u[k..k-nu+1]]" + (
+                " (a fixed selection layer makes the GRU's window of [y, u] rows)"
+                if p.gru else "") if p.kind == "narx" else "u"),
             "architecture": p.describe(), "hidden": list(p.hidden), "activation": p.activation,
             "lags": {"ny": p.lags, "nu": p.lags} if p.kind == "narx" else None,
             "normalisation": "folded into the model: raw physical units in and out",

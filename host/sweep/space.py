@@ -7,9 +7,9 @@ A space is a set of named dimensions, each a list of choices or an integer range
     depth = [1, 2]                     # hidden layers
     width = { low = 8, high = 48, step = 8 }   # units in every hidden layer
     activation = ["tanh", "relu"]
-    precision = ["float32"]
+    precision = ["float32", "int8"]    # int8: full-integer TFLite, figures only (no Jacobian)
     lags = [1, 2]                      # NARX output and input lags (narx only)
-    gru = [0]                          # GRU units before the Dense layers (narx only)
+    gru = [0, 8]                       # GRU units before the Dense layers (narx only; 0: none)
     horizon = [2, 3, 4]                # prediction horizon N (receding-horizon kinds)
     moves = [1, 2]                     # free moves Nc <= N (receding-horizon kinds)
 
@@ -41,13 +41,9 @@ PRECISIONS = ("float32", "int8")
 MAX_HORIZON = 10      # the solver's N (docs/MPC.md)
 MAX_LAGS = 8          # lags the closed loop reads off a net's input size (loop.nets.infer_lags)
 
-#: Why two dimensions take one value only for now (the message of the error).
-NOT_YET = {
-    "precision": "int8 nets get no Jacobian from the compiler, and the Newton MPC needs one "
-                 "(precision = float32 only for now)",
-    "gru": "a GRU net reads a window of [y, u] rows, which the on-device controller does not "
-           "build (it builds NARX lags; gru = 0 only for now)",
-}
+#: Why an int8 trial has no closed loop (its pruning reason starts with this).
+INT8_NO_MPC = ("int8 nets get no Jacobian from the compiler (the function is piecewise "
+               "constant) and the Newton MPC needs one: no period count and no closed loop")
 
 
 @dataclass(frozen=True)
@@ -121,9 +117,12 @@ class SearchSpace:
         v = self.dims[dim]
         return v.values() if isinstance(v, IntRange) else list(v)
 
-    def receding(self, plant: Plant, kind: str) -> bool:
+    def receding(self, plant: Plant | None, kind: str) -> bool:
         """Whether the controller predicts over a horizon with nets of ``kind``: dynamic nets,
-        and forward-kinematics nets inverted through the plant's output lag."""
+        and forward-kinematics nets inverted through the plant's output lag. Without a plant
+        (a log of an unknown plant) no controller runs: never."""
+        if plant is None:
+            return False
         return kind == "narx" or setup_for(plant, kind).lag
 
     def size(self, plant: Plant) -> int:
@@ -181,8 +180,11 @@ class SearchSpace:
         return all(v in self.values(d) for d, v in checks)
 
 
-def default_params(plant: Plant, kind: str | None = None) -> NetParams:
-    """The net and controller settings ``nnmpc run`` uses for ``plant`` (its setup)."""
+def default_params(plant: Plant | None, kind: str | None = None) -> NetParams | None:
+    """The net and controller settings ``nnmpc run`` uses for ``plant`` (its setup); None
+    without a plant."""
+    if plant is None:
+        return None
     st = setup_for(plant, kind)
     rec = st.kind == "narx" or st.lag
     return NetParams(kind=st.kind, depth=len(st.hidden), width=st.hidden[0], activation="tanh",
@@ -191,9 +193,15 @@ def default_params(plant: Plant, kind: str | None = None) -> NetParams:
                      else 0)
 
 
-def default_space(plant: Plant) -> SearchSpace:
+def default_space(plant: Plant | None) -> SearchSpace:
     """Around the plant's default net: one and two hidden layers of 8 to 48 units, tanh or
-    relu, the setup's horizon and one shorter and one longer, one or two moves."""
+    relu, the setup's horizon and one shorter and one longer, one or two moves. Without a
+    plant (a log of an unknown plant): NARX nets with 2 lags, as `nnmpc train --data`."""
+    if plant is None:
+        return SearchSpace(
+            dims={"kind": ["narx"], "depth": [1, 2], "width": [8, 12, 16, 24, 32, 48],
+                  "activation": ["tanh", "relu"], "precision": ["float32"], "lags": [2],
+                  "gru": [0], "horizon": [1], "moves": [1]}, train={})
     st = setup_for(plant)
     N = st.horizon
     return SearchSpace(
@@ -271,7 +279,7 @@ def load_space_file(path: str | Path) -> SearchSpace:
     return SearchSpace(dims, dict(train))
 
 
-def make_space(plant: Plant, file: str | Path | None = None,
+def make_space(plant: Plant | None, file: str | Path | None = None,
                flags: dict[str, str | None] | None = None,
                train: dict | None = None) -> SearchSpace:
     """The space of a sweep: the plant's default, then the TOML file's dimensions, then the
@@ -289,7 +297,7 @@ def make_space(plant: Plant, file: str | Path | None = None,
     return space
 
 
-def validate(space: SearchSpace, plant: Plant) -> None:
+def validate(space: SearchSpace, plant: Plant | None) -> None:
     """Raise one clear line for the first value the sweep cannot run."""
     v = space.values
     for dim in DIMENSIONS:
@@ -300,7 +308,7 @@ def validate(space: SearchSpace, plant: Plant) -> None:
     for k in v("kind"):
         if k not in KINDS:
             raise NnmpcError(f"search space: kind '{k}' is not one of {', '.join(KINDS)}")
-        if plant.name not in SETUPS:
+        if plant is not None and plant.name not in SETUPS:
             raise NnmpcError(f"search space: plant '{plant.name}' has no closed-loop setup")
     for a in v("activation"):
         if a not in ACTIVATIONS:
@@ -310,16 +318,15 @@ def validate(space: SearchSpace, plant: Plant) -> None:
         if p not in PRECISIONS:
             raise NnmpcError(f"search space: precision '{p}' is not one of "
                              f"{', '.join(PRECISIONS)}")
-        if p != "float32":
-            raise NnmpcError(f"search space: precision {p}: {NOT_YET['precision']}")
     for dim, lo, hi in (("depth", 1, 8), ("width", 1, 1024), ("lags", 1, MAX_LAGS),
                         ("horizon", 1, MAX_HORIZON), ("moves", 1, MAX_HORIZON),
                         ("gru", 0, 1024)):
         for x in v(dim):
             if not lo <= x <= hi:
                 raise NnmpcError(f"search space: {dim} {x} is out of range ({lo} to {hi})")
-    if any(g for g in v("gru")):
-        raise NnmpcError(f"search space: gru {max(v('gru'))}: {NOT_YET['gru']}")
+    if any(v("gru")) and "narx" not in v("kind"):
+        raise NnmpcError(f"search space: gru {max(v('gru'))}: GRU units apply to kind narx "
+                         f"only (kind {', '.join(v('kind'))}); give gru = [0] or add narx")
     rec = [k for k in v("kind") if space.receding(plant, k)]
     if rec and min(v("moves")) > max(v("horizon")):
         raise NnmpcError(f"search space: every moves value exceeds every horizon "

@@ -29,13 +29,13 @@ from ..toolchain import require
 from . import report as rep
 from .storage import _one_line, _study_names, open_storage, redact
 from .space import NetParams, SearchSpace, default_params, make_space
-from .trial import DoesNotFit, SweepContext, evaluate, worker_id
+from .trial import DoesNotFit, LogSource, SweepContext, closed_loop_plant, evaluate, worker_id
 
 DEFAULT_STUDY = "sweep"
 MAX_FAILURES_IN_A_ROW = 3
 #: The settings a study is made with; every worker and every resumed run uses the same.
-CONFIG_KEYS = ("plant", "board", "rate_hz", "references", "duration", "count_periods",
-               "budget_fraction", "seed", "space")
+CONFIG_KEYS = ("plant", "data", "inputs", "outputs", "score", "board", "rate_hz",
+               "references", "duration", "count_periods", "budget_fraction", "seed", "space")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class SweepOptions:
 
     plant: str | None = None
     data: Path | None = None
+    inputs: tuple[str, ...] | None = None   # --data: log columns (default u_*, y_*)
+    outputs: tuple[str, ...] | None = None
     board: str | None = None              # default qemu-m4f
     rate_hz: float | None = None          # default 1000
     trials: int = 20
@@ -84,16 +86,21 @@ class SweepResult:
 # -- configuration --------------------------------------------------------------------------
 def _requested(o: SweepOptions) -> dict:
     """The settings this run asks for explicitly (None: not asked)."""
-    return {"plant": o.plant, "board": o.board, "rate_hz": o.rate_hz,
+    return {"plant": o.plant, "data": str(Path(o.data).resolve()) if o.data else None,
+            "inputs": list(o.inputs) if o.inputs else None,
+            "outputs": list(o.outputs) if o.outputs else None,
+            "board": o.board, "rate_hz": o.rate_hz,
             "references": list(o.references) if o.references else None,
             "duration": o.duration, "count_periods": o.count_periods,
             "budget_fraction": o.budget_fraction, "seed": o.seed}
 
 
 def _check_settings(o: SweepOptions) -> None:
-    if o.data is not None:
-        raise NnmpcError("--data is not yet supported by `nnmpc sweep` (it needs `nnmpc train "
-                         "--data`); sweep a simulated plant with --plant")
+    if o.data is not None and o.plant is not None:
+        raise NnmpcError("--plant and --data exclude each other: the data comes from the log "
+                         "(its metadata may name the plant)")
+    if o.data is None and (o.inputs or o.outputs):
+        raise NnmpcError("--inputs and --outputs pick columns of a log: they need --data")
     if o.trials < 1:
         raise NnmpcError(f"--trials {o.trials}: must be at least 1")
     if o.rate_hz is not None and not o.rate_hz > 0:
@@ -123,18 +130,20 @@ def _config(o: SweepOptions, stored: dict | None) -> dict:
                                  "settings: leave the option out, or use another --study)")
         if o.space_file is not None or any(v is not None for v in o.space_flags.values()) \
                 or o.train:
-            plant = get_plant(stored["plant"])
+            plant = get_plant(stored["plant"]) if stored.get("plant") else None
             space = make_space(plant, o.space_file, o.space_flags, o.train).to_dict()
             if space != stored["space"]:
                 raise NnmpcError("study was made with another search space; leave the space "
                                  "options out to use the study's, or use another --study")
         return stored
-    if not o.plant:
-        raise NnmpcError("give the plant to sweep (--plant), or --resume an existing study")
-    plant = get_plant(o.plant)
+    if not o.plant and o.data is None:
+        raise NnmpcError("give the plant to sweep (--plant) or a log (--data), or --resume an "
+                         "existing study")
+    plant, score = _source(o)
     space = make_space(plant, o.space_file, o.space_flags, o.train)
     board = load_board(o.board or "qemu-m4f")
-    return {"plant": plant.name, "board": o.board or board.name,
+    return {"plant": plant.name if plant else None, **_log_config(o), "score": score,
+            "board": o.board or board.name,
             "rate_hz": float(o.rate_hz or 1000.0),
             "references": list(o.references or ("step", "sine")), "duration": o.duration,
             "count_periods": int(o.count_periods or 200),
@@ -142,10 +151,32 @@ def _config(o: SweepOptions, stored: dict | None) -> dict:
             "space": space.to_dict()}
 
 
+def _log_config(o: SweepOptions) -> dict:
+    if o.data is None:
+        return {"data": None, "inputs": None, "outputs": None}
+    return {"data": str(Path(o.data).resolve()), "inputs": list(o.inputs or ("u_*",)),
+            "outputs": list(o.outputs or ("y_*",))}
+
+
+def _source(o: SweepOptions):
+    """(the plant whose simulator closes the loop or None, what the trials are scored by)."""
+    if o.data is None:
+        return get_plant(o.plant), "closed loop"
+    log = LogSource(Path(o.data), tuple(o.inputs or ("u_*",)), tuple(o.outputs or ("y_*",)))
+    name, why = closed_loop_plant(log)
+    if name is not None:
+        return get_plant(name), f"closed loop ({why})"
+    return None, (f"replay of the held-out log through the host build of the C ({why}: no "
+                  "simulator to close the loop with)")
+
+
 def _context(cfg: dict, out: Path) -> tuple[SweepContext, SearchSpace]:
-    plant = get_plant(cfg["plant"])
+    plant = get_plant(cfg["plant"]) if cfg.get("plant") else None
     space = SearchSpace.from_dict(cfg["space"])
-    ctx = SweepContext(plant=plant, target=load_board(cfg["board"]), rate_hz=cfg["rate_hz"],
+    log = (LogSource(Path(cfg["data"]), tuple(cfg["inputs"]), tuple(cfg["outputs"]))
+           if cfg.get("data") else None)
+    ctx = SweepContext(plant=plant, log=log, target=load_board(cfg["board"]),
+                       rate_hz=cfg["rate_hz"],
                        references=tuple(cfg["references"]), duration=cfg["duration"],
                        count_periods=cfg["count_periods"],
                        budget_fraction=cfg["budget_fraction"], train=dict(space.train),
@@ -241,7 +272,9 @@ def _summary_line(t, ctx: SweepContext, units: str) -> str:
     pe = f", path {u['path_error']:.4f} {units}" if "path_error" in u else ""
     again = f" (same as trial {u['repeat_of']})" if "repeat_of" in u else \
         f" in {u.get('seconds', {}).get('total', 0):.0f} s"
-    return (f"{head} tracking {u['tracking']:.4f} {units}{pe}, worst period {cyc:,} cyc "
+    what = "replay error" if u.get("score") == "replay" else "tracking"
+    per = "net call" if u.get("cycles_measure") == "net call" else "worst period"
+    return (f"{head} {what} {u['tracking']:.4f} {units}{pe}, {per} {cyc:,} cyc "
             f"({100 * cyc / ctx.period_cycles:.0f} %{'' if cyc <= ctx.period_cycles else ' OVER'})"
             f", flash {u['flash']:,} B{again}")
 
@@ -257,8 +290,9 @@ def run_sweep(o: SweepOptions) -> SweepResult:
     if out.exists() and not out.is_dir():
         raise NnmpcError(f"--out {out}: exists and is not a folder")
     name = o.study or DEFAULT_STUDY
-    if o.plant and not o.resume:   # a bad space is one line before any storage is touched
-        make_space(get_plant(o.plant), o.space_file, o.space_flags, o.train)
+    if (o.plant or o.data is not None) and not o.resume:
+        # a bad space or log is one line before any storage is touched
+        make_space(_source(o)[0], o.space_file, o.space_flags, o.train)
     if o.storage:
         url = o.storage
     else:
@@ -295,16 +329,20 @@ def run_sweep(o: SweepOptions) -> SweepResult:
         study.set_user_attr("config", cfg)
         study.set_metric_names(["tracking", "cycles_max", "flash"])
     default = default_params(ctx.plant, space.values("kind")[0])
-    if o.baseline and not study.trials and space.contains(default, ctx.plant):
+    if o.baseline and default is not None and not study.trials \
+            and space.contains(default, ctx.plant):
         study.enqueue_trial(space.point(default), user_attrs={"baseline": True},
                             skip_if_exists=True)
 
-    units = ctx.plant.outputs[setup_tracked(ctx)].unit
-    print(f"sweep '{name}' in {redact(url)}: {ctx.plant.name} on {ctx.target.name} at "
+    units = ctx.units
+    print(f"sweep '{name}' in {redact(url)}: "
+          + (f"log {ctx.log.path.name}, " if ctx.log else "")
+          + f"{ctx.name} on {ctx.target.name} at "
           f"{ctx.rate_hz:g} Hz ({ctx.period_cycles:,} cycles per period at "
           f"{ctx.target.clock_hz / 1e6:g} MHz, solver budget {ctx.budget_us} us), "
           f"{space.size(ctx.plant)} points in the space, {o.trials} trials by this worker"
           + (f", {len(study.trials)} in the study already" if study.trials else ""), flush=True)
+    print(f"score: {cfg.get('score', 'closed loop')}", flush=True)
     done = [0]
     bar = Progress("trials", o.trials)
     say = _printer(bar)
@@ -363,10 +401,6 @@ def run_sweep(o: SweepOptions) -> SweepResult:
     return res
 
 
-def setup_tracked(ctx: SweepContext) -> int:
-    from ..loop.setups import setup_for
-
-    return setup_for(ctx.plant).tracked[0]
 
 
 def finish(study, ctx: SweepContext, out: Path, name: str, url: str, tolerance: float = 0.0,
@@ -376,13 +410,13 @@ def finish(study, ctx: SweepContext, out: Path, name: str, url: str, tolerance: 
     trials = study.get_trials(deepcopy=False)
     front = rep.pareto_front(trials)
     chosen = rep.choose(front, tolerance, rep.baseline_of(trials))
-    units = ctx.plant.outputs[setup_tracked(ctx)].unit
+    units = ctx.units
     table = rep.front_table(front, chosen, units, ctx.period_cycles, ctx.target.clock_hz) \
         if front else "(no trial within the budgets yet)"
     rows = rep.trial_rows(trials, ctx.references, front, chosen)
     csv_path = rep.write_csv(rows, out / "trials.csv")
     png = rep.plot_front(out / "pareto.png", trials, front, chosen, ctx.period_cycles,
-                         f"{ctx.plant.name} on {ctx.target.name} at {ctx.rate_hz:g} Hz: "
+                         f"{ctx.name} on {ctx.target.name} at {ctx.rate_hz:g} Hz: "
                          f"{len(trials)} trials", units)
     best = None
     if chosen is not None and export:
