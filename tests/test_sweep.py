@@ -137,18 +137,18 @@ def _free_port() -> int:
     (["--activation", "tanh,bogus"], "unknown activation 'bogus'"),
     (["--depth", "0"], "depth 0 is out of range"),
     (["--width", "8,x"], "--width '8,x' is not a comma-separated list of integers"),
-    (["--precision", "int8"], "int8 nets get no Jacobian"),
-    (["--kind", "narx", "--gru", "8"], "gru 8: a GRU net"),
+    (["--precision", "float32,int4"], "precision 'int4' is not one of float32, int8"),
+    (["--gru", "0,8"], "gru 8: GRU units apply to kind narx only"),
+    (["--kind", "narx", "--gru", "-1"], "gru -1 is out of range"),
     (["--horizon", "2", "--moves", "3"], "every moves value exceeds every horizon"),
-    (["--data", "log.csv"], "--data is not yet supported"),
+    (["--inputs", "u_T1"], "--inputs and --outputs pick columns of a log: they need --data"),
     (["--storage", "postgresql://nnmpc@127.0.0.1:{port}/x"], "cannot open the study storage"),
     (["--storage", "nosuchdb://x"], "cannot open the study storage"),
     (["--storage", "not a url"], "not a database URL"),
 ])
 def test_bad_spaces_and_storages_are_one_line(tmp_path, capsys, args, message):
     args = [a.replace("{port}", str(_free_port())) for a in args]
-    plant = [] if "--data" in args else ["--plant", "tendon"]
-    assert main(["sweep", *plant, *args, "--trials", "1", "--out", str(tmp_path / "o")]) == 2
+    assert main(["sweep", "--plant", "tendon", *args, "--trials", "1", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nnmpc: error: ") and message in err[0], err
 
@@ -160,6 +160,11 @@ def test_bad_spaces_and_storages_are_one_line(tmp_path, capsys, args, message):
     ("activation = [1]\n", "activation takes strings"),
     ("depth = [1\n", "not valid TOML"),
     ("[train]\nepochs = 0\n", "[train] epochs = 0 must be a positive integer"),
+    ('precision = ["int8", 8]\n', "precision takes strings"),
+    ('precision = ["int16"]\n', "precision 'int16' is not one of float32, int8"),
+    ('kind = ["narx"]\ngru = ["8"]\n', "gru takes integers"),
+    ('kind = ["narx"]\ngru = { low = 0, high = 2000, step = 1000 }\n', "gru 2000 is out of range"),
+    ('kind = ["fk"]\ngru = [0, 8]\n', "gru 8: GRU units apply to kind narx only"),
 ])
 def test_bad_space_files_are_one_line(tmp_path, capsys, text, message):
     f = tmp_path / "space.toml"
