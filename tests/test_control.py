@@ -138,3 +138,21 @@ def test_reference_while_running_is_refused(harness):
     assert out[-2] == ["start", "0"] and out[-1] == ["ref", "5"]
     out = run(harness, "init 1000000\nconfig 1 0 0\nlimits -1 1 0\nref 0.3\n")
     assert out[-1] == ["ref", "0"]
+
+
+def test_microseconds_to_ticks_without_64_bit_division_is_exact(tmp_path):
+    """CONFIG's period and budget become clock ticks in 32-bit arithmetic (the image carries
+    no 64-bit division routine): equal to floor(us * clock_hz / 10^6) computed in 64 bits on
+    edge values and two million random pairs, and refused exactly when it does not fit."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    exe = tmp_path / "ticks"
+    subprocess.run([cc, *HOST_CFLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    *(f"-I{FW / d}" for d in ("protocol", "solver", "control", "io")),
+                    str(REPO / "tests" / "ticks_harness.c"),
+                    *(str(FW / s) for s in ("control/nnmpc_control.c", "solver/nnmpc_solver.c",
+                                            "io/nnmpc_io.c", "protocol/nnmpc_msgs.c")),
+                    "-lm", "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "0 of 2000099 differ", r.stdout

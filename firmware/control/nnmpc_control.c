@@ -55,16 +55,40 @@ static int all_finite(const float *v, int n)
     return 1;
 }
 
+/* floor(us * clock_hz / 10^6) in 32-bit arithmetic only (no 64-bit division routine in the
+ * image): clock_hz = q 10^6 + r, us = u1 2^12 + u0; every partial product stays below 2^32
+ * for us <= NNMPC_MAX_TIME_US. Sets *ok = 0 when the result exceeds 2^31 - 1. */
+uint32_t nnmpc_us_to_ticks(uint32_t us, uint32_t clock_hz, int *ok)
+{
+    const uint32_t M = 1000000u;
+    const uint32_t q = clock_hz / M, r = clock_hz % M;
+    const uint32_t u1 = us >> 12, u0 = us & 0xFFFu;
+    const uint32_t a = u1 * r;                 /* < 2^12 * 10^6 */
+    const uint32_t t1 = (a % M) << 12, t2 = u0 * r;
+    uint32_t frac, ticks;
+    if (us > NNMPC_MAX_TIME_US) {
+        *ok = 0;
+        return 0u;
+    }
+    frac = (a / M) * 4096u + t1 / M + t2 / M + ((t1 % M + t2 % M) >= M ? 1u : 0u);
+    if (q && us > (0x7fffffffu - frac) / q) {
+        *ok = 0;
+        return 0u;
+    }
+    ticks = us * q + frac;
+    if (ticks > 0x7fffffffu) {
+        *ok = 0;
+        return 0u;
+    }
+    return ticks;
+}
+
 /* Microseconds to ticks of the board's clock; 0 if the count does not fit in the signed
  * 32-bit tick arithmetic of the schedule and the budget (see NNMPC_MAX_TIME_US). */
 static uint32_t us_to_ticks(uint32_t us, uint32_t clock_hz, int *ok)
 {
-    const uint64_t ticks = ((uint64_t)us * (uint64_t)clock_hz) / 1000000u;
-    if (us > NNMPC_MAX_TIME_US || ticks > 0x7fffffffu) {
-        *ok = 0;
-        return 0u;
-    }
-    return us && ticks == 0u ? 1u : (uint32_t)ticks; /* a time is never rounded down to none */
+    const uint32_t ticks = nnmpc_us_to_ticks(us, clock_hz, ok);
+    return us && *ok && ticks == 0u ? 1u : ticks; /* a time is never rounded down to none */
 }
 
 int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)

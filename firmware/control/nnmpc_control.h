@@ -72,6 +72,10 @@ typedef struct {
     float px[2 * NNMPC_CH];    /* on-device plant state */
 } nnmpc_control_t;
 
+/** floor(us * clock_hz / 10^6) without 64-bit arithmetic; *ok = 0 (and 0 returned) when
+ * us > NNMPC_MAX_TIME_US or the result exceeds 2^31 - 1. */
+uint32_t nnmpc_us_to_ticks(uint32_t us, uint32_t clock_hz, int *ok);
+
 /** Defaults: nr, host-fed lock-step, quasi-static sizes from the net (p = n_out, m = n_in). */
 void nnmpc_control_init(nnmpc_control_t *c, const nnmpc_net_t *net, uint32_t (*clock)(void),
                         uint32_t clock_hz);
