@@ -113,6 +113,96 @@ def test_garbage_before_a_frame_does_not_destroy_it(served, clean):
         link.close()
 
 
+def test_a_damaged_frame_gets_a_nak_at_once(served):
+    """A frame that reaches the device damaged is answered at once with ERROR bad_frame (seq 0,
+    type 0): the host resends without waiting for its timeout, and counts it."""
+    from nnmpc.host.link import protocol as P
+    from nnmpc.host.link import protocol_msgs as M
+
+    _, _, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=1.0)
+    try:
+        c = DeviceClient(link, timeout=2.0)
+        c.hello()
+        good = P.encode_frame(P.STATS, 7)
+        link.write(good[:5] + bytes([good[5] ^ 0x10]) + good[6:])     # one bit flipped
+        t0 = time.monotonic()
+        while c.naks == 0 and time.monotonic() < t0 + 2.0:
+            list(c._pump(t0 + 2.0))
+        assert c.naks == 1 and time.monotonic() - t0 < 0.5
+        assert c.stats()["frames_bad"] >= 1 and M.ERR_BAD_FRAME == 8
+    finally:
+        link.close()
+
+
+def test_long_requests_go_in_segments_over_a_noisy_link(served):
+    """At 5 % byte errors a 90-byte frame arrives intact about one time in 3000. Once the link
+    has damaged a frame, the client sends long requests (WEIGHTS, PREDICT of a wide input) in
+    16-byte SEGMENT pieces, each acknowledged; the device applies the reassembled request
+    once, and its answer equals the clean link's."""
+    from nnmpc.host.link import protocol_msgs as M
+
+    plant, net, port = served
+    cs = controller_settings(plant, net, "nr")
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.05)
+    try:
+        c = DeviceClient(link, timeout=5.0)
+        h = c.hello()
+        x = np.linspace(-0.5, 0.5, h.n_in)
+        y_clean = c.predict(x)
+    finally:
+        link.close()
+    with CorruptingProxy(("127.0.0.1", port), 0.05, 4) as px:
+        link = serial.serial_for_url(px.url, timeout=0.05)
+        try:
+            c = DeviceClient(link, timeout=5.0)
+            c.hello()
+            for msg in cs.messages(source="host"):
+                c.configure(msg)
+            y = c.predict(x)
+        finally:
+            link.close()
+    assert px.flipped + px.dropped + px.bursts > 0
+    assert c.segmented >= 2                     # WEIGHTS (84 bytes) at least, in pieces
+    assert c.naks + c.decoder.frames_bad > 0
+    np.testing.assert_array_equal(y, y_clean)   # the reassembled PREDICT: the same bits
+    assert any(len(m.pack()) > c.SEGMENT_BYTES for m in cs.messages(source="host")
+               if isinstance(m, M.WeightsRequest))
+
+
+def test_segments_out_of_order_are_refused_and_piece_zero_starts_over(served):
+    from nnmpc.host.link import protocol as P
+    from nnmpc.host.link import protocol_msgs as M
+
+    _, _, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+    try:
+        c = DeviceClient(link, timeout=2.0)
+        h = c.hello()
+        x = np.linspace(-0.5, 0.5, h.n_in).astype("<f4").tobytes()
+        y_clean = c.predict(np.frombuffer(x, "<f4"))
+
+        def piece(i, count, data, carried=P.PREDICT):
+            return M.SegmentRequest(carried=carried, index=i, count=count, reserved=0,
+                                    bytes=list(data)).pack()
+
+        half = len(x) // 2
+        assert c.request(P.SEGMENT, piece(0, 2, x[:half])) == b""          # acknowledged
+        with pytest.raises(DeviceError, match="bad_segment|out of order"):
+            c.request(P.SEGMENT, piece(3, 4, x[half:]))                # a gap
+        with pytest.raises(DeviceError):
+            c.request(P.SEGMENT, piece(1, 2, x[half:]))    # after the refusal: start over
+        with pytest.raises(DeviceError):
+            c.request(P.SEGMENT, piece(0, 1, b"", carried=P.SEGMENT))      # nested: refused
+        c.request(P.SEGMENT, piece(0, 2, x[:half]))
+        # the last piece is answered by the carried request's own reply
+        y = np.frombuffer(c._exchange(P.SEGMENT, piece(1, 2, x[half:]), P.PREDICT, None,
+                                      expect=P.PREDICT), "<f4")
+        np.testing.assert_array_equal(y, y_clean)
+    finally:
+        link.close()
+
+
 def test_a_repeated_request_is_answered_not_applied_twice(served):
     """START resent with its sequence number (its ack was lost) gets the ack again instead of
     'busy'; a repeated SENSOR frame gets the same TELEMETRY and runs no second period."""

@@ -180,8 +180,11 @@ def _random_message(part, rng):
         if f.kind == "scalar":
             kw[f.name] = float(np.float32(rng.normal() * 100)) if f.base == "f32" else \
                 int(rng.integers(0, 1 << (8 * {"u8": 1, "u16": 2, "u32": 4}[f.base])))
-        elif f.kind == "array":
-            kw[f.name] = [float(v) for v in rng.normal(size=f.count).astype(np.float32)]
+        elif f.kind == "array" or (f.kind == "tail" and f.base != "f32"):
+            n = f.count if f.kind == "array" else int(rng.integers(0, f.count + 1))
+            kw[f.name] = [float(v) for v in rng.normal(size=n).astype(np.float32)] \
+                if f.base == "f32" else \
+                [int(v) for v in rng.integers(0, 1 << (8 * {"u8": 1, "u16": 2, "u32": 4}[f.base]), n)]
         elif f.kind == "str":
             kw[f.name] = "".join(chr(c) for c in rng.integers(32, 127, int(rng.integers(0, 64))))
         else:
@@ -211,6 +214,8 @@ def test_messages_with_a_wrong_length_are_rejected_on_both_sides(c_messages, rng
     for i, part in enumerate(parts):
         b = _random_message(part, rng).pack()
         bad = [b[:-1]] if b else []
+        if part.tail is not None and part.tail.size == 1:   # a byte tail may end anywhere
+            bad = [b[:part.fixed_size - 1]] if part.fixed_size and not part.has_str else []
         if part.tail is None and not part.strings:
             bad.append(b + b"\x00")
         if part.tail is not None and part.tail.size > 1:

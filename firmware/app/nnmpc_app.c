@@ -33,6 +33,8 @@ int nnmpc_app_init(nnmpc_app_t *app)
     app->reply_len = app->telemetry_len = 0;
     app->answering = 0;
     app->since_sensor = 0;
+    app->seg_next = app->seg_count = 0;
+    app->whole.len = 0;
     memset(app->y_latest, 0, sizeof(app->y_latest));
     if (!app->model || !app->write || !app->control || !app->board) {
         return -1;
@@ -229,13 +231,14 @@ static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
         /* nnmpc_control_config() refused a period_us above NNMPC_MAX_TIME_US or 2^31 - 1 ticks
          * (the schedule below compares ticks as signed 32-bit differences); checked again
          * here in case the clock rate differs from the one the control loop was given. */
-        const uint64_t ticks = ((uint64_t)c->config.period_us * app->clock_hz) / 1000000u;
-        if (ticks > 0x7fffffffu) {
+        int ok = 1;
+        const uint32_t ticks = nnmpc_us_to_ticks(c->config.period_us, app->clock_hz, &ok);
+        if (!ok) {
             nnmpc_control_stop(c);
             ack(app, f, NNMPC_ERR_BAD_VALUE);
             return;
         }
-        app->period_ticks = (uint32_t)ticks;
+        app->period_ticks = ticks;
         if (c->config.period_us && app->period_ticks == 0) {
             app->period_ticks = 1;
         }
@@ -302,10 +305,62 @@ static void on_sensor(nnmpc_app_t *app, const nnmpc_frame_t *f)
 
 static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f);
 
+/* A request in pieces (SEGMENT): collected in order into app->whole, then handled as if it
+ * had arrived in one frame, with the last piece's sequence number. */
+static void on_segment(nnmpc_app_t *app, const nnmpc_frame_t *f)
+{
+    nnmpc_segment_req_t *s = &app->msg.segment;
+    nnmpc_frame_t *whole = &app->whole;
+    if (nnmpc_segment_req_unpack(s, f->payload, f->len) != 0 || s->count == 0 ||
+        s->index >= s->count || s->carried == NNMPC_MSG_SEGMENT ||
+        s->carried == NNMPC_MSG_SENSOR) {
+        send_error(app, f->seq, NNMPC_ERR_BAD_SEGMENT, f->type);
+        return;
+    }
+    if (s->index == 0) {
+        app->seg_next = 0;
+        app->seg_count = s->count;
+        whole->type = s->carried;
+        whole->len = 0;
+    }
+    if (s->index + 1u == app->seg_next && s->count == app->seg_count &&
+        s->carried == whole->type) {
+        /* the piece just taken, again (its answer was lost and not kept): answer again */
+        if (app->seg_next < app->seg_count) {
+            ack(app, f, 0);
+        } else {
+            whole->seq = f->seq;
+            handle(app, whole);
+        }
+        return;
+    }
+    if (s->index != app->seg_next || s->count != app->seg_count || s->carried != whole->type ||
+        (size_t)whole->len + s->bytes_count > NNMPC_PAYLOAD_MAX) {
+        app->seg_next = app->seg_count = 0;
+        send_error(app, f->seq, NNMPC_ERR_BAD_SEGMENT, f->type);
+        return;
+    }
+    memcpy(whole->payload + whole->len, s->bytes, s->bytes_count);
+    whole->len = (uint16_t)(whole->len + s->bytes_count);
+    app->seg_next++;
+    if (app->seg_next < app->seg_count) {
+        ack(app, f, 0);
+        return;
+    }
+    whole->seq = f->seq;
+    handle(app, whole);
+}
+
 void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
 {
     const nnmpc_frame_t *f = &app->frame;
+    const uint32_t damaged = app->decoder.frames_bad + app->decoder.frames_long;
     if (!nnmpc_decoder_push(&app->decoder, byte, &app->frame)) {
+        if (app->decoder.frames_bad + app->decoder.frames_long != damaged) {
+            /* Say so at once (seq 0, type 0): the host resends now, not at its timeout. */
+            const uint8_t nak[2] = {NNMPC_ERR_BAD_FRAME, 0};
+            nnmpc_app_send(app, NNMPC_MSG_ERROR, 0, nak, sizeof(nak));
+        }
         return;
     }
     app->requests++;
@@ -404,6 +459,9 @@ static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f)
         break;
     case NNMPC_MSG_SENSOR:
         on_sensor(app, f);
+        break;
+    case NNMPC_MSG_SEGMENT:
+        on_segment(app, f);
         break;
     case NNMPC_MSG_EXIT:
         nnmpc_app_send(app, NNMPC_MSG_EXIT | NNMPC_MSG_REPLY, f->seq, NULL, 0);

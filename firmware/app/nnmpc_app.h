@@ -68,6 +68,7 @@ struct nnmpc_app {
         nnmpc_safety_req_t safety;
         nnmpc_hello_rep_t hello;
         nnmpc_stats_rep_t stats;
+        nnmpc_segment_req_t segment;
     } msg;
     nnmpc_telemetry_evt_t telemetry;
     /* Resend safety: the last request's (type, seq, CRC) and its short reply, and the last
@@ -81,6 +82,8 @@ struct nnmpc_app {
     int answering;            /* a request is being answered: cache what is sent */
     uint32_t since_sensor;    /* fixed-rate periods since the last valid SENSOR frame */
     float y_latest[NNMPC_CH];
+    nnmpc_frame_t whole;      /* a request arriving in SEGMENT pieces */
+    uint8_t seg_next, seg_count;
     uint32_t period_ticks;
     uint32_t next_due;
     uint32_t requests, rejected, periods, overruns, max_work, lost, safe_holds;

@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema 4f9630b173d0fdf1). Do not edit. */
+ * (generator 1, schema 0be9197fc02a0ca3). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -56,6 +56,22 @@ static int get_str(char *s, const uint8_t *in, size_t len, size_t *at)
     s[n] = '\0';
     *at += 1 + n;
     return 0;
+}
+
+static void put_u8_array(uint8_t *p, const uint8_t *v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        put_u8(p + 1 * i, v[i]);
+    }
+}
+
+static void get_u8_array(uint8_t *v, const uint8_t *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        v[i] = get_u8(p + 1 * i);
+    }
 }
 
 static void put_f32_array(uint8_t *p, const float *v, size_t n)
@@ -634,6 +650,39 @@ int nnmpc_telemetry_evt_unpack(nnmpc_telemetry_evt_t *m, const uint8_t *in, size
     }
     m->values_count = (uint16_t)((len - n) / 4);
     get_f32_array(m->values, in + n, m->values_count);
+    return 0;
+}
+
+size_t nnmpc_segment_req_pack(const nnmpc_segment_req_t *m, uint8_t *out)
+{
+    size_t n = 4;
+    put_u8(out + 0, m->carried);
+    put_u8(out + 1, m->index);
+    put_u8(out + 2, m->count);
+    put_u8(out + 3, m->reserved);
+    {
+        const size_t count = m->bytes_count < 508 ? m->bytes_count : 508;
+        put_u8_array(out + n, m->bytes, count);
+        n += count * 1;
+    }
+    return n;
+}
+
+int nnmpc_segment_req_unpack(nnmpc_segment_req_t *m, const uint8_t *in, size_t len)
+{
+    size_t n = 4;
+    if (len < n) {
+        return -1;
+    }
+    m->carried = get_u8(in + 0);
+    m->index = get_u8(in + 1);
+    m->count = get_u8(in + 2);
+    m->reserved = get_u8(in + 3);
+    if ((len - n) % 1 != 0 || (len - n) / 1 > 508) {
+        return -1;
+    }
+    m->bytes_count = (uint16_t)((len - n) / 1);
+    get_u8_array(m->bytes, in + n, m->bytes_count);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 4f9630b173d0fdf1). Do not edit:
+ * host/link/protogen.py (generator 1, schema 0be9197fc02a0ca3). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define NNMPC_MSGS_VERSION 3
-#define NNMPC_MSGS_SCHEMA_HASH "4f9630b173d0fdf1"
+#define NNMPC_MSGS_VERSION 4
+#define NNMPC_MSGS_SCHEMA_HASH "0be9197fc02a0ca3"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -48,6 +48,7 @@ extern "C" {
 #define NNMPC_MSG_RIG_SAMPLE 0x30 /* Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings. */
 #define NNMPC_MSG_RIG_DRIVE 0x31 /* Board to stand-in rig: drive the actuators (raw duty) for period k; no reply. */
 #define NNMPC_MSG_TELEMETRY 0x20 /* Sent by the device every telemetry_every periods, unrequested; seq = k mod 256. */
+#define NNMPC_MSG_SEGMENT 0x0E /* One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over. */
 #define NNMPC_MSG_EXIT 0x0F /* Acknowledge, then end the program (emulated boards exit the emulator). */
 #define NNMPC_MSG_ERROR 0x7F /* The device refused a frame: error code and the refused message type. */
 
@@ -59,6 +60,8 @@ extern "C" {
 #define NNMPC_ERR_BUSY 5 /* not allowed while the control loop runs (stop it first) */
 #define NNMPC_ERR_NOT_RUNNING 6 /* sensor data while the loop is stopped or not fed by the host */
 #define NNMPC_ERR_OUT_OF_ORDER 7 /* a lock-step SENSOR frame for a period before the last one */
+#define NNMPC_ERR_BAD_FRAME 8 /* a frame arrived damaged (COBS, CRC or length): sent at once with seq 0 and type 0, so that the host resends without waiting for its timeout */
+#define NNMPC_ERR_BAD_SEGMENT 9 /* a SEGMENT out of order or beyond the payload size */
 
 /* hello reply: type 0x81, 14 fixed bytes. */
 typedef struct {
@@ -284,6 +287,18 @@ typedef struct {
 } nnmpc_telemetry_evt_t;
 size_t nnmpc_telemetry_evt_pack(const nnmpc_telemetry_evt_t *m, uint8_t *out);
 int nnmpc_telemetry_evt_unpack(nnmpc_telemetry_evt_t *m, const uint8_t *in, size_t len);
+
+/* segment request: type 0x0E, 4 fixed bytes + bytes[] (at most 508). */
+typedef struct {
+    uint8_t carried; /* message type of the request carried */
+    uint8_t index;
+    uint8_t count;
+    uint8_t reserved;
+    uint8_t bytes[508]; /* this piece of the carried request's payload */
+    uint16_t bytes_count;
+} nnmpc_segment_req_t;
+size_t nnmpc_segment_req_pack(const nnmpc_segment_req_t *m, uint8_t *out);
+int nnmpc_segment_req_unpack(nnmpc_segment_req_t *m, const uint8_t *in, size_t len);
 
 /* error event: type 0x7F, 2 fixed bytes. */
 typedef struct {

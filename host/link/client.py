@@ -76,9 +76,18 @@ class DeviceClient:
     """Request/response over the framed link. Each request waits for the matching sequence."""
 
     #: Resend a request (same sequence number: the device answers a repeat without applying it
-    #: twice) when no reply came within this many seconds; give up after ``timeout``.
+    #: twice) when no reply came within this many seconds; give up after ``timeout``. Once
+    #: replies have been timed, the wait is a few round trips (never below MIN_WAIT_S), and a
+    #: damaged frame arriving (the reply, hit on the link) triggers the resend at once.
     RETRY_AFTER_S = 0.1
+    MIN_WAIT_S = 0.02
     LINK_BYTES_PER_S = 4000.0
+    #: While damaged frames keep arriving (a board is there, the link is noisy) a request
+    #: keeps trying this many times its ``timeout``; silence ends it at ``timeout``.
+    NOISY_FACTOR = 8
+    #: Once the link has damaged a frame, requests with a longer payload go in SEGMENT
+    #: pieces of this many bytes: a short frame gets through a noisy link far more often.
+    SEGMENT_BYTES = 16
 
     def __init__(self, port: serial.SerialBase, timeout: float = 5.0,
                  retry_after: float | None = None) -> None:
@@ -86,6 +95,10 @@ class DeviceClient:
         self.timeout = timeout
         self.retry_after = self.RETRY_AFTER_S if retry_after is None else retry_after
         self.resends = 0          # requests and SENSOR frames sent again
+        self.bytes_in = 0
+        self.naks = 0             # the device's word that a frame reached it damaged
+        self.segmented = 0        # requests sent in SEGMENT pieces
+        self.rtt: float | None = None   # smoothed round trip of first-try replies (s)
         self.last_step_tries = 0  # SENSOR frames the last lock-step period took
         self.decoder = P.Decoder()
         self.seq = 0
@@ -110,7 +123,11 @@ class DeviceClient:
             raise LinkLost(self._port_name(), e) from None
         finally:
             self._restore_timeout(old)
+        self.bytes_in += len(data)
         for f in self.decoder.feed(data):
+            if f.type == P.ERROR and f.seq == 0 and f.payload == bytes([M.ERR_BAD_FRAME, 0]):
+                self.naks += 1
+                continue
             if f.type == P.TELEMETRY:
                 try:
                     self._telemetry.append(M.Telemetry.unpack(f.payload))
@@ -130,6 +147,22 @@ class DeviceClient:
         except (serial.SerialException, OSError) as e:
             raise LinkLost(self._port_name(), e) from None
 
+    def _damaged(self) -> int:
+        """Frames damaged on the link so far, either way."""
+        return self.decoder.frames_bad + self.decoder.frames_long + self.naks
+
+    def _wait(self, frame_len: int) -> float:
+        """How long to wait for a reply before sending again: the frame's own time on a slow
+        link plus a few measured round trips (``retry_after`` until one is measured)."""
+        wait = self.retry_after if self.rtt is None else \
+            min(self.retry_after, max(self.MIN_WAIT_S, 3 * self.rtt))
+        return wait + frame_len / self.LINK_BYTES_PER_S
+
+    def _timed(self, t_sent: float, first_try: bool) -> None:
+        if first_try:  # only unambiguous samples (not a reply to an earlier copy)
+            t = time.monotonic() - t_sent
+            self.rtt = t if self.rtt is None else 0.8 * self.rtt + 0.2 * t
+
     def _restore_timeout(self, old) -> None:
         try:
             self.port.timeout = old
@@ -141,19 +174,42 @@ class DeviceClient:
 
     def request(self, msg_type: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send a request and return its reply's payload, resending it (same sequence number)
-        every ``retry_after`` seconds until ``timeout``: a reply or request lost on the link
-        costs a resend, never the run."""
+        until ``timeout``: a reply or request lost on the link costs a resend, never the run.
+        On a link that has damaged frames, a long request goes in SEGMENT pieces."""
+        n = self.SEGMENT_BYTES
+        if len(payload) <= n or not self._damaged():
+            return self._exchange(msg_type, payload, msg_type, timeout)
+        pieces = [payload[i:i + n] for i in range(0, len(payload), n)]
+        self.segmented += 1
+        for i, piece in enumerate(pieces):
+            msg = M.SegmentRequest(carried=msg_type, index=i, count=len(pieces), reserved=0,
+                                   bytes=list(piece))
+            last = i == len(pieces) - 1
+            reply = self._exchange(M.SEGMENT, msg.pack(), msg_type, timeout,
+                                   expect=msg_type if last else M.SEGMENT)
+        return reply
+
+    def _exchange(self, msg_type: int, payload: bytes, what: int, timeout: float | None,
+                  expect: int | None = None) -> bytes:
+        """One request frame and its reply (type ``expect | REPLY``); ``what`` is the request
+        that an ERROR reply refuses."""
+        expect = msg_type if expect is None else expect
         self.seq = (self.seq + 1) & 0xFF
         seq = self.seq
         frame = P.encode_frame(msg_type, seq, payload)
         timeout = self.timeout if timeout is None else timeout
-        end = time.monotonic() + timeout
-        # Wait long enough for the frame itself to cross a slow link before sending it again
-        # (an emulated UART takes host->board bytes at ~5 KiB/s): resends must not pile up.
-        wait = self.retry_after + len(frame) / self.LINK_BYTES_PER_S
+        start = time.monotonic()
+        damaged0 = self._damaged()
+        tries = 0
         while True:
             self._write(frame)
-            deadline = min(end, time.monotonic() + wait)
+            t_sent = time.monotonic()
+            tries += 1
+            damaged = self._damaged()
+            deadline = t_sent + self._wait(len(frame))
+            # Resend at once when a damaged frame arrives, but not faster than the frame
+            # itself crosses the link: resends must not pile up in a slow UART.
+            earliest = t_sent + len(frame) / self.LINK_BYTES_PER_S
             while time.monotonic() < deadline:
                 for f in self._pump(deadline):
                     if f.type == P.ERROR and len(f.payload) == 2 and f.seq != seq:
@@ -162,12 +218,22 @@ class DeviceClient:
                     if f.seq != seq:
                         continue
                     if f.type == P.ERROR:
-                        raise DeviceError(msg_type, f.payload[0] if f.payload else 0)
-                    if f.type != (msg_type | P.REPLY):
+                        raise DeviceError(what, f.payload[0] if f.payload else 0)
+                    if f.type != (expect | P.REPLY):
                         continue  # a damaged-and-passed or stale frame: not our answer
+                    self._timed(t_sent, tries == 1)
                     return f.payload
-            if time.monotonic() >= end:
-                name = M.NAMES.get(msg_type, f"0x{msg_type:02x}")
+                if self._damaged() > damaged and time.monotonic() >= earliest:
+                    break
+            now = time.monotonic()
+            noisy = self._damaged() > damaged0
+            if now >= start + timeout * (self.NOISY_FACTOR if noisy else 1):
+                name = M.NAMES.get(what, f"0x{what:02x}")
+                if noisy:
+                    raise NoReply(f"no intact reply to {name} in {now - start:.0f} s over a "
+                                  f"noisy link ({tries} tries, {self._damaged() - damaged0} "
+                                  f"damaged frames) at {self._port_name()}: check the cable, "
+                                  "baud rate and grounding")
                 raise NoReply(f"no reply to {name} within {timeout:g} s "
                                  f"({self.resends} resends so far): is the board running at "
                                  f"{self._port_name()}?")
@@ -242,16 +308,22 @@ class DeviceClient:
         # at 1 % byte errors a chunk gets through intact one time in a few.
         most = per
         clean = 0
-        end = time.monotonic() + self.timeout + 40 * 4 * T * p / self.LINK_BYTES_PER_S
+        start = time.monotonic()
+        budget = self.timeout + 40 * 4 * T * p / self.LINK_BYTES_PER_S
+        damaged0 = self._damaged()
+
+        def end() -> float:  # a noisy link (damaged frames seen) gets NOISY_FACTOR times longer
+            return start + budget * (self.NOISY_FACTOR if self._damaged() > damaged0 else 1)
+
         while off < T:
             chunk = rows[off:off + per]
             msg = M.TrajectoryRequest(total=T, offset=off, rows=[float(v) for v in chunk.ravel()])
             before = self.resends
             try:  # a chunk that does not get through in a second goes again, in halves
                 self.request(msg.TYPE, msg.pack(),
-                             timeout=min(max(0.1, end - time.monotonic()), 1.0 + per * p / 500))
+                             timeout=min(max(0.1, end() - time.monotonic()), 1.0 + per * p / 500))
             except NoReply:
-                if per == 1 or time.monotonic() >= end:
+                if time.monotonic() >= end():
                     raise
                 per = max(1, per // 2)
                 continue
@@ -285,16 +357,23 @@ class DeviceClient:
         y = [float(v) for v in np.asarray(y, dtype=np.float32).ravel()]
         frame_payload = M.SensorRequest(k=k & 0xFFFFFFFF, y=y).pack()
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        frame_len = len(frame_payload) + 8
         n_sent = 0
         while True:
             self.send(P.SENSOR, frame_payload)
+            t_sent = time.monotonic()
             n_sent += 1
-            deadline = min(end, time.monotonic() + self.retry_after)
+            damaged = self._damaged()
+            deadline = min(end, t_sent + self._wait(frame_len))
+            earliest = t_sent + frame_len / self.LINK_BYTES_PER_S
             while True:
-                tel = self.telemetry(max(0.0, deadline - time.monotonic()))
+                tel = self.telemetry(max(0.0, deadline - time.monotonic()),
+                                     until_damaged=damaged if time.monotonic() >= earliest
+                                     else None)
                 if tel is None:
                     break
                 if tel.k == k:
+                    self._timed(t_sent, n_sent == 1)
                     self.last_step_tries = n_sent
                     return tel
             if tries and n_sent >= tries:
@@ -305,11 +384,15 @@ class DeviceClient:
                                  f"({self.timeout if timeout is None else timeout} s)")
             self.resends += 1
 
-    def telemetry(self, timeout: float | None = None) -> Telemetry | None:
-        """The next telemetry frame (waiting up to timeout), or None."""
+    def telemetry(self, timeout: float | None = None,
+                  until_damaged: int | None = None) -> Telemetry | None:
+        """The next telemetry frame (waiting up to timeout), or None; with ``until_damaged``,
+        None also as soon as more damaged frames than that have arrived."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._telemetry:
             if time.monotonic() >= deadline:
+                return None
+            if until_damaged is not None and self._damaged() > until_damaged:
                 return None
             for f in self._pump(deadline):
                 if f.type == P.ERROR and len(f.payload) == 2:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import protocol_msgs as M
 # Message types and error codes come from the schema (firmware/protocol/schema.toml).
 from .protocol_msgs import (CONFIG, ERROR, ERROR_NAMES, EXIT, HELLO, JACOBIAN, LIMITS,  # noqa: F401
-                            PAYLOAD_MAX, PID, PLANT, PREDICT, REFERENCE, REPLY, SENSOR, START,
+                            PAYLOAD_MAX, PID, PLANT, PREDICT, REFERENCE, REPLY, SEGMENT, SENSOR, START,
                             STATS, STOP, TELEMETRY, TRAJECTORY, WEIGHTS)
 
 PROTO_VERSION = M.VERSION

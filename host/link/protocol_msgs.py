@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 4f9630b173d0fdf1). Do not edit: change the schema
+(generator 1, schema 0be9197fc02a0ca3). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-VERSION = 3
-SCHEMA_HASH = "4f9630b173d0fdf1"
+VERSION = 4
+SCHEMA_HASH = "0be9197fc02a0ca3"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -39,9 +39,10 @@ SAFETY = 0x1B  # Safe state and plausibility: hold u_safe after link_timeout per
 RIG_SAMPLE = 0x30  # Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings.
 RIG_DRIVE = 0x31  # Board to stand-in rig: drive the actuators (raw duty) for period k; no reply.
 TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
+SEGMENT = 0x0E  # One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over.
 EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
 ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
-NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0F: "exit", 0x7F: "error", }
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0E: "segment", 0x0F: "exit", 0x7F: "error", }
 
 # Error codes carried by ERROR frames.
 ERR_UNKNOWN_TYPE = 1
@@ -51,6 +52,8 @@ ERR_BAD_VALUE = 4
 ERR_BUSY = 5
 ERR_NOT_RUNNING = 6
 ERR_OUT_OF_ORDER = 7
+ERR_BAD_FRAME = 8
+ERR_BAD_SEGMENT = 9
 ERROR_NAMES = {
     1: "no such message type",
     2: "payload length does not match the message",
@@ -59,6 +62,8 @@ ERROR_NAMES = {
     5: "not allowed while the control loop runs (stop it first)",
     6: "sensor data while the loop is stopped or not fed by the host",
     7: "a lock-step SENSOR frame for a period before the last one",
+    8: "a frame arrived damaged (COBS, CRC or length): sent at once with seq 0 and type 0, so that the host resends without waiting for its timeout",
+    9: "a SEGMENT out of order or beyond the payload size",
 }
 
 
@@ -665,6 +670,39 @@ class Telemetry:
             raise ValueError(f"Telemetry: bad values length {len(b) - at}")
         values = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
         return cls(k=v[0], work=v[1], residual=v[2], iterations=v[3], status=v[4], controller=v[5], flags=v[6], p=v[7], m=v[8], values=values)
+
+
+@dataclass
+class SegmentRequest:
+    """segment request: One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over."""
+
+    TYPE: ClassVar[int] = 0x0E
+    FORMAT: ClassVar[str] = "<BBBB"
+    FIXED_SIZE: ClassVar[int] = 4
+    TAIL_MAX: ClassVar[int] = 508
+    carried: int = 0  # message type of the request carried
+    index: int = 0
+    count: int = 0
+    reserved: int = 0
+    bytes: list = field(default_factory=list)  # this piece of the carried request's payload
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.carried, self.index, self.count, self.reserved)
+        if len(self.bytes) > self.TAIL_MAX:
+            raise ValueError(f"bytes: {len(self.bytes)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.bytes)}B", *self.bytes)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "SegmentRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"SegmentRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 1 or (len(b) - at) // 1 > cls.TAIL_MAX:
+            raise ValueError(f"SegmentRequest: bad bytes length {len(b) - at}")
+        bytes = list(struct.unpack_from(f"<{(len(b) - at) // 1}B", b, at))
+        return cls(carried=v[0], index=v[1], count=v[2], reserved=v[3], bytes=bytes)
 
 
 @dataclass
