@@ -110,10 +110,12 @@ def test_an_int8_trial_is_pruned_with_its_flash_and_error_not_a_tracking_figure(
     assert "no trial within the budgets" in capsys.readouterr().out
 
 
-def test_a_log_of_a_known_plant_closes_the_loop_on_its_simulator(tmp_path, capsys):
+def test_a_log_of_a_known_plant_closes_the_loop_on_its_simulator_with_a_gru_net(tmp_path,
+                                                                                capsys):
     log = collect_log(tmp_path / "tendon.csv", 6.0, "tendon")
     out = tmp_path / "t"
-    assert main(["sweep", "--data", str(log), *TINY, "--horizon", "2", "--moves", "1",
+    assert main(["sweep", "--data", str(log), *TINY, "--kind", "narx", "--lags", "2",
+                 "--gru", "4", "--horizon", "2", "--moves", "1",
                  "--count-periods", "12", "--duration", "0.3", "--references", "step",
                  "--trials", "1", "--out", str(out)]) == 0
     assert "score: closed loop (the log is of plant 'tendon'" in capsys.readouterr().out
@@ -121,8 +123,16 @@ def test_a_log_of_a_known_plant_closes_the_loop_on_its_simulator(tmp_path, capsy
     u = t.user_attrs
     assert t.state.name == "COMPLETE", u.get("error")
     assert u["score"] == "closed loop" and u["cycles_measure"] == "period"
-    assert u["tracking"] == u["loops"]["step"]["tracking_rms"] > 0
+    assert u["tracking"] == pytest.approx(u["loops"]["step"]["tracking_rms"])
+    assert u["tracking"] > 0
     assert len(u["replay_one_step_rmse"]) == 3          # the replay is kept beside it
+    assert u["replay_one_step_rmse"] == pytest.approx(u["val_rmse"], rel=1e-3, abs=1e-4)
+    # the GRU reads the controller's NARX lags through the selection layer: 2 x (3 + 3)
+    d = out / "trials" / "0000"
+    assert "MODEL_INPUT_SIZE 12" in (d / "model" / "model.h").read_text()
+    assert len(_rows(d / "loop_step.csv")) == u["loops"]["step"]["periods"] == 30
+    info = json.loads((out / "best" / "model.json").read_text())
+    assert info["gru_units"] == 4 and info["lags"] == {"ny": 2, "nu": 2}
 
 
 @pytest.mark.parametrize("args, message", [
