@@ -154,3 +154,23 @@ def test_compiler_doc_lists_the_front_ends_onnx_table():
     begin, end = "<!-- onnx-ops:begin -->\n", "\n<!-- onnx-ops:end -->"
     assert doc[doc.index(begin) + len(begin):doc.index(end)] == ops_table()
     assert sorted(OPS) == SUPPORTED and len(ops_table().splitlines()) == len(OPS) + 2
+
+
+def test_a_huge_constant_expand_is_refused_before_it_is_built(tmp_path):
+    """Constant folding checks the size first: an Expand of weights to 10^12 values is one
+    clear error naming the node, in well under a second, not tens of GB of numpy."""
+    import time
+
+    from nnmpc.compiler import CompileError, load_model
+
+    m = _model([helper.make_node("Expand", ["w", "shape"], ["big"], name="blow_up"),
+                helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+                helper.make_node("Add", ["x", "s"], ["y"])], [1, 3], [1, 3],
+               {"w": np.ones((1, 1), np.float32),
+                "shape": np.array([1000000, 1000000], np.int64)})
+    path = tmp_path / "big.onnx"
+    path.write_bytes(m.SerializeToString())
+    t0 = time.monotonic()
+    with pytest.raises(CompileError, match=r"blow_up.*Expand makes a constant of 1000000000000"):
+        load_model(path)
+    assert time.monotonic() - t0 < 5.0

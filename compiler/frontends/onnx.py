@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CompileError
-from ..ir import Graph, Node, Tensor
+from ..ir import MAX_ELEMENTS, Graph, Node, Tensor
 
 #: Every ONNX op the front-end converts, with what of it is supported (docs/COMPILER.md's
 #: ONNX table is generated from this: :func:`ops_table`).
@@ -270,6 +270,11 @@ class _OnnxLoader:
         from onnx import helper, numpy_helper
         from onnx.reference import ReferenceEvaluator
 
+        size = self._folded_size(n)
+        if size is not None and size > MAX_ELEMENTS:
+            raise CompileError(f"{n.op_type} makes a constant of {size} values (at most "
+                               f"{MAX_ELEMENTS})", file=str(self.path),
+                               layer=n.name or n.output[0])
         try:
             inits = [numpy_helper.from_array(np.asarray(self.vals[i].const), i) for i in set(ins)]
             g = helper.make_graph([n], "fold", [], [helper.make_tensor_value_info(o, 0, None)
@@ -282,6 +287,24 @@ class _OnnxLoader:
             val = np.asarray(val)
             self.vals[o] = _Val(None, val.shape, const=val)
         return True
+
+    def _folded_size(self, n) -> int | None:
+        """The number of values a constant-folded node would make, where its inputs say so
+        before it runs (so that a huge Expand is refused, not built)."""
+        c = [np.asarray(self.vals[i].const) if i else None for i in n.input]
+        try:
+            if n.op_type == "ConstantOfShape":
+                return int(np.prod(c[0].astype(np.int64), dtype=object))
+            if n.op_type == "Expand":
+                a, b = list(c[0].shape), [int(v) for v in c[1].ravel()]
+                k = max(len(a), len(b))
+                a, b = [1] * (k - len(a)) + a, [1] * (k - len(b)) + b
+                return int(np.prod([max(x, y) for x, y in zip(a, b)], dtype=object))
+            if n.op_type == "Tile":
+                return int(c[0].size * np.prod(c[1].astype(np.int64), dtype=object))
+        except (IndexError, ValueError, TypeError, AttributeError):
+            return None
+        return None
 
     def _shape_of(self, vi) -> tuple[tuple[int, ...], bool]:
         """An input's shape without the batch, and whether it has none (``nobatch``): a leading
