@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev postgresql
 PYTEST_ARGS ?=
+# The default run spreads test files over two workers (pytest-xdist); `make test PYTEST_JOBS=0`
+# runs them in one process.
+PYTEST_JOBS ?= 2
 
 .PHONY: setup system-deps demo test soak bench clean
 
@@ -39,7 +42,7 @@ demo: setup
 	$(VENV)/bin/nnmpc demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 soak: setup
 	$(VENV)/bin/python -m pytest -q -m soak $(PYTEST_ARGS)

@@ -75,7 +75,8 @@ def clean(served):
     return log
 
 
-@pytest.mark.parametrize("rate,seed", [(0.001, 1), (0.01, 2), (0.01, 3)])
+@pytest.mark.parametrize("rate,seed", [(0.001, 1), (0.01, 2),
+                                       pytest.param(0.01, 3, marks=pytest.mark.soak)])
 def test_lossy_link_runs_complete_with_the_clean_runs_inputs(served, clean, rate, seed):
     log, stats, px = run_through(served, rate, seed)
     assert px.flipped + px.dropped + px.bursts > 0          # the link really was damaged

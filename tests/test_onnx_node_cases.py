@@ -88,7 +88,7 @@ def _names_culprit(msg: str, model) -> bool:
     return any(w in msg for w in words)
 
 
-def test_onnx_backend_node_cases(tmp_path):
+def test_onnx_backend_node_cases(tmp_path, summary):
     from nnmpc.compiler import CompileError, load_model
     from nnmpc.compiler.frontends.onnx import SUPPORTED
 
@@ -143,7 +143,7 @@ def test_onnx_backend_node_cases(tmp_path):
              f"{', '.join(sorted(k for k in sup if k in rejected))}); "
              f"{len(rejected)} rejected cleanly in all, {len(wrong)} wrong; not run (Jacobian above "
              f"4M entries): {', '.join(big)}"]
-    print("\n" + lines[0], file=sys.__stdout__, flush=True)
+    summary(lines[0])
     if os.environ.get("NNMPC_NODE_CASES_VERBOSE"):
         for k in sorted(k for k in sup if k in rejected):
             print(f"  {k}: {rejected[k]}", file=sys.__stdout__)

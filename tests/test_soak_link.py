@@ -30,7 +30,7 @@ def nnmpc(*args, timeout=3600):
 
 
 @pytest.mark.parametrize("plant", ["msd", "tendon"])
-def test_closed_loop_over_a_corrupting_link(plant, tmp_path):
+def test_closed_loop_over_a_corrupting_link(plant, tmp_path, summary):
     r = nnmpc("train", "--plant", plant, "--out", tmp_path / "m", "--epochs", "80")
     assert r.returncode == 0, r.stderr[-2000:]
     model = next((tmp_path / "m").glob("*.keras"))
@@ -63,6 +63,7 @@ def test_closed_loop_over_a_corrupting_link(plant, tmp_path):
     clean = rows[0]["s"]
     assert clean is not None and clean["lost_frames"] == 0
     lines = [f"{plant}: clean {clean['tracking_rms']:.4g} mm"]
+    failures = []
     for rate in RATES:
         if rate == 0.0:
             continue
@@ -76,6 +77,11 @@ def test_closed_loop_over_a_corrupting_link(plant, tmp_path):
                      f"periods lost {min(lost, default=0)}..{max(lost, default=0)}, "
                      f"wall {max(r['wall'] for r in rs):.0f} s max")
         if rate in BOUND:
-            assert len(done) == len(rs), [r["err"] for r in rs if not r["ok"]]
-            assert max(abs(v) for v in rel) <= BOUND[rate], lines
-    print("\n".join(lines), file=sys.__stdout__)
+            if len(done) != len(rs):
+                failures.append([r["err"] for r in rs if not r["ok"]])
+            if max((abs(v) for v in rel), default=1.0) > BOUND[rate]:
+                failures.append(f"{rate:.1%}: tracking beyond {BOUND[rate]:.0%} of clean")
+        elif len(done) < 0.9 * len(rs):
+            failures.append(f"{rate:.1%}: {len(done)}/{len(rs)} complete (target >= 90 %)")
+    summary("\n".join(lines))
+    assert not failures, (lines, failures)

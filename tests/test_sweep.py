@@ -208,7 +208,7 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("per_worker", [1, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("per_worker", [1, pytest.param(3, marks=pytest.mark.soak)])
 def test_two_workers_share_one_postgresql_study(postgres, tmp_path, per_worker):
     cmd = [sys.executable, "-m", "nnmpc.host.cli", "sweep", *TINY, "--references", "sine",
            "--storage", postgres, "--study", "shared", "--trials", str(per_worker)]
