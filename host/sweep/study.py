@@ -329,6 +329,7 @@ def run_sweep(o: SweepOptions) -> SweepResult:
         study.set_user_attr("config", cfg)
         study.set_metric_names(["tracking", "cycles_max", "flash"])
     default = default_params(ctx.plant, space.values("kind")[0])
+    before = len(study.trials)   # trials of earlier runs (resumed or shared)
     if o.baseline and default is not None and not study.trials \
             and space.contains(default, ctx.plant):
         study.enqueue_trial(space.point(default), user_attrs={"baseline": True},
@@ -341,7 +342,9 @@ def run_sweep(o: SweepOptions) -> SweepResult:
           f"{ctx.rate_hz:g} Hz ({ctx.period_cycles:,} cycles per period at "
           f"{ctx.target.clock_hz / 1e6:g} MHz, solver budget {ctx.budget_us} us), "
           f"{space.size(ctx.plant)} points in the space, {o.trials} trials by this worker"
-          + (f", {len(study.trials)} in the study already" if study.trials else ""), flush=True)
+          + (f", {before} in the study already" if before else "")
+          + (" (the first: the default net, as the baseline)" if not before and study.trials
+             else ""), flush=True)
     print(f"score: {cfg.get('score', 'closed loop')}", flush=True)
     done = [0]
     bar = Progress("trials", o.trials)
