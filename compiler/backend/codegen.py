@@ -849,6 +849,12 @@ JACOBIAN_MODES = ("auto", "forward", "reverse")
 # kernels skip those units' rows and columns.
 _SPARSE_ACTS = ("relu", "relu6")
 
+#: The dense adjoint kernel keeps four adjoint columns in registers; with fewer (a net with one
+#: to three outputs in reverse mode) it runs a scalar loop that costs about this many times
+#: more per multiply-add than the tangent kernels (Cortex-M4 cycle counts, docs/BENCH.md: the
+#: msd NARX net's Jacobian, 6 inputs and 2 outputs, 18.3k cycles reverse, 10.6k forward).
+SCALAR_ADJOINT_COST = 4.5
+
 
 def jacobian_cost(graph: Graph, mode: str) -> float:
     """Estimated multiply-adds of the derivative part of ``mode`` (forward: INPUT_SIZE lanes per
@@ -876,7 +882,8 @@ def jacobian_cost(graph: Graph, mode: str) -> float:
                     and t[x].size == n_in):
                 cost += active(y) * t[y].size * lanes
                 continue
-            cost += work * f * lanes
+            slow = SCALAR_ADJOINT_COST if mode == "reverse" and lanes < 4 else 1.0
+            cost += work * f * lanes * slow
         else:
             cost += work * lanes
     return cost
