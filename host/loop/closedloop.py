@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NnmpcError
+from ..link.client import LinkLost
 from ..plants import Plant, get_plant
 from .nets import prepare_model
 from .pid import tune_pid
@@ -65,7 +66,15 @@ def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
             for k in range(T):
                 y_true = plant.h(x, u)
                 y = plant.measure(x, u, rng)
-                tel = client.step(k, y, timeout, tries=tries)
+                if k < T - 1:
+                    tel = client.step(k, y, timeout, tries=tries)
+                else:  # the last period is worth waiting for: both sides then end at T
+                    try:
+                        tel = client.step(k, y, timeout * client.NOISY_FACTOR)
+                    except LinkLost:
+                        raise
+                    except NnmpcError:
+                        tel = None
                 if tel is None:  # lost on the link after every resend: u is held
                     lost += 1
                     tel = _held(k, y, u, refs[k])
