@@ -446,6 +446,11 @@ static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f)
     case NNMPC_MSG_SAFETY:
         SETTING(nnmpc_safety_req_unpack, nnmpc_control_safety, safety);
         break;
+#if NNMPC_ESTIMATOR
+    case NNMPC_MSG_ESTIMATOR:
+        SETTING(nnmpc_estimator_req_unpack, nnmpc_control_estimator, estimator);
+        break;
+#endif
     case NNMPC_MSG_START:
         on_start(app, f);
         break;

@@ -66,6 +66,9 @@ struct nnmpc_app {
         nnmpc_plant_req_t plant;
         nnmpc_excite_req_t excite;
         nnmpc_safety_req_t safety;
+#if NNMPC_ESTIMATOR
+        nnmpc_estimator_req_t estimator;
+#endif
         nnmpc_hello_rep_t hello;
         nnmpc_stats_rep_t stats;
         nnmpc_segment_req_t segment;

@@ -325,6 +325,34 @@ int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m)
     return 0;
 }
 
+#if NNMPC_ESTIMATOR
+int nnmpc_control_estimator(nnmpc_control_t *c, const nnmpc_estimator_req_t *m)
+{
+    int i;
+    if (c->running) {
+        return NNMPC_ERR_BUSY;
+    }
+    if (m->enable > 1) {
+        return NNMPC_ERR_BAD_VALUE;
+    }
+    for (i = 0; i < NNMPC_CH; ++i) {
+        if (!(m->q[i] >= 0.0f) || !finite(m->q[i]) || !(m->r[i] >= 0.0f) || !finite(m->r[i]) ||
+            (m->enable && i < c->config.p && !(m->r[i] > 0.0f))) {
+            return NNMPC_ERR_BAD_VALUE;
+        }
+    }
+    if (m->enable && c->config.na == 0) {
+        return NNMPC_ERR_BAD_VALUE; /* a quasi-static net has no output lags to estimate */
+    }
+    c->mpc_cfg.estimator = m->enable;
+    for (i = 0; i < NNMPC_MAX_Y; ++i) {
+        c->mpc_cfg.kf_q[i] = m->q[i];
+        c->mpc_cfg.kf_r[i] = m->r[i];
+    }
+    return 0;
+}
+#endif
+
 /* The telemetry's values: ref[p], y[p], u[m] of this period. */
 static void telemetry_values(const nnmpc_control_t *c, const float *r, const float *y,
                              nnmpc_telemetry_evt_t *t)

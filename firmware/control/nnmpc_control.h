@@ -91,6 +91,10 @@ int nnmpc_control_trajectory(nnmpc_control_t *c, const nnmpc_trajectory_req_t *m
 int nnmpc_control_set_plant(nnmpc_control_t *c, const nnmpc_plant_req_t *m);
 int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m);
 int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m);
+#if NNMPC_ESTIMATOR
+/* ESTIMATOR: the extended Kalman filter on the dynamic net's output lags (nnmpc_solver.h). */
+int nnmpc_control_estimator(nnmpc_control_t *c, const nnmpc_estimator_req_t *m);
+#endif
 
 /* Telemetry status of a period that held u_safe because the link went quiet. */
 #define NNMPC_STATUS_LINK_LOST 6

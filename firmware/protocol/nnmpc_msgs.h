@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 0be9197fc02a0ca3). Do not edit:
+ * host/link/protogen.py (generator 1, schema 91835a7528b5fefb). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define NNMPC_MSGS_VERSION 4
-#define NNMPC_MSGS_SCHEMA_HASH "0be9197fc02a0ca3"
+#define NNMPC_MSGS_SCHEMA_HASH "91835a7528b5fefb"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -45,6 +45,7 @@ extern "C" {
 #define NNMPC_MSG_PLANT 0x19 /* On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F. */
 #define NNMPC_MSG_EXCITE 0x1A /* Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS. */
 #define NNMPC_MSG_SAFETY 0x1B /* Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6). */
+#define NNMPC_MSG_ESTIMATOR 0x1C /* Extended Kalman filter on the dynamic net's output lags (firmware built with NNMPC_ESTIMATOR; else unknown_type): the rollouts start from the filtered lags instead of the measurement. Off until enabled; START resets it. */
 #define NNMPC_MSG_RIG_SAMPLE 0x30 /* Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings. */
 #define NNMPC_MSG_RIG_DRIVE 0x31 /* Board to stand-in rig: drive the actuators (raw duty) for period k; no reply. */
 #define NNMPC_MSG_TELEMETRY 0x20 /* Sent by the device every telemetry_every periods, unrequested; seq = k mod 256. */
@@ -246,6 +247,17 @@ typedef struct {
 } nnmpc_safety_req_t;
 size_t nnmpc_safety_req_pack(const nnmpc_safety_req_t *m, uint8_t *out);
 int nnmpc_safety_req_unpack(nnmpc_safety_req_t *m, const uint8_t *in, size_t len);
+
+/* estimator request: type 0x1C, 36 fixed bytes. */
+typedef struct {
+    uint8_t enable; /* 0 off (the measured lags, y_filter), 1 on (needs na >= 1) */
+    uint8_t reserved;
+    uint16_t reserved2;
+    float q[4]; /* process noise variance per output and period, >= 0 */
+    float r[4]; /* measurement noise variance per output, > 0 on the p outputs */
+} nnmpc_estimator_req_t;
+size_t nnmpc_estimator_req_pack(const nnmpc_estimator_req_t *m, uint8_t *out);
+int nnmpc_estimator_req_unpack(nnmpc_estimator_req_t *m, const uint8_t *in, size_t len);
 
 /* rig_sample request: type 0x30, 4 fixed bytes. */
 typedef struct {

@@ -98,6 +98,17 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
         !(c->y_filter >= 0.0f && c->y_filter < 1.0f)) {
         return 0;
     }
+    if (c->estimator) {
+        if (!NNMPC_ESTIMATOR || c->na == 0) {
+            return 0; /* not built in, or no output lags to estimate */
+        }
+        for (a = 0; a < c->p; ++a) {
+            if (!(c->kf_q[a] >= 0.0f && c->kf_q[a] < 1e30f) ||
+                !(c->kf_r[a] > 0.0f && c->kf_r[a] < 1e30f)) {
+                return 0;
+            }
+        }
+    }
     for (a = 0; a < c->m; ++a) {
         if (!(c->u_lo[a] <= c->u_hi[a]) || !(c->r[a] >= 0.0f) || !(c->s[a] >= 0.0f)) {
             return 0;
@@ -157,6 +168,9 @@ void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0)
     }
     s->have_pred = 0;
     s->lambda = c->lambda0;
+#if NNMPC_ESTIMATOR
+    s->kf_ready = 0;
+#endif
 }
 
 void nnmpc_mpc_set_ref(nnmpc_mpc_t *s, int j, const float *ref)
@@ -595,6 +609,12 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int m = c->m, n = m * c->moves;
     const uint32_t t0 = now(s);
+#if NNMPC_ESTIMATOR
+    /* the period's filter counts against the budget */
+    const uint32_t tb = t0 - (sane_ticks(s->t_pre) ? s->t_pre : 0u);
+#else
+    const uint32_t tb = t0;
+#endif
     const int timed = c->budget_ticks && c->clock;
     uint32_t t_jac, t_pred = 0u;
     float cost;
@@ -602,6 +622,9 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
 
     s->evaluations = 0;
+#if NNMPC_ESTIMATOR
+    s->t_pre = 0u;
+#endif
     if (!config_ok(&s->net, c)) {
         s->status = NNMPC_SOLVE_BAD_CONFIG;
         return NNMPC_SOLVE_BAD_CONFIG;
@@ -688,7 +711,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             if (!(gd > 0.0f)) {
                 continue;
             }
-            if (timed && !fits(s, t0, 0u, t_pred)) {
+            if (timed && !fits(s, tb, 0u, t_pred)) {
                 out_of_time = 1; /* no time for this trial: keep U */
                 break;
             }
@@ -715,7 +738,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 if (!(gd > 0.0f)) {
                     break;
                 }
-                if (timed && !fits(s, t0, 0u, t_pred)) {
+                if (timed && !fits(s, tb, 0u, t_pred)) {
                     out_of_time = 1;
                     break;
                 }
@@ -753,7 +776,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 st = NNMPC_SOLVE_CONVERGED;
                 break;
             }
-            if (timed && !fits(s, t0, 0u, t_pred)) {
+            if (timed && !fits(s, tb, 0u, t_pred)) {
                 st = NNMPC_SOLVE_BUDGET;
                 break;
             }
@@ -783,7 +806,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             }
             if (it < c->max_iter) {
                 /* Another iteration needs a Jacobian rollout and at least one trial. */
-                if (timed && !fits(s, t0, t_jac, t_pred)) {
+                if (timed && !fits(s, tb, t_jac, t_pred)) {
                     st = NNMPC_SOLVE_BUDGET;
                     break;
                 }
@@ -811,16 +834,150 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     return st;
 }
 
+/* The disturbance estimate learns from y[k] against the model's prediction of it. */
+static void learn_d(nnmpc_mpc_t *s, const float *y_meas)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    int a;
+    if (s->have_pred && c->bias_gain > 0.0f) {
+        for (a = 0; a < c->p; ++a) {
+            const float model = static_net(c) ? s->xm[a] : s->y_pred[a];
+            s->d[a] += c->bias_gain * (y_meas[a] - model - s->d[a]);
+            if (!finite(s->d[a])) {
+                s->d[a] = 0.0f; /* a model output that overflowed: start the estimate again */
+            }
+        }
+    }
+}
+
+static void shift_lags(nnmpc_mpc_t *s)
+{
+    int l;
+    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
+        memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
+    }
+}
+
+#if NNMPC_ESTIMATOR
+/* The extended Kalman filter on the lag vector x = [yh[0] .. yh[na-1]] (n = na p entries),
+ * x[k] = [f(x[k-1], u) + d, x[k-1] shifted], y[k] = x_top + noise. Entry (i, j) of the
+ * transition's Jacobian F: the net's exact Jacobian w.r.t. its output lags on top (p rows,
+ * in Jn), the shift of the older lags below. */
+static float kf_F(const nnmpc_mpc_t *s, int i, int j)
+{
+    const int p = s->cfg.p;
+    return i < p ? s->Jn[i * s->net.n_in + j] : (j == i - p ? 1.0f : 0.0f);
+}
+
+static float kf_sum(const nnmpc_mpc_t *s)
+{
+    const int p = s->cfg.p, n = s->cfg.na * p;
+    float v = 0.0f;
+    int i;
+    for (i = 0; i < n; ++i) {
+        v += s->yh[i / p][i % p] + s->P[i * n + i];
+    }
+    return v;
+}
+
+/* Prediction: y_pred = f(z) from the lags of k-1 and the applied inputs (the net with its
+ * Jacobian), the lags shift with y_pred + d on top; P <- F P F' + diag(q, 0). */
+static void kf_predict(nnmpc_mpc_t *s)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, n = c->na * p;
+    float *P = s->P, *T = s->T;
+    int i, j, k;
+    for (i = 0, j = 0; j < n; ++j) {
+        s->z[i++] = s->yh[j / p][j % p];
+    }
+    for (j = 0; j < c->nb * c->m; ++j) {
+        s->z[i++] = s->uh[j / c->m][j % c->m];
+    }
+    s->net.predict_jacobian(s->z, s->y_pred, s->Jn);
+    for (k = 0; k < 2; ++k) { /* T = F P, then P = T F' + Q */
+        for (i = 0; i < n; ++i) {
+            for (j = 0; j < n; ++j) {
+                float v = k && i == j && i < p ? c->kf_q[i] : 0.0f;
+                int l;
+                for (l = 0; l < n; ++l) {
+                    v += k ? T[i * n + l] * kf_F(s, j, l) : kf_F(s, i, l) * P[l * n + j];
+                }
+                (k ? P : T)[i * n + j] = v;
+            }
+        }
+    }
+    shift_lags(s);
+    for (i = 0; i < p; ++i) {
+        s->yh[0][i] = s->y_pred[i] + s->d[i];
+    }
+}
+
+/* Update with the measurement y, one channel after the other (R is diagonal): the gain
+ * K = P h / (h' P h + r), x += K (y_a - x_a), P -= K h' P. 0 if the result is not finite. */
+static int kf_update(nnmpc_mpc_t *s, const float *y)
+{
+    const int p = s->cfg.p, n = s->cfg.na * p;
+    float *P = s->P, *T = s->T;
+    int a, i, j;
+    for (a = 0; a < p; ++a) {
+        const float e = y[a] - s->yh[0][a], sa = P[a * n + a] + s->cfg.kf_r[a];
+        for (i = 0; i < n; ++i) {
+            T[i] = P[i * n + a] / sa;
+            T[n + i] = P[a * n + i];
+        }
+        for (i = 0; i < n; ++i) {
+            s->yh[i / p][i % p] += T[i] * e;
+            for (j = 0; j < n; ++j) {
+                P[i * n + j] -= T[i] * T[n + j];
+            }
+        }
+    }
+    return finite(kf_sum(s));
+}
+
+/* A good measurement with the filter on: predict and update; the disturbance estimate
+ * learns from the innovation against the prediction (y - f - d, as without the filter). The
+ * first measurement (or one after the filter went non-finite) starts it: every lag is the
+ * measurement, P = diag(r) per lag. */
+static void kf_measure(nnmpc_mpc_t *s, const float *y_meas)
+{
+    const int p = s->cfg.p, n = s->cfg.na * p;
+    int i;
+    if (s->kf_ready) {
+        kf_predict(s);
+        learn_d(s, y_meas);
+        if (kf_update(s, y_meas)) {
+            return;
+        }
+    }
+    memset(s->P, 0, sizeof(s->P));
+    for (i = 0; i < NNMPC_MAX_LAG * p; ++i) {
+        s->yh[i / p][i % p] = y_meas[i % p];
+        if (i < n) {
+            s->P[i * n + i] = s->cfg.kf_r[i % p];
+        }
+    }
+    s->kf_ready = 1;
+}
+#endif
+
 /* Take y[k] into the history and update the disturbance estimate; 0 (and nothing changed) if
  * y is not a plausible measurement (nnmpc_mpc_measurement_ok). */
 static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     float y_lag[NNMPC_MAX_Y];
-    int l, a;
+    int a;
     if (!nnmpc_mpc_measurement_ok(c, y_meas)) {
         return 0;
     }
+#if NNMPC_ESTIMATOR
+    if (c->estimator) {
+        kf_measure(s, y_meas);
+        return 1;
+    }
+#endif
     if (static_net(c)) {
         /* The lag model follows the net's output for the applied input (lag 0: xm = y_pred);
          * without a prediction it restarts from the measurement. */
@@ -837,18 +994,8 @@ static int take_measurement(nnmpc_mpc_t *s, const float *y_meas)
             y_lag[a] += c->y_filter * (s->y_pred[a] + s->d[a] - y_meas[a]);
         }
     }
-    if (s->have_pred && c->bias_gain > 0.0f) {
-        for (a = 0; a < c->p; ++a) {
-            const float model = static_net(c) ? s->xm[a] : s->y_pred[a];
-            s->d[a] += c->bias_gain * (y_meas[a] - model - s->d[a]);
-            if (!finite(s->d[a])) {
-                s->d[a] = 0.0f; /* a model output that overflowed: start the estimate again */
-            }
-        }
-    }
-    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
-        memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
-    }
+    learn_d(s, y_meas);
+    shift_lags(s);
     memcpy(s->yh[0], y_lag, sizeof(float) * c->p);
     return 1;
 }
@@ -881,15 +1028,22 @@ static nnmpc_solve_status_t refuse_measurement(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     float y_fill[NNMPC_MAX_Y];
-    int l, a;
-    for (a = 0; a < c->p; ++a) {
-        const float yp = s->y_pred[a] + s->d[a];
-        y_fill[a] = s->have_pred && c->na > 0 && finite(yp) ? yp : s->yh[0][a];
+    int a;
+#if NNMPC_ESTIMATOR
+    if (c->estimator && s->kf_ready) {
+        /* the filter's prediction step only (its covariance grows by Q) */
+        kf_predict(s);
+        s->kf_ready = (uint8_t)finite(kf_sum(s));
+    } else
+#endif
+    {
+        for (a = 0; a < c->p; ++a) {
+            const float yp = s->y_pred[a] + s->d[a];
+            y_fill[a] = s->have_pred && c->na > 0 && finite(yp) ? yp : s->yh[0][a];
+        }
+        shift_lags(s);
+        memcpy(s->yh[0], y_fill, sizeof(float) * c->p);
     }
-    for (l = NNMPC_MAX_LAG - 1; l > 0; --l) {
-        memcpy(s->yh[l], s->yh[l - 1], sizeof(s->yh[0]));
-    }
-    memcpy(s->yh[0], y_fill, sizeof(float) * c->p);
     for (a = 0; a < c->m; ++a) {
         const float u = s->uh[0][a];
         s->u_out[a] = finite(u) ? u : clampf(c->u_nom[a], c->u_lo[a], c->u_hi[a]);
@@ -907,9 +1061,15 @@ static nnmpc_solve_status_t refuse_measurement(nnmpc_mpc_t *s)
 nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas)
 {
     nnmpc_solve_status_t st;
+#if NNMPC_ESTIMATOR
+    const uint32_t t0 = s->cfg.estimator ? now(s) : 0u;
+#endif
     if (!take_measurement(s, y_meas)) {
         return refuse_measurement(s);
     }
+#if NNMPC_ESTIMATOR
+    s->t_pre = s->cfg.estimator ? now(s) - t0 : 0u;
+#endif
     shift_plan(s);
     st = nnmpc_mpc_solve(s);
     s->have_pred = st != NNMPC_SOLVE_NONFINITE && st != NNMPC_SOLVE_BAD_CONFIG;
@@ -917,6 +1077,9 @@ nnmpc_solve_status_t nnmpc_mpc_step(nnmpc_mpc_t *s, const float *y_meas)
         /* The rollout from this state is not finite: do not keep a disturbance estimate that
          * may be the cause (the next solve starts from d = 0 and the measurement). */
         memset(s->d, 0, sizeof(s->d));
+#if NNMPC_ESTIMATOR
+        s->kf_ready = 0; /* and the filter restarts from the next measurement */
+#endif
     }
     push_input(s);
     return st;

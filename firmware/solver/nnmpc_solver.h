@@ -57,6 +57,10 @@ extern "C" {
 #define NNMPC_Y_LIMIT 1e6f /* plausible |y| of a measurement without a range of its own */
 #endif
 #define NNMPC_MAX_Z (NNMPC_MAX_LAG * (NNMPC_MAX_Y + NNMPC_MAX_U))
+#ifndef NNMPC_ESTIMATOR
+#define NNMPC_ESTIMATOR 0 /* 1: build the extended Kalman filter (cfg.estimator) */
+#endif
+#define NNMPC_MAX_X (NNMPC_MAX_LAG * NNMPC_MAX_Y) /* the filter's state: na * p lags */
 #define NNMPC_MAX_DEC (NNMPC_MAX_U * NNMPC_MAX_N)
 
 /** Outcome of one solve. */
@@ -97,6 +101,10 @@ typedef struct {
                              * period around the quasi-static net (0: none, y = f(u) + d) */
     float y_filter;         /* na > 0: the output lags are y + y_filter * (yp - y), yp the
                              * corrected one-step prediction (0: the measurement as is) */
+    uint8_t estimator;      /* na > 0, built with NNMPC_ESTIMATOR: the output lags are the
+                             * extended Kalman filter's estimate (y_filter is not used) */
+    float kf_q[NNMPC_MAX_Y]; /* estimator: process noise variance of each output per period */
+    float kf_r[NNMPC_MAX_Y]; /* estimator: measurement noise variance of each output (> 0) */
     uint16_t max_iter;
     float tol_step;         /* stop when max |step| < tol_step (input units) */
     float tol_cost;         /* ... or the relative cost decrease < tol_cost */
@@ -136,6 +144,13 @@ typedef struct {
     uint8_t t_stale;       /* the last solve was stopped by the budget without a trial, so
                             * t_pred was not re-measured: the next solve lets it decay */
     uint32_t t_call;       /* clock ticks of one plain net call, timed once (0: not yet) */
+#if NNMPC_ESTIMATOR
+    /* Extended Kalman filter on the lag vector x = [yh[0] .. yh[na-1]] (n = na p). */
+    float P[NNMPC_MAX_X * NNMPC_MAX_X]; /* its covariance, n x n */
+    float T[NNMPC_MAX_X * NNMPC_MAX_X]; /* workspace */
+    uint8_t kf_ready;      /* 0: the next good measurement starts the filter */
+    uint32_t t_pre;        /* clock ticks of this period's filter (the budget includes them) */
+#endif
     /* Results of the last solve. */
     float u_out[NNMPC_MAX_U];
     float cost;

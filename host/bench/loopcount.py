@@ -111,7 +111,7 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
                moves: int | None = None, refs: np.ndarray | None = None, seed: int = 0,
                pid: dict | None = None, preview: int = 0, hold_reference: bool = False,
                run_periods: int | None = None, prefix: int | None = None,
-               profile: bool = False) -> dict:
+               profile: bool = False, estimator: bool = False) -> dict:
     """Closed loop in unicorn on the plant's ``reference_kind`` reference (its first
     ``periods`` periods), or on the reference rows ``refs``; instructions and cycles per
     period, with the solver's time budget on the emulated SysTick clock of a core at
@@ -124,7 +124,9 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
     device's trajectory buffer (in the emulator's memory: no frame, no cycles), so the whole
     horizon sees the present reference. ``run_periods``: run only the first that many
     periods of the uploaded reference. ``prefix``: also report the figures of the first
-    ``prefix`` periods (``"prefix"``). ``profile``: estimated cycles by function."""
+    ``prefix`` periods (``"prefix"``). ``profile``: estimated cycles by function.
+    ``estimator``: nr and fd start their rollouts from the extended Kalman filter's state (the
+    image must be built with NNMPC_ESTIMATOR)."""
     plant = get_plant(plant_name)
     refs = R.reference(plant, reference_kind)[:periods] if refs is None else \
         np.asarray(refs, float)[:periods]
@@ -135,7 +137,8 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
     loop = UnicornLoop(img.elf, clock_hz, profile=profile)
     u_init = None
     for msg in R.settings(plant, net, controller, pid=pid if controller == "pid" else None,
-                          budget_us=budget_us, u_init=u0, horizon=horizon, moves=moves):
+                          budget_us=budget_us, u_init=u0, horizon=horizon, moves=moves,
+                          estimator=estimator and controller != "pid"):
         frames, _, _ = loop.send(msg.TYPE, msg.pack())
         if not frames or frames[-1].type != (msg.TYPE | P.REPLY):
             raise RuntimeError(f"{type(msg).__name__} refused: {frames}")

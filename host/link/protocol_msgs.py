@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 0be9197fc02a0ca3). Do not edit: change the schema
+(generator 1, schema 91835a7528b5fefb). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 VERSION = 4
-SCHEMA_HASH = "0be9197fc02a0ca3"
+SCHEMA_HASH = "91835a7528b5fefb"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -36,13 +36,14 @@ SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEM
 PLANT = 0x19  # On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F.
 EXCITE = 0x1A  # Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS.
 SAFETY = 0x1B  # Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6).
+ESTIMATOR = 0x1C  # Extended Kalman filter on the dynamic net's output lags (firmware built with NNMPC_ESTIMATOR; else unknown_type): the rollouts start from the filtered lags instead of the measurement. Off until enabled; START resets it.
 RIG_SAMPLE = 0x30  # Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings.
 RIG_DRIVE = 0x31  # Board to stand-in rig: drive the actuators (raw duty) for period k; no reply.
 TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
 SEGMENT = 0x0E  # One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over.
 EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
 ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
-NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0E: "segment", 0x0F: "exit", 0x7F: "error", }
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x1C: "estimator", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0E: "segment", 0x0F: "exit", 0x7F: "error", }
 
 # Error codes carried by ERROR frames.
 ERR_UNKNOWN_TYPE = 1
@@ -551,6 +552,32 @@ class SafetyRequest:
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
         return cls(link_timeout=v[0], reserved=v[1], u_safe=list(v[2:6]), y_lo=list(v[6:10]), y_hi=list(v[10:14]))
+
+
+@dataclass
+class EstimatorRequest:
+    """estimator request: Extended Kalman filter on the dynamic net's output lags (firmware built with NNMPC_ESTIMATOR; else unknown_type): the rollouts start from the filtered lags instead of the measurement. Off until enabled; START resets it."""
+
+    TYPE: ClassVar[int] = 0x1C
+    FORMAT: ClassVar[str] = "<BBH4f4f"
+    FIXED_SIZE: ClassVar[int] = 36
+    enable: int = 0  # 0 off (the measured lags, y_filter), 1 on (needs na >= 1)
+    reserved: int = 0
+    reserved2: int = 0
+    q: list = field(default_factory=lambda: [0] * 4)  # process noise variance per output and period, >= 0
+    r: list = field(default_factory=lambda: [0] * 4)  # measurement noise variance per output, > 0 on the p outputs
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.enable, self.reserved, self.reserved2, *_array(self.q, 4), *_array(self.r, 4))
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "EstimatorRequest":
+        if len(b) != cls.FIXED_SIZE:
+            raise ValueError(f"EstimatorRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        return cls(enable=v[0], reserved=v[1], reserved2=v[2], q=list(v[3:7]), r=list(v[7:11]))
 
 
 @dataclass

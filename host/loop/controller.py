@@ -58,6 +58,10 @@ class ControllerSettings:
     bias_gain: float = 0.0            # output-disturbance filter gain, [0, 1]
     lag: float = 0.0                  # fk nets: output lag pole per period, [0, 1)
     y_filter: float = 0.0             # narx nets: model share in the output lags, [0, 1)
+    estimator: bool = False           # narx nets: extended Kalman filter on the output lags
+                                      # (firmware built with NNMPC_ESTIMATOR; replaces y_filter)
+    estimator_q: list[float] | None = None  # its process noise variance per output, >= 0
+    estimator_r: list[float] | None = None  # its measurement noise variance per output, > 0
     lambda0: float = 1e-3             # initial Levenberg-Marquardt damping
     tol_step: float = 1e-4
     fd_eps: float = 0.0               # fd controller: difference step (0: 1e-3 of the range)
@@ -120,6 +124,17 @@ class ControllerSettings:
         for key, lo, hi in (("bias_gain", 0, 1), ("lag", 0, 0.999999), ("y_filter", 0, 0.999999)):
             if not lo <= getattr(self, key) <= hi:
                 bad(key, f"{getattr(self, key)} is outside [{lo}, {hi:g}]")
+        if not isinstance(self.estimator, bool):
+            bad("estimator", f"expected true or false, got {self.estimator!r}")
+        if self.estimator:
+            if self.net != "narx" or self.na < 1:
+                bad("estimator", "needs a narx net with output lags (na >= 1)")
+            for key, strict in (("estimator_q", False), ("estimator_r", True)):
+                v = getattr(self, key)
+                if v is None or len(v) != self.p:
+                    bad(key, f"needs {self.p} values, one per output (the estimator is on)")
+                if any(not (x > 0 if strict else x >= 0) or not np.isfinite(x) for x in v):
+                    bad(key, "every value must be finite and " + ("> 0" if strict else ">= 0"))
         for key in ("r", "s", "lambda0", "tol_step", "fd_eps"):
             if not getattr(self, key) >= 0:
                 bad(key, "must be >= 0")
@@ -173,6 +188,9 @@ class ControllerSettings:
             msgs.append(M.SafetyRequest(link_timeout=int(self.link_timeout), reserved=0,
                                         u_safe=_pad(self.u_safe if self.u_safe is not None
                                                     else u0), y_lo=_pad(y_lo), y_hi=_pad(y_hi)))
+        if self.estimator:
+            msgs.append(M.EstimatorRequest(enable=1, reserved=0, reserved2=0,
+                                           q=_pad(self.estimator_q), r=_pad(self.estimator_r)))
         if self.pid is not None:
             mix = np.zeros((CH, CH))
             mix[:m, :p] = np.asarray(self.pid["mix"], float).reshape(m, p)
@@ -245,6 +263,8 @@ class ControllerSettings:
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if kind in ("int", "float") and not number:
                 raise NnmpcError(f"{path}: {f.name}: expected a number, got {v!r}")
+            if kind == "bool" and not isinstance(v, bool):
+                raise NnmpcError(f"{path}: {f.name}: expected true or false, got {v!r}")
             if kind == "str" and not isinstance(v, str):
                 raise NnmpcError(f"{path}: {f.name}: expected a string, got {v!r}")
             if kind.startswith("list") and v is not None and not isinstance(v, list):

@@ -10,15 +10,17 @@ from ..link import protocol_msgs as M
 from ..plants import Plant
 from .controller import CONTROLLERS, ControllerSettings, _pad
 from .nets import NetInfo
-from .setups import default_u_init, output_lag, setup_for
+from .setups import default_u_init, estimator_noise, output_lag, setup_for
 
 
 
 def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dict | None = None,
                         budget_us: int = 0, horizon: int | None = None,
                         moves: int | None = None, max_iter: int | None = None,
-                        u_init=None) -> ControllerSettings:
-    """The plant's default controller for ``net`` as a :class:`ControllerSettings`."""
+                        u_init=None, estimator: bool = False) -> ControllerSettings:
+    """The plant's default controller for ``net`` as a :class:`ControllerSettings`;
+    ``estimator``: with the extended Kalman filter on the output lags (a narx net; Q and R
+    from :func:`.setups.estimator_noise`)."""
     st = setup_for(plant, net.kind)
     if controller not in CONTROLLERS:
         raise NnmpcError(f"unknown controller '{controller}' (known: {', '.join(CONTROLLERS)})")
@@ -37,7 +39,12 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
         "kp": float(pid["kp"]), "ki": float(pid["ki"]), "kd": float(pid["kd"]),
         "u_bias": [float(v) for v in pid["u_bias"]],
         "mix": [float(v) for v in np.asarray(pid["mix"]).ravel()]}
+    if estimator and net.kind != "narx":
+        raise NnmpcError(f"--estimator: the estimator runs on a narx net's output lags; this "
+                         f"is a {net.kind} net")
+    kq, kr = estimator_noise(plant) if estimator else (None, None)
     return ControllerSettings(
+        estimator=bool(estimator), estimator_q=kq, estimator_r=kr,
         outputs=[s.name for s in plant.outputs], inputs=[s.name for s in plant.inputs],
         tracked=[plant.outputs[i].name for i in st.tracked],
         output_units=[s.unit for s in plant.outputs], input_units=[s.unit for s in plant.inputs],
@@ -56,10 +63,11 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
 def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host",
              period_us: int = 0, pid: dict | None = None, budget_us: int = 0,
              horizon: int | None = None, moves: int | None = None,
-             max_iter: int | None = None, u_init=None) -> list:
+             max_iter: int | None = None, u_init=None, estimator: bool = False) -> list:
     """The settings messages for one run, in the order the device takes them."""
     cs = controller_settings(plant, net, controller, pid=pid, budget_us=budget_us,
-                             horizon=horizon, moves=moves, max_iter=max_iter, u_init=u_init)
+                             horizon=horizon, moves=moves, max_iter=max_iter, u_init=u_init,
+                             estimator=estimator)
     if period_us:
         cs.rate_hz = 1e6 / period_us
     msgs = cs.messages(source=source, lockstep=not period_us)

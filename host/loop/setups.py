@@ -38,6 +38,9 @@ class PlantSetup:
                                       # a step response) around the quasi-static net
     y_filter: float = 0.0             # narx nets: weight of the model's prediction in the
                                       # output lags (0: the measurement as is)
+    model_std: tuple[float, ...] = () # narx nets, estimator: the net's one-step error per
+                                      # output (std, per period) that its process noise Q
+                                      # stands for (docs/MPC.md, 'State estimation')
 
 
 SETUPS: dict[str, PlantSetup] = {
@@ -90,6 +93,17 @@ VARIANTS: dict[str, dict[str, PlantSetup]] = {
                                samples=8000, epochs=150, horizon=4, moves=3, max_iter=1,
                                bias_gain=0.05, y_filter=0.9)},
 }
+
+
+def estimator_noise(plant: Plant) -> tuple[list[float], list[float]]:
+    """The estimator's (Q, R) per output, variances: R from the plant's sensor noise, Q from
+    its setup's ``model_std`` (the net's one-step error; the sensor noise where unset)."""
+    p = len(plant.outputs)
+    noise = np.asarray(plant.noise_std, float) if plant.noise_std else np.zeros(p)
+    r = [float(max(v, 1e-6) ** 2) for v in noise]
+    st = setup_for(plant, "narx")
+    q = [float(v) ** 2 for v in st.model_std] if st.model_std else list(r)
+    return q, r
 
 
 def output_lag(plant: Plant, u0=None) -> float:
