@@ -18,20 +18,27 @@ from .version import __version__
 __all__ = ["CompileError", "Graph", "compile_model", "load_model", "__version__"]
 
 
-def load_model(path: str | Path) -> Graph:
-    """Read a model file into the (validated, unoptimised) IR."""
+def load_model(path: str | Path, input_shapes=None) -> Graph:
+    """Read a model file into the (validated, unoptimised) IR.
+
+    ``input_shapes`` fixes the dynamic dimensions of the inputs (a ``None`` time axis in
+    Keras, a symbolic ONNX dimension): ``{input name: shape}`` with shapes as tuples without
+    the batch axis, e.g. ``{"x": (20, 3)}``, or one tuple for a one-input model. A given size
+    that contradicts a fixed one, or a name that is not an input, is a :class:`CompileError`.
+    """
     from .frontends import load_model as _load
 
-    return _load(path)
+    return _load(path, input_shapes)
 
 
 def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "model",
-                  jacobian: str = "auto") -> list[Path]:
+                  jacobian: str = "auto", input_shapes=None) -> list[Path]:
     """Compile ``model`` (a file or a Graph) to C in ``out_dir``; return the files written.
 
     ``jacobian`` picks how ``NAME_jacobian`` is computed: ``forward`` mode (cost ~ INPUT_SIZE
     model passes), ``reverse`` mode (~ OUTPUT_SIZE passes) or ``auto`` (the cheaper one).
-    Nothing is written unless every step succeeds.
+    ``input_shapes`` fixes dynamic input dimensions, as for :func:`load_model` (a file only:
+    a Graph's shapes are already fixed). Nothing is written unless every step succeeds.
     """
     from .backend.codegen import check_name
     from .backend.emit import check_out_dir, render, write_files
@@ -39,7 +46,10 @@ def compile_model(model: str | Path | Graph, out_dir: str | Path, name: str = "m
 
     check_name(name)
     check_out_dir(Path(out_dir))
-    graph = model if isinstance(model, Graph) else load_model(model)
+    if isinstance(model, Graph) and input_shapes is not None:
+        raise CompileError("input_shapes applies to a model file; a Graph's shapes are fixed "
+                           "(pass input_shapes to load_model)")
+    graph = model if isinstance(model, Graph) else load_model(model, input_shapes)
     graph = optimise(graph)
     files = render(graph, name, jacobian)
     return write_files(files, out_dir)

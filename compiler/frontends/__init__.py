@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import CompileError
 from ..ir import Graph
+from .shapes import InputShapes, normalise
 
 #: Formats by the magic bytes at the start of the file.
 FORMATS = {
@@ -48,12 +49,17 @@ def sniff(path: Path) -> str:
     return fmt
 
 
-def load_model(path: str | Path) -> Graph:
-    """Read ``path`` (.keras, .h5, .tflite or .onnx) into a validated :class:`Graph`."""
+def load_model(path: str | Path, input_shapes: InputShapes = None) -> Graph:
+    """Read ``path`` (.keras, .h5, .tflite or .onnx) into a validated :class:`Graph`.
+
+    ``input_shapes`` fixes dynamic input dimensions (a ``None`` time axis, an ONNX dim_param):
+    {input name: shape without the batch axis}, or one shape for a one-input model.
+    """
     path = Path(path)
+    normalise(input_shapes)  # bad values are refused before the (slow) read
     fmt = sniff(path)
     try:
-        return _load(path, fmt)
+        return _load(path, fmt, input_shapes)
     except CompileError:
         raise
     except (MemoryError, RecursionError) as e:
@@ -65,23 +71,23 @@ def load_model(path: str | Path) -> Graph:
                            "the file may be corrupt or truncated", file=str(path)) from None
 
 
-def _load(path: Path, fmt: str) -> Graph:
+def _load(path: Path, fmt: str, input_shapes: InputShapes = None) -> Graph:
     if fmt == "keras":
         from .keras import load_keras
 
-        graph = load_keras(path)
+        graph = load_keras(path, input_shapes)
     elif fmt == "h5":
         from .keras_h5 import load_h5  # Keras 2 files read directly, Keras 3 ones by Keras
 
-        graph = load_h5(path)
+        graph = load_h5(path, input_shapes)
     elif fmt == "onnx":
         from .onnx import load_onnx
 
-        graph = load_onnx(path)
+        graph = load_onnx(path, input_shapes)
     elif fmt == "tflite":
         from .tflite import load_tflite
 
-        graph = load_tflite(path)
+        graph = load_tflite(path, input_shapes)
     else:
         raise CompileError(f"{FORMATS[fmt]} is not supported yet", file=str(path))
     graph.validate()

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
+from .shapes import GivenShapes, InputShapes
 
 
 def _import_keras():
@@ -1032,14 +1033,15 @@ def _model_spec(model) -> ModelSpec:
     return m
 
 
-def load_keras(path: Path) -> Graph:
-    """A ``.keras`` archive, or an ``.h5`` file written by Keras 3, loaded by Keras itself."""
+def load_keras(path: Path, input_shapes: InputShapes = None) -> Graph:
+    """A ``.keras`` archive, or an ``.h5`` file written by Keras 3, loaded by Keras itself
+    (``input_shapes``: see :func:`graph_from_spec`)."""
     keras = _import_keras()
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # Keras raises many types for bad files
         raise _load_error(path, e) from None
-    return graph_from_spec(_model_spec(model), path)
+    return graph_from_spec(_model_spec(model), path, input_shapes=input_shapes)
 
 
 def _load_error(path: Path, e: Exception) -> CompileError:
@@ -1199,18 +1201,18 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
     return [produced[r] for r in input_refs], [produced[r] for r in out_refs]
 
 
-def _build(model: ModelSpec, path: Path, streaming: bool, dialect: Dialect) -> Graph:
+def _input_names(model: ModelSpec) -> list[str]:
+    """The graph inputs' names: ``input`` for a Sequential, the InputLayers' of a functional."""
+    return ["input"] if model.sequential else [r[0] for r in model.input_refs]
+
+
+def _build(model: ModelSpec, path: Path, streaming: bool, dialect: Dialect,
+           given: GivenShapes) -> Graph:
     b = _Builder(path, streaming, dialect)
+    n_inputs = len(_input_names(model))
 
     def input_tensor(name: str, shape) -> str:
-        shape = tuple(shape)
-        if any(d <= 0 for d in shape):
-            what = "window length" if len(shape) == 2 and shape[0] <= 0 else "dimension"
-            shown = tuple(None if d <= 0 else d for d in shape)
-            raise CompileError(
-                f"input '{name}' has a dynamic {what} (shape {shown}, batch aside); only fixed "
-                "shapes are supported: give the model a fixed input shape", file=b.where,
-                layer=name)
+        shape = given.fix(name, tuple(shape), n_inputs=n_inputs)
         if streaming and len(shape) == 2:
             shape = (1,) + shape[1:]
         return b.add_tensor(name, shape)
@@ -1225,12 +1227,16 @@ def _build(model: ModelSpec, path: Path, streaming: bool, dialect: Dialect) -> G
     )
 
 
-def graph_from_spec(model: ModelSpec, path: Path, dialect: Dialect = KERAS3) -> Graph:
-    """The IR of a model (and, for a recurrent one, its one-step streaming form)."""
-    graph = _build(model, path, False, dialect)
+def graph_from_spec(model: ModelSpec, path: Path, dialect: Dialect = KERAS3,
+                    input_shapes: InputShapes = None) -> Graph:
+    """The IR of a model (and, for a recurrent one, its one-step streaming form).
+    ``input_shapes`` fixes the dynamic (``None``) dimensions of its inputs (batch aside)."""
+    given = GivenShapes(input_shapes, dialect.where(path))
+    given.check_names(_input_names(model))
+    graph = _build(model, path, False, dialect, given)
     if graph.window:
         try:
-            graph.step_graph = _build(model, path, True, dialect)
+            graph.step_graph = _build(model, path, True, dialect, given)
             graph.step_graph.validate()
         except CompileError:
             graph.step_graph = None  # the layers after the recurrent ones need the whole window

@@ -35,6 +35,7 @@ from ..errors import CompileError
 from ..ir import Graph
 from .keras import (SUPPORTED_LAYERS, Dialect, LayerSpec, ModelSpec, Spec, _history_refs,
                     graph_from_spec, load_keras, one_line)
+from .shapes import InputShapes
 
 _MODELS = ("Sequential", "Functional", "Model")
 #: Layers whose kernels Keras 2 flipped when a Theano file was loaded on another backend.
@@ -68,8 +69,9 @@ def _version(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(g or 0) for g in m.groups()) if m else None
 
 
-def load_h5(path: Path) -> Graph:
-    """Read an ``.h5``/``.hdf5`` Keras model: Keras 2 files here, Keras 3 files by Keras 3."""
+def load_h5(path: Path, input_shapes: InputShapes = None) -> Graph:
+    """Read an ``.h5``/``.hdf5`` Keras model: Keras 2 files here, Keras 3 files by Keras 3
+    (``input_shapes`` fixes dynamic input dimensions, batch aside)."""
     import h5py  # noqa: PLC0415  (a dependency of the ml extra, like keras)
 
     try:
@@ -92,8 +94,8 @@ def load_h5(path: Path) -> Graph:
             keras3 = False
             spec, dialect = _read_legacy(f, path, version, v, backend, config)
     if keras3:
-        return load_keras(path)
-    return graph_from_spec(spec, path, dialect)
+        return load_keras(path, input_shapes)
+    return graph_from_spec(spec, path, dialect, input_shapes)
 
 
 def _read_legacy(f, path: Path, version: str | None, v, backend: str | None, config):

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import MAX_ELEMENTS, Graph, Node, Tensor
+from .shapes import GivenShapes, InputShapes
 
 #: Every ONNX op the front-end converts, with what of it is supported (docs/COMPILER.md's
 #: ONNX table is generated from this: :func:`ops_table`).
@@ -148,6 +149,8 @@ class _OnnxLoader:
         self.node_name = ""
         self.states: list[tuple[str, str]] = []
         self.rnn_steps: list[int] = []
+        self.given = GivenShapes(None, str(path))  # shapes fixing dynamic input dimensions
+        self.n_inputs = 1
 
     # -- helpers --
     def fail(self, msg: str):
@@ -212,12 +215,16 @@ class _OnnxLoader:
             self.vals[init.name] = _Val(None, arr.shape, const=np.asarray(arr))
         inputs, outputs = [], []
         self.fixed_batch = True  # every input's batch dimension is 1 (not symbolic)
+        names = [vi.name for vi in g.input if vi.name not in self.vals]
+        self.given.check_names(names)
+        self.n_inputs = len(names)
         for vi in g.input:
             if vi.name in self.vals:
                 continue
             dims = vi.type.tensor_type.shape.dim
-            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-                self.fixed_batch = False  # a symbolic batch
+            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0) \
+                    and self.given.get(vi.name, self.n_inputs) is None:
+                self.fixed_batch = False  # a symbolic batch (a given shape fixes it to 1)
             shape, nobatch = self._shape_of(vi)
             t = self.tensor(shape, base=vi.name)
             self.vals[vi.name] = _Val(t, shape, nobatch=nobatch)
@@ -316,20 +323,13 @@ class _OnnxLoader:
                                f"{TensorProto.DataType.Name(tt.elem_type)}; only float32 inputs "
                                "are supported", file=str(self.path), layer=vi.name)
         dims = tt.shape.dim
-        shape = []
-        for i, d in enumerate(dims):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                shape.append(int(d.dim_value))
-            elif i == 0:
-                shape.append(1)  # batch
-            else:
-                raise CompileError(
-                    f"input '{vi.name}' has a dynamic dimension {i} ('{d.dim_param}'); only "
-                    "fixed shapes (batch dimension aside) are supported", file=str(self.path),
-                    layer=vi.name)
-        if not shape or shape[0] != 1:
-            return tuple(shape), True
-        return tuple(shape[1:]), False
+        vals = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in dims]
+        labels = [None if v is not None else (d.dim_param or None) for d, v in zip(dims, vals)]
+        if vals and vals[0] in (None, 1):  # the batch
+            return self.given.fix(vi.name, vals[1:], labels[1:], self.n_inputs), False
+        return self.given.fix(vi.name, vals, labels, self.n_inputs,
+                              "no batch axis: the leading axis is neither 1 nor symbolic"), True
 
     def set(self, n, v: _Val) -> None:
         self.vals[n.output[0]] = v
@@ -1711,7 +1711,8 @@ def _attr(a):
     return helper.get_attribute_value(a)
 
 
-def load_onnx(path: Path) -> Graph:
+def load_onnx(path: Path, input_shapes: InputShapes = None) -> Graph:
+    """Read an ONNX file; ``input_shapes`` fixes the symbolic dimensions of its inputs."""
     try:
         import onnx
     except ImportError:
@@ -1735,6 +1736,7 @@ def load_onnx(path: Path) -> Graph:
         raise CompileError(f"ONNX opset {opset} is not supported (supported: opset 13 and later)",
                            file=str(path))
     loader = _OnnxLoader(path)
+    loader.given = GivenShapes(input_shapes, str(path))
     loader.opset = opset
     graph = loader.run(model)
     if invalid is not None:

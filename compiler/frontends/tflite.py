@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
+from .shapes import GivenShapes, InputShapes
 from .tflite_int8 import Int8Recurrent
 
 _FLOAT_OPS = ["FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D",
@@ -44,9 +45,10 @@ def _schema():
 
 
 class _TfliteLoader:
-    def __init__(self, path: Path, S, model) -> None:
+    def __init__(self, path: Path, S, model, input_shapes: InputShapes = None) -> None:
         self.path, self.S, self.m = path, S, model
         self.sg = model.subgraphs[0]
+        self.given = GivenShapes(input_shapes, str(path))
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.names: dict[int, str] = {}   # TFLite tensor index -> IR tensor
@@ -70,8 +72,12 @@ class _TfliteLoader:
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         sig = t.shapeSignature
         if sig is not None and any(int(d) < 0 for d in list(sig)[1:]):
-            self.fail(f"tensor '{self.tname(i)}' has a dynamic shape {list(sig)}; only fixed "
-                      "shapes (batch dimension aside) are supported")
+            self.fail(f"tensor '{self.tname(i)}' has a dynamic shape {list(sig)} (-1 beyond the "
+                      "batch); a TFLite file sizes every tensor for one input shape, fixed when "
+                      "the model is converted, so --input-shape cannot fix it: convert the model "
+                      "with a fixed input shape (e.g. keras.Input((20, 3)) or a tf.function "
+                      "input_signature of shape [1, 20, 3]), or compile the .keras/.onnx model "
+                      "with --input-shape")
         return tuple(shape)
 
     def dtype(self, i: int):
@@ -103,6 +109,11 @@ class _TfliteLoader:
         out = self.add_tensor(out_shape, base=f"{self.node_name}:out", dtype=dtype)
         self.nodes.append(Node(op, inputs, [out], attrs, name=out, source=self.node_name))
         return out
+
+    def input_shape(self, i: int) -> tuple[int, ...]:
+        """Graph input i's shape without the batch, checked against any given shape."""
+        n = len(self.sg.inputs)
+        return self.given.fix(self.tname(i), self.batchless(self.shape(i)), n_inputs=n)
 
     def batchless(self, shape) -> tuple[int, ...]:
         if not shape or shape[0] != 1:
@@ -142,6 +153,7 @@ class _TfliteLoader:
         for op in self.sg.operators:
             c = codes[op.opcodeIndex]
             ops.append((self.op_names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?"), op))
+        self.given.check_names([self.tname(i) for i in self.sg.inputs])
         in_types = {self.dtype(i) for i in self.sg.inputs}
         is_int8 = any(self.dtype(op.inputs[1]) == np.int8 for name, op in ops
                       if name in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")) or np.int8 in in_types
@@ -151,7 +163,7 @@ class _TfliteLoader:
         for i in self.sg.inputs:
             if self.dtype(i) != np.float32:
                 self.fail(f"input '{self.tname(i)}' of type {self.dtype(i)} is not supported")
-            self.names[i] = self.add_tensor(self.batchless(self.shape(i)), base=self.tname(i))
+            self.names[i] = self.add_tensor(self.input_shape(i), base=self.tname(i))
             inputs.append(self.names[i])
         fused, skip = self._decomposed(ops)
         for k, (opname, op) in enumerate(ops):
@@ -677,7 +689,9 @@ class _TfliteLoader:
         return y if self.tensors[y].shape == out else self.node("reshape", [y], out)
 
 
-def load_tflite(path: Path) -> Graph:
+def load_tflite(path: Path, input_shapes: InputShapes = None) -> Graph:
+    """Read a TFLite file. Its shapes are fixed at conversion: ``input_shapes`` may only agree
+    with them."""
     S = _schema()
     data = path.read_bytes()
     try:
@@ -695,4 +709,4 @@ def load_tflite(path: Path) -> Graph:
         raise CompileError(f"{len(model.subgraphs)} subgraphs (control flow such as a recurrent "
                            "layer's While loop) are not supported; export recurrent models as "
                            ".keras", file=str(path))
-    return _TfliteLoader(path, S, model).run()
+    return _TfliteLoader(path, S, model, input_shapes).run()

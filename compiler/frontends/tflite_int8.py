@@ -184,11 +184,12 @@ class Int8Builder:
         for i in L.sg.inputs:
             dt = L.dtype(i)
             if dt == np.int8:
-                t = self.add(L.batchless(L.shape(i)), base=L.tname(i))
+                t = self.add(L.input_shape(i), base=L.tname(i))
                 self.names[i] = t
                 self.qp[t] = self.q1(i)
                 in_of[i] = t
             elif dt == np.float32:
+                L.input_shape(i)  # a given shape must agree with the file's
                 float_in[i] = None
             else:
                 L.node_name = L.tname(i)
