@@ -72,12 +72,12 @@ class _TfliteLoader:
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         sig = t.shapeSignature
         if sig is not None and any(int(d) < 0 for d in list(sig)[1:]):
-            self.fail(f"tensor '{self.tname(i)}' has a dynamic shape {list(sig)} (-1 beyond the "
-                      "batch); a TFLite file sizes every tensor for one input shape, fixed when "
-                      "the model is converted, so --input-shape cannot fix it: convert the model "
-                      "with a fixed input shape (e.g. keras.Input((20, 3)) or a tf.function "
-                      "input_signature of shape [1, 20, 3]), or compile the .keras/.onnx model "
-                      "with --input-shape")
+            self.fail(f"tensor '{self.tname(i)}' has a dynamic shape {[int(d) for d in sig]} "
+                      "(-1 beyond the batch); a TFLite file sizes every tensor for one input "
+                      "shape, fixed when the model is converted, so --input-shape cannot fix "
+                      "it: convert the model with a fixed input shape (e.g. keras.Input((20, 3)) "
+                      "or a tf.function input_signature of shape [1, 20, 3]), or compile the "
+                      ".keras/.onnx model with --input-shape")
         return tuple(shape)
 
     def dtype(self, i: int):
