@@ -337,6 +337,7 @@ int nnmpc_control_estimator(nnmpc_control_t *c, const nnmpc_estimator_req_t *m)
     }
     for (i = 0; i < NNMPC_CH; ++i) {
         if (!(m->q[i] >= 0.0f) || !finite(m->q[i]) || !(m->r[i] >= 0.0f) || !finite(m->r[i]) ||
+            !(m->qd[i] >= 0.0f) || !finite(m->qd[i]) ||
             (m->enable && i < c->config.p && !(m->r[i] > 0.0f))) {
             return NNMPC_ERR_BAD_VALUE;
         }
@@ -348,6 +349,7 @@ int nnmpc_control_estimator(nnmpc_control_t *c, const nnmpc_estimator_req_t *m)
     for (i = 0; i < NNMPC_MAX_Y; ++i) {
         c->mpc_cfg.kf_q[i] = m->q[i];
         c->mpc_cfg.kf_r[i] = m->r[i];
+        c->mpc_cfg.kf_qd[i] = m->qd[i];
     }
     return 0;
 }

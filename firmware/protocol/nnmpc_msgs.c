@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema 91835a7528b5fefb). Do not edit. */
+ * (generator 1, schema ddcf2fef1d1c214a). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -544,18 +544,19 @@ int nnmpc_safety_req_unpack(nnmpc_safety_req_t *m, const uint8_t *in, size_t len
 
 size_t nnmpc_estimator_req_pack(const nnmpc_estimator_req_t *m, uint8_t *out)
 {
-    size_t n = 36;
+    size_t n = 52;
     put_u8(out + 0, m->enable);
     put_u8(out + 1, m->reserved);
     put_u16(out + 2, m->reserved2);
     put_f32_array(out + 4, m->q, 4);
     put_f32_array(out + 20, m->r, 4);
+    put_f32_array(out + 36, m->qd, 4);
     return n;
 }
 
 int nnmpc_estimator_req_unpack(nnmpc_estimator_req_t *m, const uint8_t *in, size_t len)
 {
-    if (len != 36) {
+    if (len != 52) {
         return -1;
     }
     m->enable = get_u8(in + 0);
@@ -563,6 +564,7 @@ int nnmpc_estimator_req_unpack(nnmpc_estimator_req_t *m, const uint8_t *in, size
     m->reserved2 = get_u16(in + 2);
     get_f32_array(m->q, in + 4, 4);
     get_f32_array(m->r, in + 20, 4);
+    get_f32_array(m->qd, in + 36, 4);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 91835a7528b5fefb). Do not edit:
+ * host/link/protogen.py (generator 1, schema ddcf2fef1d1c214a). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define NNMPC_MSGS_VERSION 4
-#define NNMPC_MSGS_SCHEMA_HASH "91835a7528b5fefb"
+#define NNMPC_MSGS_SCHEMA_HASH "ddcf2fef1d1c214a"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -248,13 +248,14 @@ typedef struct {
 size_t nnmpc_safety_req_pack(const nnmpc_safety_req_t *m, uint8_t *out);
 int nnmpc_safety_req_unpack(nnmpc_safety_req_t *m, const uint8_t *in, size_t len);
 
-/* estimator request: type 0x1C, 36 fixed bytes. */
+/* estimator request: type 0x1C, 52 fixed bytes. */
 typedef struct {
     uint8_t enable; /* 0 off (the measured lags, y_filter), 1 on (needs na >= 1) */
     uint8_t reserved;
     uint16_t reserved2;
     float q[4]; /* process noise variance per output and period, >= 0 */
     float r[4]; /* measurement noise variance per output, > 0 on the p outputs */
+    float qd[4]; /* process noise variance of the disturbance estimate d (a random walk in the filter's state; bias_gain is not used), >= 0 */
 } nnmpc_estimator_req_t;
 size_t nnmpc_estimator_req_pack(const nnmpc_estimator_req_t *m, uint8_t *out);
 int nnmpc_estimator_req_unpack(nnmpc_estimator_req_t *m, const uint8_t *in, size_t len);

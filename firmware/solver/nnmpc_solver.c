@@ -104,6 +104,7 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
         }
         for (a = 0; a < c->p; ++a) {
             if (!(c->kf_q[a] >= 0.0f && c->kf_q[a] < 1e30f) ||
+                !(c->kf_qd[a] >= 0.0f && c->kf_qd[a] < 1e30f) ||
                 !(c->kf_r[a] > 0.0f && c->kf_r[a] < 1e30f)) {
                 return 0;
             }
@@ -859,51 +860,62 @@ static void shift_lags(nnmpc_mpc_t *s)
 }
 
 #if NNMPC_ESTIMATOR
-/* The extended Kalman filter on the lag vector x = [yh[0] .. yh[na-1]] (n = na p entries),
- * x[k] = [f(x[k-1], u) + d, x[k-1] shifted], y[k] = x_top + noise. Entry (i, j) of the
- * transition's Jacobian F: the net's exact Jacobian w.r.t. its output lags on top (p rows,
- * in Jn), the shift of the older lags below. */
+/* The extended Kalman filter on x = [yh[0] .. yh[na-1], d] (n = na p lags, then the p
+ * disturbance estimates, a random walk): x[k] = [f(lags[k-1], u) + d, lags[k-1] shifted, d],
+ * y[k] = x_top + noise. Entry (i, j) of the transition's Jacobian F: the net's exact Jacobian
+ * w.r.t. its output lags (in Jn) and the identity on d on top (p rows), the shift of the
+ * older lags, the identity on d below. */
 static float kf_F(const nnmpc_mpc_t *s, int i, int j)
 {
-    const int p = s->cfg.p;
-    return i < p ? s->Jn[i * s->net.n_in + j] : (j == i - p ? 1.0f : 0.0f);
+    const int p = s->cfg.p, n = s->cfg.na * p;
+    if (i < p) {
+        return j < n ? s->Jn[i * s->net.n_in + j] : (j - n == i ? 1.0f : 0.0f);
+    }
+    return (i < n ? j == i - p : j == i) ? 1.0f : 0.0f;
 }
 
-static float kf_sum(const nnmpc_mpc_t *s)
+static float *kf_x(nnmpc_mpc_t *s, int i)
 {
     const int p = s->cfg.p, n = s->cfg.na * p;
+    return i < n ? &s->yh[i / p][i % p] : &s->d[i - n];
+}
+
+static float kf_sum(nnmpc_mpc_t *s)
+{
+    const int nx = (s->cfg.na + 1) * s->cfg.p;
     float v = 0.0f;
     int i;
-    for (i = 0; i < n; ++i) {
-        v += s->yh[i / p][i % p] + s->P[i * n + i];
+    for (i = 0; i < nx; ++i) {
+        v += *kf_x(s, i) + s->P[i * nx + i];
     }
     return v;
 }
 
 /* Prediction: y_pred = f(z) from the lags of k-1 and the applied inputs (the net with its
- * Jacobian), the lags shift with y_pred + d on top; P <- F P F' + diag(q, 0). */
+ * Jacobian), the lags shift with y_pred + d on top; P <- F P F' + diag(q, 0, qd). */
 static void kf_predict(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
-    const int p = c->p, n = c->na * p;
+    const int p = c->p, n = c->na * p, nx = n + p;
     float *P = s->P, *T = s->T;
     int i, j, k;
     for (i = 0, j = 0; j < n; ++j) {
-        s->z[i++] = s->yh[j / p][j % p];
+        s->z[i++] = *kf_x(s, j);
     }
     for (j = 0; j < c->nb * c->m; ++j) {
         s->z[i++] = s->uh[j / c->m][j % c->m];
     }
     s->net.predict_jacobian(s->z, s->y_pred, s->Jn);
     for (k = 0; k < 2; ++k) { /* T = F P, then P = T F' + Q */
-        for (i = 0; i < n; ++i) {
-            for (j = 0; j < n; ++j) {
-                float v = k && i == j && i < p ? c->kf_q[i] : 0.0f;
+        for (i = 0; i < nx; ++i) {
+            for (j = 0; j < nx; ++j) {
+                float v = k && i == j ? (i < p ? c->kf_q[i] : i >= n ? c->kf_qd[i - n] : 0.0f)
+                                      : 0.0f;
                 int l;
-                for (l = 0; l < n; ++l) {
-                    v += k ? T[i * n + l] * kf_F(s, j, l) : kf_F(s, i, l) * P[l * n + j];
+                for (l = 0; l < nx; ++l) {
+                    v += k ? T[i * nx + l] * kf_F(s, j, l) : kf_F(s, i, l) * P[l * nx + j];
                 }
-                (k ? P : T)[i * n + j] = v;
+                (k ? P : T)[i * nx + j] = v;
             }
         }
     }
@@ -917,46 +929,46 @@ static void kf_predict(nnmpc_mpc_t *s)
  * K = P h / (h' P h + r), x += K (y_a - x_a), P -= K h' P. 0 if the result is not finite. */
 static int kf_update(nnmpc_mpc_t *s, const float *y)
 {
-    const int p = s->cfg.p, n = s->cfg.na * p;
+    const int p = s->cfg.p, nx = (s->cfg.na + 1) * p;
     float *P = s->P, *T = s->T;
     int a, i, j;
     for (a = 0; a < p; ++a) {
-        const float e = y[a] - s->yh[0][a], sa = P[a * n + a] + s->cfg.kf_r[a];
-        for (i = 0; i < n; ++i) {
-            T[i] = P[i * n + a] / sa;
-            T[n + i] = P[a * n + i];
+        const float e = y[a] - s->yh[0][a], sa = P[a * nx + a] + s->cfg.kf_r[a];
+        for (i = 0; i < nx; ++i) {
+            T[i] = P[i * nx + a] / sa;
+            T[nx + i] = P[a * nx + i];
         }
-        for (i = 0; i < n; ++i) {
-            s->yh[i / p][i % p] += T[i] * e;
-            for (j = 0; j < n; ++j) {
-                P[i * n + j] -= T[i] * T[n + j];
+        for (i = 0; i < nx; ++i) {
+            *kf_x(s, i) += T[i] * e;
+            for (j = 0; j < nx; ++j) {
+                P[i * nx + j] -= T[i] * T[nx + j];
             }
         }
     }
     return finite(kf_sum(s));
 }
 
-/* A good measurement with the filter on: predict and update; the disturbance estimate
- * learns from the innovation against the prediction (y - f - d, as without the filter). The
- * first measurement (or one after the filter went non-finite) starts it: every lag is the
- * measurement, P = diag(r) per lag. */
+/* A good measurement with the filter on: predict and update (d is the filter's own, learnt
+ * from the same innovation with the joint gain: bias_gain is not used). The first measurement
+ * (or one after the filter went non-finite) starts it: every lag is the measurement, d = 0,
+ * P = diag(r) per lag and for d. */
 static void kf_measure(nnmpc_mpc_t *s, const float *y_meas)
 {
-    const int p = s->cfg.p, n = s->cfg.na * p;
+    const int p = s->cfg.p, nx = (s->cfg.na + 1) * p;
     int i;
     if (s->kf_ready) {
         kf_predict(s);
-        learn_d(s, y_meas);
         if (kf_update(s, y_meas)) {
             return;
         }
     }
     memset(s->P, 0, sizeof(s->P));
+    memset(s->d, 0, sizeof(s->d));
     for (i = 0; i < NNMPC_MAX_LAG * p; ++i) {
         s->yh[i / p][i % p] = y_meas[i % p];
-        if (i < n) {
-            s->P[i * n + i] = s->cfg.kf_r[i % p];
-        }
+    }
+    for (i = 0; i < nx; ++i) {
+        s->P[i * nx + i] = s->cfg.kf_r[i % p];
     }
     s->kf_ready = 1;
 }

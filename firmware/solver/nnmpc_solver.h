@@ -60,7 +60,7 @@ extern "C" {
 #ifndef NNMPC_ESTIMATOR
 #define NNMPC_ESTIMATOR 0 /* 1: build the extended Kalman filter (cfg.estimator) */
 #endif
-#define NNMPC_MAX_X (NNMPC_MAX_LAG * NNMPC_MAX_Y) /* the filter's state: na * p lags */
+#define NNMPC_MAX_X ((NNMPC_MAX_LAG + 1) * NNMPC_MAX_Y) /* the filter's state: na p lags, d */
 #define NNMPC_MAX_DEC (NNMPC_MAX_U * NNMPC_MAX_N)
 
 /** Outcome of one solve. */
@@ -105,6 +105,8 @@ typedef struct {
                              * extended Kalman filter's estimate (y_filter is not used) */
     float kf_q[NNMPC_MAX_Y]; /* estimator: process noise variance of each output per period */
     float kf_r[NNMPC_MAX_Y]; /* estimator: measurement noise variance of each output (> 0) */
+    float kf_qd[NNMPC_MAX_Y]; /* estimator: process noise variance of d (a random walk) per
+                             * period; the filter estimates d itself (bias_gain is not used) */
     uint16_t max_iter;
     float tol_step;         /* stop when max |step| < tol_step (input units) */
     float tol_cost;         /* ... or the relative cost decrease < tol_cost */
@@ -145,7 +147,7 @@ typedef struct {
                             * t_pred was not re-measured: the next solve lets it decay */
     uint32_t t_call;       /* clock ticks of one plain net call, timed once (0: not yet) */
 #if NNMPC_ESTIMATOR
-    /* Extended Kalman filter on the lag vector x = [yh[0] .. yh[na-1]] (n = na p). */
+    /* Extended Kalman filter on x = [yh[0] .. yh[na-1], d] (na p + p entries). */
     float P[NNMPC_MAX_X * NNMPC_MAX_X]; /* its covariance, n x n */
     float T[NNMPC_MAX_X * NNMPC_MAX_X]; /* workspace */
     uint8_t kf_ready;      /* 0: the next good measurement starts the filter */

@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 91835a7528b5fefb). Do not edit: change the schema
+(generator 1, schema ddcf2fef1d1c214a). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 VERSION = 4
-SCHEMA_HASH = "91835a7528b5fefb"
+SCHEMA_HASH = "ddcf2fef1d1c214a"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -559,16 +559,17 @@ class EstimatorRequest:
     """estimator request: Extended Kalman filter on the dynamic net's output lags (firmware built with NNMPC_ESTIMATOR; else unknown_type): the rollouts start from the filtered lags instead of the measurement. Off until enabled; START resets it."""
 
     TYPE: ClassVar[int] = 0x1C
-    FORMAT: ClassVar[str] = "<BBH4f4f"
-    FIXED_SIZE: ClassVar[int] = 36
+    FORMAT: ClassVar[str] = "<BBH4f4f4f"
+    FIXED_SIZE: ClassVar[int] = 52
     enable: int = 0  # 0 off (the measured lags, y_filter), 1 on (needs na >= 1)
     reserved: int = 0
     reserved2: int = 0
     q: list = field(default_factory=lambda: [0] * 4)  # process noise variance per output and period, >= 0
     r: list = field(default_factory=lambda: [0] * 4)  # measurement noise variance per output, > 0 on the p outputs
+    qd: list = field(default_factory=lambda: [0] * 4)  # process noise variance of the disturbance estimate d (a random walk in the filter's state; bias_gain is not used), >= 0
 
     def pack(self) -> bytes:
-        out = struct.pack(self.FORMAT, self.enable, self.reserved, self.reserved2, *_array(self.q, 4), *_array(self.r, 4))
+        out = struct.pack(self.FORMAT, self.enable, self.reserved, self.reserved2, *_array(self.q, 4), *_array(self.r, 4), *_array(self.qd, 4))
         return out
 
     @classmethod
@@ -577,7 +578,7 @@ class EstimatorRequest:
             raise ValueError(f"EstimatorRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
-        return cls(enable=v[0], reserved=v[1], reserved2=v[2], q=list(v[3:7]), r=list(v[7:11]))
+        return cls(enable=v[0], reserved=v[1], reserved2=v[2], q=list(v[3:7]), r=list(v[7:11]), qd=list(v[11:15]))
 
 
 @dataclass

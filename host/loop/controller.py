@@ -62,6 +62,8 @@ class ControllerSettings:
                                       # (firmware built with NNMPC_ESTIMATOR; replaces y_filter)
     estimator_q: list[float] | None = None  # its process noise variance per output, >= 0
     estimator_r: list[float] | None = None  # its measurement noise variance per output, > 0
+    estimator_qd: list[float] | None = None  # process noise variance of its disturbance
+                                      # estimate d per output, >= 0 (bias_gain is not used)
     lambda0: float = 1e-3             # initial Levenberg-Marquardt damping
     tol_step: float = 1e-4
     fd_eps: float = 0.0               # fd controller: difference step (0: 1e-3 of the range)
@@ -129,7 +131,8 @@ class ControllerSettings:
         if self.estimator:
             if self.net != "narx" or self.na < 1:
                 bad("estimator", "needs a narx net with output lags (na >= 1)")
-            for key, strict in (("estimator_q", False), ("estimator_r", True)):
+            for key, strict in (("estimator_q", False), ("estimator_r", True),
+                                ("estimator_qd", False)):
                 v = getattr(self, key)
                 if v is None or len(v) != self.p:
                     bad(key, f"needs {self.p} values, one per output (the estimator is on)")
@@ -190,7 +193,8 @@ class ControllerSettings:
                                                     else u0), y_lo=_pad(y_lo), y_hi=_pad(y_hi)))
         if self.estimator:
             msgs.append(M.EstimatorRequest(enable=1, reserved=0, reserved2=0,
-                                           q=_pad(self.estimator_q), r=_pad(self.estimator_r)))
+                                           q=_pad(self.estimator_q), r=_pad(self.estimator_r),
+                                           qd=_pad(self.estimator_qd)))
         if self.pid is not None:
             mix = np.zeros((CH, CH))
             mix[:m, :p] = np.asarray(self.pid["mix"], float).reshape(m, p)

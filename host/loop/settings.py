@@ -42,9 +42,9 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
     if estimator and net.kind != "narx":
         raise NnmpcError(f"--estimator: the estimator runs on a narx net's output lags; this "
                          f"is a {net.kind} net")
-    kq, kr = estimator_noise(plant) if estimator else (None, None)
+    kq, kr, kd = estimator_noise(plant) if estimator else (None, None, None)
     return ControllerSettings(
-        estimator=bool(estimator), estimator_q=kq, estimator_r=kr,
+        estimator=bool(estimator), estimator_q=kq, estimator_r=kr, estimator_qd=kd,
         outputs=[s.name for s in plant.outputs], inputs=[s.name for s in plant.inputs],
         tracked=[plant.outputs[i].name for i in st.tracked],
         output_units=[s.unit for s in plant.outputs], input_units=[s.unit for s in plant.inputs],

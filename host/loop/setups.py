@@ -41,6 +41,8 @@ class PlantSetup:
     model_std: tuple[float, ...] = () # narx nets, estimator: the net's one-step error per
                                       # output (std, per period) that its process noise Q
                                       # stands for (docs/MPC.md, 'State estimation')
+    dist_std: tuple[float, ...] = ()  # estimator: the step per period of the disturbance
+                                      # estimate d's random walk (std; 0.1 x model_std unset)
 
 
 SETUPS: dict[str, PlantSetup] = {
@@ -49,7 +51,7 @@ SETUPS: dict[str, PlantSetup] = {
     # Gauss-Newton iteration per period (the tracking does not improve with more here).
     "msd": PlantSetup(kind="narx", tracked=(0,), lags=(1, 1), hidden=(16, 16), samples=8000,
                       epochs=150, horizon=8, moves=3, q=(1.0, 0.0), r=1e-2, s=0.0,
-                      bias_gain=0.3, max_iter=1, duration=8.0,
+                      bias_gain=0.3, max_iter=1, duration=8.0, model_std=(0.47, 2.2),
                       step_levels=((0.0,), (40.0,), (-30.0,), (20.0,)),
                       sine_amp=(30.0,), sine_offset=(0.0,), sine_hz=0.5),
     # Tendon segment: inversion of the forward-kinematics net (the paper's use) through the
@@ -95,15 +97,17 @@ VARIANTS: dict[str, dict[str, PlantSetup]] = {
 }
 
 
-def estimator_noise(plant: Plant) -> tuple[list[float], list[float]]:
-    """The estimator's (Q, R) per output, variances: R from the plant's sensor noise, Q from
-    its setup's ``model_std`` (the net's one-step error; the sensor noise where unset)."""
+def estimator_noise(plant: Plant) -> tuple[list[float], list[float], list[float]]:
+    """The estimator's (Q, R, Qd) per output, variances: R from the plant's sensor noise, Q
+    from its setup's ``model_std`` (the net's one-step error; the sensor noise where unset),
+    Qd (d's random walk) from ``dist_std`` (default 0.1 x the std of Q)."""
     p = len(plant.outputs)
     noise = np.asarray(plant.noise_std, float) if plant.noise_std else np.zeros(p)
     r = [float(max(v, 1e-6) ** 2) for v in noise]
     st = setup_for(plant, "narx")
     q = [float(v) ** 2 for v in st.model_std] if st.model_std else list(r)
-    return q, r
+    qd = [float(v) ** 2 for v in st.dist_std] if st.dist_std else [0.01 * v for v in q]
+    return q, r, qd
 
 
 def output_lag(plant: Plant, u0=None) -> float:
