@@ -921,7 +921,7 @@ _CONVERTERS: dict[str, Callable[..., str]] = {k: fn for k, (fn, _) in LAYERS.ite
 
 #: The model classes, inlined wherever they are used (a row each in the Keras table).
 MODEL_CLASSES = {
-    "InputLayer": "fixed shape (batch aside)",
+    "InputLayer": "fixed shape (batch aside); `None` dims fixed with `--input-shape`",
     "Sequential": "a model, or nested as a layer (inlined)",
     "Functional": "any DAG: several inputs and outputs, shared layers (each call its own "
                   "nodes on the same weights), nested models (inlined, one output)",
