@@ -130,7 +130,8 @@ def cmd_run(args) -> int:
                      args.reference, model=args.model,
                      board_name=args.board, work=Path(args.work), log_path=log_path,
                      sim=args.sim, seed=args.seed, duration=args.duration,
-                     noise=not args.no_noise, net_kind=args.net, config=config)
+                     noise=not args.no_noise, net_kind=args.net, config=config,
+                     estimator=args.estimator)
     s = r.summary
     _print_summary(s, args.plant, args.reference, " (noise-free output)")
     print(f"  firmware {s['image_flash']} B flash, {s['image_ram']} B RAM")
@@ -147,7 +148,7 @@ def _write_config(args) -> int:
 
     plant = get_plant(args.plant or "msd")
     net = prepare_model(plant, args.model, Path(args.work), seed=args.seed, kind=args.net)
-    cs = controller_settings(plant, net, args.controller)
+    cs = controller_settings(plant, net, args.controller, estimator=args.estimator)
     path = cs.save(Path(args.write_config))
     print(f"wrote {path}: {plant.name} {cs.net} net, {cs.controller}, horizon {cs.horizon}, "
           f"{cs.rate_hz:g} Hz")
@@ -197,6 +198,11 @@ def register(sub) -> None:
                    help="where the plant runs (default: host, hardware-in-the-loop)")
     r.add_argument("--duration", type=float, default=None, help="seconds (default: per plant)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--estimator", action="store_true",
+                   help="nr/fd on a narx net: start the rollouts from the on-device extended "
+                        "Kalman filter's state (Q from the net's one-step error, R from the "
+                        "sensor noise; docs/MPC.md); the emulated image is built with it. A "
+                        "board at --port needs firmware built with NNMPC_ESTIMATOR=1")
     r.add_argument("--no-noise", action="store_true", help="no sensor noise")
     r.add_argument("--work", default="build/run", help="work folder (default: build/run)")
     r.add_argument("--json", default=None, help="also write the summary as JSON")

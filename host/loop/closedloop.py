@@ -128,8 +128,9 @@ class RunResult:
 
 
 def build_for(plant: Plant, model: str | None, board_name: str, work: Path, seed: int = 0,
-              log=print, kind: str | None = None):
-    """Prepare the net and the firmware image for ``board_name``; return (NetInfo, image)."""
+              log=print, kind: str | None = None, estimator: bool = False):
+    """Prepare the net and the firmware image for ``board_name``; return (NetInfo, image).
+    ``estimator``: the image carries the Kalman filter (``NNMPC_ESTIMATOR``)."""
     from ..build.boards import load_board
     from ..build.firmware import build_firmware
 
@@ -138,7 +139,10 @@ def build_for(plant: Plant, model: str | None, board_name: str, work: Path, seed
     before = {p for p in (work / "model", work / "fw") if p.exists()}
     try:
         net = prepare_model(plant, model, work, seed=seed, log=log, kind=kind)
-        img = build_firmware(board, net.model_dir, work / "fw" / net.model_dir.parent.name)
+        img = build_firmware(board, net.model_dir,
+                             work / "fw" / (net.model_dir.parent.name + ("-ekf" if estimator
+                                                                         else "")),
+                             defines={"NNMPC_ESTIMATOR": "1"} if estimator else None)
     except BaseException:
         # Nothing half-made stays behind: a compiled model or image folder this call made.
         for p in (work / "model", work / "fw"):
@@ -154,12 +158,15 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
                  duration: float | None = None, noise: bool = True, built=None,
                  net_kind: str | None = None, log=print, budget_us: int = 0,
                  horizon: int | None = None, moves: int | None = None,
-                 icount: int | None = None, config=None) -> RunResult:
+                 icount: int | None = None, config=None,
+                 estimator: bool = False) -> RunResult:
     """Build (or reuse ``built``), start the emulated board, run the loop, write CSV + PNG.
 
     ``budget_us``, ``horizon`` and ``moves`` go to the controller settings (0 / None: the
     setup's); ``icount`` runs QEMU with ``-icount shift=N`` (one instruction every 2^N ns of
-    emulated time), so that a time budget counts instructions rather than host time."""
+    emulated time), so that a time budget counts instructions rather than host time.
+    ``estimator`` (or ``estimator = true`` in ``config``): nr and fd start their rollouts from
+    the on-device Kalman filter's state (a narx net; the image is built with it)."""
     from ..build.boards import load_board
     from ..link.client import DeviceClient
     from ..link.qemu import QemuBoard
@@ -169,7 +176,9 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
     if not board.emulated:
         raise NnmpcError(f"board '{board_name}' is not emulated: use `nnmpc monitor` with the "
                          "board's port, or an emulated board")
-    net, img = built or build_for(plant, model, board_name, work, seed, log, kind=net_kind)
+    estimator = estimator or bool(config is not None and config.estimator)
+    net, img = built or build_for(plant, model, board_name, work, seed, log, kind=net_kind,
+                                  estimator=estimator)
     refs = reference(plant, reference_kind, duration)
     # Every controller starts with the plant at rest at the reference's first point.
     u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
@@ -179,7 +188,8 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
         msgs = config.messages(source=sim, u_init=u0)
     else:
         msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid,
-                        u_init=u0, budget_us=budget_us, horizon=horizon, moves=moves)
+                        u_init=u0, budget_us=budget_us, horizon=horizon, moves=moves,
+                        estimator=estimator and controller != "pid")
     with QemuBoard(img.elf, board, icount=icount) as port:
         client = DeviceClient(port, timeout=10.0)
         hello = client.hello()

@@ -82,9 +82,18 @@ def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host
 
 def configure(client, msgs: list) -> np.ndarray:
     """Send the settings; return the input the device starts from (u_init)."""
+    from ..link.client import DeviceError
+
     u_init = None
     for msg in msgs:
-        client.configure(msg)
+        try:
+            client.configure(msg)
+        except DeviceError as e:
+            if msg.TYPE == M.ESTIMATOR and e.code == M.ERR_UNKNOWN_TYPE:
+                raise NnmpcError("the board's firmware has no estimator (ESTIMATOR unknown): "
+                                 "build it with NNMPC_ESTIMATOR=1, or run without the "
+                                 "estimator") from None
+            raise
         if isinstance(msg, M.LimitsRequest):
             u_init = np.asarray(msg.u_init, float)
     return u_init
