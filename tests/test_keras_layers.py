@@ -272,3 +272,10 @@ def test_compiler_doc_lists_the_front_ends_keras_table():
     assert set(_CONVERTERS) == set(LAYERS)
     assert SUPPORTED_LAYERS == set(LAYERS) | set(MODEL_CLASSES)
     assert len(layers_table().splitlines()) == len(SUPPORTED_LAYERS) + 2
+
+
+def test_repeat_vector_feeds_a_recurrent_layer(tmp_path, rng):
+    """RepeatVector (an encoder's vector as n rows for a decoder GRU) against Keras."""
+    m = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.RepeatVector(5),
+                          L.GRU(6, return_sequences=True), L.Flatten()])
+    check(tmp_path, m, uniform(rng, (3,)), "repeat_vector")

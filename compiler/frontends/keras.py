@@ -589,6 +589,17 @@ def _pad_crop(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> st
     return x
 
 
+def _repeat_vector(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """RepeatVector(n): a vector (F,) as n rows (n, F), n copies joined (no weights)."""
+    (x,) = inputs
+    n = int(cfg["n"])
+    if len(b.shape(x)) != 1 or n < 1:
+        b.fail(cfg["name"], f"RepeatVector needs a vector input and n >= 1 (got shape "
+                            f"{b.shape(x)}, n = {n})")
+    row = b.add_node("reshape", cfg["name"], [x], (1,) + b.shape(x))
+    return b.add_node("concat", cfg["name"], [row] * n, (n,) + b.shape(x), axis=0)
+
+
 def _repeat(b: _Builder, name: str, x: str, ax: int, k: int) -> str:
     """Each index of axis ``ax`` repeated k times (nearest upsampling): the data as
     (outer, 1, inner), k copies of it joined on the middle axis."""
@@ -902,6 +913,7 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "Cropping1D": (_pad_crop, "channels_last"),
     "Cropping2D": (_pad_crop, "channels_last"),
     "UpSampling1D": (_upsampling, "`size` (repeats, no weights)"),
+    "RepeatVector": (_repeat_vector, "`n` copies of a vector as rows (no weights)"),
     "UpSampling2D": (_upsampling, "`size`; `interpolation` nearest (repeats) or bilinear "
                                   "(a Dense along each spatial axis; half-pixel centres, "
                                   "as tf.image.resize); channels_last and channels_first"),
