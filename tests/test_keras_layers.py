@@ -279,3 +279,29 @@ def test_repeat_vector_feeds_a_recurrent_layer(tmp_path, rng):
     m = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.RepeatVector(5),
                           L.GRU(6, return_sequences=True), L.Flatten()])
     check(tmp_path, m, uniform(rng, (3,)), "repeat_vector")
+
+
+@pytest.mark.parametrize("cls", ["SimpleRNN", "GRU", "LSTM"])
+def test_go_backwards_runs_the_window_from_its_end(tmp_path, rng, cls):
+    """go_backwards=True (as keras2c tests it): the window from its last step, outputs in that
+    order with return_sequences; there is no one-step streaming form of it."""
+    R = getattr(L, cls)
+    inp = keras.Input((6, 3))
+    seq = R(4, go_backwards=True, return_sequences=True)(inp)
+    last = R(3, go_backwards=True)(seq)
+    m = keras.Model(inp, [L.Flatten()(seq), last])
+    graph = check(tmp_path, m, uniform(rng, (6, 3), n=200), f"backwards_{cls}")
+    assert graph.step_graph is None
+
+
+def test_bidirectional_recurrent_layers(tmp_path, rng):
+    """Bidirectional: the forward and the backward layer, the backward sequence flipped back
+    into time order, merged as merge_mode says (concat, sum, mul, ave in one model)."""
+    inp = keras.Input((5, 3))
+    outs = []
+    for mode, cls in (("concat", L.GRU), ("sum", L.SimpleRNN), ("mul", L.LSTM), ("ave", L.GRU)):
+        seq = L.Bidirectional(cls(3, return_sequences=True), merge_mode=mode)(inp)
+        outs += [L.Flatten()(seq), L.Bidirectional(cls(2), merge_mode=mode)(seq)]
+    m = keras.Model(inp, outs)
+    graph = check(tmp_path, m, uniform(rng, (5, 3), n=200), "bidirectional")
+    assert graph.step_graph is None      # needs the whole window

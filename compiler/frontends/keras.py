@@ -112,7 +112,8 @@ class LayerSpec:
     cls: str
     cfg: dict
     weights: dict[str, np.ndarray] = field(default_factory=dict)
-    inner: "LayerSpec | None" = None   # the wrapped layer of a TimeDistributed
+    inner: "LayerSpec | None" = None   # the wrapped layer of a TimeDistributed; the forward
+    backward: "LayerSpec | None" = None  # and the backward layer of a Bidirectional
 
     @property
     def name(self) -> str:
@@ -691,6 +692,41 @@ def _time_distributed(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str
     return _dense(b, inner, icfg, inputs)
 
 
+def _bidirectional(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """Bidirectional(RNN): the forward layer and the backward one (go_backwards), the backward
+    sequence flipped back into time order (with return_sequences), merged as merge_mode says."""
+    name = cfg["name"]
+    fwd, bwd = layer.inner, layer.backward
+    if fwd is None or bwd is None or fwd.cls not in ("SimpleRNN", "GRU", "LSTM"):
+        b.fail(name, "Bidirectional is supported around SimpleRNN, GRU and LSTM (Keras 3 files)")
+    mode = cfg.get("merge_mode", "concat")
+    if mode not in ("concat", "sum", "mul", "ave"):
+        b.fail(name, f"Bidirectional merge_mode={mode!r} is not supported (concat, sum, mul, "
+                     "ave)")
+    outs = []
+    for part in (fwd, bwd):
+        pcfg = dict(part.cfg)
+        pcfg["name"] = name
+        outs.append(_recurrent(b, part, pcfg, inputs))
+    y_f, y_b = outs
+    shape = b.shape(y_f)
+    if bwd.cfg.get("return_sequences") and len(shape) == 2 and shape[0] > 1:
+        T, H = shape
+        rows = [b.add_node("slice", name, [y_b], (1, H), axis=0, start=t, stop=t + 1)
+                for t in reversed(range(T))]
+        y_b = b.add_node("concat", name, rows, shape, axis=0)
+    if mode == "concat":
+        out = shape[:-1] + (shape[-1] * 2,)
+        return b.add_node("concat", name, [y_f, y_b], out, axis=len(shape) - 1)
+    if mode == "mul":
+        return b.add_node("mul", name, [y_f, y_b], shape)
+    y = b.add_node("add", name, [y_f, y_b], shape)
+    if mode == "ave":
+        half = b.add_tensor(b.fresh(f"{name}:half"), (1,), np.full(1, 0.5, np.float32))
+        y = b.add_node("mul", name, [y, half], shape)
+    return y
+
+
 def _merge(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     name = cfg["name"]
     cls = layer.cls
@@ -772,9 +808,11 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     shape = b.shape(x)
     if len(shape) != 2:
         b.fail(name, f"{cls} expects a (time, features) input, got {shape}")
-    for flag in ("go_backwards", "return_state"):
-        if cfg.get(flag):
-            b.fail(name, f"{cls} with {flag}=True is not supported")
+    if cfg.get("return_state"):
+        b.fail(name, f"{cls} with return_state=True is not supported")
+    backwards = bool(cfg.get("go_backwards"))
+    if backwards and b.streaming:  # one step at a time has no "backwards": window form only
+        b.fail(name, f"{cls} with go_backwards=True has no one-step streaming form")
     if cfg.get("stateful"):
         b.fail(name, f"{cls} with stateful=True is not supported: the generated predict starts "
                      "each window from zero states (save the model with stateful=False; its "
@@ -820,7 +858,9 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     c = state("c") if cls == "LSTM" else ""
     h_in, c_in = h, c
     outs = []
-    for t in range(T):
+    # go_backwards: the window from its last step to its first; the outputs (with
+    # return_sequences) in that order too, as Keras returns them
+    for t in (reversed(range(T)) if backwards else range(T)):
         xt = x if T == 1 else b.add_node("slice", name, [x], (F,), axis=0, start=t, stop=t + 1)
         if cls == "SimpleRNN":
             k, a = act
@@ -902,8 +942,8 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "Minimum": (_merge, "equal shapes: y - relu(y - t)"),
     "Concatenate": (_concat, "any axis but the batch"),
     "SimpleRNN": (_recurrent, "unrolled over the window (and a one-step streaming form); "
-                              "`return_sequences`; no `go_backwards`, `return_state`, "
-                              "`stateful`"),
+                              "`return_sequences`, `go_backwards` (window form only); no "
+                              "`return_state`, `stateful`"),
     "GRU": (_recurrent, "as SimpleRNN; `reset_after` True and False"),
     "LSTM": (_recurrent, "as SimpleRNN"),
     "Normalization": (_normalization, "`axis` -1; `invert`"),
@@ -919,6 +959,8 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
                                   "as tf.image.resize); channels_last and channels_first"),
     "Permute": (_permute, "any permutation"),
     "TimeDistributed": (_time_distributed, "of Dense"),
+    "Bidirectional": (_bidirectional, "of SimpleRNN, GRU, LSTM; merge_mode concat, sum, mul, "
+                                      "ave; window form only (Keras 3 files)"),
     "Identity": (_identity, "removed"),
     "Dropout": (_identity, "removed"),
     "SpatialDropout1D": (_identity, "removed"),
@@ -1016,6 +1058,9 @@ def _layer_spec(layer) -> Spec:
         weights.setdefault(str(v.name).split("/")[-1].split(":")[0], np.asarray(v.numpy()))
     if cls == "Normalization":  # mean and variance given to the constructor are not variables
         weights["mean"], weights["variance"] = np.asarray(layer.mean), np.asarray(layer.variance)
+    if cls == "Bidirectional":
+        return LayerSpec(cls, layer.get_config(), {}, _layer_spec(layer.forward_layer),
+                         _layer_spec(layer.backward_layer))
     inner = _layer_spec(layer.layer) if cls == "TimeDistributed" else None
     return LayerSpec(cls, layer.get_config(), weights, inner)
 
