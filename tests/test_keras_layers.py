@@ -305,3 +305,36 @@ def test_bidirectional_recurrent_layers(tmp_path, rng):
     m = keras.Model(inp, outs)
     graph = check(tmp_path, m, uniform(rng, (5, 3), n=200), "bidirectional")
     assert graph.step_graph is None      # needs the whole window
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv_transpose_1d_and_2d(tmp_path, rng, padding):
+    """Conv1DTranspose and Conv2DTranspose (strides, a kernel shorter and longer than the
+    stride; TensorFlow runs no dilated transposed convolution on the CPU) as the IR's
+    deconv, against Keras."""
+    inp1 = keras.Input((6, 2))
+    a = L.Conv1DTranspose(3, 3, strides=2, padding=padding, activation="tanh")(inp1)
+    a = L.Conv1DTranspose(2, 1, strides=3, padding=padding)(a)
+    a = L.Conv1DTranspose(2, 2, padding=padding)(a)
+    inp2 = keras.Input((3, 4, 2))
+    c = L.Conv2DTranspose(2, (3, 2), strides=(2, 1), padding=padding, activation="relu")(inp2)
+    m = keras.Model([inp1, inp2], [L.Flatten()(a), L.Flatten()(c)])
+    x1, x2 = uniform(rng, (6, 2), n=100), uniform(rng, (3, 4, 2), n=100)
+    path = tmp_path / "ct.keras"
+    m.save(path)
+    graph = load_model(path)
+    compile_model(path, tmp_path / "out", name="net")
+    host = build_host(tmp_path / "out", "net", graph.input_size, graph.output_size)
+    x = np.concatenate([x1.reshape(100, -1), x2.reshape(100, -1)], axis=1)
+    y_c, J_c = host.run(x)
+    y_k = np.concatenate([np.asarray(t).reshape(100, -1) for t in m([x1, x2], training=False)],
+                         axis=1)
+    assert rel_err(y_c, y_k) <= 1e-5
+    # the Jacobian against GradientTape on both inputs
+    t1, t2 = tf.constant(x1[:20]), tf.constant(x2[:20])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([t1, t2])
+        y = tf.concat([tf.reshape(t, (20, -1)) for t in m([t1, t2], training=False)], axis=1)
+    J_k = np.concatenate([tape.batch_jacobian(y, t).numpy().reshape(20, y.shape[1], -1)
+                          for t in (t1, t2)], axis=2)
+    assert rel_err(J_c[:20], J_k) <= 1e-4

@@ -372,6 +372,55 @@ def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(int(i) for i in v)
 
 
+def _conv_transpose(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """Conv1DTranspose/Conv2DTranspose as the IR's ``deconv``: TensorFlow's output lengths
+    (valid: n s + max(k_eff - s, 0); same: n s) and leading padding (same: (k_eff - s) // 2)."""
+    name = cfg["name"]
+    (x,) = inputs
+    _check_channels_last(b, cfg)
+    rank = 1 if "1D" in layer.cls else 2
+    shape = b.shape(x)
+    if len(shape) != rank + 1:
+        b.fail(name, f"{layer.cls} expects a {rank + 1}-D input (batch aside), got {shape}")
+    if cfg.get("output_padding") is not None:
+        b.fail(name, f"{layer.cls} with output_padding={cfg['output_padding']} is not supported")
+    kernel = np.asarray(layer.weight(b, "kernel"), np.float32)       # (k.., out_c, in_c)
+    cout, cin = kernel.shape[-2], kernel.shape[-1]
+    if cin != shape[-1]:
+        b.fail(name, f"{layer.cls} kernel {kernel.shape} does not match {shape[-1]} channels")
+    W = np.moveaxis(kernel, -1, 0)                                   # (in_c, k.., out_c)
+    if rank == 1:
+        W = W[:, None]
+    bias = (np.asarray(layer.weight(b, "bias"), np.float32) if cfg.get("use_bias", True)
+            else np.zeros(cout, np.float32))
+    ks = _tuple(cfg["kernel_size"], rank)
+    st = _tuple(cfg["strides"], rank)
+    dl = _tuple(cfg.get("dilation_rate", 1), rank)
+    padding = cfg.get("padding", "valid")
+    out, pads = [], []
+    for n, k, s_, d in zip(shape[:-1], ks, st, dl):
+        eff = (k - 1) * d + 1
+        if padding == "valid":
+            out.append(n * s_ + max(eff - s_, 0))
+            pads.append(0)
+        elif padding == "same":
+            out.append(n * s_)
+            pads.append(max(eff - s_, 0) // 2)
+        else:
+            b.fail(name, f"padding '{padding}' is not supported (supported: valid, same)")
+    kind, attrs = _act(b, cfg.get("activation"), name)
+    out_sp = tuple(out)
+    y = b.add_node("deconv", name, [x, b.const(name, "W", W), b.const(name, "b", bias)],
+                   out_sp + (cout,), rank=rank, out_spatial=out_sp, groups=1,
+                   strides=(1,) * (2 - rank) + st, dilations=(1,) * (2 - rank) + dl,
+                   pads=(0,) * (2 - rank) + tuple(pads),
+                   activation=kind if kind != "softmax" else "linear",
+                   **(attrs if kind != "softmax" else {}))
+    if kind == "softmax":
+        y = _apply_act(b, y, kind, {}, name)
+    return y
+
+
 def _geometry(b: _Builder, name: str, spatial, kernel, strides, dilations, padding: str):
     """Output size and leading padding per spatial axis, with TensorFlow's rules."""
     out, pads = [], []
@@ -918,6 +967,9 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "Softmax": (_softmax, "the last axis"),
     "Conv1D": (_conv, "valid, same, causal; strides, dilation_rate, groups; channels_last"),
     "Conv2D": (_conv, "valid, same; strides, dilation_rate, groups; channels_last"),
+    "Conv1DTranspose": (_conv_transpose, "valid, same; strides, dilation_rate; no "
+                                         "output_padding; channels_last"),
+    "Conv2DTranspose": (_conv_transpose, "as Conv1DTranspose"),
     "DepthwiseConv1D": (_conv, "as Conv1D, `depth_multiplier`"),
     "DepthwiseConv2D": (_conv, "as Conv2D, `depth_multiplier`"),
     "MaxPooling1D": (_pool, "valid, same; strides; channels_last"),
