@@ -42,7 +42,7 @@ demo: setup
 	$(VENV)/bin/nnmpc demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_JOBS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 soak: setup
 	$(VENV)/bin/python -m pytest -q -m soak $(PYTEST_ARGS)
