@@ -70,10 +70,10 @@ def rig_path(tmp: Path, plant: str, kind: str, collect_s: float, train: list, re
 
 
 def test_rig_short_path_collect_train_and_run_at_a_port(tmp_path):
-    """The whole path in short (15 s of multisine, a small fk net, a 3 s circle): every
+    """The whole path in short (10 s of multisine, a small fk net, a 3 s circle): every
     command works together; the figures are bounded loosely (the slow tests below hold the
     targets)."""
-    s, out = rig_path(tmp_path, "tendon", "fk", 15.0, ["--hidden", "16,16", "--epochs", "60"],
+    s, out = rig_path(tmp_path, "tendon", "fk", 10.0, ["--hidden", "16,16", "--epochs", "60"],
                       "sine", duration=3.0)
     assert s["periods"] == 300 and s["lost_frames"] == 0
     assert s["path_error_rms"] <= 1.5, out
