@@ -103,3 +103,19 @@ def have(tool: str) -> bool:
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b| / (1 + |b|), the suite's float tolerance measure."""
     return float((np.abs(a - b) / (1.0 + np.abs(b))).max())
+
+
+def randomise(model, seed: int, scale: float = 0.5) -> None:
+    """Keras weights at random (seeded): non-zero biases, BatchNorm statistics with positive
+    variances and gammas, PReLU slopes of both signs."""
+    rng = np.random.default_rng(seed)
+    ws = []
+    for v in model.weights:
+        shape, name = tuple(v.shape), v.path
+        if "moving_variance" in name:
+            ws.append(rng.uniform(0.5, 2.0, shape))
+        elif "gamma" in name:
+            ws.append(rng.uniform(0.5, 1.5, shape))
+        else:
+            ws.append(rng.normal(0.0, scale, shape))
+    model.set_weights([w.astype(np.float32) for w in ws])

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 from nnmpc.compiler import CompileError, compile_model
 from onnx_batch import CFLAGS, MAIN, Batch
-from support import rel_err
+from support import randomise, rel_err
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -276,21 +276,6 @@ CONFIGS: list[tuple[str, str, object]] = [
 ]
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def randomise(model, seed: int, scale: float = 0.5) -> None:
-    """Random weights, non-zero biases, BatchNorm statistics with positive variances."""
-    rng = np.random.default_rng(seed)
-    ws = []
-    for v in model.weights:
-        shape, name = tuple(v.shape), v.path
-        if "moving_variance" in name:
-            ws.append(rng.uniform(0.5, 2.0, shape))
-        elif "gamma" in name:
-            ws.append(rng.uniform(0.5, 1.5, shape))
-        else:
-            ws.append(rng.normal(0.0, scale, shape))
-    model.set_weights([w.astype(np.float32) for w in ws])
-
 
 def _outputs(model, xs):
     y = model(xs if len(xs) > 1 else xs[0], training=False)

@@ -13,26 +13,11 @@ import pytest
 
 from nnmpc.compiler import CompileError, compile_model
 from nnmpc.compiler.frontends import load_model
-from support import build_host, rel_err
+from support import build_host, randomise, rel_err
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 L = keras.layers
-
-
-def randomise(model, seed: int, scale: float = 0.5) -> None:
-    """Random weights, non-zero biases and BatchNorm statistics, PReLU slopes of both signs."""
-    rng = np.random.default_rng(seed)
-    ws = []
-    for v in model.weights:
-        shape, name = tuple(v.shape), v.path
-        if "moving_variance" in name:
-            ws.append(rng.uniform(0.5, 2.0, shape))
-        elif "gamma" in name:
-            ws.append(rng.uniform(0.5, 1.5, shape))
-        else:
-            ws.append(rng.normal(0.0, scale, shape))
-    model.set_weights([w.astype(np.float32) for w in ws])
 
 
 def keras_out(model, x: np.ndarray) -> np.ndarray:
