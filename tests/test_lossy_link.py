@@ -51,7 +51,7 @@ def served(tmp_path_factory):
     qemu.stop()
 
 
-def run_through(served, rate: float, seed: int, T: int = 150):
+def run_through(served, rate: float, seed: int, T: int = 150, brief: bool | None = None):
     plant, net, port = served
     refs = reference(plant, "step", T * plant.dt)
     cs = controller_settings(plant, net, "nr")
@@ -60,6 +60,7 @@ def run_through(served, rate: float, seed: int, T: int = 150):
         link = serial.serial_for_url(px.url, timeout=0.05)
         try:
             c = DeviceClient(link, timeout=20.0, retry_after=0.05)
+            c.brief = brief
             c.hello()
             log = run_hil(c, plant, cs, refs, u0, seed=0)
             stats = c.stats()
@@ -88,6 +89,46 @@ def test_lossy_link_runs_complete_with_the_clean_runs_inputs(served, clean, rate
     else:  # a period given up: its input was held, and the counts say so on both sides
         assert stats["lost"] <= log.lost and abs(log.rms() / clean.rms() - 1) < 0.10
     assert log.extra["resends"] >= 0
+
+
+def test_brief_periods_give_the_clean_runs_inputs_bit_for_bit(served, clean):
+    """SENSOR_BRIEF / TELEMETRY_BRIEF (what a noisy link switches to) on a clean link: every
+    period answered brief, the same inputs as the full TELEMETRY run to the bit, and a
+    repeated SENSOR_BRIEF gets the frame already sent, not a second period."""
+    from nnmpc.host.link import protocol as P
+    from nnmpc.host.link import protocol_msgs as M
+
+    log, stats, _ = run_through(served, 0.0, 0, brief=True)
+    assert log.extra["brief"] == len(clean.u) == stats["k"] == stats["periods"]
+    np.testing.assert_array_equal(log.u, clean.u)
+    np.testing.assert_array_equal(log.iterations, clean.iterations)
+    assert np.all(np.isnan(log.residual)) and not np.any(log.work)
+
+    plant, net, port = served
+    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+    try:
+        c = DeviceClient(link, timeout=3.0)
+        c.brief = True
+        for msg in controller_settings(plant, net, "nr").messages(source="host"):
+            c.configure(msg)
+        c.upload_trajectory(np.zeros((10, 2)))
+        c.start()
+        t0 = c.step(0, [0.0, 0.0])
+        t1 = c.step(1, [0.0, 0.0])
+        wire = P.encode_frame(P.SENSOR_BRIEF, 7, M.SensorRequest(k=1, y=[0.0, 0.0]).pack())
+        link.write(wire)                                      # period 1 again
+        got = None
+        end = time.monotonic() + 2.0
+        while got is None and time.monotonic() < end:
+            list(c._pump(end))
+            if c._brief:
+                got = c._brief.popleft()
+        assert got is not None and got[0] == 1 and np.array_equal(got[1].u, t1.u)
+        assert t0.k == 0 and t1.k == 1 and len(t1.u) == 1 and t1.controller == -1
+        assert c.stats()["periods"] == 2 and c.stats()["k"] == 2
+        c.stop()
+    finally:
+        link.close()
 
 
 def test_garbage_before_a_frame_does_not_destroy_it(served, clean):

@@ -33,6 +33,7 @@ int nnmpc_app_init(nnmpc_app_t *app)
     app->reply_len = app->telemetry_len = 0;
     app->answering = 0;
     app->since_sensor = 0;
+    app->brief = 0;
     app->seg_next = app->seg_count = 0;
     app->whole.len = 0;
     memset(app->y_latest, 0, sizeof(app->y_latest));
@@ -50,7 +51,7 @@ void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *pay
     if (!n) {
         return;
     }
-    if (type == NNMPC_MSG_TELEMETRY) {
+    if (type == NNMPC_MSG_TELEMETRY || type == NNMPC_MSG_TELEMETRY_BRIEF) {
         app->telemetry_len = (uint16_t)(n <= sizeof(app->telemetry_wire) ? n : 0u);
         if (app->telemetry_len) {
             memcpy(app->telemetry_wire, app->wire, n);
@@ -141,7 +142,16 @@ static void send_telemetry(nnmpc_app_t *app)
 {
     const nnmpc_telemetry_evt_t *t = &app->telemetry;
     app->periods++;
-    if (t->k % app->control->config.telemetry_every == 0) {
+    if (app->brief) {
+        /* SENSOR_BRIEF: status, iterations and u only (the host knows k from seq) */
+        nnmpc_telemetry_brief_evt_t *b = &app->msg.brief;
+        b->status = t->status;
+        b->iterations = t->iterations;
+        b->u_count = t->m;
+        memcpy(b->u, t->values + 2u * t->p, sizeof(float) * t->m);
+        nnmpc_app_send(app, NNMPC_MSG_TELEMETRY_BRIEF, (uint8_t)t->k, app->out,
+                       nnmpc_telemetry_brief_evt_pack(b, app->out));
+    } else if (t->k % app->control->config.telemetry_every == 0) {
         nnmpc_app_send(app, NNMPC_MSG_TELEMETRY, (uint8_t)t->k, app->out,
                        nnmpc_telemetry_evt_pack(t, app->out));
     }
@@ -251,6 +261,7 @@ static void on_start(nnmpc_app_t *app, const nnmpc_frame_t *f)
         app->lost = app->safe_holds = 0;
         app->since_sensor = 0u;
         app->telemetry_len = 0u;
+        app->brief = 0u;
     }
     ack(app, f, err);
     /* Free-running on-device loop (no period): the periods follow from nnmpc_app_poll with
@@ -274,8 +285,10 @@ static void on_sensor(nnmpc_app_t *app, const nnmpc_frame_t *f)
     }
     if (app->period_ticks == 0) {
         /* Lock-step: the sensor frame is the clock, and each period runs exactly once. A
-         * resend of the last period's frame gets that period's TELEMETRY again. */
+         * resend of the last period's frame gets that period's TELEMETRY again (in the form
+         * first sent: the host takes either). */
         if (s->k - c->k < 0x80000000u) { /* s->k >= c->k, modulo 2^32 */
+            app->brief = f->type == NNMPC_MSG_SENSOR_BRIEF;
             /* Periods between the last one and k never had their SENSOR frame: the host gave
              * up on them (their input was held there). Skip them so both sides agree on k. */
             app->lost += s->k - c->k;
@@ -313,7 +326,7 @@ static void on_segment(nnmpc_app_t *app, const nnmpc_frame_t *f)
     nnmpc_frame_t *whole = &app->whole;
     if (nnmpc_segment_req_unpack(s, f->payload, f->len) != 0 || s->count == 0 ||
         s->index >= s->count || s->carried == NNMPC_MSG_SEGMENT ||
-        s->carried == NNMPC_MSG_SENSOR) {
+        s->carried == NNMPC_MSG_SENSOR || s->carried == NNMPC_MSG_SENSOR_BRIEF) {
         send_error(app, f->seq, NNMPC_ERR_BAD_SEGMENT, f->type);
         return;
     }
@@ -364,7 +377,7 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte)
         return;
     }
     app->requests++;
-    if (f->type != NNMPC_MSG_SENSOR) {
+    if (f->type != NNMPC_MSG_SENSOR && f->type != NNMPC_MSG_SENSOR_BRIEF) {
         /* A request repeated with its sequence number (the host resends after a lost reply)
          * is answered again, not applied again: the cached reply, or, for a long reply (an
          * idempotent query), the same request computed again. */
@@ -463,6 +476,7 @@ static void handle(nnmpc_app_t *app, const nnmpc_frame_t *f)
         }
         break;
     case NNMPC_MSG_SENSOR:
+    case NNMPC_MSG_SENSOR_BRIEF: /* same payload */
         on_sensor(app, f);
         break;
     case NNMPC_MSG_SEGMENT:

@@ -63,6 +63,7 @@ struct nnmpc_app {
         nnmpc_reference_req_t reference;
         nnmpc_trajectory_req_t trajectory;
         nnmpc_sensor_req_t sensor;
+        nnmpc_telemetry_brief_evt_t brief;
         nnmpc_plant_req_t plant;
         nnmpc_excite_req_t excite;
         nnmpc_safety_req_t safety;
@@ -84,6 +85,7 @@ struct nnmpc_app {
     uint16_t telemetry_len;
     int answering;            /* a request is being answered: cache what is sent */
     uint32_t since_sensor;    /* fixed-rate periods since the last valid SENSOR frame */
+    uint8_t brief;            /* lock-step: answer with TELEMETRY_BRIEF (SENSOR_BRIEF came) */
     float y_latest[NNMPC_CH];
     nnmpc_frame_t whole;      /* a request arriving in SEGMENT pieces */
     uint8_t seg_next, seg_count;

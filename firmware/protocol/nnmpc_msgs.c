@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema ddcf2fef1d1c214a). Do not edit. */
+ * (generator 1, schema 3050dd51c99650d7). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -464,6 +464,33 @@ int nnmpc_sensor_req_unpack(nnmpc_sensor_req_t *m, const uint8_t *in, size_t len
     return 0;
 }
 
+size_t nnmpc_sensor_brief_req_pack(const nnmpc_sensor_brief_req_t *m, uint8_t *out)
+{
+    size_t n = 4;
+    put_u32(out + 0, m->k);
+    {
+        const size_t count = m->y_count < 127 ? m->y_count : 127;
+        put_f32_array(out + n, m->y, count);
+        n += count * 4;
+    }
+    return n;
+}
+
+int nnmpc_sensor_brief_req_unpack(nnmpc_sensor_brief_req_t *m, const uint8_t *in, size_t len)
+{
+    size_t n = 4;
+    if (len < n) {
+        return -1;
+    }
+    m->k = get_u32(in + 0);
+    if ((len - n) % 4 != 0 || (len - n) / 4 > 127) {
+        return -1;
+    }
+    m->y_count = (uint16_t)((len - n) / 4);
+    get_f32_array(m->y, in + n, m->y_count);
+    return 0;
+}
+
 size_t nnmpc_plant_req_pack(const nnmpc_plant_req_t *m, uint8_t *out)
 {
     size_t n = 40;
@@ -676,6 +703,35 @@ int nnmpc_telemetry_evt_unpack(nnmpc_telemetry_evt_t *m, const uint8_t *in, size
     }
     m->values_count = (uint16_t)((len - n) / 4);
     get_f32_array(m->values, in + n, m->values_count);
+    return 0;
+}
+
+size_t nnmpc_telemetry_brief_evt_pack(const nnmpc_telemetry_brief_evt_t *m, uint8_t *out)
+{
+    size_t n = 2;
+    put_u8(out + 0, m->status);
+    put_u8(out + 1, m->iterations);
+    {
+        const size_t count = m->u_count < 127 ? m->u_count : 127;
+        put_f32_array(out + n, m->u, count);
+        n += count * 4;
+    }
+    return n;
+}
+
+int nnmpc_telemetry_brief_evt_unpack(nnmpc_telemetry_brief_evt_t *m, const uint8_t *in, size_t len)
+{
+    size_t n = 2;
+    if (len < n) {
+        return -1;
+    }
+    m->status = get_u8(in + 0);
+    m->iterations = get_u8(in + 1);
+    if ((len - n) % 4 != 0 || (len - n) / 4 > 127) {
+        return -1;
+    }
+    m->u_count = (uint16_t)((len - n) / 4);
+    get_f32_array(m->u, in + n, m->u_count);
     return 0;
 }
 

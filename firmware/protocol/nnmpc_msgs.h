@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema ddcf2fef1d1c214a). Do not edit:
+ * host/link/protogen.py (generator 1, schema 3050dd51c99650d7). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define NNMPC_MSGS_VERSION 4
-#define NNMPC_MSGS_SCHEMA_HASH "ddcf2fef1d1c214a"
+#define NNMPC_MSGS_VERSION 5
+#define NNMPC_MSGS_SCHEMA_HASH "3050dd51c99650d7"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -42,6 +42,7 @@ extern "C" {
 #define NNMPC_MSG_START 0x16 /* Reset the controller state and start the loop. */
 #define NNMPC_MSG_STOP 0x17 /* Stop the loop; the last input is held. */
 #define NNMPC_MSG_SENSOR 0x18 /* Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. In lock-step period k runs once: a repeat of the last period gets its TELEMETRY again (a resend is safe), a k beyond the next period skips the periods between (lost on the link, counted), an older k is refused. */
+#define NNMPC_MSG_SENSOR_BRIEF 0x1D /* SENSOR for a noisy link: the same payload and the same once-per-period rule, answered by the short TELEMETRY_BRIEF frame (lock-step only). The host switches to it once the link has damaged a frame: for the msd the round trip is 32 bytes instead of 64, and gets through a noisy link far more often. */
 #define NNMPC_MSG_PLANT 0x19 /* On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F. */
 #define NNMPC_MSG_EXCITE 0x1A /* Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS. */
 #define NNMPC_MSG_SAFETY 0x1B /* Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6). */
@@ -49,6 +50,7 @@ extern "C" {
 #define NNMPC_MSG_RIG_SAMPLE 0x30 /* Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings. */
 #define NNMPC_MSG_RIG_DRIVE 0x31 /* Board to stand-in rig: drive the actuators (raw duty) for period k; no reply. */
 #define NNMPC_MSG_TELEMETRY 0x20 /* Sent by the device every telemetry_every periods, unrequested; seq = k mod 256. */
+#define NNMPC_MSG_TELEMETRY_BRIEF 0x21 /* The answer to SENSOR_BRIEF: the period's status, iterations and input only; seq = k mod 256 (the host knows k). A repeat of the period is answered with the frame already sent, brief or not. */
 #define NNMPC_MSG_SEGMENT 0x0E /* One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over. */
 #define NNMPC_MSG_EXIT 0x0F /* Acknowledge, then end the program (emulated boards exit the emulator). */
 #define NNMPC_MSG_ERROR 0x7F /* The device refused a frame: error code and the refused message type. */
@@ -212,6 +214,15 @@ typedef struct {
 size_t nnmpc_sensor_req_pack(const nnmpc_sensor_req_t *m, uint8_t *out);
 int nnmpc_sensor_req_unpack(nnmpc_sensor_req_t *m, const uint8_t *in, size_t len);
 
+/* sensor_brief request: type 0x1D, 4 fixed bytes + y[] (at most 127). */
+typedef struct {
+    uint32_t k;
+    float y[127];
+    uint16_t y_count;
+} nnmpc_sensor_brief_req_t;
+size_t nnmpc_sensor_brief_req_pack(const nnmpc_sensor_brief_req_t *m, uint8_t *out);
+int nnmpc_sensor_brief_req_unpack(nnmpc_sensor_brief_req_t *m, const uint8_t *in, size_t len);
+
 /* plant request: type 0x19, 40 fixed bytes. */
 typedef struct {
     uint8_t kind;
@@ -300,6 +311,16 @@ typedef struct {
 } nnmpc_telemetry_evt_t;
 size_t nnmpc_telemetry_evt_pack(const nnmpc_telemetry_evt_t *m, uint8_t *out);
 int nnmpc_telemetry_evt_unpack(nnmpc_telemetry_evt_t *m, const uint8_t *in, size_t len);
+
+/* telemetry_brief event: type 0x21, 2 fixed bytes + u[] (at most 127). */
+typedef struct {
+    uint8_t status; /* as in TELEMETRY */
+    uint8_t iterations;
+    float u[127]; /* u[m] */
+    uint16_t u_count;
+} nnmpc_telemetry_brief_evt_t;
+size_t nnmpc_telemetry_brief_evt_pack(const nnmpc_telemetry_brief_evt_t *m, uint8_t *out);
+int nnmpc_telemetry_brief_evt_unpack(nnmpc_telemetry_brief_evt_t *m, const uint8_t *in, size_t len);
 
 /* segment request: type 0x0E, 4 fixed bytes + bytes[] (at most 508). */
 typedef struct {

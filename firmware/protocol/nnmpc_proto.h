@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define NNMPC_PROTO_VERSION 4
+#define NNMPC_PROTO_VERSION 5
 
 #ifndef NNMPC_PAYLOAD_MAX
 #define NNMPC_PAYLOAD_MAX 512

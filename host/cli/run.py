@@ -98,6 +98,7 @@ def _run_at_port(args) -> int:
     s = summary(log)
     s["device_periods"] = log.extra["stats"]["k"]     # the device's count, to compare with ours
     s["resends"] = log.extra.get("resends", 0)
+    s["brief_periods"] = log.extra.get("brief", 0)   # answered by TELEMETRY_BRIEF (noisy link)
     stem = f"{name}_{s['controller']}"
     log_path = Path(args.log) if args.log else Path(args.work) / f"{stem}.csv"
     csv_path = write_csv(log, log_path)

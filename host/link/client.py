@@ -106,6 +106,12 @@ class DeviceClient:
         self.p = 0
         self.m = 0
         self._telemetry: deque[M.Telemetry] = deque()
+        self._brief: deque[tuple[int, M.TelemetryBrief]] = deque()   # (seq = k mod 256, frame)
+        #: Lock-step periods as SENSOR_BRIEF / TELEMETRY_BRIEF: None = once the link has
+        #: damaged a frame (a 32-byte round trip instead of 64 for the msd gets through a
+        #: noisy link many times as often), True / False = always / never.
+        self.brief: bool | None = None
+        self.brief_periods = 0    # lock-step periods answered by TELEMETRY_BRIEF
         self.errors: list[tuple[int, int]] = []   # unsolicited ERROR frames (code, type)
 
     # -- transport ------------------------------------------------------------------------
@@ -131,6 +137,12 @@ class DeviceClient:
             if f.type == P.TELEMETRY:
                 try:
                     self._telemetry.append(M.Telemetry.unpack(f.payload))
+                except ValueError:
+                    self.decoder.frames_bad += 1
+                continue
+            if f.type == P.TELEMETRY_BRIEF:
+                try:
+                    self._brief.append((f.seq, M.TelemetryBrief.unpack(f.payload)))
                 except ValueError:
                     self.decoder.frames_bad += 1
                 continue
@@ -350,26 +362,28 @@ class DeviceClient:
              tries: int | None = None) -> Telemetry | None:
         """One lock-step period: SENSOR k, then its TELEMETRY. A lost frame either way is
         resent (the device runs period k once and answers a repeat with the same
-        TELEMETRY); stale TELEMETRY of earlier periods is dropped. After ``tries`` SENSOR
-        frames without an answer the period is lost: None (the caller holds its input; the
-        device skips it when period k + 1 arrives). Without ``tries``, raises after
-        ``timeout``."""
-        y = [float(v) for v in np.asarray(y, dtype=np.float32).ravel()]
-        frame_payload = M.SensorRequest(k=k & 0xFFFFFFFF, y=y).pack()
+        TELEMETRY); stale TELEMETRY of earlier periods is dropped. On a noisy link (see
+        :attr:`brief`) the period goes as SENSOR_BRIEF and comes back as TELEMETRY_BRIEF:
+        status, iterations and u only (``work`` 0, ``residual`` and ``ref`` NaN, ``y`` the
+        measurement sent). After ``tries`` SENSOR frames without an answer the period is
+        lost: None (the caller holds its input; the device skips it when period k + 1
+        arrives). Without ``tries``, raises after ``timeout``."""
+        y = np.asarray(y, dtype=np.float32).ravel()
+        frame_payload = M.SensorRequest(k=k & 0xFFFFFFFF, y=[float(v) for v in y]).pack()
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
         frame_len = len(frame_payload) + 8
         n_sent = 0
         while True:
-            self.send(P.SENSOR, frame_payload)
+            brief = self._damaged() > 0 if self.brief is None else self.brief
+            self.send(P.SENSOR_BRIEF if brief else P.SENSOR, frame_payload)
             t_sent = time.monotonic()
             n_sent += 1
             damaged = self._damaged()
             deadline = min(end, t_sent + self._wait(frame_len))
             earliest = t_sent + frame_len / self.LINK_BYTES_PER_S
             while True:
-                tel = self.telemetry(max(0.0, deadline - time.monotonic()),
-                                     until_damaged=damaged if time.monotonic() >= earliest
-                                     else None)
+                tel = self._step_answer(k, y, max(0.0, deadline - time.monotonic()),
+                                        damaged if time.monotonic() >= earliest else None)
                 if tel is None:
                     break
                 if tel.k == k:
@@ -383,6 +397,31 @@ class DeviceClient:
                 raise NnmpcError(f"no telemetry for period {k} after {n_sent} SENSOR frames "
                                  f"({self.timeout if timeout is None else timeout} s)")
             self.resends += 1
+
+    def _step_answer(self, k: int, y: np.ndarray, timeout: float,
+                     until_damaged: int | None) -> Telemetry | None:
+        """The next TELEMETRY or TELEMETRY_BRIEF frame of a lock-step period (brief ones
+        whose seq is not k mod 256 are stale: dropped), or None as :meth:`telemetry`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._brief:
+                seq, b = self._brief.popleft()
+                if seq == k & 0xFF:
+                    if len(b.u) != self.m and self.m:
+                        raise NnmpcError(f"brief telemetry k={k}: {len(b.u)} inputs, not {self.m}")
+                    self.brief_periods += 1
+                    nan = np.full(len(y), np.nan)
+                    return Telemetry(k, 0, float("nan"), b.iterations, b.status, -1, False,
+                                     nan, y.astype(np.float64), np.asarray(b.u, np.float64))
+            if self._telemetry:
+                return self.decode_telemetry(self._telemetry.popleft())
+            if time.monotonic() >= deadline:
+                return None
+            if until_damaged is not None and self._damaged() > until_damaged:
+                return None
+            for f in self._pump(deadline):
+                if f.type == P.ERROR and len(f.payload) == 2:
+                    self.errors.append((f.payload[0], f.payload[1]))
 
     def telemetry(self, timeout: float | None = None,
                   until_damaged: int | None = None) -> Telemetry | None:

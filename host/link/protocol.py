@@ -13,7 +13,8 @@ from . import protocol_msgs as M
 # Message types and error codes come from the schema (firmware/protocol/schema.toml).
 from .protocol_msgs import (CONFIG, ERROR, ERROR_NAMES, EXIT, HELLO, JACOBIAN, LIMITS,  # noqa: F401
                             PAYLOAD_MAX, PID, PLANT, PREDICT, REFERENCE, REPLY, SEGMENT, SENSOR, START,
-                            STATS, STOP, TELEMETRY, TRAJECTORY, WEIGHTS)
+                            SENSOR_BRIEF, STATS, STOP, TELEMETRY, TELEMETRY_BRIEF,
+                            TRAJECTORY, WEIGHTS)
 
 PROTO_VERSION = M.VERSION
 

@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema ddcf2fef1d1c214a). Do not edit: change the schema
+(generator 1, schema 3050dd51c99650d7). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-VERSION = 4
-SCHEMA_HASH = "ddcf2fef1d1c214a"
+VERSION = 5
+SCHEMA_HASH = "3050dd51c99650d7"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -33,6 +33,7 @@ TRAJECTORY = 0x15  # Upload reference rows (p floats each) at row `offset` of a 
 START = 0x16  # Reset the controller state and start the loop.
 STOP = 0x17  # Stop the loop; the last input is held.
 SENSOR = 0x18  # Measurement y[k] (p floats) for hardware-in-the-loop; the TELEMETRY frame answers. In lock-step period k runs once: a repeat of the last period gets its TELEMETRY again (a resend is safe), a k beyond the next period skips the periods between (lost on the link, counted), an older k is refused.
+SENSOR_BRIEF = 0x1D  # SENSOR for a noisy link: the same payload and the same once-per-period rule, answered by the short TELEMETRY_BRIEF frame (lock-step only). The host switches to it once the link has damaged a frame: for the msd the round trip is 32 bytes instead of 64, and gets through a noisy link far more often.
 PLANT = 0x19  # On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F.
 EXCITE = 0x1A  # Open-loop excitation for controller 3: u = middle + amplitude * half range * signal, inside LIMITS.
 SAFETY = 0x1B  # Safe state and plausibility: hold u_safe after link_timeout periods without a SENSOR frame (fixed rate, host sensors); refuse measurements outside [y_lo, y_hi] (a channel with y_lo >= y_hi: |y| <= 1e6).
@@ -40,10 +41,11 @@ ESTIMATOR = 0x1C  # Extended Kalman filter on the dynamic net's output lags (fir
 RIG_SAMPLE = 0x30  # Board to stand-in rig (the emulated board's second UART): read the sensors for period k; the reply holds raw readings.
 RIG_DRIVE = 0x31  # Board to stand-in rig: drive the actuators (raw duty) for period k; no reply.
 TELEMETRY = 0x20  # Sent by the device every telemetry_every periods, unrequested; seq = k mod 256.
+TELEMETRY_BRIEF = 0x21  # The answer to SENSOR_BRIEF: the period's status, iterations and input only; seq = k mod 256 (the host knows k). A repeat of the period is answered with the frame already sent, brief or not.
 SEGMENT = 0x0E  # One piece of a longer request, for a noisy link where long frames rarely arrive intact. Pieces 0..count-1 of one request go in order, each acknowledged by an empty SEGMENT reply; the last piece is answered by the carried request's own reply (or ERROR), with the last piece's sequence number. A repeat of a piece is answered again, not applied again; piece 0 starts over.
 EXIT = 0x0F  # Acknowledge, then end the program (emulated boards exit the emulator).
 ERROR = 0x7F  # The device refused a frame: error code and the refused message type.
-NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x1C: "estimator", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x0E: "segment", 0x0F: "exit", 0x7F: "error", }
+NAMES = { 0x01: "hello", 0x02: "predict", 0x03: "jacobian", 0x04: "stats", 0x10: "config", 0x11: "weights", 0x12: "limits", 0x13: "pid", 0x14: "reference", 0x15: "trajectory", 0x16: "start", 0x17: "stop", 0x18: "sensor", 0x1D: "sensor_brief", 0x19: "plant", 0x1A: "excite", 0x1B: "safety", 0x1C: "estimator", 0x30: "rig_sample", 0x31: "rig_drive", 0x20: "telemetry", 0x21: "telemetry_brief", 0x0E: "segment", 0x0F: "exit", 0x7F: "error", }
 
 # Error codes carried by ERROR frames.
 ERR_UNKNOWN_TYPE = 1
@@ -474,6 +476,36 @@ class SensorRequest:
 
 
 @dataclass
+class SensorBriefRequest:
+    """sensor_brief request: SENSOR for a noisy link: the same payload and the same once-per-period rule, answered by the short TELEMETRY_BRIEF frame (lock-step only). The host switches to it once the link has damaged a frame: for the msd the round trip is 32 bytes instead of 64, and gets through a noisy link far more often."""
+
+    TYPE: ClassVar[int] = 0x1D
+    FORMAT: ClassVar[str] = "<I"
+    FIXED_SIZE: ClassVar[int] = 4
+    TAIL_MAX: ClassVar[int] = 127
+    k: int = 0
+    y: list = field(default_factory=list)
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.k)
+        if len(self.y) > self.TAIL_MAX:
+            raise ValueError(f"y: {len(self.y)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.y)}f", *self.y)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "SensorBriefRequest":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"SensorBriefRequest: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"SensorBriefRequest: bad y length {len(b) - at}")
+        y = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(k=v[0], y=y)
+
+
+@dataclass
 class PlantRequest:
     """plant request: On-device plant (source 1): kind 1 = mass-spring-damper m x'' + c x' + k x = gain F."""
 
@@ -698,6 +730,37 @@ class Telemetry:
             raise ValueError(f"Telemetry: bad values length {len(b) - at}")
         values = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
         return cls(k=v[0], work=v[1], residual=v[2], iterations=v[3], status=v[4], controller=v[5], flags=v[6], p=v[7], m=v[8], values=values)
+
+
+@dataclass
+class TelemetryBrief:
+    """telemetry_brief event: The answer to SENSOR_BRIEF: the period's status, iterations and input only; seq = k mod 256 (the host knows k). A repeat of the period is answered with the frame already sent, brief or not."""
+
+    TYPE: ClassVar[int] = 0x21
+    FORMAT: ClassVar[str] = "<BB"
+    FIXED_SIZE: ClassVar[int] = 2
+    TAIL_MAX: ClassVar[int] = 127
+    status: int = 0  # as in TELEMETRY
+    iterations: int = 0
+    u: list = field(default_factory=list)  # u[m]
+
+    def pack(self) -> bytes:
+        out = struct.pack(self.FORMAT, self.status, self.iterations)
+        if len(self.u) > self.TAIL_MAX:
+            raise ValueError(f"u: {len(self.u)} values, at most {self.TAIL_MAX}")
+        out += struct.pack(f"<{len(self.u)}f", *self.u)
+        return out
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "TelemetryBrief":
+        if len(b) < cls.FIXED_SIZE:
+            raise ValueError(f"TelemetryBrief: {len(b)} bytes, at least {cls.FIXED_SIZE}")
+        v = struct.unpack_from(cls.FORMAT, b, 0)
+        at = cls.FIXED_SIZE
+        if (len(b) - at) % 4 or (len(b) - at) // 4 > cls.TAIL_MAX:
+            raise ValueError(f"TelemetryBrief: bad u length {len(b) - at}")
+        u = list(struct.unpack_from(f"<{(len(b) - at) // 4}f", b, at))
+        return cls(status=v[0], iterations=v[1], u=u)
 
 
 @dataclass

@@ -113,7 +113,8 @@ def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
                   np.array(its), np.array(sts), np.array(res), np.array(work),
                   hello.clock_hz, lost, time.monotonic() - t0,
                   extra={"start": START_NOTE if source == "host" else "on-device plant",
-                         "resent": resent, "resends": client.resends},
+                         "resent": resent, "resends": client.resends,
+                         "brief": getattr(client, "brief_periods", 0)},
                   output_units=[s.unit for s in plant.outputs],
                   input_units=[s.unit for s in plant.inputs])
 
