@@ -1,5 +1,5 @@
 /* nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
- * (generator 1, schema 3050dd51c99650d7). Do not edit. */
+ * (generator 1, schema 587dfbb45e50572d). Do not edit. */
 #include "nnmpc_msgs.h"
 
 #include <string.h>
@@ -370,18 +370,23 @@ int nnmpc_limits_req_unpack(nnmpc_limits_req_t *m, const uint8_t *in, size_t len
 
 size_t nnmpc_pid_req_pack(const nnmpc_pid_req_t *m, uint8_t *out)
 {
-    size_t n = 128;
+    size_t n = 180;
     put_f32_array(out + 0, m->kp, 4);
     put_f32_array(out + 16, m->ki, 4);
     put_f32_array(out + 32, m->kd, 4);
     put_f32_array(out + 48, m->u_bias, 4);
     put_f32_array(out + 64, m->mix, 16);
+    put_f32_array(out + 128, m->kff, 4);
+    put_f32_array(out + 144, m->kdff, 4);
+    put_f32_array(out + 160, m->y_bias, 4);
+    put_u16(out + 176, m->lead);
+    put_u16(out + 178, m->reserved);
     return n;
 }
 
 int nnmpc_pid_req_unpack(nnmpc_pid_req_t *m, const uint8_t *in, size_t len)
 {
-    if (len != 128) {
+    if (len != 180) {
         return -1;
     }
     get_f32_array(m->kp, in + 0, 4);
@@ -389,6 +394,11 @@ int nnmpc_pid_req_unpack(nnmpc_pid_req_t *m, const uint8_t *in, size_t len)
     get_f32_array(m->kd, in + 32, 4);
     get_f32_array(m->u_bias, in + 48, 4);
     get_f32_array(m->mix, in + 64, 16);
+    get_f32_array(m->kff, in + 128, 4);
+    get_f32_array(m->kdff, in + 144, 4);
+    get_f32_array(m->y_bias, in + 160, 4);
+    m->lead = get_u16(in + 176);
+    m->reserved = get_u16(in + 178);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * nnmpc protocol messages, generated from firmware/protocol/schema.toml by
- * host/link/protogen.py (generator 1, schema 3050dd51c99650d7). Do not edit:
+ * host/link/protogen.py (generator 1, schema 587dfbb45e50572d). Do not edit:
  * change the schema and run `python -m nnmpc.host.link.protogen`.
  *
  * Each message part (request, reply, event) with fields has a struct and
@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define NNMPC_MSGS_VERSION 5
-#define NNMPC_MSGS_SCHEMA_HASH "3050dd51c99650d7"
+#define NNMPC_MSGS_SCHEMA_HASH "587dfbb45e50572d"
 #define NNMPC_MSGS_PAYLOAD_MAX 512
 #define NNMPC_MSGS_CHANNELS 4
 #define NNMPC_MSGS_STR_MAX 63
@@ -36,7 +36,7 @@ extern "C" {
 #define NNMPC_MSG_CONFIG 0x10 /* Controller, plant source, problem sizes, loop rate and solver limits (loop stopped). */
 #define NNMPC_MSG_WEIGHTS 0x11 /* Cost weights: output error q, move r, input regularisation s towards u_nom. */
 #define NNMPC_MSG_LIMITS 0x12 /* Input box limits and the input applied at start (and held on faults). */
-#define NNMPC_MSG_PID 0x13 /* PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs. */
+#define NNMPC_MSG_PID 0x13 /* PID per output with an optional feed-forward from the reference; u = u_bias + mix (m x p, row-major) times the PID outputs v, v_i = kp e + I + ki e - kd (y[k] - y[k-1]) + kff (r[k+lead] - y_bias) + kdff (r[k+lead+1] - r[k+lead]), e = r[k] - y[k]. */
 #define NNMPC_MSG_REFERENCE 0x14 /* Constant reference (p values); clears an uploaded trajectory (loop stopped). */
 #define NNMPC_MSG_TRAJECTORY 0x15 /* Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows. */
 #define NNMPC_MSG_START 0x16 /* Reset the controller state and start the loop. */
@@ -177,13 +177,18 @@ typedef struct {
 size_t nnmpc_limits_req_pack(const nnmpc_limits_req_t *m, uint8_t *out);
 int nnmpc_limits_req_unpack(nnmpc_limits_req_t *m, const uint8_t *in, size_t len);
 
-/* pid request: type 0x13, 128 fixed bytes. */
+/* pid request: type 0x13, 180 fixed bytes. */
 typedef struct {
     float kp[4];
     float ki[4];
     float kd[4];
     float u_bias[4];
     float mix[16];
+    float kff[4]; /* feed-forward gain on r[k+lead] - y_bias per output (0: none; 1: the static inverse through mix) */
+    float kdff[4]; /* feed-forward gain on r[k+lead+1] - r[k+lead] per output (0: none) */
+    float y_bias[4]; /* the output at u_bias: where the feed-forward is 0 */
+    uint16_t lead; /* periods ahead the feed-forward reads the reference (a trajectory's last row held) */
+    uint16_t reserved;
 } nnmpc_pid_req_t;
 size_t nnmpc_pid_req_pack(const nnmpc_pid_req_t *m, uint8_t *out);
 int nnmpc_pid_req_unpack(nnmpc_pid_req_t *m, const uint8_t *in, size_t len);

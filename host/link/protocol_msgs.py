@@ -1,5 +1,5 @@
 """nnmpc protocol messages, generated from firmware/protocol/schema.toml by host/link/protogen.py
-(generator 1, schema 3050dd51c99650d7). Do not edit: change the schema
+(generator 1, schema 587dfbb45e50572d). Do not edit: change the schema
 and run ``python -m nnmpc.host.link.protogen``.
 
 Each message part with fields is a dataclass with ``pack() -> bytes`` and
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 VERSION = 5
-SCHEMA_HASH = "3050dd51c99650d7"
+SCHEMA_HASH = "587dfbb45e50572d"
 PAYLOAD_MAX = 512
 CHANNELS = 4
 STR_MAX = 63
@@ -27,7 +27,7 @@ STATS = 0x04  # Link and loop counters.
 CONFIG = 0x10  # Controller, plant source, problem sizes, loop rate and solver limits (loop stopped).
 WEIGHTS = 0x11  # Cost weights: output error q, move r, input regularisation s towards u_nom.
 LIMITS = 0x12  # Input box limits and the input applied at start (and held on faults).
-PID = 0x13  # PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs.
+PID = 0x13  # PID per output with an optional feed-forward from the reference; u = u_bias + mix (m x p, row-major) times the PID outputs v, v_i = kp e + I + ki e - kd (y[k] - y[k-1]) + kff (r[k+lead] - y_bias) + kdff (r[k+lead+1] - r[k+lead]), e = r[k] - y[k].
 REFERENCE = 0x14  # Constant reference (p values); clears an uploaded trajectory (loop stopped).
 TRAJECTORY = 0x15  # Upload reference rows (p floats each) at row `offset` of a trajectory of `total` rows.
 START = 0x16  # Reset the controller state and start the loop.
@@ -368,19 +368,24 @@ class LimitsRequest:
 
 @dataclass
 class PidRequest:
-    """pid request: PID per output; u = u_bias + mix (m x p, row-major) times the PID outputs."""
+    """pid request: PID per output with an optional feed-forward from the reference; u = u_bias + mix (m x p, row-major) times the PID outputs v, v_i = kp e + I + ki e - kd (y[k] - y[k-1]) + kff (r[k+lead] - y_bias) + kdff (r[k+lead+1] - r[k+lead]), e = r[k] - y[k]."""
 
     TYPE: ClassVar[int] = 0x13
-    FORMAT: ClassVar[str] = "<4f4f4f4f16f"
-    FIXED_SIZE: ClassVar[int] = 128
+    FORMAT: ClassVar[str] = "<4f4f4f4f16f4f4f4fHH"
+    FIXED_SIZE: ClassVar[int] = 180
     kp: list = field(default_factory=lambda: [0] * 4)
     ki: list = field(default_factory=lambda: [0] * 4)
     kd: list = field(default_factory=lambda: [0] * 4)
     u_bias: list = field(default_factory=lambda: [0] * 4)
     mix: list = field(default_factory=lambda: [0] * 16)
+    kff: list = field(default_factory=lambda: [0] * 4)  # feed-forward gain on r[k+lead] - y_bias per output (0: none; 1: the static inverse through mix)
+    kdff: list = field(default_factory=lambda: [0] * 4)  # feed-forward gain on r[k+lead+1] - r[k+lead] per output (0: none)
+    y_bias: list = field(default_factory=lambda: [0] * 4)  # the output at u_bias: where the feed-forward is 0
+    lead: int = 0  # periods ahead the feed-forward reads the reference (a trajectory's last row held)
+    reserved: int = 0
 
     def pack(self) -> bytes:
-        out = struct.pack(self.FORMAT, *_array(self.kp, 4), *_array(self.ki, 4), *_array(self.kd, 4), *_array(self.u_bias, 4), *_array(self.mix, 16))
+        out = struct.pack(self.FORMAT, *_array(self.kp, 4), *_array(self.ki, 4), *_array(self.kd, 4), *_array(self.u_bias, 4), *_array(self.mix, 16), *_array(self.kff, 4), *_array(self.kdff, 4), *_array(self.y_bias, 4), self.lead, self.reserved)
         return out
 
     @classmethod
@@ -389,7 +394,7 @@ class PidRequest:
             raise ValueError(f"PidRequest: {len(b)} bytes, expected {cls.FIXED_SIZE}")
         v = struct.unpack_from(cls.FORMAT, b, 0)
         at = cls.FIXED_SIZE
-        return cls(kp=list(v[0:4]), ki=list(v[4:8]), kd=list(v[8:12]), u_bias=list(v[12:16]), mix=list(v[16:32]))
+        return cls(kp=list(v[0:4]), ki=list(v[4:8]), kd=list(v[8:12]), u_bias=list(v[12:16]), mix=list(v[16:32]), kff=list(v[32:36]), kdff=list(v[36:40]), y_bias=list(v[40:44]), lead=v[44], reserved=v[45])
 
 
 @dataclass
