@@ -366,6 +366,11 @@ def _reshape(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str
     return b.add_node("reshape", cfg["name"], [x], shape)
 
 
+def _rank(cls: str) -> int:
+    """The number of spatial axes of a Keras class named ...1D, ...2D or ...3D."""
+    return 1 if "1D" in cls else 3 if "3D" in cls else 2
+
+
 def _tuple(v, n: int) -> tuple[int, ...]:
     if isinstance(v, int):
         return (v,) * n
@@ -506,9 +511,16 @@ def _pool(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     _check_channels_last(b, cfg)
     shape = b.shape(x)
     rank = len(shape) - 1
-    if rank not in (1, 2) or ("1D" in cls and rank != 1) or ("2D" in cls and rank != 2):
+    if rank != _rank(cls):
         b.fail(name, f"{cls} on input shape {shape} is not supported")
     kind = "max" if "Max" in cls else "avg"
+    if rank == 3 and cls.startswith("Global"):   # the (D, H, W, C) volume as (D H W, C)
+        if cfg.get("keepdims"):
+            b.fail(name, f"{cls} with keepdims=True is not supported")
+        x = b.add_node("reshape", name, [x], (int(np.prod(shape[:-1])), shape[-1]))
+        shape, rank = b.shape(x), 1
+    elif rank == 3:
+        return _kl.pool3d(b, layer, cfg, inputs)
     if cls.startswith("Global"):
         if cfg.get("keepdims"):
             b.fail(name, f"{cls} with keepdims=True is not supported")
@@ -601,12 +613,12 @@ def _rescaling(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
 
 
 def _pad_crop(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
-    """ZeroPadding1D/2D (concatenation with zeros) and Cropping1D/2D (slices)."""
+    """ZeroPadding1D/2D/3D (concatenation with zeros) and Cropping1D/2D/3D (slices)."""
     (x,) = inputs
     name = cfg["name"]
     cls = layer.cls
     _check_channels_last(b, cfg)
-    rank = 1 if "1D" in cls else 2
+    rank = _rank(cls)
     shape = b.shape(x)
     if len(shape) != rank + 1:
         b.fail(name, f"{cls} on input shape {shape} is not supported")
@@ -614,7 +626,11 @@ def _pad_crop(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> st
     if rank == 1:
         amounts = [_tuple(amounts, 2)]
     else:
-        amounts = [_tuple(a, 2) for a in (amounts if not isinstance(amounts, int) else (amounts, amounts))]
+        amounts = [_tuple(a, 2) for a in (amounts if not isinstance(amounts, int)
+                                          else (amounts,) * rank)]
+        if len(amounts) != rank:
+            b.fail(name, f"{cls} amounts {cfg.get('padding', cfg.get('cropping'))} do not "
+                         f"match {rank} spatial axes")
     for ax, (before, after) in enumerate(amounts):
         shape = b.shape(x)
         if cls.startswith("Zero"):
@@ -695,12 +711,12 @@ def _on_axis(b: _Builder, name: str, x: str, ax: int, M: np.ndarray) -> str:
 
 
 def _upsampling(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
-    """UpSampling1D/2D: nearest as repeats (concatenations), 2-D bilinear as a dense along
+    """UpSampling1D/2D/3D: nearest as repeats (concatenations), 2-D bilinear as a dense along
     each spatial axis."""
     (x,) = inputs
     name = cfg["name"]
     cls = layer.cls
-    rank = 1 if "1D" in cls else 2
+    rank = _rank(cls)
     shape = b.shape(x)
     if len(shape) != rank + 1:
         b.fail(name, f"{cls} expects a {rank + 1}-D input (batch aside), got {shape}")
@@ -732,13 +748,53 @@ def _permute(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str
 
 
 def _time_distributed(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
+    """TimeDistributed(Dense) as one Dense on the last axis; of another layer (or a nested
+    model), the inner layer once per time step on its slice, the results joined in time."""
+    name = cfg["name"]
     inner = layer.inner
-    if inner is None or inner.cls != "Dense":
-        b.fail(cfg["name"], f"TimeDistributed({inner.cls if inner else '?'}) is not supported "
-                            "(supported: TimeDistributed(Dense))")
-    icfg = dict(inner.cfg)
-    icfg["name"] = cfg["name"]
-    return _dense(b, inner, icfg, inputs)
+    if isinstance(inner, LayerSpec) and inner.cls == "Dense":
+        icfg = dict(inner.cfg)
+        icfg["name"] = name
+        return _dense(b, inner, icfg, inputs)
+    cls = inner.cls if isinstance(inner, LayerSpec) else "a model" if inner else "?"
+    if inner is None or cls in _STATEFUL_INNER:
+        b.fail(name, f"TimeDistributed({cls}) is not supported (supported: a layer without "
+                     "state, or a model of such layers)")
+    (x,) = inputs
+    shape = b.shape(x)
+    if len(shape) < 2:
+        b.fail(name, f"TimeDistributed expects a (time, ...) input, got {shape}")
+    if isinstance(inner, ModelSpec):
+        _no_state_inside(b, name, inner)
+    rows = []
+    for t in range(shape[0]):
+        xt = b.add_node("slice", name, [x], (1,) + shape[1:], axis=0, start=t, stop=t + 1)
+        xt = b.add_node("reshape", name, [xt], shape[1:])
+        if isinstance(inner, ModelSpec):
+            outs = _walk(b, inner, [xt], None)[1]
+            if len(outs) != 1:
+                b.fail(name, "TimeDistributed of a model with several outputs is not supported")
+            yt = outs[0]
+        else:
+            icfg = dict(inner.cfg)
+            icfg["name"] = name
+            yt = _convert(b, LayerSpec(inner.cls, icfg, inner.weights, inner.inner,
+                                       inner.backward), [xt])
+        rows.append(b.add_node("reshape", name, [yt], (1,) + b.shape(yt)))
+    out = (shape[0],) + b.shape(rows[0])[1:]
+    return rows[0] if len(rows) == 1 else b.add_node("concat", name, rows, out, axis=0)
+
+
+#: Inner layers a TimeDistributed cannot run one step at a time (they carry state in time).
+_STATEFUL_INNER = ("SimpleRNN", "GRU", "LSTM", "Bidirectional")
+
+
+def _no_state_inside(b: _Builder, name: str, model: "ModelSpec") -> None:
+    for part in model.layers:
+        if isinstance(part, ModelSpec):
+            _no_state_inside(b, name, part)
+        elif part.cls in _STATEFUL_INNER:
+            b.fail(name, f"TimeDistributed of a model holding {part.cls} is not supported")
 
 
 def _bidirectional(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
@@ -873,10 +929,8 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     rec = np.asarray(layer.weight(b, "recurrent_kernel"), np.float64)
     use_bias = cfg.get("use_bias", True)
     act = _act(b, cfg.get("activation", "tanh"), name)
+    # (softmax, as either, acts on a gate's or the state's whole vector of units, as in Keras)
     ract = _act(b, cfg.get("recurrent_activation", "sigmoid"), name)
-    for k, _ in (act, ract):
-        if k == "softmax":
-            b.fail(name, "softmax as a recurrent activation is not supported")
     cell = _Cell(b, name)
     gates = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}[cls]
     if kernel.shape != (F, gates * H) or rec.shape != (H, gates * H):
@@ -952,6 +1006,9 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     return h
 
 
+# The lowerings that have a module of their own (it reads this module's helpers when called).
+from . import keras_lower as _kl  # noqa: E402
+
 #: Keras layer class -> (its lowering, what of it is supported). The Keras table of
 #: docs/COMPILER.md is made from this (:func:`layers_table`; a test checks that they agree).
 LAYERS: dict[str, tuple[Callable[..., str], str]] = {
@@ -967,6 +1024,8 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "Softmax": (_softmax, "the last axis"),
     "Conv1D": (_conv, "valid, same, causal; strides, dilation_rate, groups; channels_last"),
     "Conv2D": (_conv, "valid, same; strides, dilation_rate, groups; channels_last"),
+    "Conv3D": (_kl.conv3d, "valid, same; strides, dilation_rate; channels_last (a 2-D conv "
+                           "per output depth over the depths it reads, joined on channels)"),
     "Conv1DTranspose": (_conv_transpose, "valid, same; strides, dilation_rate; no "
                                          "output_padding; channels_last"),
     "Conv2DTranspose": (_conv_transpose, "as Conv1DTranspose"),
@@ -976,10 +1035,15 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "MaxPooling2D": (_pool, "valid, same; strides; channels_last"),
     "AveragePooling1D": (_pool, "valid, same; strides; channels_last"),
     "AveragePooling2D": (_pool, "valid, same; strides; channels_last"),
+    "MaxPooling3D": (_pool, "valid, same; strides; channels_last (two 2-D pools: over depth "
+                            "and height, then width)"),
+    "AveragePooling3D": (_pool, "as MaxPooling3D"),
     "GlobalAveragePooling1D": (_pool, "channels_last; `keepdims` False"),
     "GlobalAveragePooling2D": (_pool, "channels_last; `keepdims` False"),
     "GlobalMaxPooling1D": (_pool, "channels_last; `keepdims` False"),
     "GlobalMaxPooling2D": (_pool, "channels_last; `keepdims` False"),
+    "GlobalAveragePooling3D": (_pool, "channels_last; `keepdims` False"),
+    "GlobalMaxPooling3D": (_pool, "channels_last; `keepdims` False"),
     "Flatten": (_reshape, "channels_last (free)"),
     "Reshape": (_reshape, "any target shape, -1 too (free)"),
     "BatchNormalization": (_batchnorm, "inference statistics; any `axis` (the last: folded "
@@ -993,24 +1057,36 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "Maximum": (_merge, "equal shapes: t + relu(y - t)"),
     "Minimum": (_merge, "equal shapes: y - relu(y - t)"),
     "Concatenate": (_concat, "any axis but the batch"),
+    "Dot": (_kl.dot, "`axes` (one each, not the batch), `normalize` (x / max(norm, 1e-7) as "
+                     "x exp(-log(max(sum x^2, 1e-14)) / 2)): copies, a product, a sum"),
+    "Embedding": (_kl.embedding, "float indices, truncated and negative ones from the end as "
+                                 "Keras casts them: the table row exactly, Jacobian 0 (exact "
+                                 "0/1 steps, a one-hot, a Dense by the table)"),
     "SimpleRNN": (_recurrent, "unrolled over the window (and a one-step streaming form); "
                               "`return_sequences`, `go_backwards` (window form only); no "
-                              "`return_state`, `stateful`"),
+                              "`return_state`, `stateful`; any activation, `softmax` too (over "
+                              "the units)"),
     "GRU": (_recurrent, "as SimpleRNN; `reset_after` True and False"),
     "LSTM": (_recurrent, "as SimpleRNN"),
     "Normalization": (_normalization, "`axis` -1; `invert`"),
     "Rescaling": (_rescaling, "`scale`, `offset` (scalars or per last-axis feature)"),
     "ZeroPadding1D": (_pad_crop, "channels_last"),
     "ZeroPadding2D": (_pad_crop, "channels_last"),
+    "ZeroPadding3D": (_pad_crop, "channels_last"),
     "Cropping1D": (_pad_crop, "channels_last"),
     "Cropping2D": (_pad_crop, "channels_last"),
+    "Cropping3D": (_pad_crop, "channels_last"),
     "UpSampling1D": (_upsampling, "`size` (repeats, no weights)"),
     "RepeatVector": (_repeat_vector, "`n` copies of a vector as rows (no weights)"),
     "UpSampling2D": (_upsampling, "`size`; `interpolation` nearest (repeats) or bilinear "
                                   "(a Dense along each spatial axis; half-pixel centres, "
                                   "as tf.image.resize); channels_last and channels_first"),
+    "UpSampling3D": (_upsampling, "`size` (repeats, no weights); channels_last and "
+                                  "channels_first"),
     "Permute": (_permute, "any permutation"),
-    "TimeDistributed": (_time_distributed, "of Dense"),
+    "TimeDistributed": (_time_distributed, "of Dense (one Dense); of any layer without state "
+                                          "(Conv1D, Conv2D, pools, ...) or a model of them: "
+                                          "the layer once per time step"),
     "Bidirectional": (_bidirectional, "of SimpleRNN, GRU, LSTM; merge_mode concat, sum, mul, "
                                       "ave; window form only (Keras 3 files)"),
     "Identity": (_identity, "removed"),
