@@ -4,7 +4,7 @@
  *   init HZ                    nnmpc_control_init with a clock of HZ ticks per second
  *   config CTRL PERIOD BUDGET  CONFIG (controller 0 nr / 1 pid / 2 fd, period_us, budget_us):
  *                              prints "config RC BUDGET_TICKS PERIOD_US_KEPT BUDGET_US_KEPT"
- *   pid KP KI KD BIAS          PID gains (mix = 1)
+ *   pid KP KI KD BIAS [KFF KDFF YBIAS LEAD]  PID gains (mix = 1), feed-forward (default 0)
  *   limits LO HI INIT          input box and start input
  *   ylim LO HI                 the solver's plausible measurement range (both 0: default)
  *   ref R                      constant reference
@@ -42,8 +42,9 @@ int main(void)
     net.predict_jacobian = predict_jacobian;
     while (fgets(line, sizeof(line), stdin)) {
         char cmd[32];
-        double v[4] = {0, 0, 0, 0};
-        int n = sscanf(line, "%31s %lf %lf %lf %lf", cmd, &v[0], &v[1], &v[2], &v[3]);
+        double v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int n = sscanf(line, "%31s %lf %lf %lf %lf %lf %lf %lf %lf", cmd, &v[0], &v[1], &v[2],
+                       &v[3], &v[4], &v[5], &v[6], &v[7]);
         if (n < 1) {
             continue;
         }
@@ -77,6 +78,10 @@ int main(void)
             m.kd[0] = (float)v[2];
             m.u_bias[0] = (float)v[3];
             m.mix[0] = 1.0f;
+            m.kff[0] = (float)v[4];
+            m.kdff[0] = (float)v[5];
+            m.y_bias[0] = (float)v[6];
+            m.lead = (uint16_t)v[7];
             printf("pid %d\n", nnmpc_control_set_pid(&g_c, &m));
         } else if (!strcmp(cmd, "limits")) {
             nnmpc_limits_req_t m;

@@ -156,3 +156,126 @@ def test_microseconds_to_ticks_without_64_bit_division_is_exact(tmp_path):
                     "-lm", "-o", str(exe)], check=True)
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "0 of 2000099 differ", r.stdout
+
+
+# -- the PID with feed-forward: the firmware's law against the host's simulate_pid ----------
+class _FirstOrder:
+    """y+ = 0.8 y + 0.4 u, one output, one input in [-u_max, u_max], no noise: the plant of
+    pid_loop, in the interface simulate_pid takes."""
+
+    outputs, inputs, states = ("y",), ("u",), ("y",)
+    noise_std = ()
+
+    def __init__(self, u_max: float = 1.0):
+        self.u_low, self.u_high = np.array([-u_max]), np.array([u_max])
+
+    def steady_state(self, u):
+        return 2.0 * np.asarray(u, float)
+
+    def forward_kinematics(self, u):
+        return 2.0 * np.asarray(u, float)
+
+    def h(self, x, u):
+        return np.asarray(x, float)
+
+    def step(self, x, u):
+        return 0.8 * x + 0.4 * u
+
+
+def _device_run(exe: Path, pid: str, u_init: float, T: int, traj: bool = True,
+                u_max: float = 1.0):
+    """The host build of the control core in closed loop with _FirstOrder from rest under
+    u_init; the reference: the harness's trajectory 0.5 sin(0.1 k) (traj) or a constant 0.7.
+    Inputs in [-u_max, u_max]. Returns the inputs the device applied and its integrator, per
+    period."""
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin and proc.stdout
+    setup = ["init 1000000", "config 1 0 0", f"pid {pid}",
+             f"limits {-u_max:.9g} {u_max:.9g} {u_init:.9g}",
+             f"traj {T}" if traj else "ref 0.7", "start"]
+    proc.stdin.write("\n".join(setup) + "\n")
+    proc.stdin.flush()
+    replies = [proc.stdout.readline().split() for _ in range(5)]
+    assert all(r[1] == "0" for r in replies), replies
+    y = float(np.float32(2.0 * np.float32(u_init)))
+    us, integ = [], []
+    for _ in range(T):
+        proc.stdin.write(f"period {y:.9g}\n")
+        proc.stdin.flush()
+        t = proc.stdout.readline().split()
+        us.append(float(np.float32(t[2])))      # 9 digits: the device's float32 exactly
+        integ.append(float(np.float32(t[3])))
+        y = float(np.float32(0.8 * y + 0.4 * us[-1]))
+    proc.stdin.close()
+    assert proc.wait() == 0
+    return np.array(us), np.array(integ)
+
+
+def test_pid_feedforward_on_the_device_is_simulate_pid(harness):
+    """The firmware's PID with feed-forward (kff on r[k+lead] - y_bias, kdff on the
+    reference's step ahead) and the host's simulate_pid, which tunes it, give the same inputs
+    (float32 on the device, float64 on the host), saturation and anti-windup included."""
+    from nnmpc.host.loop.pid import simulate_pid
+
+    T, u_bias, lead = 80, 0.1, 3
+    kp, ki, kd, kff, kdff, u_max = 1.5, 0.2, 0.3, 0.9, 6.0, 0.25
+    y_bias = 2.0 * u_bias
+    u_dev, _ = _device_run(harness, f"{kp} {ki} {kd} {u_bias} {kff} {kdff} {y_bias} {lead}",
+                           u_bias, T, u_max=u_max)
+    assert np.sum(np.abs(u_dev) == u_max) >= 3   # the input saturates: the anti-windup acts
+    refs = np.asarray(np.float32(0.5 * np.sin(0.1 * np.arange(T))), float)[:, None]
+    plant = _FirstOrder(u_max)
+    _, u_host = simulate_pid(plant, refs, np.array([[kp, ki, kd, kff, kdff]]), np.array([u_bias]),
+                             np.eye(1), (0,), seed=None, lead=lead, history=True)
+    np.testing.assert_allclose(u_dev, u_host[0, :, 0], atol=2e-5)
+    # Each term counts: without the feed-forward, or with another lead, the inputs differ.
+    _, u_nff = simulate_pid(plant, refs, np.array([[kp, ki, kd]]), np.array([u_bias]),
+                            np.eye(1), (0,), seed=None, history=True)
+    _, u_l2 = simulate_pid(plant, refs, np.array([[kp, ki, kd, kff, kdff]]), np.array([u_bias]),
+                           np.eye(1), (0,), seed=None, lead=2, history=True)
+    assert np.abs(u_dev - u_nff[0, :, 0]).max() > 0.05
+    assert np.abs(u_dev - u_l2[0, :, 0]).max() > 0.01
+
+
+def test_zero_feedforward_is_the_old_pid_law_bit_for_bit(harness):
+    """kff = kdff = 0 (whatever y_bias and lead say) is the PID without feed-forward: on the
+    device, the old law computed step by step in float32 gives the very same inputs and
+    integrator; on the host, simulate_pid with five gains (the last two 0) is the three-gain
+    simulation to the last bit."""
+    from nnmpc.host.loop.pid import simulate_pid
+
+    f = np.float32
+    T, u_bias = 60, 0.1
+    kp, ki, kd = f(2.5), f(0.15), f(0.4)
+    u0, i0 = _device_run(harness, f"{kp} {ki} {kd} {u_bias}", u_bias, T, traj=False)
+    u1, i1 = _device_run(harness, f"{kp} {ki} {kd} {u_bias} 0 0 0.37 5", u_bias, T, traj=False)
+    np.testing.assert_array_equal(u1, u0)
+    np.testing.assert_array_equal(i1, i0)
+    # The old law (nnmpc_control.c before the feed-forward), float32, operation by operation.
+    r, ub = f(0.7), f(u_bias)
+    y = f(f(2.0) * ub)
+    y_prev, integ, us, integs = y, f(0.0), [], []
+    for _ in range(T):
+        e = f(r - y)
+        v = f(f(f(f(kp * e) + integ) + f(ki * e)) - f(kd * f(y - y_prev)))
+        s = f(ub + f(f(1.0) * v))
+        u = f(min(max(s, f(-1.0)), f(1.0)))
+        if u == s:
+            integ = f(integ + f(ki * f(r - y)))
+        y_prev = y
+        us.append(float(u))
+        integs.append(float(integ))
+        y = f(0.8 * float(y) + 0.4 * float(u))
+    assert np.sum(np.abs(us) == 1.0) >= 1
+    np.testing.assert_array_equal(u0, us)
+    np.testing.assert_array_equal(i0, integs)
+    # The host simulation: five gains with kff = kdff = 0 are the three-gain law exactly.
+    plant = _FirstOrder()
+    refs = np.asarray(np.float32(0.5 * np.sin(0.1 * np.arange(T))), float)[:, None]
+    g3 = np.array([[2.5, 0.15, 0.4], [0.8, 0.0, 0.1]])
+    a = simulate_pid(plant, refs, g3, np.array([u_bias]), np.eye(1), (0,), seed=None,
+                     history=True)
+    b = simulate_pid(plant, refs, np.hstack([g3, np.zeros((2, 2))]), np.array([u_bias]),
+                     np.eye(1), (0,), seed=None, lead=4, y_bias=np.array([0.37]), history=True)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

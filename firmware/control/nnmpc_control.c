@@ -192,7 +192,8 @@ int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m)
     }
     if (!all_finite(m->kp, NNMPC_CH) || !all_finite(m->ki, NNMPC_CH) ||
         !all_finite(m->kd, NNMPC_CH) || !all_finite(m->u_bias, NNMPC_CH) ||
-        !all_finite(m->mix, 16)) {
+        !all_finite(m->mix, 16) || !all_finite(m->kff, NNMPC_CH) ||
+        !all_finite(m->kdff, NNMPC_CH) || !all_finite(m->y_bias, NNMPC_CH)) {
         return NNMPC_ERR_BAD_VALUE;
     }
     c->pid = *m;
@@ -457,7 +458,10 @@ static const float *ref_at(const nnmpc_control_t *c, uint32_t k)
 }
 
 /* PID per output, discrete gains, derivative on the measurement, mixed to the inputs;
- * the integrators only move while no input they drive is saturated. A measurement that the
+ * the integrators only move while no input they drive is saturated. Feed-forward (an output
+ * with kff or kdff non-zero): v += kff (r[k+lead] - y_bias) + kdff (r[k+lead+1] - r[k+lead])
+ * from the trajectory buffer (its last row held); kff = 1 is the static inverse through mix
+ * around (u_bias, y_bias). Both zero: the PID without it, the same operations. A measurement that the
  * solver's plausibility check refuses (non-finite, or outside [y_lo, y_hi] / |y| <=
  * NNMPC_Y_LIMIT) holds u and leaves the integrators and the derivative's memory alone: the
  * next good measurement carries on from the last good one. Returns the status. */
@@ -479,6 +483,10 @@ static uint8_t pid_period(nnmpc_control_t *c, const float *y, const float *r)
     for (i = 0; i < p; ++i) {
         const float e = r[i] - y[i];
         v[i] = g->kp[i] * e + c->integ[i] + g->ki[i] * e - g->kd[i] * (y[i] - c->y_prev[i]);
+        if (g->kff[i] != 0.0f || g->kdff[i] != 0.0f) {
+            const float *rl = ref_at(c, c->k + g->lead), *rl1 = ref_at(c, c->k + g->lead + 1u);
+            v[i] += g->kff[i] * (rl[i] - g->y_bias[i]) + g->kdff[i] * (rl1[i] - rl[i]);
+        }
     }
     for (a = 0; a < m; ++a) {
         float s = g->u_bias[a];

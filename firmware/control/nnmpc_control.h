@@ -5,7 +5,8 @@
  * (generated message structs, nnmpc_msgs.h), the reference (constant or an uploaded
  * trajectory), three controllers on one interface:
  *   nr  - the Newton MPC solver (nnmpc_solver.h) on the compiled net's exact Jacobian;
- *   pid - PID per output with discrete gains, mixed to the inputs, conditional integration;
+ *   pid - PID per output with discrete gains, mixed to the inputs, conditional integration,
+ *         optionally a feed-forward from the reference `lead` periods ahead;
  *   fd  - the reference implementation's scheme: one Newton step per period from central
  *         finite differences, a scalar Hessian and clipping;
  * and an on-device plant (a mass-spring-damper) for runs without the host in the loop.

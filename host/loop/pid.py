@@ -26,39 +26,71 @@ def pid_mix(plant: Plant, tracked: tuple[int, ...],
     return u0, mix
 
 
+def pid_y_bias(plant: Plant, u_bias) -> np.ndarray:
+    """The output at the input bias (the plant at rest under ``u_bias``): the point the
+    feed-forward's static inverse ``mix`` is taken around."""
+    return np.asarray(plant.forward_kinematics(np.asarray(u_bias, float)), float)
+
+
 def simulate_pid(plant: Plant, refs: np.ndarray, gains: np.ndarray, u_bias, mix,
-                 tracked, seed: int | None = 1, preview: int = 0) -> np.ndarray:
-    """The firmware's PID law (nnmpc_control.c) on the plant for a batch of gain triples
-    (B x 3: kp, ki, kd, same for every tracked output), with the plant's sensor noise (seed
-    None: none); returns the tracking RMS (noise-free outputs) per triple. ``preview`` = L:
-    the PID is given the reference L periods ahead (r[k + L], the last point held) and is
-    scored on r[k]."""
+                 tracked, seed: int | None = 1, preview: int = 0, *, lead: int = 0,
+                 y_bias=None, history: bool = False):
+    """The firmware's PID law (nnmpc_control.c ``pid_period``) on the plant for a batch of
+    gain rows, with the plant's sensor noise (seed None: none); returns the tracking RMS
+    (noise-free outputs) per row (and, with ``history``, the inputs applied, B x T x m).
+
+    ``gains``: B x 3 (kp, ki, kd) or B x 5 (kp, ki, kd, kff, kdff), the same for every tracked
+    output. Per tracked output i, with e = r[k] - y[k]:
+    v = kp e + I + ki e - kd (y[k] - y[k-1]) + kff (r[k+L] - y_bias) + kdff (r[k+L+1] - r[k+L]),
+    u = clip(u_bias + mix v), and I += ki e while no input is clipped. The first period's
+    derivative is 0 (the first measurement is its own predecessor, as on the device). The
+    feed-forward reads the reference L = ``lead`` periods ahead (the last point held);
+    ``y_bias`` is the output at ``u_bias`` (default :func:`pid_y_bias`): kff = 1 is the static
+    inverse through ``mix``. ``preview`` = P: the PID is given r[k + P] in place of r[k] (the
+    uploaded reference shifted) and is scored on r[k]. With B x 3 gains (or kff = kdff = 0)
+    this is the PID without feed-forward."""
     rng = None if seed is None else np.random.default_rng(seed)
+    gains = np.asarray(gains, float)
     B, T = len(gains), len(refs)
     seen = preview_reference(refs, preview)
     p = len(plant.outputs)
     kp, ki, kd = (gains[:, i:i + 1] for i in range(3))
-    x = np.broadcast_to(plant.steady_state(np.asarray(u_bias)[None]), (B, len(plant.states))).copy()
-    integ = np.zeros((B, p))
-    y_prev = plant.h(x, np.broadcast_to(u_bias, (B, len(u_bias))))
+    ff = gains.shape[1] > 3
     sel = np.zeros(p)
     sel[list(tracked)] = 1.0
+    if ff:
+        kff, kdff = gains[:, 3:4], gains[:, 4:5]
+        yb = pid_y_bias(plant, u_bias) if y_bias is None else np.asarray(y_bias, float)
+        r_l = preview_reference(seen, lead)
+        d_l = (preview_reference(seen, lead + 1) - r_l) * sel
+        r_l = (r_l - yb) * sel
+    x = np.broadcast_to(plant.steady_state(np.asarray(u_bias)[None]), (B, len(plant.states))).copy()
+    integ = np.zeros((B, p))
+    y_prev = None
     err2 = np.zeros(B)
+    us = np.zeros((B, T, len(u_bias))) if history else None
     for k in range(T):
         y = plant.h(x, np.broadcast_to(u_bias, (B, len(u_bias))))
         err2 += (((refs[k] - y) * sel) ** 2).sum(axis=1)
         if rng is not None and plant.noise_std:
             y = y + rng.normal(0.0, plant.noise_std, size=y.shape)
+        if y_prev is None:
+            y_prev = y
         e = (seen[k] - y) * sel
         v = kp * e + integ + ki * e - kd * (y - y_prev) * sel
+        if ff:
+            v = v + (kff * r_l[k] + kdff * d_l[k])
         s = u_bias + v @ mix.T
         u = np.clip(s, plant.u_low, plant.u_high)
         sat = np.any(u != s, axis=1, keepdims=True)
         integ = np.where(sat, integ, integ + ki * e)
         y_prev = y
+        if history:
+            us[:, k] = u
         x = plant.step(x, u)
         x = np.where(np.isfinite(x), x, 1e6)
-    return np.sqrt(err2 / (T * len(tracked)))
+    rms = np.sqrt(err2 / (T * len(tracked)))
+    return (rms, us) if history else rms
 
 
 def preview_reference(refs: np.ndarray, preview: int) -> np.ndarray:
@@ -101,6 +133,18 @@ KP_GRID = np.geomspace(0.01, 100.0, 13)
 KI_GRID = np.geomspace(1e-4, 10.0, 11)
 KD_GRID = np.geomspace(0.01, 100.0, 9)
 MAX_EXTENSIONS = 6
+GAINS = ("kp", "ki", "kd")
+#: The PID with feed-forward: the five gains are searched together, on a coarser first grid
+#: (0 added to every axis but kp's), then finer grids of FF_POINTS values per gain; the lead L
+#: over FF_LEADS (extended while the best is the largest).
+FF_GAINS = ("kp", "ki", "kd", "kff", "kdff")
+FF_GRIDS = (np.geomspace(0.01, 100.0, 7), np.geomspace(1e-4, 10.0, 6),
+            np.geomspace(0.01, 100.0, 5), np.array([0.25, 0.5, 1.0, 2.0]),
+            np.geomspace(0.1, 100.0, 4))
+FF_POINTS = 5
+FF_LEADS = (0, 1, 2, 3, 4, 6, 8)
+FF_REFINED_LEADS = 2     # the leads with the best first grids get the finer grids
+SPANS = (2.0, 2.0, 1.4, 1.4, 1.2, 1.2)
 
 
 def _axis(values, zero: bool) -> np.ndarray:
@@ -108,68 +152,123 @@ def _axis(values, zero: bool) -> np.ndarray:
     return np.concatenate([[0.0], v]) if zero else v
 
 
-def _grid_best(plant, refs, axes, u_bias, mix, tracked, seed, preview):
-    G = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
-    rms = simulate_pid(plant, refs, G, u_bias, mix, tracked, seed, preview)
+def _grid_best(plant, refs, axes, u_bias, mix, tracked, seed, preview, lead=0, y_bias=None):
+    G = np.array(np.meshgrid(*axes, indexing="ij")).reshape(len(axes), -1).T
+    rms = simulate_pid(plant, refs, G, u_bias, mix, tracked, seed, preview, lead=lead,
+                       y_bias=y_bias)
     rms = np.where(np.isfinite(rms), rms, np.inf)
     i = int(np.argmin(rms))
     return G[i], float(rms[i])
 
 
-def _edges(axes, best) -> list[str]:
-    """Axes whose best value is at an end of the range searched (0 is a natural end of ki and
-    kd: no integral or derivative action)."""
+def _edges(axes, best, names=GAINS) -> list[str]:
+    """Axes whose best value is at an end of the range searched (0 is a natural end of every
+    gain but kp: no integral, derivative or feed-forward action)."""
     out = []
-    for name, ax, v in zip(("kp", "ki", "kd"), axes, best):
+    for name, ax, v in zip(names, axes, best):
         nz = ax[ax > 0]
         if v > 0 and (v >= nz.max() or (v <= nz.min() and name == "kp")):
             out.append(name)
     return out
 
 
-def _search(plant, refs, u_bias, mix, tracked, seed, preview) -> dict:
-    axes = [KP_GRID.copy(), _axis(KI_GRID, True), _axis(KD_GRID, True)]
+def _coarse(plant, refs, axes, u_bias, mix, tracked, seed, preview, names, lead=0,
+            y_bias=None):
+    """The first grid, an axis extended past an end while its best is there."""
+    axes = [a.copy() for a in axes]
     for ext in range(MAX_EXTENSIONS + 1):
-        best, rms = _grid_best(plant, refs, axes, u_bias, mix, tracked, seed, preview)
-        edge = _edges(axes, best)
+        best, rms = _grid_best(plant, refs, axes, u_bias, mix, tracked, seed, preview, lead,
+                               y_bias)
+        edge = _edges(axes, best, names)
         if not edge or ext == MAX_EXTENSIONS:
             break
-        for i, name in enumerate(("kp", "ki", "kd")):
+        for i, name in enumerate(names):
             if name in edge:
                 nz = axes[i][axes[i] > 0]
                 step = nz[1] / nz[0]
                 more = (nz.max() * step ** np.arange(1, 4) if best[i] >= nz.max()
                         else nz.min() / step ** np.arange(1, 4))
                 axes[i] = _axis(np.concatenate([nz, more]), i > 0)
+    return axes, best, rms, ext
+
+
+def _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed, preview, names,
+            points=7, lead=0, y_bias=None):
+    """Finer grids around the best, recentred while the best sits on their edge."""
     seen = [list(a) for a in axes]     # every value searched, per gain
-    extensions = ext
-    # Finer grids around the best, recentred while the best sits on their edge.
-    loc = axes
-    for span in (2.0, 2.0, 1.4, 1.4, 1.2, 1.2):
+    for span in SPANS:
         loc = []
         for i, v in enumerate(best):
             if v > 0:
-                loc.append(_axis(v * np.geomspace(1 / span, span, 7), i > 0))
+                loc.append(_axis(v * np.geomspace(1 / span, span, points), i > 0))
             else:
                 nz = axes[i][axes[i] > 0]
                 loc.append(_axis(nz[:2], True))
-        b, r = _grid_best(plant, refs, loc, u_bias, mix, tracked, seed, preview)
-        for i in range(3):
+        b, r = _grid_best(plant, refs, loc, u_bias, mix, tracked, seed, preview, lead, y_bias)
+        for i in range(len(names)):
             seen[i] += list(loc[i])
         if r < rms:
             best, rms = b, r
+    return best, rms, seen
+
+
+def _result(axes, best, rms, seen, ext, names, preview) -> dict:
     # At an edge: the best is the largest (or, for kp, the smallest) value searched at all.
     span = [np.asarray(v) for v in seen]
-    on_edge = _edges([np.unique(v) for v in span], best)
+    on_edge = _edges([np.unique(v) for v in span], best, names)
     coarse = {"kp": [float(span[0][span[0] > 0].min()), float(span[0].max())],
-              "ki": [0.0, float(span[1].max())], "kd": [0.0, float(span[2].max())],
-              "points": int(np.prod([len(a) for a in axes])), "extensions": extensions}
-    return {"kp": float(best[0]), "ki": float(best[1]), "kd": float(best[2]),
-            "preview": int(preview), "model_rms": rms, "grid": coarse, "on_edge": on_edge}
+              **{n: [0.0, float(span[i].max())] for i, n in enumerate(names) if i > 0},
+              "points": int(np.prod([len(a) for a in axes])), "extensions": ext}
+    return {**{n: float(best[i]) for i, n in enumerate(names)}, "preview": int(preview),
+            "model_rms": rms, "grid": coarse, "on_edge": on_edge}
+
+
+def _search(plant, refs, u_bias, mix, tracked, seed, preview) -> dict:
+    axes = [KP_GRID.copy(), _axis(KI_GRID, True), _axis(KD_GRID, True)]
+    axes, best, rms, ext = _coarse(plant, refs, axes, u_bias, mix, tracked, seed, preview,
+                                   GAINS)
+    best, rms, seen = _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed,
+                              preview, GAINS)
+    return _result(axes, best, rms, seen, ext, GAINS, preview)
+
+
+def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, leads=FF_LEADS) -> dict:
+    """kp, ki, kd, kff, kdff and the lead L: the first grid for every lead (the leads extended
+    while the best is the largest), finer grids for the FF_REFINED_LEADS best."""
+    axes0 = [FF_GRIDS[0].copy()] + [_axis(g, True) for g in FF_GRIDS[1:]]
+    leads = sorted(set(int(L) for L in leads))
+    first: dict = {}
+    lead_ext = 0
+    while True:
+        for L in leads:
+            if L not in first:
+                first[L] = _coarse(plant, refs, axes0, u_bias, mix, tracked, seed, 0,
+                                   FF_GAINS, L, y_bias)
+        top = min(first, key=lambda L: first[L][2])
+        if top < max(leads) or len(leads) < 2 or lead_ext == MAX_EXTENSIONS:
+            break
+        step = leads[-1] - leads[-2]
+        leads += [leads[-1] + step * i for i in (1, 2)]
+        lead_ext += 1
+    out = None
+    for L in sorted(first, key=lambda L: first[L][2])[:FF_REFINED_LEADS]:
+        axes, best, rms, ext = first[L]
+        best, rms, seen = _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed,
+                                  0, FF_GAINS, FF_POINTS, L, y_bias)
+        r = _result(axes, best, rms, seen, ext, FF_GAINS, 0)
+        r["lead"] = int(L)
+        if out is None or r["model_rms"] < out["model_rms"]:
+            out = r
+    out["grid"]["lead"] = [min(leads), max(leads)]
+    out["grid"]["lead_extensions"] = lead_ext
+    out["grid"]["points"] *= len(leads)
+    if out["lead"] >= max(leads) and len(leads) > 1:
+        out["on_edge"].append("lead")
+    return out
 
 
 def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: int = 1,
-             u_run=None) -> dict:
+             u_run=None, feedforward: bool = False, leads=FF_LEADS) -> dict:
     """Grid search of (kp, ki, kd) on the plant model for the reference ``refs`` (and of the
     preview, over ``previews`` periods), then finer grids around the best; gains are discrete
     (per period), as the firmware uses them. The first grid spans kp 0.01-100, ki 0 and
@@ -177,15 +276,26 @@ def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: in
     it; ``on_edge`` names the gains still at an end after that (none, normally). The plant
     starts at rest under ``u0`` (the PID's bias while tuning; default the middle of the
     range); ``u_run``, if given, is the bias (and the mixing point) of the run the gains are
-    for."""
+    for.
+
+    ``feedforward``: the PID with feed-forward (:func:`simulate_pid` with five gains): kp,
+    ki, kd, kff (0 and 0.25-2) and kdff (0 and 0.1-100) searched together, for every lead L
+    of ``leads`` (extended while the best L is the largest), no preview; the result also has
+    ``kff``, ``kdff``, ``lead`` and ``y_bias``."""
     st = setup_for(plant)
     u_bias, mix = pid_mix(plant, st.tracked, u0)
-    best = None
-    for L in previews:
-        r = _search(plant, refs, u_bias, mix, st.tracked, seed, L)
-        if best is None or r["model_rms"] < best["model_rms"]:
-            best = r
+    if feedforward:
+        best = _search_ff(plant, refs, u_bias, mix, st.tracked, seed,
+                          pid_y_bias(plant, u_bias), leads)
+    else:
+        best = None
+        for L in previews:
+            r = _search(plant, refs, u_bias, mix, st.tracked, seed, L)
+            if best is None or r["model_rms"] < best["model_rms"]:
+                best = r
     if u_run is not None:
         u_bias, mix = pid_mix(plant, st.tracked, u_run)
     best.update(u_bias=u_bias, mix=mix)
+    if feedforward:
+        best["y_bias"] = pid_y_bias(plant, u_bias)
     return best
