@@ -1,8 +1,11 @@
 """Keras layers lowered onto the existing IR ops (BatchNormalization on any axis, shared layers,
-PReLU, Maximum/Minimum, UpSampling1D/2D, ReLU with a threshold, SpatialDropout3D), compiled to
-C, built with the host cc and compared with Keras: outputs within 1e-5 (1 + |y|), Jacobians
-against GradientTape within 1e-4 (1 + |J|). Also the refusals (stateful RNNs, interpolations
-other than nearest/bilinear) and the generated Keras table of docs/COMPILER.md."""
+PReLU, Maximum/Minimum, UpSampling1D/2D/3D, ReLU with a threshold, SpatialDropout3D, Embedding,
+Dot, TimeDistributed of any stateless layer, softmax in recurrent cells, Conv3D, the 3-D pools,
+ZeroPadding3D, Cropping3D), compiled to C, built with the host cc and compared with Keras:
+outputs within 1e-5 (1 + |y|) (an Embedding's rows bit for bit), Jacobians against
+GradientTape within 1e-4 (1 + |J|). Also the refusals (stateful RNNs, interpolations other
+than nearest/bilinear, a quantized Embedding, TimeDistributed of a recurrent layer) and the
+generated Keras table of docs/COMPILER.md."""
 
 from __future__ import annotations
 
@@ -323,3 +326,145 @@ def test_conv_transpose_1d_and_2d(tmp_path, rng, padding):
     J_k = np.concatenate([tape.batch_jacobian(y, t).numpy().reshape(20, y.shape[1], -1)
                           for t in (t1, t2)], axis=2)
     assert rel_err(J_c[:20], J_k) <= 1e-4
+
+
+# ---- 9. Embedding (float indices), Dot, TimeDistributed of any layer, softmax RNNs ----------
+
+def test_embedding_reads_the_rows_keras_reads_bit_for_bit(tmp_path):
+    """Keras truncates float indices to int32 and reads a negative one from the end of the
+    table; the C gives the same rows exactly (and a zero Jacobian) at integers, the floats
+    next to them, halves, -0.0 and in a model with a continuous input beside the indices."""
+    idx, x = keras.Input((6,), name="idx"), keras.Input((2,), name="x")
+    e = L.Flatten()(L.Embedding(5, 3, name="emb")(idx))
+    m = keras.Model([idx, x], L.Concatenate()([e, L.Dense(2, activation="tanh")(x)]))
+    randomise(m, 11)
+    path = tmp_path / "emb.keras"
+    m.save(path)
+    compile_model(path, tmp_path / "out", name="net")
+    host = build_host(tmp_path / "out", "net", 8, 20)
+    vals = [float(k) for k in range(-5, 5)] + [-0.0, 0.5, -0.5, 4.5, -4.5, 2.999, -3.001]
+    vals += [float(np.nextafter(np.float32(k), np.float32(d))) for k in range(-5, 5)
+             for d in (-9, 9) if -5 < np.nextafter(np.float32(k), np.float32(d)) < 5]
+    vals = np.array(vals, np.float32)
+    rows = np.array([np.roll(vals, k)[:6] for k in range(len(vals))], np.float32)
+    xs = np.random.default_rng(0).uniform(-2, 2, (len(rows), 2)).astype(np.float32)
+    y_c, J_c = host.run(np.concatenate([rows, xs], axis=1))
+    y_k = np.concatenate([np.asarray(t) for t in [m([rows, xs], training=False)]], axis=1)
+    assert np.array_equal(y_c[:, :18], y_k[:, :18])          # the table rows, bit for bit
+    assert rel_err(y_c[:, 18:], y_k[:, 18:]) <= 1e-5
+    assert not np.any(J_c[:, :, :6])                         # no derivative by an index
+    xt = tf.constant(xs)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        yt = m([tf.constant(rows), xt], training=False)
+    assert rel_err(J_c[:, :, 6:], tape.batch_jacobian(yt, xt).numpy()) <= 1e-4
+
+
+def test_embedding_with_a_quantized_table_is_refused(tmp_path):
+    m = keras.Sequential([keras.Input((3,)), L.Embedding(4, 2, name="emb_q")])
+    m.quantize("int8")
+    m.save(tmp_path / "q.keras")
+    with pytest.raises(CompileError) as e:
+        load_model(tmp_path / "q.keras")
+    msg = str(e.value)
+    assert "emb_q" in msg and "Embedding" in msg and "\n" not in msg
+
+
+def test_dot_axes_ranks_and_normalize(tmp_path, rng):
+    """Dot as Keras' batch_dot: a matrix product, vectors, a leading axis, a rank-3 operand,
+    negative axes, and normalize=True (cosine), on tensors computed from one input."""
+    x = keras.Input((10,), name="x")
+
+    def part(shape, act="tanh"):
+        h = L.Dense(int(np.prod(shape)), activation=act)(x)
+        return L.Reshape(shape)(h)
+
+    outs = [
+        L.Dot(axes=(2, 1))([part((3, 4)), part((4, 5))]),               # (3, 5)
+        L.Dot(axes=1)([part((4,)), part((4,))]),                         # (1,)
+        L.Dot(axes=1)([part((3, 4)), part((3, 2))]),                     # (4, 2)
+        L.Dot(axes=(3, 1))([part((2, 3, 4)), part((4, 3))]),             # (2, 3, 3)
+        L.Dot(axes=(1, -1))([part((3,)), part((2, 3))]),                 # (2,)
+        L.Dot(axes=(2, 2), normalize=True)([part((3, 4)), part((4, 4))]),  # (3, 4)
+        L.Dot(axes=1, normalize=True)([part((5,), None), part((5,), None)]),  # (1,)
+    ]
+    m = keras.Model(x, [L.Flatten()(o) if len(o.shape) > 2 else o for o in outs])
+    randomise(m, 12)
+    check(tmp_path, m, uniform(rng, (10,)), "dot")
+
+
+@pytest.mark.parametrize("cls", ["SimpleRNN", "GRU", "LSTM"])
+def test_recurrent_layers_with_softmax_activations(tmp_path, rng, cls):
+    """softmax (over the units, as Keras applies it) as the activation and as the recurrent
+    activation (GRU both with reset_after True and False)."""
+    R = getattr(L, cls)
+    inp = keras.Input((5, 3))
+    a = R(4, activation="softmax", return_sequences=True)(inp)
+    kw = {} if cls == "SimpleRNN" else {"recurrent_activation": "softmax"}
+    if cls == "GRU":
+        kw["reset_after"] = False
+    c = R(3, activation="softsign", **kw)(a)
+    m = keras.Model(inp, [L.Flatten()(a), c])
+    randomise(m, 13)
+    check(tmp_path, m, uniform(rng, (5, 3), n=150), f"softmax_{cls}", n_jac=40)
+
+
+def test_time_distributed_convolutions_pools_and_a_model(tmp_path, rng):
+    """TimeDistributed of Conv1D (causal, strides), MaxPooling1D, Conv2D, a global pool and a
+    nested Sequential: the inner layer once per time step."""
+    seq_in = keras.Input((3, 7, 2), name="seq")
+    a = L.TimeDistributed(L.Conv1D(3, 3, padding="causal", activation="elu"))(seq_in)
+    a = L.TimeDistributed(L.MaxPooling1D(2))(a)                              # (3, 3, 3)
+    inner = keras.Sequential([keras.Input((3, 3)), L.Conv1D(2, 2, strides=1), L.Flatten(),
+                              L.Dense(2, activation="tanh")])
+    a = L.TimeDistributed(inner)(a)                                          # (3, 2)
+    m1 = keras.Model(seq_in, a)
+    randomise(m1, 14)
+    check(tmp_path, m1, uniform(rng, (3, 7, 2), n=100), "td_1d")
+    img_in = keras.Input((2, 5, 4, 2), name="frames")
+    b_ = L.TimeDistributed(L.Conv2D(3, (2, 3), strides=(2, 1), padding="same"))(img_in)
+    b_ = L.TimeDistributed(L.GlobalAveragePooling2D())(b_)                  # (2, 3)
+    m2 = keras.Model(img_in, L.Dense(2)(L.Flatten()(b_)))
+    randomise(m2, 15)
+    check(tmp_path, m2, uniform(rng, (2, 5, 4, 2), n=100), "td_2d")
+
+
+def test_time_distributed_recurrent_layer_is_refused(tmp_path):
+    m = keras.Sequential([keras.Input((2, 4, 3)), L.TimeDistributed(L.GRU(2), name="td_gru")])
+    m.save(tmp_path / "t.keras")
+    with pytest.raises(CompileError) as e:
+        load_model(tmp_path / "t.keras")
+    msg = str(e.value)
+    assert "td_gru" in msg and "TimeDistributed(GRU) is not supported" in msg
+    assert "\n" not in msg
+
+
+# ---- 10. 3-D layers: Conv3D, pools, padding, cropping, upsampling ---------------------------
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv3d_and_3d_pools(tmp_path, rng, padding):
+    """Conv3D (strides; dilation with 'same'), MaxPooling3D and AveragePooling3D (TensorFlow
+    averages only the cells inside the volume at 'same' borders) and the global 3-D pools."""
+    inp = keras.Input((5, 4, 5, 2))
+    if padding == "valid":
+        c = L.Conv3D(3, (3, 2, 2), strides=(2, 1, 2), activation="tanh")(inp)   # (2, 3, 2, 3)
+    else:
+        c = L.Conv3D(3, (2, 3, 2), dilation_rate=(2, 1, 2), padding="same",
+                     activation="relu")(inp)                                     # (5, 4, 5, 3)
+    mp = L.MaxPooling3D((2, 2, 3), strides=(1, 2, 2), padding=padding)(inp)
+    ap = L.AveragePooling3D((3, 2, 2), strides=(2, 1, 3), padding=padding)(inp)
+    outs = [L.Flatten()(t) for t in (c, mp, ap)]
+    outs += [L.GlobalMaxPooling3D()(c), L.GlobalAveragePooling3D()(inp)]
+    m = keras.Model(inp, outs)
+    randomise(m, 16)
+    check(tmp_path, m, uniform(rng, (5, 4, 5, 2), n=60), f"conv3d_{padding}", n_jac=20)
+
+
+def test_zero_padding_cropping_upsampling_3d(tmp_path, rng):
+    inp = keras.Input((3, 4, 2, 2))
+    z = L.ZeroPadding3D(((1, 2), (0, 1), (2, 1)))(inp)
+    c = L.Cropping3D(((1, 0), (1, 2), (0, 1)))(inp)
+    u = L.UpSampling3D((2, 1, 3))(inp)
+    m = keras.Model(inp, [L.Dense(2)(L.Flatten()(t)) for t in (z, c)] + [L.Flatten()(u)])
+    randomise(m, 17)
+    check(tmp_path, m, uniform(rng, (3, 4, 2, 2), n=100), "pad_crop_up_3d")
