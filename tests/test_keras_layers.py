@@ -468,3 +468,22 @@ def test_zero_padding_cropping_upsampling_3d(tmp_path, rng):
     m = keras.Model(inp, [L.Dense(2)(L.Flatten()(t)) for t in (z, c)] + [L.Flatten()(u)])
     randomise(m, 17)
     check(tmp_path, m, uniform(rng, (3, 4, 2, 2), n=100), "pad_crop_up_3d")
+
+
+@pytest.mark.parametrize("cls", ["Conv3D", "Conv2DTranspose"])
+def test_theano_file_conv3d_and_conv_transpose_are_refused(tmp_path, cls):
+    """Keras 2 stored these kernels flipped in Theano-backend files; not undone, so refused."""
+    h5py = pytest.importorskip("h5py")
+    tfk = pytest.importorskip("tf_keras")
+    shape = (3, 4, 4, 2) if cls == "Conv3D" else (4, 4, 2)
+    m = tfk.Sequential([getattr(tfk.layers, cls)(2, 2, input_shape=shape, name="th_conv")])
+    p = tmp_path / "th.h5"
+    m.save(p)
+    with h5py.File(p, "r+") as f:
+        f.attrs["keras_version"] = "2.6.0"
+        f.attrs["backend"] = "theano"
+    with pytest.raises(CompileError) as e:
+        load_model(p)
+    msg = str(e.value)
+    assert "th_conv" in msg and f"{cls} from a Theano-backend file is not supported" in msg
+    assert "\n" not in msg

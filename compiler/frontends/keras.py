@@ -389,6 +389,7 @@ def _conv_transpose(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str])
         b.fail(name, f"{layer.cls} expects a {rank + 1}-D input (batch aside), got {shape}")
     if cfg.get("output_padding") is not None:
         b.fail(name, f"{layer.cls} with output_padding={cfg['output_padding']} is not supported")
+    _kl.refuse_theano_kernel(b, name, layer.cls)
     kernel = np.asarray(layer.weight(b, "kernel"), np.float32)       # (k.., out_c, in_c)
     cout, cin = kernel.shape[-2], kernel.shape[-1]
     if cin != shape[-1]:

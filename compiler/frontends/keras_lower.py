@@ -154,6 +154,15 @@ def dot(b, layer, cfg: dict, inputs: list[str]) -> str:
 
 # ---- 3-D layers: a (D, H, W, C) volume as D images (H, W, C) -----------------------------
 
+def refuse_theano_kernel(b, name: str, cls: str) -> None:
+    """Keras 2 stored the kernels of Conv3D and Conv2DTranspose flipped in Theano-backend
+    files (and flipped them back when loading on another backend), which is not undone here:
+    refused rather than computed with a flipped kernel."""
+    if b.dialect.legacy and "theano backend" in b.dialect.origin:
+        b.fail(name, f"{cls} from a Theano-backend file is not supported (its kernel is "
+                     "stored flipped)")
+
+
 def pool3d(b, layer, cfg: dict, inputs: list[str]) -> str:
     """MaxPooling3D/AveragePooling3D as two 2-D pools, which is exact because a box pool is
     separable: the volume as an image (D, H, W C) pooled over (D, H), then the result as an
@@ -195,6 +204,7 @@ def conv3d(b, layer, cfg: dict, inputs: list[str]) -> str:
         b.fail(name, f"Conv3D expects a (depth, height, width, channels) input, got {shape}")
     if int(cfg.get("groups", 1)) != 1:
         b.fail(name, f"Conv3D with groups={cfg['groups']} is not supported (supported: 1)")
+    refuse_theano_kernel(b, name, "Conv3D")
     D, H, W, C = shape
     kernel = np.asarray(layer.weight(b, "kernel"), np.float32)      # (kd, kh, kw, cin, cout)
     if kernel.ndim != 5 or kernel.shape[3] != C:
