@@ -187,13 +187,17 @@ int nnmpc_control_limits(nnmpc_control_t *c, const nnmpc_limits_req_t *m)
 
 int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m)
 {
+    const float *const per_ch[] = {m->kp, m->ki, m->kd, m->u_bias, m->kff, m->kdff, m->y_bias};
+    unsigned i;
     if (c->running) {
         return NNMPC_ERR_BUSY;
     }
-    if (!all_finite(m->kp, NNMPC_CH) || !all_finite(m->ki, NNMPC_CH) ||
-        !all_finite(m->kd, NNMPC_CH) || !all_finite(m->u_bias, NNMPC_CH) ||
-        !all_finite(m->mix, 16) || !all_finite(m->kff, NNMPC_CH) ||
-        !all_finite(m->kdff, NNMPC_CH) || !all_finite(m->y_bias, NNMPC_CH)) {
+    for (i = 0; i < sizeof(per_ch) / sizeof(per_ch[0]); ++i) {
+        if (!all_finite(per_ch[i], NNMPC_CH)) {
+            return NNMPC_ERR_BAD_VALUE;
+        }
+    }
+    if (!all_finite(m->mix, 16)) {
         return NNMPC_ERR_BAD_VALUE;
     }
     c->pid = *m;
@@ -469,6 +473,9 @@ static uint8_t pid_period(nnmpc_control_t *c, const float *y, const float *r)
 {
     const int p = c->config.p, m = c->config.m;
     const nnmpc_pid_req_t *g = &c->pid;
+    /* The feed-forward's rows: r[k + lead] and the next one (the same at the last row). */
+    const float *rl = ref_at(c, c->k + g->lead);
+    const float *rl1 = c->traj_rows && c->k + g->lead + 1u < c->traj_rows ? rl + p : rl;
     float v[NNMPC_CH], u[NNMPC_CH];
     int i, a, sat = 0;
     if (!nnmpc_mpc_measurement_ok(&c->mpc_cfg, y)) {
@@ -484,7 +491,6 @@ static uint8_t pid_period(nnmpc_control_t *c, const float *y, const float *r)
         const float e = r[i] - y[i];
         v[i] = g->kp[i] * e + c->integ[i] + g->ki[i] * e - g->kd[i] * (y[i] - c->y_prev[i]);
         if (g->kff[i] != 0.0f || g->kdff[i] != 0.0f) {
-            const float *rl = ref_at(c, c->k + g->lead), *rl1 = ref_at(c, c->k + g->lead + 1u);
             v[i] += g->kff[i] * (rl[i] - g->y_bias[i]) + g->kdff[i] * (rl1[i] - rl[i]);
         }
     }
