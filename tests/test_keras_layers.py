@@ -443,7 +443,7 @@ def test_time_distributed_recurrent_layer_is_refused(tmp_path):
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv3d_and_3d_pools(tmp_path, rng, padding):
-    """Conv3D (strides; dilation with 'same'), MaxPooling3D and AveragePooling3D (TensorFlow
+    """Conv3D (strides, in depth too; dilation with 'same'; softmax), MaxPooling3D and AveragePooling3D (TensorFlow
     averages only the cells inside the volume at 'same' borders) and the global 3-D pools."""
     inp = keras.Input((5, 4, 5, 2))
     if padding == "valid":
@@ -453,7 +453,9 @@ def test_conv3d_and_3d_pools(tmp_path, rng, padding):
                      activation="relu")(inp)                                     # (5, 4, 5, 3)
     mp = L.MaxPooling3D((2, 2, 3), strides=(1, 2, 2), padding=padding)(inp)
     ap = L.AveragePooling3D((3, 2, 2), strides=(2, 1, 3), padding=padding)(inp)
-    outs = [L.Flatten()(t) for t in (c, mp, ap)]
+    c2 = L.Conv3D(2, (3, 2, 3), strides=(2, 2, 1), padding=padding,    # strides in depth,
+                  activation="softmax")(inp)                           # softmax on channels
+    outs = [L.Flatten()(t) for t in (c, mp, ap, c2)]
     outs += [L.GlobalMaxPooling3D()(c), L.GlobalAveragePooling3D()(inp)]
     m = keras.Model(inp, outs)
     randomise(m, 16)
