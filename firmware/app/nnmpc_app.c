@@ -172,6 +172,11 @@ static void run_period(nnmpc_app_t *app, const float *y)
     send_telemetry(app);
 }
 
+int nnmpc_app_idle(const nnmpc_app_t *app)
+{
+    return !app->control->running || app->period_ticks == 0u;
+}
+
 void nnmpc_app_poll(nnmpc_app_t *app)
 {
     nnmpc_control_t *c = app->control;

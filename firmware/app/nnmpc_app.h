@@ -102,6 +102,9 @@ void nnmpc_app_on_byte(nnmpc_app_t *app, uint8_t byte);
 
 /** Run the control period if one is due (fixed-rate mode); call it from the main loop. */
 void nnmpc_app_poll(nnmpc_app_t *app);
+/** 1 when nothing is due before the next received byte (loop stopped, or lock-step): the board
+ *  may sleep until its UART or timer interrupt. */
+int nnmpc_app_idle(const nnmpc_app_t *app);
 
 /** Send one frame of the given type through app->write. */
 void nnmpc_app_send(nnmpc_app_t *app, uint8_t type, uint8_t seq, const void *payload, size_t len);

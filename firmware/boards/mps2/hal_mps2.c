@@ -1,6 +1,8 @@
 /* Board support for QEMU mps2-an386: CMSDK UART0, SysTick clock, semihosting exit, main loop.
  * This is the HAL side: it includes the core (app, control, model), never the other way round.
- * The main loop polls the UART and lets the application run the control period when due. */
+ * The main loop polls the UART and lets the application run the control period when due;
+ * with nothing due before the next byte (stopped, lock-step) it sleeps in WFI until the UART's
+ * RX interrupt or the 1 ms SysTick wakes it, so an idle emulated board costs no host CPU. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,9 +21,14 @@
 #define UART_DATA (*(volatile uint32_t *)(UART0_BASE + 0x00u))
 #define UART_STATE (*(volatile uint32_t *)(UART0_BASE + 0x04u))
 #define UART_CTRL (*(volatile uint32_t *)(UART0_BASE + 0x08u))
+#define UART_INTSTATUS (*(volatile uint32_t *)(UART0_BASE + 0x0Cu))
 #define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10u))
 #define UART_STATE_TXFULL 0x1u
 #define UART_STATE_RXFULL 0x2u
+#define UART_CTRL_RX_IRQ 0x8u
+#define UART_INT_RX 0x2u
+#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
+#define UART0_RX_IRQ 0u
 
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
@@ -54,10 +61,29 @@ static uint32_t clock_ticks(void)
     return nnmpc_systick_ticks(ms, before, pending, after, SYSTICK_RELOAD);
 }
 
+/* The RX interrupt only wakes the core from WFI; the main loop reads the byte. */
+void UART0RX_Handler(void)
+{
+    UART_INTSTATUS = UART_INT_RX;
+}
+
 static void uart_init(void)
 {
     UART_BAUDDIV = 16u;   /* ignored by QEMU; a valid value for silicon */
-    UART_CTRL = 0x3u;     /* TX and RX enabled, no interrupts: the main loop polls */
+    UART_CTRL = 0x3u | UART_CTRL_RX_IRQ;  /* TX and RX enabled; RX raises IRQ 0 */
+    NVIC_ISER0 = 1u << UART0_RX_IRQ;
+}
+
+/* Sleep until an interrupt (a received byte, or SysTick within 1 ms). Interrupts are masked
+ * around the check, so a byte that arrives just before WFI still ends it (a pending interrupt
+ * wakes WFI even while masked). */
+static void wait_for_byte(void)
+{
+    __asm volatile("cpsid i" ::: "memory");
+    if (!(UART_STATE & UART_STATE_RXFULL)) {
+        __asm volatile("dsb\n wfi" ::: "memory");
+    }
+    __asm volatile("cpsie i" ::: "memory");
 }
 
 static void uart_write(const uint8_t *data, size_t n)
@@ -213,6 +239,8 @@ int main(void)
     for (;;) {
         if (UART_STATE & UART_STATE_RXFULL) {
             nnmpc_app_on_byte(&g_app, (uint8_t)UART_DATA);
+        } else if (nnmpc_app_idle(&g_app)) {
+            wait_for_byte();
         }
         nnmpc_app_poll(&g_app);
     }

@@ -7,6 +7,7 @@ extern int main(void);
 void Reset_Handler(void);
 void Default_Handler(void);
 void SysTick_Handler(void);
+void UART0RX_Handler(void);
 
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
 
@@ -40,9 +41,10 @@ void BusFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void UsageFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void SVC_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void PendSV_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void UART0RX_Handler(void) __attribute__((weak, alias("Default_Handler")));
 
 __attribute__((section(".isr_vector"), used))
-void (*const nnmpc_vectors[16])(void) = {
+void (*const nnmpc_vectors[17])(void) = {
     (void (*)(void))(&_estack),
     Reset_Handler,
     NMI_Handler,
@@ -55,4 +57,5 @@ void (*const nnmpc_vectors[16])(void) = {
     0, 0,
     PendSV_Handler,
     SysTick_Handler,
+    UART0RX_Handler, /* IRQ 0: wakes the idle loop from WFI */
 };
