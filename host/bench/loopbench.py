@@ -13,9 +13,14 @@ budget are the worst over the seeds.
 Rows: one per plant, net kind, controller and reference. Controllers: ``nr`` (Newton MPC),
 ``nr-nopreview`` (nr given only the present reference over its horizon), ``fd`` (the
 reference paper's finite-difference scheme), ``pid`` and ``pid-preview`` (the PID given the
-reference ``preview`` periods ahead, the preview tuned with the gains), both tuned on
-:func:`..loop.pid.tuning_reference` (not a scored reference), and ``nr-nobudget`` (nr without
-a time budget, for the receding-horizon MPC: what the budget costs in tracking).
+reference ``preview`` periods ahead, the preview tuned with the gains), ``pid-ff`` (the PID
+with a feed-forward from the reference the device holds, ``lead`` periods ahead: the static
+inverse through the mixing matrix and a term on the reference's step, tuned with the gains
+and the preview), all tuned on :func:`..loop.pid.tuning_reference` (not a scored reference),
+and ``nr-nobudget`` (nr without a time budget, for the receding-horizon MPC: what the budget
+costs in tracking). Rows with ``"estimator": true`` are nr with the on-device extended Kalman
+filter (an image built with NNMPC_ESTIMATOR): the msd's always, every NARX image's with
+``estimator=True`` (``nnmpc bench --loop --estimator``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import loop as R
-from ..loop.pid import pid_mix, tuning_reference
+from ..loop.pid import pid_mix, pid_y_bias, tuning_reference
 from ..plants import get_plant
 from .cortexm import COST_TABLE
 from .loopcount import CLOCK_HZ, count_loop
@@ -42,7 +47,11 @@ IMAGES = {
     "arm2": ("arm2", "fk", 2000, ("sine",)),
     "hasel": ("hasel", "narx", 250, ("step", "sine")),
 }
-CONTROLLERS = ("nr", "nr-nopreview", "fd", "pid", "pid-preview", "nr-nobudget")
+CONTROLLERS = ("nr", "nr-nopreview", "fd", "pid", "pid-preview", "pid-ff", "nr-nobudget")
+PIDS = ("pid", "pid-preview", "pid-ff")
+#: Images whose nr also runs with the extended Kalman filter in every run (the others with
+#: ``estimator=True``: every NARX image).
+ESTIMATOR_IMAGES = ("msd",)
 #: Receding-horizon MPC images whose nr also runs without a budget (the 5 % target).
 NOBUDGET = ("msd", "tendon-narx")
 SEEDS = (0, 1, 2)
@@ -66,7 +75,7 @@ def controllers_for(image: str) -> tuple[str, ...]:
     plant, kind, _, _ = IMAGES[image]
     out = ["nr", "nr-nopreview", "fd"]
     if not (plant == "tendon" and kind == "narx"):   # the PID uses no net: its tendon rows
-        out += ["pid", "pid-preview"]                 # are those of the fk image
+        out += list(PIDS)                             # are those of the fk image
     if image in NOBUDGET:
         out.append("nr-nobudget")
     return tuple(out)
@@ -76,21 +85,28 @@ def image_name(plant: str, kind: str) -> str:
     return next(n for n, v in IMAGES.items() if v[0] == plant and v[1] == kind)
 
 
-def tune_pids(plant_name: str, only: tuple[str, ...] = ("pid", "pid-preview")) -> dict:
-    """The PID's gains for ``plant_name``, without and with preview, tuned on the plant's
-    tuning reference (bias and mixing at its start; each run mixes at its own start)."""
+def tune_pids(plant_name: str, only: tuple[str, ...] = PIDS) -> dict:
+    """The PID's gains for ``plant_name``, without and with preview, and with feed-forward,
+    tuned on the plant's tuning reference (bias and mixing at its start; each run mixes at its
+    own start)."""
     plant = get_plant(plant_name)
     st = R.setup_for(plant)
     tref = tuning_reference(plant)
     u0 = R.start_input(plant, tref[0], R.default_u_init(plant, st.kind), st.tracked)
     out = {}
-    for name, previews in (("pid", (0,)), ("pid-preview", PREVIEWS)):
+    for name, previews in (("pid", (0,)), ("pid-preview", PREVIEWS), ("pid-ff", PREVIEWS)):
         if name not in only:
             continue
-        g = R.tune_pid(plant, tref, u0, previews=previews, seed=PID_TUNING_SEED)
-        out[name] = {k: g[k] for k in ("kp", "ki", "kd", "preview", "model_rms", "grid",
-                                       "on_edge")}
+        ff = name == "pid-ff"
+        g = R.tune_pid(plant, tref, u0, previews=previews, seed=PID_TUNING_SEED, feedforward=ff)
+        out[name] = {k: g[k] for k in ("kp", "ki", "kd") + (("kff", "kdff", "lead") if ff
+                                                             else ()) + (
+            "preview", "model_rms", "grid", "on_edge")}
     return out
+
+
+def _tune_job(job):
+    return job[0], job[1], tune_pids(job[0], (job[1],))[job[1]]
 
 
 _BUILT: dict = {}      # (image, seed) -> (NetInfo, image), shared with forked workers
@@ -100,7 +116,8 @@ def _run(job: dict) -> dict:
     image, ref, ctl, seed = job["image"], job["reference"], job["controller"], job["seed"]
     plant_name, kind, _, _ = IMAGES[image]
     plant = get_plant(plant_name)
-    net, img = _BUILT[(image, seed)]
+    est = bool(job.get("estimator"))
+    net, img = _BUILT[(image, seed, est)]
     refs = R.reference(plant, ref)[:job["periods"]]
     kw: dict = {"seed": seed, "prefix": PREFIX, "refs": refs, "profile": job.get("profile", False),
                 "run_periods": job.get("run_periods")}
@@ -110,7 +127,11 @@ def _run(job: dict) -> dict:
         st = R.setup_for(plant)
         u0 = R.start_input(plant, refs[0], R.default_u_init(plant, net.kind), st.tracked)
         g["u_bias"], g["mix"] = pid_mix(plant, st.tracked, u0)
+        if "kff" in g:
+            g["y_bias"] = pid_y_bias(plant, g["u_bias"])
         kw.update(pid=g, preview=g["preview"])
+    if est:
+        kw["estimator"] = True
     if ctl == "nr-nopreview":
         kw["hold_reference"] = True
     budget = 0 if ctl == "nr-nobudget" else job["budget_us"]
@@ -129,9 +150,10 @@ JACOBIAN = "forward"
 
 
 def build_image(plant_name: str, kind: str, seed: int, work: Path, jacobian: str = JACOBIAN,
-                log=print):
+                log=print, estimator: bool = False):
     """The default net of (plant, kind, seed), trained and cached as ``nnmpc run`` does, and
-    its firmware image; with ``jacobian`` other than auto, compiled again in that mode."""
+    its firmware image; with ``jacobian`` other than auto, compiled again in that mode;
+    ``estimator``: the image carries the extended Kalman filter (NNMPC_ESTIMATOR)."""
     from dataclasses import replace
 
     from nnmpc.compiler import compile_model
@@ -140,14 +162,18 @@ def build_image(plant_name: str, kind: str, seed: int, work: Path, jacobian: str
     from ..build.firmware import build_firmware
 
     net, img = R.build_for(get_plant(plant_name), None, "qemu-m4f", work, seed=seed, log=log,
-                           kind=kind)
+                           kind=kind, estimator=estimator)
     if jacobian == "auto":
         return net, img
     key = net.model_dir.parent.name
     d = work / f"nets-{jacobian}" / key
-    compile_model(net.model_dir.parent / "m.keras", d / "model", name="model", jacobian=jacobian)
+    if not (d / "model").is_dir() or not estimator:
+        compile_model(net.model_dir.parent / "m.keras", d / "model", name="model",
+                      jacobian=jacobian)
     net = replace(net, model_dir=d / "model")
-    img = build_firmware(load_board("qemu-m4f"), net.model_dir, work / f"fw-{jacobian}" / key)
+    img = build_firmware(load_board("qemu-m4f"), net.model_dir,
+                         work / f"fw-{jacobian}" / (key + ("-ekf" if estimator else "")),
+                         defines={"NNMPC_ESTIMATOR": "1"} if estimator else None)
     return net, img
 
 
@@ -179,13 +205,17 @@ def select(plants=None, nets=None, controllers=None) -> list[tuple[str, str]]:
 def run_loop_bench(*, plants=None, nets=None, controllers=None, rate_hz: float | None = None,
                    seeds=SEEDS, periods: int | None = None, workers: int = 2,
                    work: Path = REPO / "build" / "run", command: str = "nnmpc bench --loop",
-                   profile: bool = True, jacobian: str = JACOBIAN, log=print) -> tuple[list[dict], dict]:
-    """Run the selected rows; return (rows, meta)."""
+                   profile: bool = True, jacobian: str = JACOBIAN, estimator: bool = False,
+                   log=print) -> tuple[list[dict], dict]:
+    """Run the selected rows; return (rows, meta). nr of the ESTIMATOR_IMAGES (with
+    ``estimator``: of every NARX image) also runs with the extended Kalman filter."""
     t_start = time.monotonic()
     pairs = select(plants, nets, controllers)
     if not pairs:
         raise ValueError("no bench row matches the filters")
     images = sorted({i for i, _ in pairs}, key=list(IMAGES).index)
+    est_images = [i for i in images if (i, "nr") in pairs and IMAGES[i][1] == "narx"
+                  and (estimator or i in ESTIMATOR_IMAGES)]
     meta = {"command": command, "date": time.strftime("%Y-%m-%d"),
             "toolchain": _toolchain(), "board": "qemu-m4f (instruction counter)",
             "clock_hz": CLOCK_HZ, "io_us": IO_US, "seeds": list(seeds), "prefix": PREFIX,
@@ -194,17 +224,29 @@ def run_loop_bench(*, plants=None, nets=None, controllers=None, rate_hz: float |
     for image in images:
         plant, kind, rate, _ = IMAGES[image]
         for seed in seeds:
-            _BUILT[(image, seed)] = build_image(plant, kind, seed, work, jacobian, log)
-        net, img = _BUILT[(image, seeds[0])]
+            _BUILT[(image, seed, False)] = build_image(plant, kind, seed, work, jacobian, log)
+            if image in est_images:
+                _BUILT[(image, seed, True)] = build_image(plant, kind, seed, work, jacobian,
+                                                          log, estimator=True)
+        net, img = _BUILT[(image, seeds[0], False)]
         meta["images"][image] = {"plant": plant, "net": kind, "note": _net_note(plant, kind, net),
                                  "rate_hz": rate_hz or rate, "flash": img.size.flash,
                                  "ram_static": img.size.ram - img.size.stack,
                                  "stack": img.size.stack}
-    for plant in sorted({IMAGES[i][0] for i, c in pairs if c.startswith("pid")}):
-        log(f"tuning the PID for {plant} on its tuning reference")
-        meta["pid"][plant] = tune_pids(plant)
+    tune = sorted({(IMAGES[i][0], c) for i, c in pairs if c in PIDS},
+                  key=lambda t: (t[0], PIDS.index(t[1])))
+    if tune:
+        log(f"tuning the PIDs on their tuning references: {', '.join(map('/'.join, tune))}")
+        if workers > 1:
+            with mp.get_context("fork").Pool(workers) as pool:
+                tuned = pool.map(_tune_job, tune)
+        else:
+            tuned = [_tune_job(t) for t in tune]
+        for plant, ctl, g in tuned:
+            meta["pid"].setdefault(plant, {})[ctl] = g
     jobs = []
-    for image, ctl in pairs:
+    for image, ctl, est in [(i, c, False) for i, c in pairs] + [(i, "nr", True)
+                                                                 for i in est_images]:
         plant, kind, rate, refs = IMAGES[image]
         r_hz = rate_hz or rate
         for ref in refs:
@@ -213,7 +255,7 @@ def run_loop_bench(*, plants=None, nets=None, controllers=None, rate_hz: float |
                 jobs.append({"image": image, "plant": plant, "net": kind, "reference": ref,
                              "controller": ctl, "seed": seed, "rate_hz": r_hz,
                              "budget_us": budget_us(r_hz), "periods": min(T, periods or T),
-                             "pid": meta["pid"].get(plant, {}).get(ctl)})
+                             "pid": meta["pid"].get(plant, {}).get(ctl), "estimator": est})
     if profile:   # where the cycles go: nr, seed 0, first periods of the step reference
         for image in images:
             if ("nr" in controllers_for(image)) and (image, "nr") in pairs:
@@ -247,7 +289,8 @@ def run_loop_bench(*, plants=None, nets=None, controllers=None, rate_hz: float |
 
 def _log_result(r: dict, log, i: int, n: int) -> None:
     s = r["result"]
-    log(f"[{i}/{n}] {r['image']:11s} {r['reference']:4s} {r['controller']:12s} seed {r['seed']}"
+    ctl = r["controller"] + ("+ekf" if r.get("estimator") else "")
+    log(f"[{i}/{n}] {r['image']:11s} {r['reference']:4s} {ctl:12s} seed {r['seed']}"
         f"{' (profile)' if r.get('profile') else ''}: RMS {s['tracking_rms']:.4f}, "
         f"worst {s['cycles_max']:,} cycles, stopped {s['periods_stopped_by_budget']}/"
         f"{s['periods']} ({s['seconds']} s)")
@@ -261,18 +304,20 @@ def aggregate(results: list[dict], seeds) -> list[dict]:
     """Rows from per-seed results: medians over the seeds, spread, worst cycles."""
     groups: dict = {}
     for r in results:
-        groups.setdefault((r["image"], r["controller"], r["reference"]), []).append(r)
-    order = {(i, c, ref): n for n, (i, c, ref) in enumerate(
-        (i, c, ref) for i in IMAGES for ref in IMAGES[i][3] for c in CONTROLLERS)}
+        groups.setdefault((r["image"], r["controller"], r["reference"],
+                           bool(r.get("estimator"))), []).append(r)
+    order = {(i, c, ref, e): n for n, (i, c, ref, e) in enumerate(
+        (i, c, ref, e) for i in IMAGES for ref in IMAGES[i][3] for c in CONTROLLERS
+        for e in (False, True))}
     rows = []
     for key in sorted(groups, key=lambda k: order.get(k, 1e9)):
         rs = sorted(groups[key], key=lambda r: r["seed"])
-        image, ctl, ref = key
+        image, ctl, ref, est = key
         S = [r["result"] for r in rs]
         has_path = "path_error_rms" in S[0]
         rms = [s["tracking_rms"] for s in S]
         row = {"plant": rs[0]["plant"], "net": rs[0]["net"], "controller": ctl,
-               "reference": ref, "estimator": False,
+               "reference": ref, "estimator": est,
                "rate_hz": None if ctl == "nr-nobudget" else rs[0]["rate_hz"],
                # fd has no time budget in the firmware, the PID no solver
                "budget_us": 0 if ctl == "fd" else S[0]["budget_us"], "periods": S[0]["periods"],
@@ -301,6 +346,8 @@ def aggregate(results: list[dict], seeds) -> list[dict]:
                                        for s in S]}}
         if ctl.startswith("pid"):
             row["preview"] = rs[0]["pid"]["preview"]
+            if "lead" in rs[0]["pid"]:
+                row["lead"] = rs[0]["pid"]["lead"]
         rows.append(row)
     return rows
 
@@ -314,9 +361,29 @@ def _toolchain() -> str:
 
 
 # -- targets and the report --------------------------------------------------------------
-def _row(rows, plant, net, ctl, ref):
-    return next((r for r in rows if (r["plant"], r["net"], r["controller"], r["reference"])
-                 == (plant, net, ctl, ref)), None)
+def _row(rows, plant, net, ctl, ref, estimator: bool = False):
+    return next((r for r in rows if (r["plant"], r["net"], r["controller"], r["reference"],
+                                     bool(r.get("estimator"))) == (plant, net, ctl, ref,
+                                                                   estimator)), None)
+
+
+def _best_pid(rows, plant, ref):
+    """The PID row (of pid, pid-preview, pid-ff) with the lowest RMS for the plant and
+    reference (the tendon's PID rows are those of its fk image), or None."""
+    net = "fk" if plant == "tendon" else next(
+        (r["net"] for r in rows if r["plant"] == plant and r["controller"] in PIDS), None)
+    pids = [p for p in (_row(rows, plant, net, c, ref) for c in PIDS) if p]
+    return min(pids, key=lambda p: p["rms"]) if pids else None
+
+
+def _label(r) -> str:
+    """A row's controller as the report names it: the PID's preview P and lead L, '+ EKF'."""
+    ctl = r["controller"]
+    if r.get("lead") is not None:
+        ctl += f" (P={r.get('preview', 0)}, L={r['lead']})"
+    elif r.get("preview"):
+        ctl += f" (L={r['preview']})"
+    return ctl + (" + EKF" if r.get("estimator") else "")
 
 
 def targets(rows: list[dict]) -> list[dict]:
@@ -353,12 +420,11 @@ def targets(rows: list[dict]) -> list[dict]:
     for image, ref in (("msd", "step"), ("tendon", "step")):
         plant, kind, _, _ = IMAGES[image]
         r = _row(rows, plant, kind, "nr", ref)
-        pids = [p for p in (_row(rows, plant, "fk" if plant == "tendon" else kind, c, ref)
-                            for c in ("pid", "pid-preview")) if p]
-        if r is None or not pids:
+        best = _best_pid(rows, plant, ref)
+        if r is None or best is None:
             continue
-        best = min(pids, key=lambda p: p["rms"])
-        add(f"{image} {ref}: nr RMS <= 0.6x the best PID's ({best['controller']})",
+        add(f"{image} {ref}: nr RMS <= 0.6x the best PID's ({best['controller']}, of "
+            f"{', '.join(PIDS)})",
             f"{r['rms']:.3f} / {best['rms']:.3f} mm = {r['rms'] / best['rms']:.2f}x",
             r["rms"] <= 0.6 * best["rms"])
     return out
@@ -367,6 +433,17 @@ def targets(rows: list[dict]) -> list[dict]:
 def markdown(rows: list[dict], meta: dict) -> str:
     """bench/mpc_results.md from the rows and meta of one run."""
     seeds = ", ".join(map(str, meta["seeds"]))
+    ekf = [r for r in rows if r.get("estimator")]
+    ekf_where = ", ".join(sorted({f"{r['plant']} ({r['net']})" for r in ekf}))
+    estimation = (
+        "**State estimation**: the controllers see the measured outputs, except the rows "
+        f"marked '+ EKF' ({ekf_where}): nr with the on-device extended Kalman filter on the "
+        "net's output lags (the image built with NNMPC_ESTIMATOR, its settings sent in the "
+        "ESTIMATOR message; the rollouts start from the filtered lags and the disturbance "
+        "estimate, and the filter's time counts against the budget)." if ekf else
+        "**State estimation**: none in these rows: the controllers see the measured outputs "
+        "(the on-device extended Kalman filter, NNMPC_ESTIMATOR, has rows with "
+        "`nnmpc bench --loop --estimator`).")
     L = ["# On-device controllers: tracking and cost per period, one run", "",
          f"Made with `{meta['command']}` ({meta['date']}, {meta['toolchain']}; "
          f"{meta['seconds'] / 60:.0f} min). Machine-readable: `bench/mpc_results.json` (the "
@@ -386,9 +463,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
          "with the budget of that rate; the tracking is that of the 10 ms loop. "
          f"**Seeds**: every row is the median over the training seeds {seeds} (seed s trains "
          "the net with seed s and seeds the sensor noise), with the spread (max - min); worst "
-         "period and 'stopped' are the worst over the seeds. No state estimation: the "
-         "controllers see the measured outputs (an estimator needs protocol changes; not yet "
-         "done). Nothing here was measured on hardware; the reference paper's figures "
+         f"period and 'stopped' are the worst over the seeds. {estimation} Nothing here was "
+         "measured on hardware; the reference paper's figures "
          "(>= 120 Hz, <= 2 mm on its tendon rig) are hardware figures, set beside these only "
          "in the README's table, which says so. **Jacobian**: the nets are compiled with "
          f"`--jacobian {meta.get('jacobian', 'auto')}` (docs/BENCH.md says why).", "",
@@ -398,7 +474,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
          "period); **fd** the reference paper's scheme (central finite differences, a scalar "
          "Hessian, clipping, one step per period; no time budget in the firmware); **pid** "
          "PID; **pid-preview** PID given r[k + L], the preview L tuned with the gains; "
-         "**nr-nobudget** nr without a time budget (what the budget costs). Both PIDs are "
+         "**pid-ff** PID with feed-forward (P: the PID is given r[k + P]; per tracked output "
+         "v += kff (r[k + P + L] - y_bias) + kdff (r[k + P + L + 1] - r[k + P + L]) from the "
+         "device's trajectory buffer, before the mixing, y_bias the output at the input bias: "
+         "kff = 1 is the static inverse of the quasi-static gain; kff, kdff, P and L tuned "
+         "with the gains); "
+         "**nr-nobudget** nr without a time budget (what the budget costs). The PIDs are "
          "tuned on a tuning reference that is neither scored reference (steps to other "
          "levels, then the sine at 0.6x the frequency and 0.7x the amplitude), on the plant "
          "model with sensor noise; grid below. Errors: RMS over the whole run on the "
@@ -418,7 +499,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
               else "-")
         rate = "-" if r["rate_hz"] is None else f"{r['rate_hz']:g} Hz"
         budget = "none" if not r["budget_us"] else f"{r['budget_us']} us"
-        ctl = r["controller"] + (f" (L={r['preview']})" if r.get("preview") else "")
+        ctl = _label(r)
         L.append(f"| {r['plant']} | {r['net']} | {r['reference']} | {ctl} | {rate} | {budget} | "
                  f"{r['rms']:.3f} mm ({r['spread']:.3f}) | {pe} | {te} | "
                  f"{r['cycles_max']:,} | {r['stopped']}/{r['periods']} | "
@@ -433,39 +514,53 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for t in targets(rows):
         L.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
     L += ["", "## nr against the best PID", "",
-          "For every plant and reference with a PID row: nr's RMS over the better of pid and "
-          "pid-preview's (below 1: nr better).", ""]
+          "For every plant and reference with a PID row: nr's RMS over the best of pid, "
+          "pid-preview and pid-ff's (below 1: nr better; the targets ask for 0.6x or less).",
+          ""]
     for r in rows:
         if r["controller"] != "nr":
             continue
-        net = "fk" if r["plant"] == "tendon" else r["net"]
-        pids = [p for p in (_row(rows, r["plant"], net, c, r["reference"])
-                            for c in ("pid", "pid-preview")) if p]
-        if not pids:
+        best = _best_pid(rows, r["plant"], r["reference"])
+        if best is None:
             continue
-        best = min(pids, key=lambda q: q["rms"])
-        verdict = "nr better" if r["rms"] < best["rms"] else "**the PID is better: nr does " \
-            "not beat it here**"
-        L.append(f"- {r['plant']} ({r['net']}) {r['reference']}: nr {r['rms']:.3f} mm, "
-                 f"{best['controller']} {best['rms']:.3f} mm: {r['rms'] / best['rms']:.2f}x, "
-                 f"{verdict}.")
+        x = r["rms"] / best["rms"]
+        if x <= 0.6:
+            verdict = "nr better, within 0.6x"
+        elif x < 1:
+            verdict = "nr better, but **not by 0.6x: nr does not reach 0.6x the best PID here**"
+        else:
+            verdict = "**the PID is better: nr does not beat it here**"
+        L.append(f"- {r['plant']} ({r['net']}) {r['reference']}: {_label(r)} {r['rms']:.3f} mm, "
+                 f"{best['controller']} {best['rms']:.3f} mm: {x:.2f}x, {verdict}.")
     L += ["", "## PID tuning", "",
           "Grid search on the plant model (the firmware's PID law, discrete gains, same "
           "sensor noise, seed "
           f"{PID_TUNING_SEED}), on the tuning reference; the first grid spans kp 0.01-100, ki 0 "
           "and 1e-4-10, kd 0 and 0.01-100, and a gain whose best value is at an end of its "
           "range is extended past it (up to 6 times), then finer grids around the best. "
-          "'at an edge' names the gains still at an end of the range searched.", "",
-          "| plant | controller | kp | ki | kd | preview | RMS on the tuning reference | "
-          "range searched (kp / ki / kd) | extensions | at an edge |",
-          "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+          "pid-ff: the five gains together on a coarser first grid (kp 0.01-100 in 7 values, "
+          "ki 0 and 1e-4-10 in 6, kd 0 and 0.01-100 in 5, kff 0 and 0.5-2, kdff 0 and 0.1-100), "
+          "extended the same way, for every preview P (0-8) with L = 0 and every lead L (0-8) "
+          "at the best P (a P or L whose best is the largest searched is extended past it), "
+          "then finer grids (5 values a gain) around the two best (P, L). 'at an edge' names "
+          "the gains (and P, L) still at an end of the range searched.", "",
+          "| plant | controller | kp | ki | kd | kff | kdff | preview P | lead L | RMS on the "
+          "tuning reference | range searched (kp / ki / kd / kff / kdff; P; L) | extensions | "
+          "at an edge |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for plant, d in meta["pid"].items():
         for c, g in d.items():
             gr = g["grid"]
+            ff = "kff" in g
+            rng = (f"{gr['kp'][0]:g}-{gr['kp'][1]:g} / 0-{gr['ki'][1]:g} / 0-{gr['kd'][1]:g}"
+                   + (f" / 0-{gr['kff'][1]:g} / 0-{gr['kdff'][1]:g}; {gr['preview'][0]}-"
+                      f"{gr['preview'][1]}; {gr['lead'][0]}-{gr['lead'][1]}" if ff else ""))
+            ext = gr["extensions"] + (gr.get("preview_extensions", 0) + gr.get(
+                "lead_extensions", 0) if ff else 0)
             L.append(f"| {plant} | {c} | {g['kp']:.4g} | {g['ki']:.4g} | {g['kd']:.4g} | "
-                     f"{g['preview']} | {g['model_rms']:.4f} | {gr['kp'][0]:g}-{gr['kp'][1]:g} / "
-                     f"0-{gr['ki'][1]:g} / 0-{gr['kd'][1]:g} | {gr['extensions']} | "
-                     f"{', '.join(g['on_edge']) or 'none'} |")
+                     + (f"{g['kff']:.4g} | {g['kdff']:.4g} | " if ff else "- | - | ")
+                     + f"{g['preview']} | {g['lead'] if ff else '-'} | {g['model_rms']:.4f} | "
+                     f"{rng} | {ext} | {', '.join(g['on_edge']) or 'none'} |")
     if meta.get("profiles"):
         L += ["", "## Where the cycles go (nr, seed 0, first periods of the first reference)", "",
               "| image | cycles per period (mean) | by function (estimated cycles per period) |",

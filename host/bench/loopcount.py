@@ -118,8 +118,10 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
     ``clock_hz``.
 
     ``seed``: the sensor noise. ``pid``: the PID's gains (default: tuned on the same
-    reference). ``preview`` (pid): the device is given r[k + preview] in place of r[k] (the
-    uploaded trajectory shifted, the last point held); errors are on r[k]. ``hold_reference``:
+    reference); with ``kff``, ``kdff``, ``lead`` and ``y_bias``, the PID with feed-forward
+    (the PID message's fields of the tracked outputs). ``preview`` (pid): the device is given
+    r[k + preview] in place of r[k] (the uploaded trajectory shifted, the last point held);
+    errors are on r[k]. ``hold_reference``:
     no preview: before each period the bench writes r[k] into the rows k .. k + N of the
     device's trajectory buffer (in the emulator's memory: no frame, no cycles), so the whole
     horizon sees the present reference. ``run_periods``: run only the first that many
@@ -139,6 +141,8 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
     for msg in R.settings(plant, net, controller, pid=pid if controller == "pid" else None,
                           budget_us=budget_us, u_init=u0, horizon=horizon, moves=moves,
                           estimator=estimator and controller != "pid"):
+        if isinstance(msg, M.PidRequest) and pid is not None and "kff" in pid:
+            msg = _with_feedforward(msg, pid, st.tracked)
         frames, _, _ = loop.send(msg.TYPE, msg.pack())
         if not frames or frames[-1].type != (msg.TYPE | P.REPLY):
             raise RuntimeError(f"{type(msg).__name__} refused: {frames}")
@@ -196,6 +200,20 @@ def count_loop(plant_name: str, controller: str, net, img, periods: int,
         out["profile"] = {f: c / len(ys) for f, c in sorted(loop.profile.items(),
                                                             key=lambda x: -x[1])}
     return out
+
+
+def _with_feedforward(msg, pid: dict, tracked) -> M.PidRequest:
+    """The PID message with the feed-forward of ``pid`` (kff, kdff on the tracked outputs,
+    y_bias, lead)."""
+    from dataclasses import replace
+
+    n = len(msg.kp)
+    def g(v):
+        return [float(v) if i in tracked else 0.0 for i in range(n)]
+
+    yb = [float(v) for v in np.asarray(pid["y_bias"], float)] + [0.0] * n
+    return replace(msg, kff=g(pid["kff"]), kdff=g(pid["kdff"]), y_bias=yb[:n],
+                   lead=int(pid["lead"]))
 
 
 def _figures(y, ref, ins, cyc, its, sts, clock_hz) -> dict:

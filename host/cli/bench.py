@@ -45,18 +45,19 @@ def cmd_bench_loop(args, command: str) -> int:
         rows, meta = LB.run_loop_bench(plants=plants, nets=nets, controllers=controllers,
                                        rate_hz=args.rate_hz, seeds=seeds, periods=args.periods,
                                        workers=args.workers, work=Path(args.work_loop),
-                                       command=command, jacobian=args.jacobian)
+                                       command=command, jacobian=args.jacobian,
+                                       estimator=args.estimator)
     except ValueError as e:
         print(f"nnmpc: error: {e}", file=sys.stderr)
         return 2
     full = not (plants or nets or controllers or args.rate_hz or args.periods) and \
-        seeds == LB.SEEDS and args.jacobian == LB.JACOBIAN
+        seeds == LB.SEEDS and args.jacobian == LB.JACOBIAN and not args.estimator
     json_path = Path(args.json) if args.json else (LB.JSON_PATH if full else None)
     md_path = Path(args.markdown) if args.markdown else (LB.MD_PATH if full else None)
     for r in rows:
         pe = "" if r["path_error_rms"] is None else \
             f" path {r['path_error_rms']:.4f} timed {r['path_error_timed_rms']:.4f}"
-        print(f"{r['plant']:7s} {r['net']:4s} {r['reference']:4s} {r['controller']:12s} "
+        print(f"{r['plant']:7s} {r['net']:4s} {r['reference']:4s} {LB._label(r):22s} "
               f"{r['rate_hz'] or '-':>5} Hz RMS {r['rms']:.4f} (spread {r['spread']:.4f}){pe} "
               f"worst {r['cycles_max']:,} cycles, stopped {r['stopped']}/{r['periods']}")
     for t in LB.targets(rows):
@@ -136,7 +137,11 @@ def register(subparsers) -> None:
                                    "image name such as tendon-narx; default: all)")
     g.add_argument("--net", help="net kinds (fk, narx; default: all)")
     g.add_argument("--controller", help="controllers (comma-separated: nr, nr-nopreview, fd, "
-                                        "pid, pid-preview, nr-nobudget; default: all)")
+                                        "pid, pid-preview, pid-ff, nr-nobudget; default: all)")
+    g.add_argument("--estimator", action="store_true",
+                   help="nr of every NARX image also with the on-device extended Kalman filter "
+                        "(an image built with NNMPC_ESTIMATOR; rows with \"estimator\": true); "
+                        "without it, only the msd's nr has these rows")
     g.add_argument("--rate-hz", type=float, default=None,
                    help="rate whose budget applies (default: each plant's stated rate)")
     g.add_argument("--seeds", default="0,1,2", help="training seeds (default: 0,1,2)")

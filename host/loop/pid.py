@@ -135,15 +135,17 @@ KD_GRID = np.geomspace(0.01, 100.0, 9)
 MAX_EXTENSIONS = 6
 GAINS = ("kp", "ki", "kd")
 #: The PID with feed-forward: the five gains are searched together, on a coarser first grid
-#: (0 added to every axis but kp's), then finer grids of FF_POINTS values per gain; the lead L
-#: over FF_LEADS (extended while the best is the largest).
+#: (0 added to every axis but kp's), then finer grids of FF_POINTS values per gain; the
+#: preview P over FF_PREVIEWS and the feed-forward's lead L over FF_LEADS (both extended
+#: while the best is the largest).
 FF_GAINS = ("kp", "ki", "kd", "kff", "kdff")
 FF_GRIDS = (np.geomspace(0.01, 100.0, 7), np.geomspace(1e-4, 10.0, 6),
-            np.geomspace(0.01, 100.0, 5), np.array([0.25, 0.5, 1.0, 2.0]),
+            np.geomspace(0.01, 100.0, 5), np.array([0.5, 1.0, 2.0]),
             np.geomspace(0.1, 100.0, 4))
 FF_POINTS = 5
+FF_PREVIEWS = (0, 1, 2, 3, 4, 6, 8)
 FF_LEADS = (0, 1, 2, 3, 4, 6, 8)
-FF_REFINED_LEADS = 2     # the leads with the best first grids get the finer grids
+FF_REFINED = 2           # the (preview, lead) pairs with the best first grids get finer grids
 SPANS = (2.0, 2.0, 1.4, 1.4, 1.2, 1.2)
 
 
@@ -232,38 +234,57 @@ def _search(plant, refs, u_bias, mix, tracked, seed, preview) -> dict:
     return _result(axes, best, rms, seen, ext, GAINS, preview)
 
 
-def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, leads=FF_LEADS) -> dict:
-    """kp, ki, kd, kff, kdff and the lead L: the first grid for every lead (the leads extended
-    while the best is the largest), finer grids for the FF_REFINED_LEADS best."""
+def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, previews=FF_PREVIEWS,
+               leads=FF_LEADS) -> dict:
+    """kp, ki, kd, kff, kdff, the preview P and the lead L: the first grid for every preview
+    (L = 0), then for every lead at the best preview; finer grids for the FF_REFINED best
+    (P, L). A preview or lead whose best is the largest searched is extended past it (two more
+    values, MAX_EXTENSIONS times at most)."""
     axes0 = [FF_GRIDS[0].copy()] + [_axis(g, True) for g in FF_GRIDS[1:]]
-    leads = sorted(set(int(L) for L in leads))
+    Ps, Ls = sorted({int(v) for v in previews}), sorted({int(v) for v in leads})
     first: dict = {}
-    lead_ext = 0
+    refined: dict = {}
+
+    def coarse(P, L):
+        if (P, L) not in first:
+            first[(P, L)] = _coarse(plant, refs, axes0, u_bias, mix, tracked, seed, P,
+                                    FF_GAINS, L, y_bias)
+        return first[(P, L)][2]
+
+    def more(vals):
+        step = vals[-1] - vals[-2] if len(vals) > 1 else 1
+        return vals + [vals[-1] + step, vals[-1] + 2 * step]
+
+    ext = {"preview": 0, "lead": 0}
     while True:
-        for L in leads:
-            if L not in first:
-                first[L] = _coarse(plant, refs, axes0, u_bias, mix, tracked, seed, 0,
-                                   FF_GAINS, L, y_bias)
-        top = min(first, key=lambda L: first[L][2])
-        if top < max(leads) or len(leads) < 2 or lead_ext == MAX_EXTENSIONS:
+        P = min(Ps, key=lambda P: coarse(P, Ls[0]))
+        for L in Ls:
+            coarse(P, L)
+        for key in sorted(first, key=lambda k: first[k][2])[:FF_REFINED]:
+            if key not in refined:
+                axes, best, rms, e = first[key]
+                best, rms, seen = _refine(plant, refs, axes, best, rms, u_bias, mix, tracked,
+                                          seed, key[0], FF_GAINS, FF_POINTS, key[1], y_bias)
+                refined[key] = _result(axes, best, rms, seen, e, FF_GAINS, key[0])
+                refined[key]["lead"] = int(key[1])
+        top = min(refined, key=lambda k: refined[k]["model_rms"])
+        grow = [n for n, v, vals in (("preview", top[0], Ps), ("lead", top[1], Ls))
+                if len(vals) > 1 and v >= vals[-1] and ext[n] < MAX_EXTENSIONS]
+        if not grow:
             break
-        step = leads[-1] - leads[-2]
-        leads += [leads[-1] + step * i for i in (1, 2)]
-        lead_ext += 1
-    out = None
-    for L in sorted(first, key=lambda L: first[L][2])[:FF_REFINED_LEADS]:
-        axes, best, rms, ext = first[L]
-        best, rms, seen = _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed,
-                                  0, FF_GAINS, FF_POINTS, L, y_bias)
-        r = _result(axes, best, rms, seen, ext, FF_GAINS, 0)
-        r["lead"] = int(L)
-        if out is None or r["model_rms"] < out["model_rms"]:
-            out = r
-    out["grid"]["lead"] = [min(leads), max(leads)]
-    out["grid"]["lead_extensions"] = lead_ext
-    out["grid"]["points"] *= len(leads)
-    if out["lead"] >= max(leads) and len(leads) > 1:
-        out["on_edge"].append("lead")
+        for n in grow:
+            ext[n] += 1
+            if n == "preview":
+                Ps = more(Ps)
+            else:
+                Ls = more(Ls)
+    out = refined[top]
+    out["grid"].update(preview=[Ps[0], Ps[-1]], lead=[Ls[0], Ls[-1]],
+                       preview_extensions=ext["preview"], lead_extensions=ext["lead"],
+                       points=out["grid"]["points"] * len(first))
+    for n, v, vals in (("preview", top[0], Ps), ("lead", top[1], Ls)):
+        if len(vals) > 1 and v >= vals[-1]:
+            out["on_edge"].append(n)
     return out
 
 
@@ -278,15 +299,16 @@ def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: in
     range); ``u_run``, if given, is the bias (and the mixing point) of the run the gains are
     for.
 
-    ``feedforward``: the PID with feed-forward (:func:`simulate_pid` with five gains): kp,
-    ki, kd, kff (0 and 0.25-2) and kdff (0 and 0.1-100) searched together, for every lead L
-    of ``leads`` (extended while the best L is the largest), no preview; the result also has
-    ``kff``, ``kdff``, ``lead`` and ``y_bias``."""
+    ``feedforward``: the PID with feed-forward (:func:`simulate_pid` with five gains): kp
+    (0.01-100), ki, kd (as above), kff (0 and 0.5-2) and kdff (0 and 0.1-100) searched
+    together on a coarser first grid, the preview P over ``previews`` and the lead L over
+    ``leads`` (:func:`_search_ff`); the result also has ``kff``, ``kdff``, ``lead`` and
+    ``y_bias``."""
     st = setup_for(plant)
     u_bias, mix = pid_mix(plant, st.tracked, u0)
     if feedforward:
         best = _search_ff(plant, refs, u_bias, mix, st.tracked, seed,
-                          pid_y_bias(plant, u_bias), leads)
+                          pid_y_bias(plant, u_bias), previews, leads)
     else:
         best = None
         for L in previews:
