@@ -44,7 +44,8 @@ OPS: dict[str, str] = {
             "computed",
     "GlobalAveragePool": "1-D, 2-D",
     "GlobalMaxPool": "1-D, 2-D",
-    "GRU": "unrolled over the window; forward, reverse, bidirectional; "
+    "GRU": "unrolled over the window (and a one-step streaming form: forward, initial "
+           "state absent or zeros); forward, reverse, bidirectional; "
            "linear_before_reset 0 or 1; layout 0 or 1; any batch; initial_h constant, "
            "computed or absent (zeros); sequence_lens absent or the whole window; "
            "activations Sigmoid, Tanh, Relu, Softsign, Softplus",
@@ -151,6 +152,10 @@ class _OnnxLoader:
         self.rnn_steps: list[int] = []
         self.given = GivenShapes(None, str(path))  # shapes fixing dynamic input dimensions
         self.n_inputs = 1
+        #: the one-step (streaming) form: every recurrent op reads and writes its state through
+        #: ``states``; ``step_axes`` sets each input's time axis (batch aside) to one step
+        self.streaming = False
+        self.step_axes: dict[str, int] = {}
 
     # -- helpers --
     def fail(self, msg: str):
@@ -327,9 +332,15 @@ class _OnnxLoader:
                 for d in dims]
         labels = [None if v is not None else (d.dim_param or None) for d, v in zip(dims, vals)]
         if vals and vals[0] in (None, 1):  # the batch
-            return self.given.fix(vi.name, vals[1:], labels[1:], self.n_inputs), False
-        return self.given.fix(vi.name, vals, labels, self.n_inputs,
-                              "no batch axis: the leading axis is neither 1 nor symbolic"), True
+            shape = self.given.fix(vi.name, vals[1:], labels[1:], self.n_inputs)
+            nobatch = False
+        else:
+            shape = self.given.fix(vi.name, vals, labels, self.n_inputs,
+                                   "no batch axis: the leading axis is neither 1 nor symbolic")
+            nobatch = True
+        if vi.name in self.step_axes:
+            shape = tuple(1 if k == self.step_axes[vi.name] else d for k, d in enumerate(shape))
+        return shape, nobatch
 
     def set(self, n, v: _Val) -> None:
         self.vals[n.output[0]] = v
@@ -1531,7 +1542,7 @@ class _OnnxLoader:
         P = np.zeros((dirs, 3, H))
         if kind == "LSTM" and opt(7):
             P = np.asarray(self.const_of(opt(7), "LSTM P"), np.float64).reshape(dirs, 3, H)
-        streaming = getattr(self, "streaming", False)
+        streaming = self.streaming
         if streaming and (dirs == 2 or direction == "reverse"):
             raise _NoStream()
         # the window as rows: step t is x_all[t] of shape (B, F)
@@ -1741,4 +1752,98 @@ def load_onnx(path: Path, input_shapes: InputShapes = None) -> Graph:
     graph = loader.run(model)
     if invalid is not None:
         raise invalid
+    _attach_step_form(graph, model, path, input_shapes, opset, loader)
     return graph
+
+
+def _attach_step_form(graph: Graph, model, path: Path, input_shapes: InputShapes, opset: int,
+                      window: _OnnxLoader) -> None:
+    """Give a model of native RNN/GRU/LSTM ops its one-step (streaming) form, as the Keras
+    front-end does: the same model read again with the time axis of every input set to one
+    step, each recurrent op's initial state in ``states``. There is none when a recurrent op
+    runs backwards or from a computed or non-zero initial state, when the ops do not all run
+    over the same window of two steps or more, when an input's leading axis of size > 1 is not
+    the time axis (the window must be ``T`` rows of one step's input), or when the steps do
+    not reproduce the window: ``reset`` then ``step`` over the window's rows must give the
+    window's outputs, each one either the last step's output or the steps' outputs one after
+    the other (checked at compile time on random inputs, so a layer that needs the whole
+    window, such as a mean over time, leaves the model without a streaming form)."""
+    steps = set(window.rnn_steps)
+    if len(steps) != 1:
+        return
+    (T,) = steps
+    if T < 2:
+        return
+    inits = {i.name for i in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    axes = {}
+    for name, t in zip(names, graph.inputs):
+        shape = graph.tensors[t].shape
+        lead = next((k for k, d in enumerate(shape) if d > 1), None)
+        if lead is None or shape[lead] != T:
+            return
+        axes[name] = lead
+    loader = _OnnxLoader(path)
+    loader.given = GivenShapes(input_shapes, str(path))
+    loader.opset = opset
+    loader.streaming = True
+    loader.step_axes = axes
+    try:
+        step = loader.run(model)
+        if set(loader.rnn_steps) != {1} or not step.states:
+            return
+        step.validate()
+        if not _steps_reproduce_window(graph, step, T):
+            return
+    except Exception:  # _NoStream, a CompileError, or anything else: the window form stands
+        return
+    graph.step_graph = step
+    graph.window = T
+
+
+def _steps_reproduce_window(graph: Graph, step: Graph, T: int) -> bool:
+    """Whether ``step`` run over a random window's rows from zero states gives ``graph``'s
+    outputs on that window (numpy, float32 as the C; False where an op is not evaluated)."""
+    from ..reference import evaluate
+
+    def run(g: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        vals = {k: t.data for k, t in g.tensors.items() if t.is_const}
+        vals.update(feeds)
+        for n in g.nodes:
+            y = evaluate(g, n, [vals[i] for i in n.inputs])
+            if y is None:
+                return None
+            vals[n.outputs[0]] = y
+        return vals
+
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        xs = {t: rng.uniform(-1, 1, graph.tensors[t].shape).astype(np.float32)
+              for t in graph.inputs}
+        w = run(graph, xs)
+        if w is None:
+            return False
+        state = {s: np.zeros(step.tensors[s].shape, np.float32) for s, _ in step.states}
+        outs: list[list[np.ndarray]] = [[] for _ in step.outputs]
+        for t in range(T):
+            feeds = {s: xs[wi].reshape(T, -1)[t].reshape(step.tensors[s].shape)
+                     for s, wi in zip(step.inputs, graph.inputs)}
+            feeds.update(state)
+            v = run(step, feeds)
+            if v is None:
+                return False
+            for k, o in enumerate(step.outputs):
+                outs[k].append(np.asarray(v[o], np.float32).reshape(-1))
+            state = {s_in: v[s_out] for s_in, s_out in step.states}
+        for o, rows in zip(graph.outputs, outs):
+            got = np.asarray(w[o], np.float64).reshape(-1)
+            rows = np.asarray(rows, np.float64)
+            if got.size == rows.shape[1]:
+                ref = rows[-1]
+            elif got.size == rows.size:
+                ref = rows.reshape(-1)
+            else:
+                return False
+            if not np.abs(got - ref).max() <= 1e-4 * (1 + np.abs(got).max()):
+                return False
+    return True
