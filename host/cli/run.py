@@ -18,6 +18,9 @@ def _print_summary(s: dict, name: str, reference: str, scored: str = "") -> None
         print(f"  start: {s['start']}")
     print(f"  iterations mean {s['iterations_mean']} max {s['iterations_max']}, status "
           f"{s['status_counts']}, lost frames {s['lost_frames']}")
+    if s.get("brief_periods"):
+        print(f"  noisy link: {s['brief_periods']} periods as SENSOR_BRIEF / TELEMETRY_BRIEF "
+              f"(status and u only), {s.get('resends', 0)} frames sent again")
 
 
 def _truth_from(path: Path, outputs: list[str]):
