@@ -1,4 +1,5 @@
-"""int8 SOFTMAX, TRANSPOSE, PAD/PADV2 and several inputs, and the TFLite Micro hello_world model.
+"""int8 SOFTMAX, TRANSPOSE, PAD/PADV2, several inputs and outputs, and the TFLite Micro
+hello_world model.
 
 Every int8 output is compared with the TFLite interpreter's reference kernels
 (``OpResolverType.BUILTIN_REF``, as ``zoo.tflite_interpreter`` sets it up) and must be equal bit
@@ -77,8 +78,9 @@ class Int8Run:
         self.header = (d / f"{name}.h").read_text()
         self.it = tflite_interpreter(path, reference=True)
         self.ins = self.it.get_input_details()
-        self.out = self.it.get_output_details()[0]
-        assert all(i["dtype"] == np.int8 for i in self.ins) and self.out["dtype"] == np.int8
+        self.outs = self.it.get_output_details()
+        self.out = self.outs[0]
+        assert all(i["dtype"] == np.int8 for i in self.ins + self.outs)
         self.sizes = [int(np.prod(i["shape"])) for i in self.ins]
         scales = [float(i["quantization"][0]) for i, n in zip(self.ins, self.sizes) for _ in range(n)]
         zps = [int(i["quantization"][1]) for i, n in zip(self.ins, self.sizes) for _ in range(n)]
@@ -89,7 +91,8 @@ class Int8Run:
         self.exe = out / f"h_{name}"
         subprocess.run(["cc", *HOST_CFLAGS, f"-I{d}", str(src), *map(str, sorted(d.glob("*.c"))),
                         "-o", str(self.exe)], check=True, capture_output=True)
-        self.n_in, self.n_out = sum(self.sizes), int(np.prod(self.out["shape"]))
+        self.out_sizes = [int(np.prod(o["shape"])) for o in self.outs]
+        self.n_in, self.n_out = sum(self.sizes), sum(self.out_sizes)
 
     def reference(self, xs: np.ndarray, it=None) -> np.ndarray:
         it = it or self.it
@@ -100,7 +103,7 @@ class Int8Run:
                 it.set_tensor(i["index"], row[off:off + n].reshape(i["shape"]))
                 off += n
             it.invoke()
-            ys.append(it.get_tensor(self.out["index"]).reshape(-1).copy())
+            ys.append(np.concatenate([it.get_tensor(o["index"]).reshape(-1) for o in self.outs]))
         return np.array(ys)
 
     def run(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +118,11 @@ class Int8Run:
         ref = self.reference(xs)
         got, got_f = self.run(xs)
         assert np.array_equal(got, ref), f"{np.sum(got != ref)} of {ref.size} outputs differ"
-        s, z = self.out["quantization"]
-        assert np.array_equal(got_f, (np.float32(s) * (ref.astype(np.float32) - z)).astype(np.float32))
+        s = np.concatenate([np.full(n, np.float32(o["quantization"][0]), np.float32)
+                            for o, n in zip(self.outs, self.out_sizes)])
+        z = np.concatenate([np.full(n, o["quantization"][1], np.float32)
+                            for o, n in zip(self.outs, self.out_sizes)])
+        assert np.array_equal(got_f, (s * (ref.astype(np.float32) - z)).astype(np.float32))
         return ref
 
     def quantise(self, x: np.ndarray) -> np.ndarray:
@@ -285,6 +291,124 @@ def test_int8_model_with_two_inputs_reads_them_concatenated_in_model_order(out):
         off += n
     assert "TWO_INPUTS_INPUT_SCALE" not in r.header  # no single input scale to give
     r.check(_random_int8(300, r.n_in, 4))
+
+
+# ---- several outputs ---------------------------------------------------------------------------
+
+def _three_outputs(keras):
+    """One input, three outputs quantised three ways; one of them (h) also read inside."""
+    L = keras.layers
+    keras.utils.set_random_seed(7)
+    a = keras.Input(batch_shape=(1, 3), name="a")
+    h = L.Dense(5, activation="tanh", name="h")(a)
+    return keras.Model(a, [L.Dense(2, name="o1")(h), h,
+                           L.Dense(3, activation="sigmoid", name="o2")(h)])
+
+
+def _uniform_rep(size: int, seed: int, lim: float = 2.0):
+    rng = np.random.default_rng(seed)
+
+    def rep():
+        for _ in range(100):
+            yield [rng.uniform(-lim, lim, (1, size)).astype(np.float32)]
+    return rep
+
+
+def test_int8_model_with_several_outputs_writes_them_concatenated_in_model_order(out):
+    """Three outputs (different scales and zero points, one an intermediate tensor read by the
+    other two): written concatenated in the TFLite subgraph's output order (as the float path
+    writes them), NAME_predict dequantising each with its own, the header listing them; bit-
+    exact with the interpreter."""
+    import keras
+
+    r = Int8Run(_convert(_three_outputs(keras), out / "three_out.tflite", _uniform_rep(3, 7)),
+                out, "three_out")
+    assert len(r.outs) == 3 and len({tuple(o["quantization"]) for o in r.outs}) == 3
+    g = load_model(r.path)
+    assert [g.tensors[t].size for t in g.outputs] == r.out_sizes
+    off = 0
+    for k, (o, n) in enumerate(zip(r.outs, r.out_sizes)):
+        assert f"THREE_OUT_OUTPUT{k}_OFFSET {off}\n" in r.header
+        assert f"THREE_OUT_OUTPUT{k}_SIZE {n}\n" in r.header
+        assert f"THREE_OUT_OUTPUT{k}_ZERO_POINT {o['quantization'][1]}\n" in r.header
+        assert f"output[{off} .. {off + n - 1}]: {o['name']}," in r.header
+        off += n
+    assert "THREE_OUT_OUTPUT_SCALE" not in r.header  # no single output scale to give
+    assert "THREE_OUT_INPUT_SCALE" in r.header
+    r.check(_random_int8(400, r.n_in, 8))
+    real = np.random.default_rng(9).uniform(-2, 2, (200, 3)).astype(np.float32)
+    r.check(r.quantise(real))
+
+
+def test_int8_outputs_that_are_an_input_or_one_tensor_twice_are_copies(out):
+    """Keras outputs [d, b, d]: the converter lists the input b as an output and d twice; each
+    is a copy of the int8 values (quantised alike), bit-exact with the interpreter."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(8)
+    b = keras.Input(batch_shape=(1, 4), name="b")
+    d = L.Dense(3, name="d")(b)
+    r = Int8Run(_convert(keras.Model(b, [d, b, d]), out / "echo.tflite", _uniform_rep(4, 8)),
+                out, "echo")
+    assert len(r.outs) == 3 and sum(r.out_sizes) == 10
+    assert len({o["index"] for o in r.outs}) == 2  # one tensor twice
+    ref = r.check(_random_int8(300, r.n_in, 5))
+    xs = _random_int8(300, r.n_in, 5)
+    at = [k for k, o in enumerate(r.outs) if o["index"] == r.ins[0]["index"]]
+    if at:  # the input given back
+        off = sum(r.out_sizes[:at[0]])
+        assert np.array_equal(ref[:, off:off + 4], xs)
+
+
+FLOAT_HARNESS = r"""
+#include <stdio.h>
+#include "{name}.h"
+int main(void)
+{{
+    static float x[{NAME}_INPUT_SIZE], y[{NAME}_OUTPUT_SIZE];
+    while (fread(x, sizeof(float), {NAME}_INPUT_SIZE, stdin) == {NAME}_INPUT_SIZE) {{
+        {name}_predict(x, y);
+        fwrite(y, sizeof(float), {NAME}_OUTPUT_SIZE, stdout);
+    }}
+    return 0;
+}}
+"""
+
+
+def test_int8_model_with_float_edges_and_several_outputs(out):
+    """The same three outputs with float input and outputs (QUANTIZE in, a DEQUANTIZE per
+    output): NAME_predict equals the interpreter's float outputs exactly."""
+    import keras
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(_three_outputs(keras))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _uniform_rep(3, 7)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path = out / "three_out_float.tflite"
+    path.write_bytes(conv.convert())
+    it = tflite_interpreter(path, reference=True)
+    (i,), outs = it.get_input_details(), it.get_output_details()
+    assert i["dtype"] == np.float32 and all(o["dtype"] == np.float32 for o in outs)
+    name = "three_out_float"
+    d = out / name
+    compile_model(path, d, name=name)
+    assert "_predict_int8" in (d / f"{name}.h").read_text()
+    src = out / f"h_{name}.c"
+    src.write_text(FLOAT_HARNESS.format(name=name, NAME=name.upper()))
+    exe = out / f"h_{name}"
+    subprocess.run(["cc", *HOST_CFLAGS, f"-I{d}", str(src), *map(str, sorted(d.glob("*.c"))),
+                    "-o", str(exe)], check=True, capture_output=True)
+    xs = np.random.default_rng(10).uniform(-2.5, 2.5, (300, 3)).astype(np.float32)
+    got = np.frombuffer(subprocess.run([str(exe)], input=xs.tobytes(), capture_output=True,
+                                       check=True).stdout, np.float32).reshape(len(xs), -1)
+    ref = []
+    for row in xs:
+        it.set_tensor(i["index"], row.reshape(i["shape"]))
+        it.invoke()
+        ref.append(np.concatenate([it.get_tensor(o["index"]).reshape(-1) for o in outs]))
+    assert np.array_equal(got, np.array(ref))
 
 
 # ---- TensorFlow Lite Micro's hello_world ------------------------------------------------------

@@ -56,12 +56,16 @@ def lower_int8(graph: Graph, name: str):
         return "&" + sym
 
     roots = alias_roots(graph)
-    # several inputs are read concatenated, in the graph's order (the layout is in the header)
+    # several inputs are read concatenated, in the graph's order, and several outputs written
+    # so (the layout is in the header)
     ext, off = {}, 0
     for t in graph.inputs:
         ext[t] = Buf("input", off=off)
         off += graph.tensors[t].size
-    ext[graph.outputs[0]] = Buf("output")
+    off = 0
+    for t in graph.outputs:
+        ext[t] = Buf("output", off=off)
+        off += graph.tensors[t].size
     p = Program()
 
     def v(t: str) -> Buf:
@@ -189,13 +193,25 @@ def lower_int8(graph: Graph, name: str):
         off += e["size"]
     src.int8["inputs"] = layout if len(layout) > 1 else []
     src.int8["same_input_q"] = len({(c_float(e["scale"]), e["zp"]) for e in layout}) == 1
+    outs = [dict(e) for e in q.get("outputs") or []] or [{
+        "name": graph.outputs[0], "shape": graph.tensors[graph.outputs[0]].shape, "size": n_out,
+        "scale": q["out_scale"], "zp": q["out_zp"]}]
+    dequantise, off = [], 0
+    for e in outs:
+        at = f" + {off}" if off else ""
+        dequantise.append(f"nnmpc_q_dequantize({arena} + {size + n_in + off}, output{at}, "
+                          f"{e['size']}, {c_float(e['scale'])}, {e['zp']});")
+        e["offset"], e["scale_c"] = off, c_float(e["scale"])
+        off += e["size"]
+    src.int8["outputs"] = outs if len(outs) > 1 else []
+    src.int8["same_output_q"] = len({(c_float(e["scale"]), e["zp"]) for e in outs}) == 1
     src.functions.append(Function(f"void {name}_predict(const float *input, float *output)", [
         "/* quantise the input" + ("s (each with its own scale and zero point)" if len(layout) > 1 else "")
-        + ", run the integer model, dequantise the output */",
+        + ", run the integer model, dequantise the output"
+        + ("s (each with its own)" if len(outs) > 1 else "") + " */",
         *quantise,
         f"{name}_predict_int8({arena} + {size}, {arena} + {size + n_in});",
-        f"nnmpc_q_dequantize({arena} + {size + n_in}, output, {n_out}, "
-        f"{c_float(q['out_scale'])}, {q['out_zp']});",
+        *dequantise,
     ]))
     src.consts, src.structs = consts, structs
     return src

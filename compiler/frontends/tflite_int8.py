@@ -21,8 +21,9 @@ IR nodes of the integer ops:
 * TRANSPOSE is the IR's ``transpose`` (and ``reshape``) on int8 values: data movement only.
 
 Several inputs (each quantised its own way) are read in the model's (the subgraph's) order,
-concatenated, as the float path reads them; ``Graph.int8["inputs"]`` lists each one's name,
-shape, scale and zero point for the header.
+concatenated, as the float path reads them, and several outputs are written the same way;
+``Graph.int8["inputs"]`` and ``Graph.int8["outputs"]`` list each one's name, shape, scale and
+zero point for the header.
 
 The back-end's :func:`nnmpc.compiler.backend.int8.lower_int8` then writes ``NAME_predict_int8`` on raw int8 and ``NAME_predict`` on float
 with quantisation at the edges. No float arithmetic is used between the edges.
@@ -226,23 +227,33 @@ class Int8Builder:
         inputs = [in_of[i] for i in in_index]
         outputs = []
         for i in L.sg.outputs:
+            L.node_name = L.tname(i)
             t = self.names.get(i) or self.fail(f"output '{L.tname(i)}' is not computed")
-            if t in inputs or t in outputs or self.tensors[t].is_const:
-                self.fail("an output that is an input or a constant is not supported")
+            if self.tensors[t].is_const:
+                self.fail("an output that is a constant is not supported")
+            if t in inputs or t in outputs:
+                # an input given back, or one tensor as two outputs (an int8 output and its
+                # DEQUANTIZE): a copy of its int8 values, quantised alike
+                out = self.add(self.tensors[t].shape, base=f"{L.tname(i)}:copy")
+                self.nodes.append(Node("reshape", [t], [out], {}, name=out, source=L.tname(i)))
+                self.qp[out] = self.qp[t]
+                t = out
             outputs.append(t)
+        L.node_name = ""
         if not inputs:
             self.fail("an int8 model without an input is not supported")
-        if len(outputs) != 1:
-            self.fail(f"int8 models with several outputs ({len(outputs)}) are not supported")
         (si, zi), (so, zo) = self.qp[inputs[0]], self.qp[outputs[0]]
-        layout = [{"name": L.tname(i), "tensor": t,
-                   "shape": self.tensors[t].shape, "size": self.tensors[t].size,
-                   "scale": self.qp[t][0], "zp": self.qp[t][1]}
-                  for i, t in zip(in_index, inputs)]
+
+        def edge(index, tensors):
+            return [{"name": L.tname(i), "tensor": t,
+                     "shape": self.tensors[t].shape, "size": self.tensors[t].size,
+                     "scale": self.qp[t][0], "zp": self.qp[t][1]}
+                    for i, t in zip(index, tensors)]
         return Graph(name=L.path.stem, inputs=inputs, outputs=outputs, tensors=self.tensors,
                      nodes=self.nodes, source_file=str(L.path),
                      int8={"in_scale": si, "in_zp": zi, "out_scale": so, "out_zp": zo,
-                           "inputs": layout})
+                           "inputs": edge(in_index, inputs),
+                           "outputs": edge(list(L.sg.outputs), outputs)})
 
     # ops
     def _weights(self, op, what: str):
