@@ -297,8 +297,9 @@ def test_streaming_steps_match_onnxruntime_step_by_step(work, name):
         assert np.abs(J_t).max() > 1e-2
 
 
-def _helper_lstm(path: Path, T, layout: int, peep: bool, seed: int, dyn: bool) -> None:
-    """An ONNX LSTM as onnx.helper writes it: B, peepholes P, no initial state; Y, Y_h, Y_c."""
+def _helper_lstm(path: Path, T, layout: int, peep: bool, seed: int, dyn: bool, B: int = 1) -> None:
+    """An ONNX LSTM as onnx.helper writes it: B, peepholes P, no initial state; Y, Y_h, Y_c;
+    a batch of B sequences (layout 0: the input (T, B, F) is data, as the batch is not 1)."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
     F, H = 3, 4
@@ -310,9 +311,10 @@ def _helper_lstm(path: Path, T, layout: int, peep: bool, seed: int, dyn: bool) -
         inits.append(numpy_helper.from_array(rng.uniform(-0.5, 0.5, (1, 3 * H)).astype(np.float32), "P"))
         ins += ["", "", "", "P"]
     t = "T" if dyn else T
-    xs = [t, 1, F] if layout == 0 else [1, t, F]
+    xs = [t, B, F] if layout == 0 else [B, t, F]
     node = helper.make_node("LSTM", ins, ["Y", "Y_h", "Y_c"], hidden_size=H, layout=layout)
-    ys = [[t, 1, 1, H], [1, 1, H], [1, 1, H]] if layout == 0 else [[1, t, 1, H], [1, 1, H], [1, 1, H]]
+    ys = ([[t, 1, B, H], [1, B, H], [1, B, H]] if layout == 0
+          else [[B, t, 1, H], [B, 1, H], [B, 1, H]])
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, s)
             for o, s in zip(("Y", "Y_h", "Y_c"), ys)]
     g = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs)],
@@ -320,18 +322,19 @@ def _helper_lstm(path: Path, T, layout: int, peep: bool, seed: int, dyn: bool) -
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-@pytest.mark.parametrize("layout,peep", [(0, True), (1, True), (1, False)])
-def test_streaming_helper_lstm_peepholes_and_layouts(work, layout, peep):
-    name = f"hlstm_{layout}_{int(peep)}"
+@pytest.mark.parametrize("layout,peep,B", [(0, True, 1), (1, True, 1), (1, False, 1),
+                                           (0, True, 2)])
+def test_streaming_helper_lstm_peepholes_and_layouts(work, layout, peep, B):
+    name = f"hlstm_{layout}_{int(peep)}_{B}"
     T = 4
     fixed, dyn = work / f"{name}.onnx", work / f"{name}_dyn.onnx"
-    _helper_lstm(fixed, T, layout, peep, 7 + layout, dyn=False)
-    _helper_lstm(dyn, T, layout, peep, 7 + layout, dyn=True)
+    _helper_lstm(fixed, T, layout, peep, 7 + layout, dyn=False, B=B)
+    _helper_lstm(dyn, T, layout, peep, 7 + layout, dyn=True, B=B)
     c = Compiled(fixed, work, name)
-    assert c.s_in == 3 and c.n_state == 8
+    assert c.s_in == 3 * B and c.n_state == 8 * B
 
     def shape_of(t):
-        return (t, 1, 3) if layout == 0 else (1, t, 3)
+        return (t, B, 3) if layout == 0 else (B, t, 3)
 
     _check_stream(c, dyn, 3, ["Y_h", "Y_c"], T, shape_of, seed=layout, reference=layout == 1)
 
@@ -358,3 +361,12 @@ def test_models_without_a_streaming_form_keep_the_window_form(work):
         compile_model(path, d, name=f"n_{name}")
         h = (d / f"n_{name}.h").read_text()
         assert f"n_{name}_step(" not in h and f"n_{name}_predict(" in h
+
+
+def test_layout_1_with_a_batch_has_no_streaming_form(work):
+    """layout 1 with a batch of 2 sequences: the input (2, T, F) is not T rows of one step's
+    input, so there is no NAME_step; the window form still compiles."""
+    path = work / "hlstm_batchwise.onnx"
+    _helper_lstm(path, 4, 1, True, 3, dyn=False, B=2)
+    g = load_model(path)
+    assert g.step_graph is None and g.window == 0 and g.input_size == 2 * 4 * 3
