@@ -439,6 +439,27 @@ def test_dense_tangent_all_inputs_dead_and_identity(K, rng):
     assert T[-1] == 7.0
 
 
+@pytest.mark.parametrize("n_out, k", [(16, 3), (5, 6), (1, 9), (7, 3)])
+def test_dense_tangent_identity_without_dead_rows(K, rng, n_out, k):
+    """T_in = identity and no zero in d (the first layer of a tanh net): diag(d) . W, bit for
+    bit (the assembly's row loop for k a multiple of 3)."""
+    W, d, _ = tangent_case(rng, n_out, k, k, identity=True)
+    T = K.dense_tangent(W, d, None, k)
+    assert np.array_equal(T[:-1].reshape(n_out, k), W * d[:, None]) and T[-1] == 7.0
+
+
+@pytest.mark.parametrize("n_out", [1, 2, 3, 5, 6])
+def test_dense_tangent_short_last_group_is_exact(K, rng, n_out):
+    """A layer of fewer than four (or not a multiple of four) rows, every row live: the
+    repeated last row of a short group is stored once more with the same values."""
+    W, d, T_in = tangent_case(rng, n_out, 16, 3)
+    for dd in (d, None):
+        T = K.dense_tangent(W, dd, T_in, 3)
+        ref = (W.astype(np.float64) @ T_in) * (d[:, None] if dd is not None else 1.0)
+        assert np.allclose(T[:-1].reshape(n_out, 3), ref, rtol=1e-5, atol=1e-6)
+        assert T[-1] == 7.0
+
+
 def test_dense_tangent_wide_layer_fallback(K, rng):
     """Layers wider than the kernels' row lists take the plain loops (on every target)."""
     W, d, T_in = tangent_case(rng, 5, 300, 3, dead_out=0.3, dead_in=0.3)

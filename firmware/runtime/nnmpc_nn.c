@@ -370,8 +370,9 @@ void nnmpc_dense_sigmoid(const float *W, const float *b, const float *x, float *
 
 #if NN_ASM_VFP
 /*
- * The tanh and sigmoid loop for n > 0 elements, one straight instruction sequence per element
- * with every constant in a register:
+ * The tanh and sigmoid loop for n > 0 elements, two elements per pass (even registers one
+ * element, odd ones the other; an odd n runs its first element alone, duplicated), every
+ * constant in a register:
  *   e = expm1(z), z = c[0] * x clamped to [-87, 87] (NaN passes), y = (c[1] e + c[2]) / (e + 2);
  * tanh: c = {2, 1, 0} (tanh x = e / (e + 2) with e = expm1(2x));
  * sigmoid: c = {-1, 0, 1} (1 / (1 + exp(-x)) = 1 / (expm1(-x) + 2)).
@@ -385,12 +386,20 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
         1.38825167e-03f, 8.36654752e-03f, 4.16672006e-02f, 1.66665435e-01f, 4.99999970e-01f,
         1.0f, 2.0f, 1.42860677e-06f,
     };
+    uint32_t one;
     __asm__ volatile(
         "vldmia %[k], {s16-s28}\n\t"
-        "vldmia %[c], {s29-s31}\n"
-        "1:\n\t"
+        "vldmia %[c], {s29-s31}\n\t"
+        "ands %[one], %[n], #1\n\t"      /* one: this pass has a single element */
+        "beq 1f\n\t"
         "vldmia %[x]!, {s0}\n\t"
-        "vmul.f32 s0, s0, s29\n\t"      /* z, clamped to [-87, 87] (NaN passes) */
+        "vmov.f32 s1, s0\n\t"
+        "b 2f\n"
+        "1:\n\t"
+        "vldmia %[x]!, {s0-s1}\n"
+        "2:\n\t"
+        "vmul.f32 s0, s0, s29\n\t"    /* z, clamped to [-87, 87] (NaN passes) */
+        "vmul.f32 s1, s1, s29\n\t"
         "vcmp.f32 s0, s16\n\t"
         "vmrs APSR_nzcv, fpscr\n\t"
         "it gt\n\t"
@@ -399,42 +408,86 @@ static void exp_act_loop(const float *x, float *y, int n, const float *c)
         "vmrs APSR_nzcv, fpscr\n\t"
         "it mi\n\t"
         "vmovmi.f32 s0, s17\n\t"
-        "vmul.f32 s1, s0, s18\n\t"      /* t = z / ln2 + 1.5 * 2^23: k in the low bits */
-        "vadd.f32 s1, s1, s19\n\t"
-        "vsub.f32 s2, s1, s19\n\t"      /* k */
-        "vmul.f32 s5, s2, s20\n\t"
-        "vsub.f32 s0, s0, s5\n\t"
-        "vmul.f32 s5, s2, s28\n\t"
-        "vsub.f32 s0, s0, s5\n\t"       /* r = z - k ln2_hi - k ln2_lo */
-        "vmov r3, s1\n\t"
+        "vcmp.f32 s1, s16\n\t"
+        "vmrs APSR_nzcv, fpscr\n\t"
+        "it gt\n\t"
+        "vmovgt.f32 s1, s16\n\t"
+        "vcmp.f32 s1, s17\n\t"
+        "vmrs APSR_nzcv, fpscr\n\t"
+        "it mi\n\t"
+        "vmovmi.f32 s1, s17\n\t"
+        "vmul.f32 s2, s0, s18\n\t"    /* t = z / ln2 + 1.5 * 2^23: k in the low bits */
+        "vmul.f32 s3, s1, s18\n\t"
+        "vadd.f32 s2, s2, s19\n\t"
+        "vadd.f32 s3, s3, s19\n\t"
+        "vsub.f32 s4, s2, s19\n\t"    /* k */
+        "vsub.f32 s5, s3, s19\n\t"
+        "vmul.f32 s6, s4, s20\n\t"
+        "vmul.f32 s7, s5, s20\n\t"
+        "vsub.f32 s0, s0, s6\n\t"
+        "vsub.f32 s1, s1, s7\n\t"
+        "vmul.f32 s6, s4, s28\n\t"
+        "vmul.f32 s7, s5, s28\n\t"
+        "vsub.f32 s0, s0, s6\n\t"     /* r = z - k ln2_hi - k ln2_lo */
+        "vsub.f32 s1, s1, s7\n\t"
+        "vmov r2, r3, s2, s3\n\t"
+        "lsls r2, r2, #23\n\t"
         "lsls r3, r3, #23\n\t"
+        "add r2, r2, #0x3f800000\n\t"
         "add r3, r3, #0x3f800000\n\t"
-        "vmov s3, r3\n\t"               /* s = 2^k */
-        "vmul.f32 s4, s0, s21\n\t"      /* P(r) */
-        "vadd.f32 s4, s4, s22\n\t"
-        "vmul.f32 s4, s4, s0\n\t"
-        "vadd.f32 s4, s4, s23\n\t"
-        "vmul.f32 s4, s4, s0\n\t"
-        "vadd.f32 s4, s4, s24\n\t"
-        "vmul.f32 s4, s4, s0\n\t"
-        "vadd.f32 s4, s4, s25\n\t"
-        "vmul.f32 s5, s0, s0\n\t"
-        "vmul.f32 s4, s4, s5\n\t"
-        "vadd.f32 s4, s4, s0\n\t"       /* q = expm1(r) */
-        "vmul.f32 s4, s4, s3\n\t"
-        "vsub.f32 s5, s3, s26\n\t"
-        "vadd.f32 s4, s4, s5\n\t"       /* e = s q + (s - 1) = expm1(z) */
-        "vadd.f32 s5, s4, s27\n\t"      /* e + 2 */
-        "vmul.f32 s4, s4, s30\n\t"
-        "vadd.f32 s4, s4, s31\n\t"
-        "vdiv.f32 s4, s4, s5\n\t"
-        "vstmia %[y]!, {s4}\n\t"
+        "vmov s8, s9, r2, r3\n\t"     /* s = 2^k */
+        "vmul.f32 s10, s0, s21\n\t"   /* P(r) */
+        "vmul.f32 s11, s1, s21\n\t"
+        "vadd.f32 s10, s10, s22\n\t"
+        "vadd.f32 s11, s11, s22\n\t"
+        "vmul.f32 s10, s10, s0\n\t"
+        "vmul.f32 s11, s11, s1\n\t"
+        "vadd.f32 s10, s10, s23\n\t"
+        "vadd.f32 s11, s11, s23\n\t"
+        "vmul.f32 s10, s10, s0\n\t"
+        "vmul.f32 s11, s11, s1\n\t"
+        "vadd.f32 s10, s10, s24\n\t"
+        "vadd.f32 s11, s11, s24\n\t"
+        "vmul.f32 s10, s10, s0\n\t"
+        "vmul.f32 s11, s11, s1\n\t"
+        "vadd.f32 s10, s10, s25\n\t"
+        "vadd.f32 s11, s11, s25\n\t"
+        "vmul.f32 s6, s0, s0\n\t"
+        "vmul.f32 s7, s1, s1\n\t"
+        "vmul.f32 s10, s10, s6\n\t"
+        "vmul.f32 s11, s11, s7\n\t"
+        "vadd.f32 s10, s10, s0\n\t"   /* q = expm1(r) */
+        "vadd.f32 s11, s11, s1\n\t"
+        "vmul.f32 s10, s10, s8\n\t"
+        "vmul.f32 s11, s11, s9\n\t"
+        "vsub.f32 s6, s8, s26\n\t"
+        "vsub.f32 s7, s9, s26\n\t"
+        "vadd.f32 s10, s10, s6\n\t"   /* e = s q + (s - 1) = expm1(z) */
+        "vadd.f32 s11, s11, s7\n\t"
+        "vadd.f32 s6, s10, s27\n\t"   /* e + 2 */
+        "vadd.f32 s7, s11, s27\n\t"
+        "vmul.f32 s10, s10, s30\n\t"
+        "vmul.f32 s11, s11, s30\n\t"
+        "vadd.f32 s10, s10, s31\n\t"
+        "vadd.f32 s11, s11, s31\n\t"
+        "vdiv.f32 s10, s10, s6\n\t"
+        "vdiv.f32 s11, s11, s7\n\t"
+        "cbnz %[one], 3f\n\t"
+        "vstmia %[y]!, {s10-s11}\n\t"
+        "subs %[n], %[n], #2\n\t"
+        "bne 1b\n\t"
+        "b 4f\n"
+        "3:\n\t"
+        "vstmia %[y]!, {s10}\n\t"
+        "movs %[one], #0\n\t"
         "subs %[n], %[n], #1\n\t"
         "bne 1b\n"
-        : [x] "+r"(x), [y] "+r"(y), [n] "+r"(n)
+        "4:\n\t"
+        : [x] "+r"(x), [y] "+r"(y), [n] "+r"(n), [one] "=&l"(one)
         : [k] "r"(k), [c] "r"(c)
-        : "r3", "s0", "s1", "s2", "s3", "s4", "s5", "s16", "s17", "s18", "s19", "s20", "s21",
-          "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
+        : "r2", "r3", "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11",
+          "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+          "s28", "s29", "s30", "s31", "cc", "memory");
 }
 
 static const float nn_tanh_c[3] = {2.0f, 1.0f, 0.0f};
@@ -542,7 +595,35 @@ void nnmpc_act_deriv(const float *y, float *d, int n, nnmpc_act_t act)
         break;
     }
     case NNMPC_ACT_TANH:
-        for (i = 0; i < n; ++i) {
+        i = 0;
+#if NN_ASM_VFP
+        if (n >= 4) {
+            /* four at a time: the same products and differences, loads and stores in blocks */
+            const float *yp = y;
+            float *dp = d;
+            int q = n >> 2;
+            __asm__ volatile(
+                "vmov.f32 s8, #1.0\n"
+                "1:\n\t"
+                "vldmia %[y]!, {s0-s3}\n\t"
+                "vmul.f32 s0, s0, s0\n\t"
+                "vmul.f32 s1, s1, s1\n\t"
+                "vmul.f32 s2, s2, s2\n\t"
+                "vmul.f32 s3, s3, s3\n\t"
+                "vsub.f32 s0, s8, s0\n\t"
+                "vsub.f32 s1, s8, s1\n\t"
+                "vsub.f32 s2, s8, s2\n\t"
+                "vsub.f32 s3, s8, s3\n\t"
+                "vstmia %[d]!, {s0-s3}\n\t"
+                "subs %[q], %[q], #1\n\t"
+                "bne 1b\n\t"
+                : [y] "+r"(yp), [d] "+r"(dp), [q] "+r"(q)
+                :
+                : "s0", "s1", "s2", "s3", "s8", "cc", "memory");
+            i = n & ~3;
+        }
+#endif
+        for (; i < n; ++i) {
             const float v = y[i];
             d[i] = 1.0f - v * v;
         }
@@ -696,134 +777,31 @@ static void tangent_4x3(const float *w0, const float *w1, const float *w2, const
           "cc", "memory");
 }
 
-/*
- * out->o[r][c] = out->s[r] * sum over the 2 n entries j of list: w_r[j] * T[j * kbytes / 4 + c],
- * for the three rows w0..w2 and c < 6: eighteen sums in s14-s31, two list entries per step.
- */
+/* A group of four output rows: weight rows w[r]; o[r] (three columns) = s[r] * row r's sums. */
 typedef struct {
-    float *o[3];
-    float s[3];
-} nn_out3;
-
-/* One pass of the 3-row x 6-column tangent block below: load three weights of one input
- * (chosen by the next active index), six tangent entries, and accumulate 18 products. */
-#define NNMPC_TANGENT3X6_STEP \
-    "ldrb %[j], [%[l]], #1\n\t" \
-    "ldr %[a0], [%[w0], %[j], lsl #2]\n\t" \
-    "ldr %[a1], [%[w1], %[j], lsl #2]\n\t" \
-    "vmov s0, s1, %[a0], %[a1]\n\t" \
-    "ldr %[a0], [%[w2], %[j], lsl #2]\n\t" \
-    "mla %[j], %[j], %[kb], %[T]\n\t" \
-    "vmov s2, %[a0]\n\t" \
-    "vldmia %[j], {s3-s8}\n\t" \
-    "vmul.f32 s9, s0, s3\n\t" \
-    "vadd.f32 s14, s14, s9\n\t" \
-    "vmul.f32 s10, s0, s4\n\t" \
-    "vadd.f32 s15, s15, s10\n\t" \
-    "vmul.f32 s11, s0, s5\n\t" \
-    "vadd.f32 s16, s16, s11\n\t" \
-    "vmul.f32 s12, s0, s6\n\t" \
-    "vadd.f32 s17, s17, s12\n\t" \
-    "vmul.f32 s13, s0, s7\n\t" \
-    "vadd.f32 s18, s18, s13\n\t" \
-    "vmul.f32 s9, s0, s8\n\t" \
-    "vadd.f32 s19, s19, s9\n\t" \
-    "vmul.f32 s10, s1, s3\n\t" \
-    "vadd.f32 s20, s20, s10\n\t" \
-    "vmul.f32 s11, s1, s4\n\t" \
-    "vadd.f32 s21, s21, s11\n\t" \
-    "vmul.f32 s12, s1, s5\n\t" \
-    "vadd.f32 s22, s22, s12\n\t" \
-    "vmul.f32 s13, s1, s6\n\t" \
-    "vadd.f32 s23, s23, s13\n\t" \
-    "vmul.f32 s9, s1, s7\n\t" \
-    "vadd.f32 s24, s24, s9\n\t" \
-    "vmul.f32 s10, s1, s8\n\t" \
-    "vadd.f32 s25, s25, s10\n\t" \
-    "vmul.f32 s11, s2, s3\n\t" \
-    "vadd.f32 s26, s26, s11\n\t" \
-    "vmul.f32 s12, s2, s4\n\t" \
-    "vadd.f32 s27, s27, s12\n\t" \
-    "vmul.f32 s13, s2, s5\n\t" \
-    "vadd.f32 s28, s28, s13\n\t" \
-    "vmul.f32 s9, s2, s6\n\t" \
-    "vadd.f32 s29, s29, s9\n\t" \
-    "vmul.f32 s10, s2, s7\n\t" \
-    "vadd.f32 s30, s30, s10\n\t" \
-    "vmul.f32 s11, s2, s8\n\t" \
-    "vadd.f32 s31, s31, s11\n\t"
-
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void tangent_3x6(const float *w0, const float *w1, const float *w2, const float *T,
-                        int kbytes, const uint8_t *list, int n, const nn_out3 *out)
-{
-    uint32_t j, a0, a1;
-    __asm__ volatile(
-        "movs %[a0], #0\n\t"
-        "vmov s14, s15, %[a0], %[a0]\n\t"
-        "vmov s16, s17, %[a0], %[a0]\n\t"
-        "vmov s18, s19, %[a0], %[a0]\n\t"
-        "vmov s20, s21, %[a0], %[a0]\n\t"
-        "vmov s22, s23, %[a0], %[a0]\n\t"
-        "vmov s24, s25, %[a0], %[a0]\n\t"
-        "vmov s26, s27, %[a0], %[a0]\n\t"
-        "vmov s28, s29, %[a0], %[a0]\n\t"
-        "vmov s30, s31, %[a0], %[a0]\n"
-        "1:\n\t"
-        NNMPC_TANGENT3X6_STEP
-        NNMPC_TANGENT3X6_STEP
-        "subs %[n], %[n], #1\n\t"
-        "bne 1b\n\t"
-        /* scale each row by its s and store it */
-        "ldr %[j], [%[out], #0]\n\t"
-        "vldr s0, [%[out], #12]\n\t"
-        "vldr s1, [%[out], #16]\n\t"
-        "vldr s2, [%[out], #20]\n\t"
-        "vmul.f32 s14, s14, s0\n\t"
-        "vmul.f32 s15, s15, s0\n\t"
-        "vmul.f32 s16, s16, s0\n\t"
-        "vmul.f32 s17, s17, s0\n\t"
-        "vmul.f32 s18, s18, s0\n\t"
-        "vmul.f32 s19, s19, s0\n\t"
-        "vstmia %[j], {s14-s19}\n\t"
-        "ldr %[j], [%[out], #4]\n\t"
-        "vmul.f32 s20, s20, s1\n\t"
-        "vmul.f32 s21, s21, s1\n\t"
-        "vmul.f32 s22, s22, s1\n\t"
-        "vmul.f32 s23, s23, s1\n\t"
-        "vmul.f32 s24, s24, s1\n\t"
-        "vmul.f32 s25, s25, s1\n\t"
-        "vstmia %[j], {s20-s25}\n\t"
-        "ldr %[j], [%[out], #8]\n\t"
-        "vmul.f32 s26, s26, s2\n\t"
-        "vmul.f32 s27, s27, s2\n\t"
-        "vmul.f32 s28, s28, s2\n\t"
-        "vmul.f32 s29, s29, s2\n\t"
-        "vmul.f32 s30, s30, s2\n\t"
-        "vmul.f32 s31, s31, s2\n\t"
-        "vstmia %[j], {s26-s31}\n\t"
-        : [l] "+r"(list), [n] "+r"(n), [j] "=&r"(j), [a0] "=&l"(a0), [a1] "=&r"(a1)
-        : [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [T] "r"(T), [kb] "r"(kbytes),
-          [out] "r"(out)
-        : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
-          "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
-          "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
-}
+    float *o[4];
+    float s[4];
+    const float *w[4];
+} nn_tan_io;
 
 /*
- * As tangent_4x3 with every input row j < n (T rows kbytes apart): two input rows per step,
- * the weights of each row loaded in pairs.
+ * acc[3 r + c] = sum over every input row j < n: w_r[j] * T[j * kbytes / 4 + c] for the four
+ * rows w_r = io->w[r] and c < 3 (T already offset to the first column of the group), two input rows
+ * per step with the weights of each row loaded in pairs; then io->o[r][c] = io->s[r] *
+ * acc[3 r + c] (rows may repeat: they get the same values).
  */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void tangent_4x3_all(const float *w0, const float *w1, const float *w2, const float *w3,
-                            const float *T, int kbytes, int n, float *acc)
+static void tangent_4x3_out(const float *T, int kbytes, int n, const nn_tan_io *io)
 {
+    const float *w0, *w1, *w2, *w3;
     uint32_t z, half = (uint32_t)n >> 1;
     __asm__ volatile(
+        "ldr %[w0], [%[io], #32]\n\t"
+        "ldr %[w1], [%[io], #36]\n\t"
+        "ldr %[w2], [%[io], #40]\n\t"
+        "ldr %[w3], [%[io], #44]\n\t"
         "movs %[z], #0\n\t"
         "vmov s16, s17, %[z], %[z]\n\t"
         "vmov s18, s19, %[z], %[z]\n\t"
@@ -838,13 +816,9 @@ static void tangent_4x3_all(const float *w0, const float *w1, const float *w2, c
         "vldmia %[w1]!, {s2-s3}\n\t"
         "vldmia %[w2]!, {s4-s5}\n\t"
         "vldmia %[w3]!, {s6-s7}\n\t"
-        "vldr s8, [%[T]]\n\t"
-        "vldr s9, [%[T], #4]\n\t"
-        "vldr s10, [%[T], #8]\n\t"
+        "vldmia %[T], {s8-s10}\n\t"
         "add %[T], %[T], %[kb]\n\t"
-        "vldr s11, [%[T]]\n\t"
-        "vldr s12, [%[T], #4]\n\t"
-        "vldr s13, [%[T], #8]\n\t"
+        "vldmia %[T], {s11-s13}\n\t"
         "add %[T], %[T], %[kb]\n\t"
         "vmul.f32 s14, s0, s8\n\t"
         "vadd.f32 s16, s16, s14\n\t"
@@ -903,9 +877,7 @@ static void tangent_4x3_all(const float *w0, const float *w1, const float *w2, c
         "vldmia %[w1]!, {s2}\n\t"
         "vldmia %[w2]!, {s4}\n\t"
         "vldmia %[w3]!, {s6}\n\t"
-        "vldr s8, [%[T]]\n\t"
-        "vldr s9, [%[T], #4]\n\t"
-        "vldr s10, [%[T], #8]\n\t"
+        "vldmia %[T], {s8-s10}\n\t"
         "vmul.f32 s14, s0, s8\n\t"
         "vadd.f32 s16, s16, s14\n\t"
         "vmul.f32 s15, s0, s9\n\t"
@@ -931,14 +903,99 @@ static void tangent_4x3_all(const float *w0, const float *w1, const float *w2, c
         "vmul.f32 s15, s6, s10\n\t"
         "vadd.f32 s27, s27, s15\n\t"
         "3:\n\t"
-        "vstmia %[acc], {s16-s27}\n\t"
-        : [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [T] "+r"(T),
+        "add %[z], %[io], #16\n\t"
+        "vldmia %[z], {s0-s3}\n\t"
+        "vmul.f32 s16, s16, s0\n\t"
+        "vmul.f32 s17, s17, s0\n\t"
+        "vmul.f32 s18, s18, s0\n\t"
+        "vmul.f32 s19, s19, s1\n\t"
+        "vmul.f32 s20, s20, s1\n\t"
+        "vmul.f32 s21, s21, s1\n\t"
+        "vmul.f32 s22, s22, s2\n\t"
+        "vmul.f32 s23, s23, s2\n\t"
+        "vmul.f32 s24, s24, s2\n\t"
+        "vmul.f32 s25, s25, s3\n\t"
+        "vmul.f32 s26, s26, s3\n\t"
+        "vmul.f32 s27, s27, s3\n\t"
+        "ldr %[z], [%[io], #0]\n\t"
+        "vstmia %[z], {s16-s18}\n\t"
+        "ldr %[z], [%[io], #4]\n\t"
+        "vstmia %[z], {s19-s21}\n\t"
+        "ldr %[z], [%[io], #8]\n\t"
+        "vstmia %[z], {s22-s24}\n\t"
+        "ldr %[z], [%[io], #12]\n\t"
+        "vstmia %[z], {s25-s27}\n\t"
+        : [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [T] "+r"(T),
           [h] "+r"(half), [z] "=&l"(z)
-        : [kb] "r"(kbytes), [acc] "r"(acc), [n] "r"(n)
+        : [kb] "r"(kbytes), [io] "r"(io), [n] "r"(n)
         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
           "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25",
           "s26", "s27", "cc", "memory");
 }
+
+/* 1 if one of the n floats at d is +-0 (on the bit patterns: clz(bits << 1) is 32 for +-0). */
+static int any_zero(const float *d, int n)
+{
+    uint32_t acc = 0, a;
+    int q = n >> 2;
+    if (q > 0) {
+        __asm__ volatile(
+            "1:\n\t"
+            "ldmia %[d]!, {r4-r7}\n\t"
+            "lsls r4, r4, #1\n\t"
+            "clz r4, r4\n\t"
+            "lsls r5, r5, #1\n\t"
+            "clz r5, r5\n\t"
+            "orr %[acc], %[acc], r4\n\t"
+            "lsls r6, r6, #1\n\t"
+            "clz r6, r6\n\t"
+            "orr %[acc], %[acc], r5\n\t"
+            "lsls r7, r7, #1\n\t"
+            "clz r7, r7\n\t"
+            "orr %[acc], %[acc], r6\n\t"
+            "orr %[acc], %[acc], r7\n\t"
+            "subs %[q], %[q], #1\n\t"
+            "bne 1b\n\t"
+            : [d] "+r"(d), [q] "+r"(q), [acc] "+r"(acc)
+            :
+            : "r4", "r5", "r6", "r7", "cc", "memory");
+    }
+    for (n &= 3; n > 0; --n, ++d) {
+        nn_bits u;
+        u.f = *d;
+        __asm__("clz %0, %1" : "=r"(a) : "r"(u.u << 1));
+        acc |= a;
+    }
+    return (acc & 32u) != 0;
+}
+
+/*
+ * T_out[n x k] = diag(d) . W (the tangent of a dense layer on its input), k a multiple of 3,
+ * n >= 1, no zero in d: row by row, three columns at a time.
+ */
+static void scale_rows3(const float *W, const float *d, float *T_out, int n, int k)
+{
+    const int m = k / 3;
+    int c;
+    __asm__ volatile(
+        "1:\n\t"
+        "vldmia %[d]!, {s0}\n\t"
+        "mov %[c], %[m]\n"
+        "2:\n\t"
+        "vldmia %[w]!, {s1-s3}\n\t"
+        "vmul.f32 s1, s0, s1\n\t"
+        "vmul.f32 s2, s0, s2\n\t"
+        "vmul.f32 s3, s0, s3\n\t"
+        "vstmia %[o]!, {s1-s3}\n\t"
+        "subs %[c], %[c], #1\n\t"
+        "bne 2b\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [w] "+r"(W), [d] "+r"(d), [o] "+r"(T_out), [n] "+r"(n), [c] "=&r"(c)
+        : [m] "r"(m)
+        : "s0", "s1", "s2", "s3", "cc", "memory");
+}
+
 #else
 static void tangent_4x3(const float *w0, const float *w1, const float *w2, const float *w3,
                         const float *T, int kbytes, const uint8_t *list, int n, float *acc)
@@ -960,6 +1017,44 @@ static void tangent_4x3(const float *w0, const float *w1, const float *w2, const
                 const float m = w[r][j] * t[c];
                 acc[3 * r + c] += m;
             }
+        }
+    }
+}
+#endif
+
+#if NN_ASM_VFP
+/*
+ * nnmpc_dense_tangent when no output row is switched off (d NULL or no zero in d; a tanh or
+ * linear layer), k >= 3: every output row and every input row, four consecutive rows at a
+ * time (a short last group repeats its last row), no lists to build. An all-zero input row
+ * adds +-0 here where the sparse path skips it: only a zero's sign can differ.
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void dense_tangent_all(const float *W, const float *d, const float *T_in, float *T_out,
+                              int n_out, int n_in, int k)
+{
+    nn_tan_io io;
+    int i, r, c0;
+    for (i = 0; i < n_out; i += 4) {
+        for (r = 0; r < 4; ++r) {
+            const int ir = i + r < n_out ? i + r : n_out - 1;
+            io.w[r] = W + (long)ir * n_in;
+            io.o[r] = T_out + (long)ir * k;
+            io.s[r] = d ? d[ir] : 1.0f;
+        }
+        for (c0 = 0;;) {
+            tangent_4x3_out(T_in + c0, 4 * k, n_in, &io);
+            if (c0 + 3 >= k) {
+                break;
+            }
+            r = c0 + 3 > k - 3 ? k - 3 - c0 : 3; /* the last columns overlap the previous */
+            c0 += r;
+            io.o[0] += r;
+            io.o[1] += r;
+            io.o[2] += r;
+            io.o[3] += r;
         }
     }
 }
@@ -1004,6 +1099,12 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
     int i, j, c, n_cols = 0, n_rows = 0, g;
     if (T_in == NULL) {
         /* identity input tangent: T_out = diag(d) . W (k == n_in) */
+#if NN_ASM_VFP
+        if (d && n_out > 0 && k > 0 && k % 3 == 0 && !any_zero(d, n_out)) {
+            scale_rows3(W, d, T_out, n_out, k);
+            return;
+        }
+#endif
         for (i = 0, o = T_out, t = W; i < n_out; ++i, o += k, t += n_in) {
             const float s = d ? d[i] : 1.0f;
             if (s == 0.0f) {
@@ -1025,54 +1126,35 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
         dense_tangent_loops(W, d, T_in, T_out, n_out, n_in, k);
         return;
     }
-    for (j = 0, t = T_in; j < n_in; ++j, t += k) {
-        nn_bits v;
-        v.f = t[0];
-        if ((v.u << 1) != 0 || !all_zero(t, k)) {
-            cols[n_cols++] = (uint8_t)j;
-        }
-    }
-    for (i = 0, o = T_out; i < n_out; ++i, o += k) {
-        const float s = d ? d[i] : 1.0f;
-        if (s != 0.0f && n_cols > 0) {
-            rows[n_rows++] = (uint8_t)i;
-        } else {
-            fill_row(o, 0.0f * s, k);
-        }
-    }
 #if NN_ASM_VFP
-    if (k % 6 == 0 && n_cols < n_in) {
-        /* sparse inputs and six tangent columns: three rows by six columns at a time (a short
-         * last group repeats a row, stored twice with the same values) */
-        nn_out3 out;
-        if (n_cols & 1) {
-            /* pad to an even count with an input row that is all zero (one exists: n_cols <
-             * n_in); it adds w * 0 = 0 (the weights are finite) */
-            for (j = 0, t = T_in; j < n_in && !all_zero(t, k); ++j, t += k) {
-            }
-            cols[n_cols] = (uint8_t)j;
-        }
-        for (g = 0; g < n_rows; g += 3) {
-            const int r0 = rows[g], r1 = rows[g + 1 < n_rows ? g + 1 : g];
-            const int r2 = rows[g + 2 < n_rows ? g + 2 : (g + 1 < n_rows ? g + 1 : g)];
-            int c0;
-            out.s[0] = d ? d[r0] : 1.0f;
-            out.s[1] = d ? d[r1] : 1.0f;
-            out.s[2] = d ? d[r2] : 1.0f;
-            for (c0 = 0; c0 < k; c0 += 6) {
-                out.o[0] = T_out + (long)r0 * k + c0;
-                out.o[1] = T_out + (long)r1 * k + c0;
-                out.o[2] = T_out + (long)r2 * k + c0;
-                tangent_3x6(W + (long)r0 * n_in, W + (long)r1 * n_in, W + (long)r2 * n_in,
-                            T_in + c0, 4 * k, cols, (n_cols + 1) >> 1, &out);
-            }
-        }
+    if (d == NULL || !any_zero(d, n_out)) {
+        dense_tangent_all(W, d, T_in, T_out, n_out, n_in, k);
         return;
     }
 #endif
+    {
+        for (j = 0, t = T_in; j < n_in; ++j, t += k) {
+            nn_bits v;
+            v.f = t[0];
+            if ((v.u << 1) != 0 || !all_zero(t, k)) {
+                cols[n_cols++] = (uint8_t)j;
+            }
+        }
+        for (i = 0, o = T_out; i < n_out; ++i, o += k) {
+            const float s = d ? d[i] : 1.0f;
+            if (s != 0.0f && n_cols > 0) {
+                rows[n_rows++] = (uint8_t)i;
+            } else {
+                fill_row(o, 0.0f * s, k);
+            }
+        }
+    }
     for (g = 0; g < n_rows; g += 4) {
         /* four active rows; a short last group repeats its last row */
         int rr[4], r, c0 = 0;
+#if NN_ASM_VFP
+        nn_tan_io io;
+#endif
         for (r = 0; r < 4; ++r) {
             rr[r] = rows[g + r < n_rows ? g + r : n_rows - 1];
         }
@@ -1084,18 +1166,27 @@ void nnmpc_dense_tangent(const float *W, const float *d, const float *T_in, floa
             }
 #if NN_ASM_VFP
             if (n_cols == n_in) {
-                tangent_4x3_all(w0, w1, w2, w3, T_in + c0, 4 * k, n_in, acc);
+                /* every input row: the kernel scales and stores the four rows itself */
+                for (r = 0; r < 4; ++r) {
+                    io.o[r] = T_out + (long)rr[r] * k + c0;
+                    io.s[r] = d ? d[rr[r]] : 1.0f;
+                }
+                io.w[0] = w0;
+                io.w[1] = w1;
+                io.w[2] = w2;
+                io.w[3] = w3;
+                tangent_4x3_out(T_in + c0, 4 * k, n_in, &io);
             } else
 #endif
             {
                 tangent_4x3(w0, w1, w2, w3, T_in + c0, 4 * k, cols, n_cols, acc);
-            }
-            for (r = 0; r < 4; ++r) {
-                const float s = d ? d[rr[r]] : 1.0f;
-                o = T_out + (long)rr[r] * k + c0;
-                o[0] = s * acc[3 * r];
-                o[1] = s * acc[3 * r + 1];
-                o[2] = s * acc[3 * r + 2];
+                for (r = 0; r < 4; ++r) {
+                    const float s = d ? d[rr[r]] : 1.0f;
+                    o = T_out + (long)rr[r] * k + c0;
+                    o[0] = s * acc[3 * r];
+                    o[1] = s * acc[3 * r + 1];
+                    o[2] = s * acc[3 * r + 2];
+                }
             }
             if (c0 + 3 >= k) {
                 break;
