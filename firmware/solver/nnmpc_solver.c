@@ -185,27 +185,33 @@ void nnmpc_mpc_set_ref(nnmpc_mpc_t *s, int j, const float *ref)
     }
 }
 
+/* Short copy and clear loops stay loops: a memcpy/memset call for two or three floats costs
+ * several times the loop (GCC turns such loops into library calls at -O2). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNMPC_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NNMPC_INLINE_LOOPS
+#endif
+
 /* Net input for the step that predicts y[k+j+1] (j = 0..N-1). */
-static void build_z(nnmpc_mpc_t *s, int j, const float *U)
+NNMPC_INLINE_LOOPS static void build_z(nnmpc_mpc_t *s, int j, const float *U)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
+    const int p = c->p, m = c->m, last = c->moves - 1;
     float *z = s->z;
-    int l, a, t, n = 0;
+    int l, a;
     for (l = 0; l < c->na; ++l) {
-        t = j - l;
-        for (a = 0; a < c->p; ++a) {
-            z[n++] = t >= 1 ? s->yhat[t - 1][a] : s->yh[-t][a];
+        const int t = j - l;
+        const float *src = t >= 1 ? s->yhat[t - 1] : s->yh[-t];
+        for (a = 0; a < p; ++a) {
+            *z++ = src[a];
         }
     }
     for (l = 0; l < c->nb; ++l) {
-        t = j - l;
-        for (a = 0; a < c->m; ++a) {
-            if (t >= 0) {
-                const int i = t < c->moves ? t : c->moves - 1;
-                z[n++] = U[i * c->m + a];
-            } else {
-                z[n++] = s->uh[-t - 1][a];
-            }
+        const int t = j - l;
+        const float *src = t >= 0 ? U + (t < last ? t : last) * m : s->uh[-t - 1];
+        for (a = 0; a < m; ++a) {
+            *z++ = src[a];
         }
     }
 }
@@ -293,7 +299,8 @@ static float rollout_static(nnmpc_mpc_t *s, const float *U, int jac, float limit
  * A plain rollout stops as soon as the cost so far exceeds `limit` (every term is >= 0, so
  * the full cost would too: a trial that cannot be accepted is seen early) and then clears
  * *complete; yhat is then only partly written. */
-static float rollout_to(nnmpc_mpc_t *s, const float *U, int jac, float limit, int *complete)
+NNMPC_INLINE_LOOPS static float rollout_to(nnmpc_mpc_t *s, const float *U, int jac, float limit,
+                                       int *complete)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int p = c->p, m = c->m, nz = s->net.n_in, n = m * c->moves;
