@@ -135,8 +135,7 @@ KD_GRID = np.geomspace(0.01, 100.0, 9)
 MAX_EXTENSIONS = 6
 GAINS = ("kp", "ki", "kd")
 #: The PID with feed-forward: the five gains are searched together, on a coarser first grid
-#: (0 added to every axis but kp's), then finer grids of FF_POINTS values per gain (a gain at
-#: 0 retried at every value of its first grid); the
+#: (0 added to every axis but kp's), then finer grids of FF_POINTS values per gain; the
 #: preview P over FF_PREVIEWS and the feed-forward's lead L over FF_LEADS (both extended
 #: while the best is the largest).
 FF_GAINS = ("kp", "ki", "kd", "kff", "kdff")
@@ -196,10 +195,8 @@ def _coarse(plant, refs, axes, u_bias, mix, tracked, seed, preview, names, lead=
 
 
 def _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed, preview, names,
-            points=7, lead=0, y_bias=None, zero_all=False):
-    """Finer grids around the best, recentred while the best sits on their edge. A gain whose
-    best is 0 is tried at 0 and its first grid's two smallest values (``zero_all``: at every
-    value of its first grid, so that a coarse first grid does not leave it off for good)."""
+            points=7, lead=0, y_bias=None):
+    """Finer grids around the best, recentred while the best sits on their edge."""
     seen = [list(a) for a in axes]     # every value searched, per gain
     for span in SPANS:
         loc = []
@@ -208,7 +205,7 @@ def _refine(plant, refs, axes, best, rms, u_bias, mix, tracked, seed, preview, n
                 loc.append(_axis(v * np.geomspace(1 / span, span, points), i > 0))
             else:
                 nz = axes[i][axes[i] > 0]
-                loc.append(_axis(nz if zero_all else nz[:2], True))
+                loc.append(_axis(nz[:2], True))
         b, r = _grid_best(plant, refs, loc, u_bias, mix, tracked, seed, preview, lead, y_bias)
         for i in range(len(names)):
             seen[i] += list(loc[i])
@@ -267,8 +264,7 @@ def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, previews=FF_PREV
             if key not in refined:
                 axes, best, rms, e = first[key]
                 best, rms, seen = _refine(plant, refs, axes, best, rms, u_bias, mix, tracked,
-                                          seed, key[0], FF_GAINS, FF_POINTS, key[1], y_bias,
-                                          zero_all=True)
+                                          seed, key[0], FF_GAINS, FF_POINTS, key[1], y_bias)
                 refined[key] = _result(axes, best, rms, seen, e, FF_GAINS, key[0])
                 refined[key]["lead"] = int(key[1])
         top = min(refined, key=lambda k: refined[k]["model_rms"])
