@@ -195,3 +195,70 @@ def test_person_detect_features_are_bit_exact_with_the_interpreter(person_detect
     assert (r.n_in, r.n_out) == (96 * 96, 256)
     ref = np.concatenate([r.check(_random_int8(50, 96 * 96, 1)), r.check(r.quantise(images))])
     assert len(np.unique(ref)) > 100
+
+
+# ---- MEAN with keep_dims (keras.applications.MobileNet's head) ---------------------------------
+
+@pytest.mark.parametrize("shape", [(3, 3, 3), (5, 7, 3), (9, 3)], ids=["3x3", "5x7", "1d9"])
+def test_int8_mean_with_keep_dims_is_bit_exact(shape, out):
+    """GlobalAveragePooling2D/1D with keepdims=True, converted to an int8 MEAN with keep_dims
+    (input and output quantised differently): the reference interpreter computes the same as
+    without keep_dims, windows of 9 and 35 values."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(7)
+    conv = L.Conv2D if len(shape) == 3 else L.Conv1D
+    pool = L.GlobalAveragePooling2D if len(shape) == 3 else L.GlobalAveragePooling1D
+    m = keras.Sequential([keras.Input(batch_shape=(1,) + shape), conv(6, 1, activation="relu"),
+                          pool(keepdims=True)])
+    calib = np.random.default_rng(7).uniform(-1, 1, (30,) + shape).astype(np.float32)
+
+    def rep():
+        for row in calib:
+            yield [row[None]]
+    name = "mean_keep_" + "x".join(map(str, shape))
+    r = Int8Run(_convert(m, out / f"{name}.tflite", rep), out, name)
+    mean, = [d for d in r.it._get_ops_details() if d["op_name"] == "MEAN"]
+    q = {t["index"]: t["quantization"] for t in r.it.get_tensor_details()}
+    assert q[mean["inputs"][0]] != q[mean["outputs"][0]]
+    assert len(r.out["shape"]) == len(shape) + 1  # the axes kept
+    ref = r.check(_random_int8(300, r.n_in, 1))
+    assert len(np.unique(ref)) > 100
+
+
+def test_keras_applications_mobilenet_person_detect_is_bit_exact(out):
+    """The other way to build person_detect: keras.applications.MobileNet(input_shape=(96, 96,
+    1), alpha=0.25, weights=None, classes=2) (ZeroPadding2D and VALID stride-2 convolutions,
+    GlobalAveragePooling2D with keepdims=True: an int8 MEAN with keep_dims), its batch norms
+    made live as in ``_person_detect_keras``; bit-exact on 20 random int8 inputs and 10
+    images. (The Slim-style build above is the shipped graph; this one is what Keras users
+    have.)"""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(8)
+    rng = np.random.default_rng(8)
+    calib = _images(rng, 32)
+    net = keras.applications.MobileNet(input_shape=(96, 96, 1), alpha=0.25, weights=None,
+                                       classes=2)
+    for layer in net.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0.5, 0.5, n).astype(np.float32))
+            layer.momentum = 0.0
+    net(calib, training=True)
+    i = keras.Input(batch_shape=(1, 96, 96, 1))
+    m = keras.Model(i, net(i))
+
+    def rep():
+        for row in calib:
+            yield [row[None]]
+    path = _convert(m, out / "mobilenet_app.tflite", rep)
+    ops = _tflite_ops(path)
+    assert ops.count("DEPTHWISE_CONV_2D") == 13 and "MEAN" in ops
+    r = Int8Run(path, out, "mobilenet_app")
+    ref = np.concatenate([r.check(_random_int8(20, 96 * 96, 2)),
+                          r.check(r.quantise(_images(rng, 10)))])
+    assert len(np.unique(ref[:, 0])) > 10

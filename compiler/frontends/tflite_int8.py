@@ -651,15 +651,16 @@ class Int8Recurrent(Int8Builder):
         takes ``(q, shift) = QuantizeMultiplier(s_in / s_out)``, folds 1/n in as
         ``k = min(floor(log2 n), 32, 31 + shift)``, ``q' = (q << k) / n``, requantises acc by
         ``(q', shift - k)`` with two roundings, adds ``zp_out`` and clamps (found by
-        comparing with the interpreter). Here: a depthwise ``qconv`` whose window is the
-        whole input, with unit weights."""
+        comparing with the interpreter). With keep_dims (Keras' GlobalAveragePooling2D with
+        keepdims=True, as keras.applications.MobileNet's head has it) the reference computes
+        the same (checked bit-exact at several window sizes); only the output's shape
+        differs. Here: a depthwise ``qconv`` whose window is the whole input, with unit
+        weights."""
         L = self.L
         x = self.x(op.inputs[0])
         shape = self.tensors[x].shape
         axes = sorted(int(a) % (len(shape) + 1)
                       for a in np.atleast_1d(L.const(op.inputs[1], "MEAN axes")))
-        if L.opts(op) is not None and L.opts(op).keepDims:
-            self.fail("int8 MEAN with keep_dims is not supported")
         (si, zi), (so, zo) = self.q1(op.inputs[0]), self.q1(op.outputs[0])
         if (si, zi) == (so, zo):
             self.fail("int8 MEAN with equal input and output quantisation is not supported")
