@@ -150,7 +150,8 @@ def test_pid_ff_grid_optimum_is_not_on_an_edge_and_previews_and_leads_are_extend
     smaller first grid and finer grids of three values, to keep it short), from preview and
     lead sets that stop at 1: the msd's best preview is larger (about 4), so the previews are
     extended past 1; the best is inside the range of every gain, preview and lead; and the
-    five-gain law beats the PID without feed-forward and preview (a special case of it)."""
+    five-gain law does at least as well as the PID with the same previews (a special case of
+    it) and beats the PID without them."""
     monkeypatch.setattr(PID, "FF_GRIDS", (np.geomspace(0.1, 100.0, 4), np.array([1e-3, 0.1]),
                                           np.array([1.0, 100.0]), np.array([0.5, 1.0, 2.0]),
                                           np.array([1.0, 100.0])))
@@ -169,6 +170,8 @@ def test_pid_ff_grid_optimum_is_not_on_an_edge_and_previews_and_leads_are_extend
     assert len(g["y_bias"]) == len(plant.outputs)
     plain = PID.tune_pid(plant, tref, previews=(0,))
     assert g["model_rms"] < plain["model_rms"]
+    # The PID with preview is a special case, and the search starts from its optimum too.
+    assert g["model_rms"] <= PID.tune_pid(plant, tref, previews=(0, 1))["model_rms"]
     # The feed-forward earns its place: the same feedback gains without it track worse.
     G = np.array([[g["kp"], g["ki"], g["kd"], 0.0, 0.0]])
     zero = PID.simulate_pid(plant, tref, G, g["u_bias"], g["mix"], (0,), 1, g["preview"],

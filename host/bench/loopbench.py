@@ -542,7 +542,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
           "ki 0 and 1e-4-10 in 6, kd 0 and 0.01-100 in 5, kff 0 and 0.5-2, kdff 0 and 0.1-100), "
           "extended the same way, for every preview P (0-8) with L = 0 and every lead L (0-8) "
           "at the best P (a P or L whose best is the largest searched is extended past it), "
-          "then finer grids (5 values a gain) around the two best (P, L). 'at an edge' names "
+          "then finer grids (5 values a gain) around the two best (P, L) and around "
+          "pid-preview's optimum (a special case of pid-ff: kff = kdff = 0, L = 0), so pid-ff "
+          "does at least as well on the tuning reference. 'at an edge' names "
           "the gains (and P, L) still at an end of the range searched.", "",
           "| plant | controller | kp | ki | kd | kff | kdff | preview P | lead L | RMS on the "
           "tuning reference | range searched (kp / ki / kd / kff / kdff; P; L) | extensions | "

@@ -235,12 +235,26 @@ def _search(plant, refs, u_bias, mix, tracked, seed, preview) -> dict:
 
 
 def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, previews=FF_PREVIEWS,
-               leads=FF_LEADS) -> dict:
+               leads=FF_LEADS, starts=()) -> dict:
     """kp, ki, kd, kff, kdff, the preview P and the lead L: the first grid for every preview
     (L = 0), then for every lead at the best preview; finer grids for the FF_REFINED best
     (P, L). A preview or lead whose best is the largest searched is extended past it (two more
-    values, MAX_EXTENSIONS times at most)."""
+    values, MAX_EXTENSIONS times at most). ``starts``: optima of the PID without
+    feed-forward (kp, ki, kd, preview), refined from there too (kff = kdff = 0, L = 0), so the
+    search finds at least what they do."""
     axes0 = [FF_GRIDS[0].copy()] + [_axis(g, True) for g in FF_GRIDS[1:]]
+    started: dict = {}
+    for g in starts:
+        P = int(g["preview"])
+        b0 = np.array([g["kp"], g["ki"], g["kd"], 0.0, 0.0])
+        r0 = float(simulate_pid(plant, refs, b0[None], u_bias, mix, tracked, seed, P,
+                                lead=0, y_bias=y_bias)[0])
+        best, rms, seen = _refine(plant, refs, axes0, b0, r0, u_bias, mix, tracked, seed, P,
+                                  FF_GAINS, FF_POINTS, 0, y_bias)
+        r = _result(axes0, best, rms, seen, 0, FF_GAINS, P)
+        r["lead"] = 0
+        if (P, 0) not in started or r["model_rms"] < started[(P, 0)]["model_rms"]:
+            started[(P, 0)] = r
     Ps, Ls = sorted({int(v) for v in previews}), sorted({int(v) for v in leads})
     first: dict = {}
     refined: dict = {}
@@ -267,7 +281,11 @@ def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, previews=FF_PREV
                                           seed, key[0], FF_GAINS, FF_POINTS, key[1], y_bias)
                 refined[key] = _result(axes, best, rms, seen, e, FF_GAINS, key[0])
                 refined[key]["lead"] = int(key[1])
-        top = min(refined, key=lambda k: refined[k]["model_rms"])
+        pool = dict(refined)
+        for k, r in started.items():
+            if k not in pool or r["model_rms"] < pool[k]["model_rms"]:
+                pool[k] = r
+        top = min(pool, key=lambda k: pool[k]["model_rms"])
         grow = [n for n, v, vals in (("preview", top[0], Ps), ("lead", top[1], Ls))
                 if len(vals) > 1 and v >= vals[-1] and ext[n] < MAX_EXTENSIONS]
         if not grow:
@@ -278,7 +296,7 @@ def _search_ff(plant, refs, u_bias, mix, tracked, seed, y_bias, previews=FF_PREV
                 Ps = more(Ps)
             else:
                 Ls = more(Ls)
-    out = refined[top]
+    out = pool[top]
     out["grid"].update(preview=[Ps[0], Ps[-1]], lead=[Ls[0], Ls[-1]],
                        preview_extensions=ext["preview"], lead_extensions=ext["lead"],
                        points=out["grid"]["points"] * len(first))
@@ -302,13 +320,17 @@ def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: in
     ``feedforward``: the PID with feed-forward (:func:`simulate_pid` with five gains): kp
     (0.01-100), ki, kd (as above), kff (0 and 0.5-2) and kdff (0 and 0.1-100) searched
     together on a coarser first grid, the preview P over ``previews`` and the lead L over
-    ``leads`` (:func:`_search_ff`); the result also has ``kff``, ``kdff``, ``lead`` and
-    ``y_bias``."""
+    ``leads`` (:func:`_search_ff`), and from the optimum of the PID without feed-forward over
+    the same previews (which the five-gain law contains: the result is never worse on
+    ``refs``); the result also has ``kff``, ``kdff``, ``lead`` and ``y_bias``."""
     st = setup_for(plant)
     u_bias, mix = pid_mix(plant, st.tracked, u0)
     if feedforward:
+        # The PID without feed-forward (with the same previews) is a special case: its
+        # optimum is a start of the search.
+        plain = tune_pid(plant, refs, u0, previews=previews, seed=seed)
         best = _search_ff(plant, refs, u_bias, mix, st.tracked, seed,
-                          pid_y_bias(plant, u_bias), previews, leads)
+                          pid_y_bias(plant, u_bias), previews, leads, starts=(plain,))
     else:
         best = None
         for L in previews:
