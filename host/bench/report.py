@@ -106,14 +106,18 @@ def markdown(res: dict) -> str:
           "- Reproduce with `nnmpc bench` (or `make bench`); it rebuilds everything under "
           "`build/bench` and rewrites this file and `bench/results.json`. `nnmpc bench A` runs "
           "one net; `--inputs`, `--seed` change the inputs.",
-          "- The float kernels (`firmware/runtime/nnmpc_nn.c`) compute dense layers eight output "
-          "rows at a time: eight inputs are loaded once for eight rows, each row's weights with "
-          "one multiple load, products and sums with separate one-cycle VMUL/VADD (a fused "
-          "VMLA costs three); relu is applied on the sums' bit patterns before the store. tanh "
-          "and sigmoid share one loop: expm1 by range reduction and a degree-6 polynomial, then "
-          "one division; error a few float ulps. The forward-mode tangent keeps 12 or 18 sums "
-          "in registers and skips output rows whose derivative is 0 and input rows that are all "
-          "zero, so relu nets cost about active-outputs x active-inputs multiply-adds.",
+          '- The float kernels (`firmware/runtime/nnmpc_nn.c`) compute dense layers eight '
+          "output rows at a time: eight inputs are loaded once for eight rows, each row's "
+          'weights with one multiple load, products and sums with separate one-cycle VMUL/VADD '
+          "(a fused VMLA costs three); relu is applied on the sums' bit patterns before the "
+          'store. tanh and sigmoid share one loop, two elements per pass: expm1 by range '
+          'reduction and a degree-6 polynomial, then one division; error a few float ulps. The '
+          'forward-mode tangent keeps 12 sums (four rows by three columns) in registers; a '
+          'layer with no zero derivative (tanh, linear) runs every row and input row with the '
+          'kernel scaling and storing its four rows, any other skips output rows whose '
+          'derivative is 0 and input rows that are all zero, so relu nets cost about '
+          'active-outputs x active-inputs multiply-adds (docs/MPC.md, Results: what this made '
+          'cheaper in the msd MPC).',
           "- The reverse-mode Jacobian runs `nnmpc_dense_adjoint_scaled` where a dense layer "
           "reads another dense layer's activation: W^T G for the rows of G a relu left non-zero, "
           "four gathered active inputs by four adjoint columns in registers, each scaled by the "
@@ -144,6 +148,8 @@ LOOP_SECTION = [
     "```",
     "nnmpc bench --loop                                   # every row, 3 seeds; rewrites bench/mpc_results.*",
     "nnmpc bench --loop --plant msd --controller nr,pid   # some rows (printed; --json FILE to keep them)",
+    "nnmpc bench --loop --plant msd --controller pid-ff   # the PID with feed-forward only",
+    "nnmpc bench --loop --estimator                       # also nr with the Kalman filter on every NARX image",
     "nnmpc bench --loop --rate-hz 2000 --seeds 0 --periods 200 --json /tmp/q.json",
     "nnmpc bench --loop --compare-solver REV              # nr's cycles, solver of REV vs the working tree",
     "```", "",
@@ -159,16 +165,28 @@ LOOP_SECTION = [
     "- **Seeds.** Each row is the median of three training seeds (seed s trains the net and "
     "seeds the sensor noise), spread = max - min; worst period and 'stopped' are the worst "
     "over the seeds.",
-    "- **Jacobian mode.** The bench compiles every net with `--jacobian forward`. The "
-    "compiler's `auto` takes reverse mode for nets with fewer outputs than inputs (the msd, "
-    "tendon and HASEL NARX nets), but the runtime's reverse kernel `nnmpc_dense_adjoint` runs "
-    "a scalar loop for fewer than four adjoint columns (about 19 cycles per multiply-add): a "
-    "Jacobian of the msd net costs 18.3k cycles in reverse mode and 10.6k forward, of the "
-    "tendon NARX net 26.3k and 15.4k, of the HASEL net (one output) 40.4k and 40.0k. With "
-    "`auto` the msd's 8-step Jacobian rollout alone takes 146k cycles and no line-search "
-    "trial fits the 1 kHz budget (stopped in every period). `nnmpc run` still builds `auto`: "
-    "pass a model compiled with `nnmpc compile --jacobian forward` (`--model DIR`) to run "
-    "the benched image.",
+    '- **Jacobian mode.** The bench compiles every net with `--jacobian forward`. The '
+    "compiler's `auto` takes reverse mode for nets with fewer outputs than inputs (the "
+    "msd, tendon and HASEL NARX nets), but the runtime's reverse kernel "
+    '`nnmpc_dense_adjoint` runs a scalar loop for fewer than four adjoint columns (about '
+    '19 cycles per multiply-add): a Jacobian of the msd net costs 18.3k cycles in reverse '
+    'mode and 10.6k forward, of the tendon NARX net 26.3k and 15.4k, of the HASEL net '
+    "(one output) 40.4k and 40.0k. In reverse mode the msd's 8-step Jacobian rollout "
+    'alone takes 146k cycles and no line-search trial fits the 1 kHz budget (stopped in '
+    'every period). The cost model (`jacobian_cost`) therefore counts a reverse-mode '
+    'dense layer with fewer than four adjoint columns at `SCALAR_ADJOINT_COST` = 4.5 '
+    'times its multiply-adds (the ratio measured on the msd net), so `auto` now picks '
+    'forward mode for these nets and `nnmpc run` builds the image the bench measures; net '
+    'B (four outputs) keeps reverse mode.',
+    '- **PIDs.** `pid`, `pid-preview` (given r[k + P]) and `pid-ff` (with a feed-forward '
+    'from the reference L periods further ahead: kff times the static inverse through the '
+    "mixing matrix, kdff on the reference's step; docs/MPC.md) all run on the device and "
+    'are tuned on a tuning reference that is neither scored reference; "nr against the '
+    'best PID" and the 0.6x targets take the best of the three.',
+    "- **Estimator.** The msd's nr also runs with the on-device extended Kalman filter "
+    '(the image built with `NNMPC_ESTIMATOR`, the ESTIMATOR message sent): rows with '
+    '`"estimator": true`, marked "+ EKF" in the report; `--estimator` adds them for every '
+    'NARX image.',
     "- **Checks.** `tests/test_loopbench.py` re-runs a short form of a committed row (the "
     "first 150 periods of seed 0) against the committed JSON (RMS within 2 %, worst period "
     "within 3 %) and checks that the markdown is the one the JSON generates.", ""]
