@@ -1,10 +1,11 @@
 """Keras layers lowered onto the existing IR ops (BatchNormalization on any axis, shared layers,
 PReLU, Maximum/Minimum, UpSampling1D/2D/3D, ReLU with a threshold, SpatialDropout3D, Embedding,
 Dot, TimeDistributed of any stateless layer, softmax in recurrent cells, Conv3D, the 3-D pools,
-ZeroPadding3D, Cropping3D), compiled to C, built with the host cc and compared with Keras:
+ZeroPadding3D, Cropping3D, Lambda layers that are linear maps), compiled to C, built with the host cc and compared with Keras:
 outputs within 1e-5 (1 + |y|) (an Embedding's rows bit for bit), Jacobians against
 GradientTape within 1e-4 (1 + |J|). Also the refusals (stateful RNNs, interpolations other
-than nearest/bilinear, a quantized Embedding, TimeDistributed of a recurrent layer) and the
+than nearest/bilinear, a quantized Embedding, TimeDistributed of a recurrent layer, a Lambda
+that is not linear or loaded without allow_lambda) and the
 generated Keras table of docs/COMPILER.md."""
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def tape_jacobian(model, x: np.ndarray) -> np.ndarray:
     return tape.batch_jacobian(y, xt).numpy().reshape(len(x), y.shape[1], -1)
 
 
-def check(tmp_path: Path, model, x: np.ndarray, tag: str, n_jac: int = 100):
+def check(tmp_path: Path, model, x: np.ndarray, tag: str, n_jac: int = 100,
+          allow_lambda: bool = False):
     """Save, compile and build the model; compare the C with Keras on x. Returns the graph."""
     path = tmp_path / f"{tag}.keras"
     model.save(path)
-    graph = load_model(path)
-    compile_model(path, tmp_path / "out", name="net")
+    graph = load_model(path, allow_lambda=allow_lambda)
+    compile_model(path, tmp_path / "out", name="net", allow_lambda=allow_lambda)
     host = build_host(tmp_path / "out", "net", graph.input_size, graph.output_size)
     y_c, J_c = host.run(x.reshape(len(x), -1))
     y_k = keras_out(model, x)
@@ -489,3 +491,88 @@ def test_theano_file_conv3d_and_conv_transpose_are_refused(tmp_path, cls):
     msg = str(e.value)
     assert "th_conv" in msg and f"{cls} from a Theano-backend file is not supported" in msg
     assert "\n" not in msg
+
+
+# ---- Lambda layers that are linear maps (allow_lambda) ----------------------------------------
+
+def test_lambda_slice(tmp_path, rng):
+    x = keras.Input((4, 5), name="x")
+    y = L.Lambda(lambda t: t[:, 1:3, 2:], name="cut")(L.Dense(5, activation="tanh")(x))
+    m = keras.Model(x, L.Dense(3)(L.Flatten()(y)))
+    randomise(m, 40)
+    g = check(tmp_path, m, uniform(rng, (4, 5)), "lambda_slice", allow_lambda=True)
+    assert {n.op for n in g.nodes if n.source == "cut"} <= {"slice", "reshape"}
+
+
+def test_lambda_split_feeds_two_branches(tmp_path, rng):
+    x = keras.Input((7,), name="x")
+    a, c = L.Lambda(lambda t: tf.split(t, [3, 4], axis=1), name="split")(x)
+    y = L.Concatenate()([L.Dense(2, activation="tanh")(a), L.Dense(3, activation="relu")(c)])
+    m = keras.Model(x, L.Dense(2)(y))
+    randomise(m, 41)
+    g = check(tmp_path, m, uniform(rng, (7,)), "lambda_split", allow_lambda=True)
+    assert [n.op for n in g.nodes if n.source == "split"] == ["slice", "slice"]
+
+
+def test_lambda_split_outputs_are_the_model_outputs(tmp_path, rng):
+    x = keras.Input((6,), name="x")
+    h = L.Dense(6, activation="tanh")(x)
+    m = keras.Model(x, L.Lambda(lambda t: tf.split(t, [1, 2, 3], axis=1), name="split")(h))
+    randomise(m, 42)
+    g = check(tmp_path, m, uniform(rng, (6,)), "lambda_split_out", allow_lambda=True)
+    assert len(g.outputs) == 3
+
+
+def test_lambda_scaling_and_a_linear_mix(tmp_path, rng):
+    x = keras.Input((3, 4), name="x")
+    y = L.Lambda(lambda t: t * 0.5, name="half")(x)
+    z = L.Lambda(lambda t: tf.reduce_sum(t, axis=1) - 2.0 * t[:, 0, :], name="mix")(y)
+    m = keras.Model(x, L.Dense(2, activation="tanh")(z))
+    randomise(m, 43)
+    g = check(tmp_path, m, uniform(rng, (3, 4)), "lambda_scale", allow_lambda=True)
+    assert [n.op for n in g.nodes if n.source == "half"] == ["mul"]
+    assert "dense" in [n.op for n in g.nodes if n.source == "mix"]
+
+
+def test_lambda_reshape_and_permutation(tmp_path, rng):
+    m = keras.Sequential([keras.Input((6, 2)), L.Dense(4, activation="elu"),
+                          L.Lambda(lambda t: tf.reshape(t, (-1, 3, 8)), name="rs"),
+                          L.Lambda(lambda t: keras.ops.transpose(t, (0, 2, 1)), name="tp"),
+                          L.Flatten(), L.Dense(3)])
+    randomise(m, 44)
+    g = check(tmp_path, m, uniform(rng, (6, 2)), "lambda_reshape", allow_lambda=True)
+    assert [n.op for n in g.nodes if n.source == "rs"] == ["reshape"]
+    assert [n.op for n in g.nodes if n.source == "tp"] == ["transpose"]
+
+
+@pytest.mark.parametrize("fn", [lambda t: tf.square(t), lambda t: keras.ops.relu(t),
+                                lambda t: t + 1.0])
+def test_lambda_that_is_not_linear_is_refused(tmp_path, fn):
+    x = keras.Input((4,), name="x")
+    m = keras.Model(x, L.Dense(2)(L.Lambda(fn, name="nonlin")(x)))
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(CompileError) as e:
+        load_model(tmp_path / "m.keras", allow_lambda=True)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "Lambda 'nonlin' is not a linear map of its input" in msg
+
+
+def test_lambda_of_two_inputs_is_refused(tmp_path):
+    x, y = keras.Input((4,), name="x"), keras.Input((4,), name="y")
+    m = keras.Model([x, y], L.Lambda(lambda ts: ts[0] - ts[1], name="diff")([x, y]))
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(CompileError, match="Lambda 'diff' has 2 inputs"):
+        load_model(tmp_path / "m.keras", allow_lambda=True)
+
+
+def test_lambda_without_the_option_is_refused_with_the_hint(tmp_path):
+    x = keras.Input((4,), name="x")
+    m = keras.Model(x, L.Lambda(lambda t: t[:, :2], name="cut")(x))
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(CompileError) as e:
+        compile_model(tmp_path / "m.keras", tmp_path / "out")
+    msg = str(e.value)
+    assert "\n" not in msg and "layer 'cut'" in msg and "--allow-lambda" in msg
+    assert "trusted" in msg
+    assert not (tmp_path / "out").exists()

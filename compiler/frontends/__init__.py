@@ -49,17 +49,19 @@ def sniff(path: Path) -> str:
     return fmt
 
 
-def load_model(path: str | Path, input_shapes: InputShapes = None) -> Graph:
+def load_model(path: str | Path, input_shapes: InputShapes = None,
+               allow_lambda: bool = False) -> Graph:
     """Read ``path`` (.keras, .h5, .tflite or .onnx) into a validated :class:`Graph`.
 
     ``input_shapes`` fixes dynamic input dimensions (a ``None`` time axis, an ONNX dim_param):
     {input name: shape without the batch axis}, or one shape for a one-input model.
+    ``allow_lambda`` lets Keras load Lambda layers (it runs the file's Python code).
     """
     path = Path(path)
     normalise(input_shapes)  # bad values are refused before the (slow) read
     fmt = sniff(path)
     try:
-        return _load(path, fmt, input_shapes)
+        return _load(path, fmt, input_shapes, allow_lambda)
     except CompileError:
         raise
     except (MemoryError, RecursionError) as e:
@@ -71,15 +73,21 @@ def load_model(path: str | Path, input_shapes: InputShapes = None) -> Graph:
                            "the file may be corrupt or truncated", file=str(path)) from None
 
 
-def _load(path: Path, fmt: str, input_shapes: InputShapes = None) -> Graph:
+def _load(path: Path, fmt: str, input_shapes: InputShapes = None,
+          allow_lambda: bool = False) -> Graph:
     if fmt == "keras":
         from .keras import load_keras
 
-        graph = load_keras(path, input_shapes)
+        graph = load_keras(path, input_shapes, allow_lambda=allow_lambda)
     elif fmt == "h5":
+        from .keras import ALLOW_LAMBDA
         from .keras_h5 import load_h5  # Keras 2 files read directly, Keras 3 ones by Keras
 
-        graph = load_h5(path, input_shapes)
+        token = ALLOW_LAMBDA.set(allow_lambda)
+        try:
+            graph = load_h5(path, input_shapes)
+        finally:
+            ALLOW_LAMBDA.reset(token)
     elif fmt == "onnx":
         from .onnx import load_onnx
 

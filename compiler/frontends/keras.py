@@ -8,6 +8,7 @@ by :mod:`.keras_h5`, which builds the same records and shares the lowering here.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 from dataclasses import dataclass, field
@@ -1099,6 +1100,10 @@ LAYERS: dict[str, tuple[Callable[..., str], str]] = {
     "GaussianDropout": (_identity, "removed"),
     "AlphaDropout": (_identity, "removed"),
     "ActivityRegularization": (_identity, "removed"),
+    "Lambda": (_kl.lambda_layer, "with `allow_lambda` / `--allow-lambda` only (loading runs "
+                                 "the file's Python): one input, a linear map of it (slices, "
+                                 "splits, reshapes, permutations, scalings), found by "
+                                 "evaluating it; its matrix probed exactly"),
 }
 _CONVERTERS: dict[str, Callable[..., str]] = {k: fn for k, (fn, _) in LAYERS.items()}
 
@@ -1121,7 +1126,7 @@ def layers_table() -> str:
     return "\n".join(rows)
 
 
-def _convert(b: _Builder, layer: LayerSpec, inputs: list[str]) -> str:
+def _convert(b: _Builder, layer: LayerSpec, inputs: list[str]) -> str | list[str]:
     fn = _CONVERTERS.get(layer.cls)
     if fn is None:
         raise CompileError(
@@ -1191,7 +1196,10 @@ def _layer_spec(layer) -> Spec:
         return LayerSpec(cls, layer.get_config(), {}, _layer_spec(layer.forward_layer),
                          _layer_spec(layer.backward_layer))
     inner = _layer_spec(layer.layer) if cls == "TimeDistributed" else None
-    return LayerSpec(cls, layer.get_config(), weights, inner)
+    cfg = layer.get_config()
+    if cls == "Lambda":  # evaluated (never read) when lowered: see keras_lower.lambda_layer
+        cfg[_kl.LAMBDA_KEY] = layer
+    return LayerSpec(cls, cfg, weights, inner)
 
 
 def _model_spec(model) -> ModelSpec:
@@ -1219,15 +1227,84 @@ def _model_spec(model) -> ModelSpec:
     return m
 
 
-def load_keras(path: Path, input_shapes: InputShapes = None) -> Graph:
-    """A ``.keras`` archive, or an ``.h5`` file written by Keras 3, loaded by Keras itself
-    (``input_shapes``: see :func:`graph_from_spec`)."""
-    keras = _import_keras()
+#: allow_lambda for the Keras 3 reader when it is reached through another one (a Keras 3 .h5).
+ALLOW_LAMBDA: contextvars.ContextVar[bool] = contextvars.ContextVar("allow_lambda",
+                                                                   default=False)
+
+
+def _lambda_globals(keras) -> dict:
+    """The global names a Lambda's function sees: a file stores its bytecode only, so the
+    modules it calls by their usual names are bound here (Keras would give it none)."""
+    import builtins
+
+    names = {"__builtins__": builtins, "keras": keras, "ops": keras.ops, "K": keras.backend,
+             "np": np, "numpy": np}
     try:
-        model = keras.saving.load_model(str(path), compile=False)
+        import tensorflow as tf  # noqa: PLC0415
+
+        names.update(tf=tf, tensorflow=tf)
+    except ImportError:
+        pass
+    return names
+
+
+def _load_unsafe(keras, path: Path):
+    """Load with safe_mode=False, the Lambda functions bound to :func:`_lambda_globals`."""
+    from keras.src.utils import python_utils  # noqa: PLC0415
+
+    original = python_utils.func_load
+    globs = _lambda_globals(keras)
+
+    def func_load(code, defaults=None, closure=None, globs_=None):
+        return original(code, defaults=defaults, closure=closure, globs=globs_ or globs)
+
+    python_utils.func_load = func_load
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=False)
+    finally:
+        python_utils.func_load = original
+
+
+def load_keras(path: Path, input_shapes: InputShapes = None,
+               allow_lambda: bool | None = None) -> Graph:
+    """A ``.keras`` archive, or an ``.h5`` file written by Keras 3, loaded by Keras itself
+    (``input_shapes``: see :func:`graph_from_spec`). ``allow_lambda`` loads Lambda layers,
+    which runs Python code from the file (default: :data:`ALLOW_LAMBDA`)."""
+    keras = _import_keras()
+    if allow_lambda is None:
+        allow_lambda = ALLOW_LAMBDA.get()
+    try:
+        if allow_lambda:
+            model = _load_unsafe(keras, path)
+        else:
+            model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # Keras raises many types for bad files
+        if not allow_lambda and "deserialization of a `Lambda`" in str(e):
+            raise _lambda_refusal(path) from None
         raise _load_error(path, e) from None
     return graph_from_spec(_model_spec(model), path, input_shapes=input_shapes)
+
+
+def _lambda_refusal(path: Path) -> CompileError:
+    layer = ""
+    try:
+        import json
+        import zipfile
+
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                cfg = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                cfg = json.loads(f.attrs["model_config"])
+        layer = next((str(c["name"]) for k, c in _layer_configs(cfg) if k == "Lambda"), "")
+    except Exception:  # noqa: BLE001  (only the layer's name is at stake)
+        pass
+    return CompileError(f"Lambda {layer!r} is Python code stored in the file, which loading "
+                        "runs; pass --allow-lambda (allow_lambda=True) if the file is trusted",
+                        file=str(path), layer=layer)
 
 
 def _load_error(path: Path, e: Exception) -> CompileError:
@@ -1313,6 +1390,12 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
                 x = _walk(b, layer, [x], input_tensor)[1][0]
             else:
                 x = _convert(b, layer, [x])
+                if isinstance(x, list):
+                    if len(x) != 1:
+                        raise CompileError(f"the layer returns {len(x)} tensors, which a "
+                                           "Sequential model cannot pass on", file=b.where,
+                                           layer=layer.name)
+                    x = x[0]
         return inputs, [x]
     # Keyed by (layer, call, output index). A layer called several times (a shared layer)
     # becomes new nodes at each call, on the same weights. A reference's node index is the
@@ -1377,7 +1460,9 @@ def _walk(b: _Builder, model: ModelSpec, given: list[str] | None, input_tensor
                                        file=b.where, layer=layer.name)
                 produced[(layer.name, call, 0)] = outs[0]
             else:
-                produced[(layer.name, call, 0)] = _convert(b, layer, ins)
+                out = _convert(b, layer, ins)
+                for i, t in enumerate(out if isinstance(out, list) else [out]):
+                    produced[(layer.name, call, i)] = t
         pending = [p for p in pending if (p[0].name, p[1], 0) not in produced]
     out_refs = [key(r, model.name) for r in model.output_refs]
     missing = [r for r in out_refs if r not in produced]

@@ -261,3 +261,144 @@ def conv3d(b, layer, cfg: dict, inputs: list[str]) -> str:
     if kind == "softmax":
         y = K._apply_act(b, y, kind, {}, name)
     return y
+
+
+# ---- Lambda layers that are linear maps -----------------------------------------------------
+# A Lambda's function is Python bytecode: nothing of it is read. It is evaluated on numbers
+# (which runs the file's code: only with allow_lambda), checked to be linear, and its matrix
+# is probed exactly with the basis vectors.
+
+#: The largest Lambda input probed (values, batch aside): the matrix is in x out floats.
+LAMBDA_MAX_INPUT = 4096
+
+
+def _lambda_eval(b, name: str, layer, X: np.ndarray) -> list[np.ndarray]:
+    import keras  # noqa: PLC0415  (loaded already: the layer comes from it)
+
+    try:
+        y = layer(keras.ops.convert_to_tensor(X))
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        out = [np.asarray(keras.ops.convert_to_numpy(t)) for t in ys]
+    except Exception as e:  # noqa: BLE001  (the file's own code: any error)
+        b.fail(name, f"Lambda '{name}' could not be evaluated on an input of shape "
+                     f"{X.shape[1:]} ({K.one_line(e)})")
+    for t in out:
+        if t.ndim < 1 or t.shape[0] != len(X) or not np.issubdtype(t.dtype, np.floating):
+            b.fail(name, f"Lambda '{name}' does not map a batch of float inputs to a batch of "
+                         "float outputs; nnmpc compiles only linear Lambda layers (slices, "
+                         "reshapes, scalings)")
+    return [t.astype(np.float64) for t in out]
+
+
+def _linear_matrices(b, name: str, layer, shape: tuple[int, ...]):
+    """Each output of the Lambda as (M, shape): y = M x on the flattened input, M probed with
+    the basis vectors, after checking f(0) == 0, f(a + b) = f(a) + f(b), f(c a) = c f(a)."""
+    n = int(np.prod(shape))
+    not_linear = (f"Lambda '{name}' is not a linear map of its input; nnmpc compiles only "
+                  "linear Lambda layers (slices, reshapes, scalings)")
+    rng = np.random.default_rng(0)
+    A, B = (rng.uniform(-2, 2, (3,) + shape).astype(np.float32) for _ in range(2))
+    c = np.float32(-1.75)
+    f0 = _lambda_eval(b, name, layer, np.zeros((2,) + shape, np.float32))
+    fa, fb = _lambda_eval(b, name, layer, A), _lambda_eval(b, name, layer, B)
+    fab = _lambda_eval(b, name, layer, A + B)
+    fca = _lambda_eval(b, name, layer, c * A)
+    fE = _lambda_eval(b, name, layer, np.eye(n, dtype=np.float32).reshape((n,) + shape))
+    out = []
+    for k, (z, ya, yb, yab, yca, ye) in enumerate(zip(f0, fa, fb, fab, fca, fE)):
+        tol = 1e-5 * (1.0 + max(np.abs(ya).max(initial=0), np.abs(yb).max(initial=0)))
+        M = ye.reshape(n, -1).T
+        ok = (all(t.shape[1:] == ye.shape[1:] for t in (z, ya, yb, yab, yca))
+              and np.all(np.isfinite(M)) and not np.any(z)
+              and np.abs(yab - ya - yb).max(initial=0) <= tol
+              and np.abs(yca - c * ya).max(initial=0) <= 2 * tol
+              and np.abs(A.reshape(3, n) @ M.T - ya.reshape(3, -1)).max(initial=0) <= tol)
+        if not ok:
+            b.fail(name, not_linear)
+        out.append((M.astype(np.float32), tuple(int(d) for d in ye.shape[1:])))
+    if not out:
+        b.fail(name, f"Lambda '{name}' returns no tensor")
+    return out
+
+
+def _selection(b, name: str, x: str, sel: np.ndarray, oshape) -> str | None:
+    """y = x[sel] (flat indices) as slices, a transpose and a reshape, if it is one."""
+    import itertools  # noqa: PLC0415
+
+    shape = b.shape(x)
+    idx = np.unravel_index(sel, shape)
+    lo = [int(i.min()) for i in idx]
+    hi = [int(i.max()) + 1 for i in idx]
+    sub = np.arange(int(np.prod(shape))).reshape(shape)[tuple(slice(l, h) for l, h in zip(lo, hi))]
+    if sub.size != sel.size:
+        return None
+    perms = itertools.permutations(range(len(shape))) if len(shape) <= 6 else [range(len(shape))]
+    for perm in perms:
+        if not np.array_equal(sub.transpose(perm).ravel(), sel):
+            continue
+        y = x
+        for ax, (l, h) in enumerate(zip(lo, hi)):
+            if l > 0 or h < shape[ax]:
+                s = list(b.shape(y))
+                s[ax] = h - l
+                y = b.add_node("slice", name, [y], tuple(s), axis=ax, start=l, stop=h)
+        if list(perm) != sorted(perm):
+            s = b.shape(y)
+            y = b.add_node("transpose", name, [y], tuple(s[p] for p in perm), perm=list(perm))
+        if b.shape(y) != tuple(oshape):
+            y = b.add_node("reshape", name, [y], tuple(oshape))
+        return y
+    return None
+
+
+def _linear_map(b, name: str, x: str, M: np.ndarray, oshape) -> str:
+    n_out, n = M.shape
+    nz = M != 0
+    if n_out and np.all(nz.sum(axis=1) == 1):  # each output a (scaled) input value
+        sel = np.argmax(nz, axis=1)
+        scale = M[np.arange(n_out), sel]
+        y = _selection(b, name, x, sel, oshape)
+        if y is not None:
+            if np.any(scale != 1):
+                y = b.add_node("mul", name, [y, b.const(name, "scale", scale.reshape(oshape))],
+                               tuple(oshape))
+            elif y == x:  # the identity: a node of its own (a split output may be the input)
+                y = b.add_node("reshape", name, [x], tuple(oshape))
+            return y
+    xf = x if len(b.shape(x)) == 1 else b.add_node("reshape", name, [x], (n,))
+    y = K._dense_node(b, name, xf, M, np.zeros(n_out, np.float32))
+    return y if tuple(oshape) == (n_out,) else b.add_node("reshape", name, [y], tuple(oshape))
+
+
+def lambda_layer(b, layer, cfg: dict, inputs: list[str]):
+    """A Lambda that is a linear map of its one input: slices, splits (several outputs),
+    reshapes, permutations, scalings; each output a selection or a dense of the input."""
+    name = cfg["name"]
+    fn = cfg.get(LAMBDA_KEY)
+    if fn is None:
+        b.fail(name, f"Lambda '{name}' is compiled only from a file that Keras 3 loads "
+                     "(.keras, or .h5 written by Keras 3), with --allow-lambda")
+    if len(inputs) != 1:
+        b.fail(name, f"Lambda '{name}' has {len(inputs)} inputs; nnmpc compiles only Lambda "
+                     "layers that are linear maps of one input (slices, reshapes, scalings)")
+    (x,) = inputs
+    shape = b.shape(x)
+    n = b.tensors[x].size
+    if n > LAMBDA_MAX_INPUT:
+        b.fail(name, f"Lambda '{name}' has an input of {n} values (shape {shape}); nnmpc "
+                     f"probes Lambda layers of at most {LAMBDA_MAX_INPUT} input values")
+    maps = _linear_matrices(b, name, fn, shape)
+    outs = [_linear_map(b, name, x, M, oshape) for M, oshape in maps]
+    return outs if fn_returns_list(fn, shape) else outs[0]
+
+
+#: The config key that carries the loaded Keras Lambda layer (set by the Keras 3 reader).
+LAMBDA_KEY = "__nnmpc_lambda_layer__"
+
+
+def fn_returns_list(layer, shape) -> bool:
+    """Whether the Lambda returns a list or tuple (a split), even of one tensor."""
+    import keras  # noqa: PLC0415
+
+    y = layer(keras.ops.convert_to_tensor(np.zeros((1,) + tuple(shape), np.float32)))
+    return isinstance(y, (list, tuple))

@@ -44,7 +44,8 @@ def cmd_compile(args) -> int:
 
     input_shapes = parse_input_shapes(args.input_shape)
     check_out_dir(Path(args.output))  # before the (slow) load
-    graph = optimise(load_model(args.model, input_shapes))
+    graph = optimise(load_model(args.model, input_shapes,
+                                allow_lambda=getattr(args, "allow_lambda", False)))
     files = compile_model(graph, args.output, name=args.name, jacobian=args.jacobian)
     if args.report:
         print(format_report(graph, args.name))
@@ -73,4 +74,8 @@ def register(sub) -> None:
                         "--input-shape x=20,3; repeat it for several inputs; a one-input model "
                         "may leave NAME= out (--input-shape 20,3). A size that contradicts the "
                         "model's is an error")
+    c.add_argument("--allow-lambda", action="store_true",
+                   help="load Keras Lambda layers, which runs Python code stored in the file "
+                        "(only for a trusted file); those that are linear maps of their input "
+                        "(slices, splits, reshapes, scalings) are compiled")
     c.set_defaults(func=cmd_compile)
