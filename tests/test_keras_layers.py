@@ -576,3 +576,11 @@ def test_lambda_without_the_option_is_refused_with_the_hint(tmp_path):
     assert "\n" not in msg and "layer 'cut'" in msg and "--allow-lambda" in msg
     assert "trusted" in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_lambda_of_a_large_input_is_refused(tmp_path):
+    x = keras.Input((65, 64), name="x")
+    m = keras.Model(x, L.Lambda(lambda t: t[:, :2], name="big")(x))
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(CompileError, match="Lambda 'big' has an input of 4160 values"):
+        load_model(tmp_path / "m.keras", allow_lambda=True)

@@ -1250,13 +1250,15 @@ def _lambda_globals(keras) -> dict:
 
 def _load_unsafe(keras, path: Path):
     """Load with safe_mode=False, the Lambda functions bound to :func:`_lambda_globals`."""
-    from keras.src.utils import python_utils  # noqa: PLC0415
+    try:
+        from keras.src.utils import python_utils  # noqa: PLC0415
+        original = python_utils.func_load
+    except (ImportError, AttributeError):  # another Keras layout: its own globals, then
+        return keras.saving.load_model(str(path), compile=False, safe_mode=False)
+    names = _lambda_globals(keras)
 
-    original = python_utils.func_load
-    globs = _lambda_globals(keras)
-
-    def func_load(code, defaults=None, closure=None, globs_=None):
-        return original(code, defaults=defaults, closure=closure, globs=globs_ or globs)
+    def func_load(code, defaults=None, closure=None, globs=None):
+        return original(code, defaults=defaults, closure=closure, globs=globs or names)
 
     python_utils.func_load = func_load
     try:
