@@ -19,6 +19,18 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
+from . import keras_lower as _kl
+from .keras_ops import (  # noqa: F401
+    _KERAS_ACT,
+    _act,
+    _activation_name,
+    _apply_act,
+    _check_channels_last,
+    _dense_node,
+    _geometry,
+    _tuple,
+    one_line,
+)
 from .shapes import GivenShapes, InputShapes
 
 
@@ -148,73 +160,6 @@ class ModelSpec:
 
 
 Spec = Union[LayerSpec, ModelSpec]
-
-
-#: Keras activation names -> (IR activation, attributes).
-_KERAS_ACT = {
-    "linear": ("linear", {}),
-    "relu": ("relu", {}),
-    "relu6": ("relu6", {}),
-    "leaky_relu": ("leaky_relu", {"alpha": 0.2}),
-    "elu": ("elu", {"alpha": 1.0}),
-    "selu": ("selu", {}),
-    "tanh": ("tanh", {}),
-    "sigmoid": ("sigmoid", {}),
-    "hard_sigmoid": ("hard_sigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
-    "softplus": ("softplus", {}),
-    "softsign": ("softsign", {}),
-    "swish": ("silu", {}),
-    "silu": ("silu", {}),
-    "gelu": ("gelu", {}),
-    "exponential": ("exponential", {}),
-    "softmax": ("softmax", {}),
-}
-
-
-def _activation_name(value: Any, layer: str, where: str) -> str:
-    """Keras stores activations as a string, or a dict for serialized functions."""
-    if isinstance(value, dict):
-        value = value.get("config", {}).get("name") or value.get("class_name")
-    if value is None:
-        return "linear"
-    if not isinstance(value, str):
-        raise CompileError(f"activation {value!r} is not a named function", file=where,
-                           layer=layer)
-    return value
-
-
-def _act(b: _Builder, value: Any, layer: str) -> tuple[str, dict]:
-    name = _activation_name(value, layer, b.where)
-    if name not in _KERAS_ACT:
-        b.fail(layer, f"activation '{name}' is not supported "
-                      f"(supported: {', '.join(sorted(_KERAS_ACT))})")
-    kind, attrs = _KERAS_ACT[name]
-    attrs = dict(attrs)
-    if kind == "hard_sigmoid":
-        attrs["alpha"] = b.dialect.hard_sigmoid_slope
-    return kind, attrs
-
-
-def _apply_act(b: _Builder, x: str, kind: str, attrs: dict, layer: str) -> str:
-    if kind == "linear":
-        return x
-    return b.add_node("activation", layer, [x], b.shape(x), activation=kind, **attrs)
-
-
-def _dense_node(b: _Builder, layer: str, x: str, W_out_in: np.ndarray, bias: np.ndarray,
-                kind: str = "linear", attrs: dict | None = None) -> str:
-    """A dense node on the last axis of x (the activation fused unless it is softmax)."""
-    n_out, n_in = W_out_in.shape
-    shape = b.shape(x)
-    if b.tensors[x].size % n_in or (len(shape) > 1 and shape[-1] != n_in):
-        b.fail(layer, f"Dense of {n_in} inputs applied to shape {shape}")
-    out_shape = (shape[:-1] if len(shape) > 1 else ()) + (n_out,)
-    w = b.const(layer, "W", W_out_in)
-    bb = b.const(layer, "b", bias)
-    if kind == "softmax":
-        y = b.add_node("dense", layer, [x, w, bb], out_shape, activation="linear")
-        return _apply_act(b, y, kind, {}, layer)
-    return b.add_node("dense", layer, [x, w, bb], out_shape, activation=kind, **(attrs or {}))
 
 
 def _dense(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
@@ -372,12 +317,6 @@ def _rank(cls: str) -> int:
     return 1 if "1D" in cls else 3 if "3D" in cls else 2
 
 
-def _tuple(v, n: int) -> tuple[int, ...]:
-    if isinstance(v, int):
-        return (v,) * n
-    return tuple(int(i) for i in v)
-
-
 def _conv_transpose(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
     """Conv1DTranspose/Conv2DTranspose as the IR's ``deconv``: TensorFlow's output lengths
     (valid: n s + max(k_eff - s, 0); same: n s) and leading padding (same: (k_eff - s) // 2)."""
@@ -426,36 +365,6 @@ def _conv_transpose(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str])
     if kind == "softmax":
         y = _apply_act(b, y, kind, {}, name)
     return y
-
-
-def _geometry(b: _Builder, name: str, spatial, kernel, strides, dilations, padding: str):
-    """Output size and leading padding per spatial axis, with TensorFlow's rules."""
-    out, pads = [], []
-    for n, k, s, d in zip(spatial, kernel, strides, dilations):
-        eff = (k - 1) * d + 1
-        if padding == "valid":
-            o = (n - eff) // s + 1
-            p = 0
-        elif padding == "same":
-            o = -(-n // s)
-            p = max((o - 1) * s + eff - n, 0) // 2
-        elif padding == "causal":
-            o = -(-n // s) if s > 1 else n
-            p = eff - 1
-            o = (n + p - eff) // s + 1
-        else:
-            b.fail(name, f"padding '{padding}' is not supported (supported: valid, same, causal)")
-        if o <= 0:
-            b.fail(name, f"window {kernel} does not fit the input {tuple(spatial)}")
-        out.append(o)
-        pads.append(p)
-    return tuple(out), tuple(pads)
-
-
-def _check_channels_last(b: _Builder, cfg: dict) -> None:
-    if cfg.get("data_format", "channels_last") not in (None, "channels_last"):
-        b.fail(cfg["name"], f"data_format='{cfg['data_format']}' is not supported "
-                            "(supported: channels_last)")
 
 
 def _conv(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> str:
@@ -1008,8 +917,6 @@ def _recurrent(b: _Builder, layer: LayerSpec, cfg: dict, inputs: list[str]) -> s
     return h
 
 
-# The lowerings that have a module of their own (it reads this module's helpers when called).
-from . import keras_lower as _kl  # noqa: E402
 
 #: Keras layer class -> (its lowering, what of it is supported). The Keras table of
 #: docs/COMPILER.md is made from this (:func:`layers_table`; a test checks that they agree).
@@ -1169,12 +1076,6 @@ def _history_refs(obj: Any) -> list[tuple[str, int, int]]:
 def _batchless(shape) -> tuple[int, ...]:
     dims = tuple(shape)[1:]
     return tuple(-1 if d is None else int(d) for d in dims)
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one untruncated line: its type and its whole message."""
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _is_model(layer) -> bool:

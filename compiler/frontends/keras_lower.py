@@ -3,15 +3,14 @@ runtime and the Jacobian code need nothing new): Embedding, Dot, Conv3D and the 
 
 Each function has the signature of a converter in :data:`.keras.LAYERS`
 (``(builder, layer spec, config, input tensors) -> output tensor``). The helpers they share
-with the rest of the Keras front-end are read from :mod:`.keras` when called.
+with the rest of the Keras front-end come from :mod:`.keras_ops`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import keras as K
-
+from . import keras_ops as K
 
 # ---- Embedding ------------------------------------------------------------------------------
 
