@@ -187,6 +187,7 @@ def test_person_detect_int8_is_bit_exact_with_the_interpreter(person_detect, out
     assert len(np.unique(ref[:, 0])) > 20  # an input-dependent function, not a constant
 
 
+@pytest.mark.soak  # the long form (make soak); the default run keeps the whole model's check
 def test_person_detect_features_are_bit_exact_with_the_interpreter(person_detect, out):
     """The same 28 layers up to the average pool, their 256 int8 outputs compared (the two-class
     softmax alone shows one number per input)."""
@@ -227,6 +228,7 @@ def test_int8_mean_with_keep_dims_is_bit_exact(shape, out):
     assert len(np.unique(ref)) > 100
 
 
+@pytest.mark.soak  # the long form (make soak); the default run keeps the whole model's check
 def test_keras_applications_mobilenet_person_detect_is_bit_exact(out):
     """The other way to build person_detect: keras.applications.MobileNet(input_shape=(96, 96,
     1), alpha=0.25, weights=None, classes=2) (ZeroPadding2D and VALID stride-2 convolutions,
