@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV   := .venv
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-dev postgresql
 PYTEST_ARGS ?=
-# The default run spreads test files over two workers (pytest-xdist); `make test PYTEST_JOBS=0`
+# The default run spreads test files over three workers (pytest-xdist; many tests wait on QEMU
+# or a subprocess, so a third worker fills the two cores); `make test PYTEST_JOBS=0`
 # runs them in one process.
-PYTEST_JOBS ?= 2
+PYTEST_JOBS ?= 3
 
 .PHONY: setup system-deps demo test soak bench clean
 
