@@ -415,27 +415,29 @@ class DeviceClient:
                                      nan, y.astype(np.float64), np.asarray(b.u, np.float64))
             if self._telemetry:
                 return self.decode_telemetry(self._telemetry.popleft())
+            if not self._await(lambda: self._brief or self._telemetry, deadline, until_damaged):
+                return None
+
+    def _await(self, ready, deadline: float, until_damaged: int | None) -> bool:
+        """Read frames until ``ready()`` (True), the deadline or, with ``until_damaged``, more
+        damaged frames than that (False). Unsolicited ERROR frames are kept in ``errors``."""
+        while not ready():
             if time.monotonic() >= deadline:
-                return None
+                return False
             if until_damaged is not None and self._damaged() > until_damaged:
-                return None
+                return False
             for f in self._pump(deadline):
                 if f.type == P.ERROR and len(f.payload) == 2:
                     self.errors.append((f.payload[0], f.payload[1]))
+        return True
 
     def telemetry(self, timeout: float | None = None,
                   until_damaged: int | None = None) -> Telemetry | None:
         """The next telemetry frame (waiting up to timeout), or None; with ``until_damaged``,
         None also as soon as more damaged frames than that have arrived."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self._telemetry:
-            if time.monotonic() >= deadline:
-                return None
-            if until_damaged is not None and self._damaged() > until_damaged:
-                return None
-            for f in self._pump(deadline):
-                if f.type == P.ERROR and len(f.payload) == 2:
-                    self.errors.append((f.payload[0], f.payload[1]))
+        if not self._await(lambda: self._telemetry, deadline, until_damaged):
+            return None
         return self.decode_telemetry(self._telemetry.popleft())
 
     def stream(self, periods: int, timeout: float, what: str = "the board"):
