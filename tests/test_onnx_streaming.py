@@ -23,6 +23,7 @@ ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 
 from nnmpc.compiler import compile_model, load_model  # noqa: E402
+from test_onnx_pytorch import LastStep, TimeFirst  # noqa: E402  (the same PyTorch models)
 
 
 class Head(nn.Module):
@@ -37,30 +38,6 @@ class Head(nn.Module):
         if not self.states:
             return self.head(y)
         return (self.head(y), *(s if isinstance(s, tuple) else (s,)))
-
-
-class LastStep(nn.Module):
-    """Two stacked LSTM layers, the last step's output (a slice) into a linear layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True)
-        self.head = nn.Linear(5, 2)
-
-    def forward(self, x):
-        y, _ = self.lstm(x)
-        return torch.tanh(self.head(y[:, -1:, :].flatten(1)))
-
-
-class TimeFirst(nn.Module):
-    """batch_first=False: the input (T, 1, F)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gru = nn.GRU(3, 4)
-
-    def forward(self, x):
-        return self.gru(x)[0]
 
 
 class ZeroState(nn.Module):
