@@ -34,7 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import loop as R
-from ..loop.pid import pid_mix, pid_y_bias, tuning_reference
+from ..loop.pid import (
+    TUNING_PREVIEWS,
+    TUNING_SEED,
+    pid_at_start,
+    tune_on_tuning_reference,
+)
 from ..plants import get_plant
 from .cortexm import COST_TABLE
 from .loopcount import CLOCK_HZ, count_loop
@@ -56,9 +61,9 @@ ESTIMATOR_IMAGES = ("msd",)
 NOBUDGET = ("msd", "tendon-narx")
 SEEDS = (0, 1, 2)
 IO_US = 75             # of each period, left for the SENSOR and TELEMETRY frames
-PREVIEWS = (0, 1, 2, 3, 4, 6, 8)
+PREVIEWS = TUNING_PREVIEWS
 PREFIX = 150           # every run also reports its first PREFIX periods (the suite's check)
-PID_TUNING_SEED = 100  # sensor noise while tuning (the runs use the seeds 0, 1, 2)
+PID_TUNING_SEED = TUNING_SEED  # sensor noise while tuning (the runs use the seeds 0, 1, 2)
 PROFILE_PERIODS = 60
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,19 +95,7 @@ def tune_pids(plant_name: str, only: tuple[str, ...] = PIDS) -> dict:
     tuned on the plant's tuning reference (bias and mixing at its start; each run mixes at its
     own start)."""
     plant = get_plant(plant_name)
-    st = R.setup_for(plant)
-    tref = tuning_reference(plant)
-    u0 = R.start_input(plant, tref[0], R.default_u_init(plant, st.kind), st.tracked)
-    out = {}
-    for name, previews in (("pid", (0,)), ("pid-preview", PREVIEWS), ("pid-ff", PREVIEWS)):
-        if name not in only:
-            continue
-        ff = name == "pid-ff"
-        g = R.tune_pid(plant, tref, u0, previews=previews, seed=PID_TUNING_SEED, feedforward=ff)
-        out[name] = {k: g[k] for k in ("kp", "ki", "kd") + (("kff", "kdff", "lead") if ff
-                                                             else ()) + (
-            "preview", "model_rms", "grid", "on_edge")}
-    return out
+    return {name: tune_on_tuning_reference(plant, name) for name in PIDS if name in only}
 
 
 def _tune_job(job):
@@ -123,12 +116,9 @@ def _run(job: dict) -> dict:
                 "run_periods": job.get("run_periods")}
     base = ctl.split("-")[0]
     if base == "pid":
-        g = dict(job["pid"])
         st = R.setup_for(plant)
         u0 = R.start_input(plant, refs[0], R.default_u_init(plant, net.kind), st.tracked)
-        g["u_bias"], g["mix"] = pid_mix(plant, st.tracked, u0)
-        if "kff" in g:
-            g["y_bias"] = pid_y_bias(plant, g["u_bias"])
+        g = pid_at_start(plant, job["pid"], u0)
         kw.update(pid=g, preview=g["preview"])
     if est:
         kw["estimator"] = True

@@ -207,13 +207,9 @@ def _with_feedforward(msg, pid: dict, tracked) -> M.PidRequest:
     y_bias, lead)."""
     from dataclasses import replace
 
-    n = len(msg.kp)
-    def g(v):
-        return [float(v) if i in tracked else 0.0 for i in range(n)]
+    from ..loop.controller import feedforward_fields
 
-    yb = [float(v) for v in np.asarray(pid["y_bias"], float)] + [0.0] * n
-    return replace(msg, kff=g(pid["kff"]), kdff=g(pid["kdff"]), y_bias=yb[:n],
-                   lead=int(pid["lead"]))
+    return replace(msg, **feedforward_fields(pid, tracked, len(msg.kp)))
 
 
 def _figures(y, ref, ins, cyc, its, sts, clock_hz) -> dict:

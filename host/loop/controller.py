@@ -19,7 +19,15 @@ import numpy as np
 from ..errors import NnmpcError
 from ..link import protocol_msgs as M
 
-CONTROLLERS = {"nr": 0, "pid": 1, "fd": 2}
+#: Controller name -> the device's CONFIG code. pid-preview and pid-ff are the device's PID
+#: (1): pid-preview given the reference ``preview`` periods ahead, pid-ff also with the
+#: PID message's feed-forward (kff, kdff, y_bias, lead).
+CONTROLLERS = {"nr": 0, "pid": 1, "fd": 2, "pid-preview": 1, "pid-ff": 1}
+PIDS = ("pid", "pid-preview", "pid-ff")
+#: The [pid] table: required keys (every PID), the feed-forward's (pid-ff), optional ones.
+PID_KEYS = ("kp", "ki", "kd", "u_bias", "mix")
+PID_FF_KEYS = ("kff", "kdff", "y_bias", "lead")
+PID_OPTIONAL = ("preview",)
 SOURCES = {"host": 0, "device": 1, "board": 2}
 CH = M.CHANNELS
 
@@ -72,7 +80,8 @@ class ControllerSettings:
     y_hi: list[float] | None = None   # outside it is refused (u held, status 5)
     u_safe: list[float] | None = None  # held when the host's measurements stop (fixed rate)
     link_timeout: int = 0             # periods without a measurement before u_safe, 0 = never
-    pid: dict | None = None           # kp, ki, kd, u_bias, mix (m x p)
+    pid: dict | None = None           # kp, ki, kd, u_bias, mix (m x p); pid-ff: kff, kdff,
+                                      # y_bias, lead; pid-preview, pid-ff: preview
 
     @property
     def p(self) -> int:
@@ -89,6 +98,12 @@ class ControllerSettings:
     @property
     def tracked_index(self) -> tuple[int, ...]:
         return tuple(self.outputs.index(n) for n in self.tracked)
+
+    @property
+    def preview(self) -> int:
+        """Periods the PID's reference is ahead of the scored one (the uploaded trajectory is
+        r[k + preview]): the [pid] table's ``preview``, 0 without one."""
+        return int(self.pid.get("preview", 0)) if self.pid else 0
 
     def check(self, where: str = "controller settings") -> None:
         """Every value in range; one line naming the key otherwise."""
@@ -155,8 +170,54 @@ class ControllerSettings:
                 bad("u_safe", "must lie inside [u_lo, u_hi]")
         if not 0 <= self.link_timeout <= 65535:
             bad("link_timeout", f"{self.link_timeout} is outside [0, 65535] periods")
-        if self.controller == "pid" and self.pid is None:
-            bad("pid", "the pid controller needs [pid] gains (kp, ki, kd, u_bias, mix)")
+        if self.controller in PIDS:
+            self._check_pid(bad)
+
+    def _check_pid(self, bad) -> None:
+        """The [pid] table of a PID controller: every key known, every value of its kind."""
+        if self.pid is None:
+            bad("pid", f"the {self.controller} controller needs [pid] gains "
+                       f"({', '.join(PID_KEYS + (PID_FF_KEYS if self.controller == 'pid-ff' else ()))})")
+        if not isinstance(self.pid, dict):
+            bad("pid", f"expected a table, got {self.pid!r}")
+        known = PID_KEYS + PID_FF_KEYS + PID_OPTIONAL
+        unknown = sorted(set(self.pid) - set(known))
+        if unknown:
+            bad(f"pid.{unknown[0]}", f"unknown key (known: {', '.join(known)})")
+        need = PID_KEYS + (PID_FF_KEYS if self.controller == "pid-ff" else ())
+        for key in need:
+            if key not in self.pid:
+                bad(f"pid.{key}", f"missing (the {self.controller} controller needs "
+                                  f"{', '.join(need)})")
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and \
+                not isinstance(v, bool) and bool(np.isfinite(v))
+
+        def count(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        for key in ("kp", "ki", "kd", "kff", "kdff"):
+            if key in self.pid and not number(self.pid[key]):
+                bad(f"pid.{key}", f"expected a finite number, got {self.pid[key]!r}")
+        for key in ("kp", "ki", "kd"):
+            if self.pid[key] < 0:
+                bad(f"pid.{key}", f"{self.pid[key]} must be >= 0")
+        for key, n in (("u_bias", self.m), ("mix", self.m * self.p), ("y_bias", self.p)):
+            if key not in self.pid:
+                continue
+            v = self.pid[key]
+            v = np.asarray(v).ravel().tolist() if isinstance(v, np.ndarray) else v
+            if not isinstance(v, (list, tuple)) or not all(number(x) for x in v):
+                bad(f"pid.{key}", f"expected a list of finite numbers, got {v!r}")
+            if len(v) != n:
+                what = {"u_bias": "one per input", "y_bias": "one per output",
+                        "mix": f"the {self.m} x {self.p} mixing matrix, row by row"}[key]
+                bad(f"pid.{key}", f"needs {n} values ({what}), has {len(v)}")
+        for key, hi in (("lead", 1000), ("preview", 1000)):
+            if key in self.pid and not (count(self.pid[key]) and 0 <= self.pid[key] <= hi):
+                bad(f"pid.{key}", f"expected a whole number of periods in [0, {hi}], got "
+                                  f"{self.pid[key]!r}")
 
     # -- the device's messages ------------------------------------------------------------
     def messages(self, *, source: str = "host", lockstep: bool = True, u_init=None) -> list:
@@ -201,7 +262,8 @@ class ControllerSettings:
             g = lambda v: _pad([v if i in tr else 0.0 for i in range(p)])  # noqa: E731
             msgs.append(M.PidRequest(kp=g(self.pid["kp"]), ki=g(self.pid["ki"]),
                                      kd=g(self.pid["kd"]), u_bias=_pad(self.pid["u_bias"]),
-                                     mix=[float(v) for v in mix.ravel()]))
+                                     mix=[float(v) for v in mix.ravel()],
+                                     **feedforward_fields(self.pid, tr)))
         return msgs
 
     def check_hello(self, hello, *, board_sensors: bool) -> None:
@@ -281,6 +343,20 @@ class ControllerSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def feedforward_fields(pid: dict, tracked, n: int = CH) -> dict:
+    """The PID message's feed-forward fields for ``pid`` (kff, kdff on the ``tracked``
+    outputs, y_bias, lead); all zero (no feed-forward) without ``kff`` in ``pid``."""
+    if "kff" not in pid:
+        return {"kff": [0.0] * n, "kdff": [0.0] * n, "y_bias": [0.0] * n, "lead": 0}
+
+    def g(v):
+        return [float(v) if i in tracked else 0.0 for i in range(n)]
+
+    return {"kff": g(pid["kff"]), "kdff": g(pid["kdff"]),
+            "y_bias": _pad(np.asarray(pid["y_bias"], float).ravel(), n),
+            "lead": int(pid["lead"])}
 
 
 def _toml(v) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plants import Plant
-from .setups import setup_for
+from .setups import default_u_init, setup_for, start_input
 
 
 def pid_mix(plant: Plant, tracked: tuple[int, ...],
@@ -343,3 +343,100 @@ def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: in
     if feedforward:
         best["y_bias"] = pid_y_bias(plant, u_bias)
     return best
+
+
+#: The PIDs tuned on the plant's :func:`tuning_reference` (``nnmpc bench --loop``, and
+#: ``nnmpc run --controller pid-preview|pid-ff``): the previews searched, and the sensor
+#: noise's seed while tuning (the runs use others).
+TUNING_PREVIEWS = (0, 1, 2, 3, 4, 6, 8)
+TUNING_SEED = 100
+TUNED = {"pid": (0,), "pid-preview": TUNING_PREVIEWS, "pid-ff": TUNING_PREVIEWS}
+
+
+def tune_on_tuning_reference(plant: Plant, controller: str) -> dict:
+    """The gains of ``controller`` (pid, pid-preview or pid-ff) tuned on the plant's
+    :func:`tuning_reference`, the plant at rest at its first point (bias and mixing there:
+    :func:`pid_at_start` moves them to a run's own start). Keys: kp, ki, kd (pid-ff: kff, kdff,
+    lead), preview, model_rms (on the tuning reference), grid, on_edge."""
+    st = setup_for(plant)
+    tref = tuning_reference(plant)
+    u0 = start_input(plant, tref[0], default_u_init(plant, st.kind), st.tracked)
+    ff = controller == "pid-ff"
+    g = tune_pid(plant, tref, u0, previews=TUNED[controller], seed=TUNING_SEED, feedforward=ff,
+                 leads=FF_LEADS)
+    return {k: g[k] for k in ("kp", "ki", "kd") + (("kff", "kdff", "lead") if ff else ()) + (
+        "preview", "model_rms", "grid", "on_edge")}
+
+
+def pid_at_start(plant: Plant, gains: dict, u0) -> dict:
+    """``gains`` (of :func:`tune_on_tuning_reference`) for a run that starts at rest under
+    ``u0``: the input bias and the mixing matrix there (:func:`pid_mix`), and, with
+    feed-forward, the output at that bias (``y_bias``)."""
+    g = dict(gains)
+    g["u_bias"], g["mix"] = pid_mix(plant, setup_for(plant).tracked, u0)
+    if "kff" in g:
+        g["y_bias"] = pid_y_bias(plant, g["u_bias"])
+    return g
+
+
+def _tuning_key(plant: Plant, controller: str) -> str:
+    """What the result of :func:`tune_on_tuning_reference` depends on, hashed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"{plant.name}|{controller}|{TUNED[controller]}|{TUNING_SEED}|{MAX_EXTENSIONS}|"
+             f"{SPANS}|{FF_POINTS}|{FF_PREVIEWS}|{FF_LEADS}|{FF_REFINED}|{plant.dt!r}|"
+             f"{plant.noise_std!r}".encode())
+    for a in (KP_GRID, KI_GRID, KD_GRID, *FF_GRIDS, tuning_reference(plant)):
+        h.update(np.ascontiguousarray(a, float).tobytes())
+    return h.hexdigest()[:16]
+
+
+def tuned_gains(plant: Plant, controller: str, cache_dir=None, log=print) -> dict:
+    """:func:`tune_on_tuning_reference`, kept as JSON in ``cache_dir`` (if given) under a key of
+    the plant, the grids and the tuning reference: the pid-ff search takes minutes (about 2 on
+    the msd), a second run with the same plant reads the file."""
+    import json
+    from pathlib import Path
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{plant.name}-{controller}-{_tuning_key(plant, controller)}.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass                                   # a damaged file: tune again
+    if controller == "pid-ff":
+        log(f"tuning pid-ff for {plant.name} on its tuning reference (kp, ki, kd, kff, kdff, "
+            "preview, lead; a few minutes" + (f", kept in {path.parent}" if path else "") + ")")
+    g = tune_on_tuning_reference(plant, controller)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(json.dumps(g, indent=1, default=_json_default) + "\n")
+        tmp.replace(path)
+    return g
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"cannot write {type(v).__name__} to JSON")
+
+
+def gains_for_run(plant: Plant, controller: str, refs: np.ndarray, u0, cache_dir=None,
+                  log=print) -> dict | None:
+    """The PID gains a run of ``controller`` uses, the plant at rest under ``u0`` at the start:
+    ``pid`` tuned on the run's own reference ``refs``; ``pid-preview`` and ``pid-ff`` on the
+    plant's tuning reference (:func:`tuned_gains`, cached in ``cache_dir``), as the bench
+    does, moved to the run's start (:func:`pid_at_start`). None for the other controllers."""
+    if controller == "pid":
+        return tune_pid(plant, refs, u0)
+    if controller in ("pid-preview", "pid-ff"):
+        return pid_at_start(plant, tuned_gains(plant, controller, cache_dir, log), u0)
+    return None
