@@ -16,6 +16,11 @@ def _print_summary(s: dict, name: str, reference: str, scored: str = "") -> None
              if "path_error_rms" in s else ""))
     if s.get("start"):
         print(f"  start: {s['start']}")
+    if s.get("pid"):
+        g = s["pid"]
+        print("  PID gains (per period): " + ", ".join(
+            f"{k} {g[k]:.4g}" if isinstance(g[k], float) else f"{k} {g[k]}"
+            for k in ("kp", "ki", "kd", "kff", "kdff", "preview", "lead") if k in g))
     print(f"  iterations mean {s['iterations_mean']} max {s['iterations_max']}, status "
           f"{s['status_counts']}, lost frames {s['lost_frames']}")
     if s.get("brief_periods"):
@@ -52,10 +57,11 @@ def _truth_from(path: Path, outputs: list[str]):
 def _run_at_port(args) -> int:
     from ..link.client import DeviceClient
     from ..link.ports import resolve_port
-    from ..loop import plot, reference, start_input, summary, tune_pid, write_csv
+    from ..loop import plot, reference, start_input, summary, write_csv
     from ..loop.atport import net_from_hello, run_board_sensors, run_hil
     from ..loop.controller import ControllerSettings
     from ..loop.monitor import open_port
+    from ..loop.pid import gains_for_run
     from ..loop.references import reference_csv
     from ..loop.settings import controller_settings
     from ..loop.setups import default_u_init
@@ -77,7 +83,7 @@ def _run_at_port(args) -> int:
             cs = cfg or controller_settings(plant, net, "nr")
             u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), cs.tracked_index)
             if cfg is None and args.controller != "nr":
-                pid = tune_pid(plant, refs, u0) if args.controller == "pid" else None
+                pid = gains_for_run(plant, args.controller, refs, u0, Path(args.work) / "pid")
                 cs = controller_settings(plant, net, args.controller, pid=pid)
             log = run_hil(client, plant, cs, refs, u0, seed=args.seed, noise=not args.no_noise)
             name = plant.name
@@ -146,22 +152,34 @@ def cmd_run(args) -> int:
 
 
 def _write_config(args) -> int:
-    from ..loop import prepare_model
+    from ..loop import default_u_init, prepare_model, reference, setup_for, start_input
+    from ..loop.pid import gains_for_run
     from ..loop.settings import controller_settings
     from ..plants import get_plant
 
     plant = get_plant(args.plant or "msd")
     net = prepare_model(plant, args.model, Path(args.work), seed=args.seed, kind=args.net)
-    cs = controller_settings(plant, net, args.controller, estimator=args.estimator)
+    pid = None
+    if args.controller.startswith("pid"):
+        # The gains for a run from rest at the reference's first point, as `nnmpc run` tunes
+        # them (pid on --reference, pid-preview and pid-ff on the tuning reference).
+        refs = reference(plant, args.reference, args.duration)
+        u0 = start_input(plant, refs[0], default_u_init(plant, net.kind),
+                         setup_for(plant).tracked)
+        pid = gains_for_run(plant, args.controller, refs, u0, Path(args.work) / "pid")
+    cs = controller_settings(plant, net, args.controller, pid=pid, estimator=args.estimator,
+                             u_init=None if pid is None else pid["u_bias"])
     path = cs.save(Path(args.write_config))
     print(f"wrote {path}: {plant.name} {cs.net} net, {cs.controller}, horizon {cs.horizon}, "
-          f"{cs.rate_hz:g} Hz")
+          f"{cs.rate_hz:g} Hz" + ("" if pid is None else ", [pid] " + ", ".join(
+              f"{k} = {cs.pid[k]:.4g}" if isinstance(cs.pid[k], float) else f"{k} = {cs.pid[k]}"
+              for k in ("kp", "ki", "kd", "kff", "kdff", "preview", "lead") if k in cs.pid)))
     return 0
 
 
 def cmd_monitor(args) -> int:
-    from ..loop.monitor import main_monitor
     from ..link.ports import resolve_port
+    from ..loop.monitor import main_monitor
 
     port = resolve_port(args.port, args.board)
     st = main_monitor(port, Path(args.out) if args.out else None, args.baud,
@@ -192,9 +210,15 @@ def register(sub) -> None:
                    help="kind of default net to train when --model is omitted: fk "
                         "(quasi-static inversion) or narx (dynamics, receding-horizon MPC); "
                         "default: the plant's (msd: narx, tendon: fk)")
-    r.add_argument("--controller", choices=("nr", "pid", "fd"), default="nr",
-                   help="nr: Newton MPC (exact Jacobian); pid: tuned PID; fd: one "
-                        "finite-difference Newton step per period (default: nr)")
+    r.add_argument("--controller", choices=("nr", "pid", "pid-preview", "pid-ff", "fd"),
+                   default="nr",
+                   help="nr: Newton MPC (exact Jacobian); pid: PID tuned on the run's "
+                        "reference; pid-preview: the PID given the reference P periods ahead; "
+                        "pid-ff: that PID with feed-forward from the reference (kff, kdff, "
+                        "lead L); pid-preview and pid-ff are tuned on the plant's tuning "
+                        "reference, not the scored one (pid-ff: about 2 min, kept in "
+                        "--work/pid); fd: one finite-difference Newton step per period "
+                        "(default: nr). With --config, the file's controller and [pid] gains")
     r.add_argument("--reference", default="step", metavar="step|sine|FILE.csv",
                    help="reference: step, sine, or a CSV with a column per tracked output")
     r.add_argument("--log", default=None, metavar="run.csv", help="telemetry CSV (PNG beside)")
@@ -221,7 +245,8 @@ def register(sub) -> None:
                         "start one with --write-config")
     r.add_argument("--write-config", metavar="CTL.toml",
                    help="write the plant's default controller settings for its net to a file "
-                        "and stop")
+                        "and stop; with a PID --controller, the tuned gains too ([pid]: kp, "
+                        "ki, kd, u_bias, mix; pid-ff also kff, kdff, y_bias, lead; preview)")
     r.add_argument("--settle", type=float, default=1.0,
                    help="--port with on-board sensing: seconds at the reference's first point "
                         "before the scored run (default: 1)")

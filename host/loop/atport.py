@@ -26,6 +26,7 @@ from ..progress import Progress
 from .closedloop import run_closed_loop
 from .controller import ControllerSettings
 from .nets import NetInfo, infer_lags
+from .pid import preview_reference
 from .runlog import RunLog
 from .settings import configure
 
@@ -52,7 +53,7 @@ def run_board_sensors(client: DeviceClient, cs: ControllerSettings, refs: np.nda
     full = np.vstack([np.repeat(refs[:1], S, axis=0), refs])
     T = len(full)
     configure(client, cs.messages(source="board"))
-    client.upload_trajectory(full, dt)
+    client.upload_trajectory(preview_reference(full, cs.preview), dt)   # PID preview: r[k + P]
     p, m = cs.p, cs.m
     keep = []
     lost, k_next = 0, 0
@@ -97,4 +98,4 @@ def run_hil(client: DeviceClient, plant: Plant, cs: ControllerSettings, refs: np
     cs.check_hello(hello, board_sensors=False)
     u0 = configure(client, cs.messages(source="host", u_init=u_init))
     return run_closed_loop(client, plant, refs, cs.controller, u0, seed=seed, noise=noise,
-                           timeout=timeout)
+                           timeout=timeout, preview=cs.preview)

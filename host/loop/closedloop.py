@@ -8,7 +8,9 @@ depend on how fast the emulator or the host is. ``source="device"`` simulates th
 the board itself (mass-spring-damper) at a fixed rate from SysTick; the host only listens.
 
 Controllers (all on the device, same loop): ``nr`` (Newton MPC on the compiled net's exact
-Jacobian), ``pid`` (tuned here on the plant), ``fd`` (one finite-difference Newton step per
+Jacobian), ``pid`` (tuned here on the plant), ``pid-preview`` (the PID given the reference
+``preview`` periods ahead) and ``pid-ff`` (that PID with a feed-forward from the reference),
+both tuned on the plant's tuning reference, ``fd`` (one finite-difference Newton step per
 period, the reference implementation's scheme). See docs/MPC.md.
 """
 
@@ -24,8 +26,9 @@ import numpy as np
 from ..errors import NnmpcError
 from ..link.client import LinkLost
 from ..plants import Plant, get_plant
+from .controller import PIDS
 from .nets import prepare_model
-from .pid import tune_pid
+from .pid import gains_for_run, preview_reference
 from .plot import plot
 from .references import reference
 from .runlog import START_NOTE, RunLog, summary, write_csv
@@ -45,16 +48,19 @@ LINK_LOST = 6
 
 def run_closed_loop(client, plant: Plant, refs: np.ndarray, controller: str,
                     u_init: np.ndarray, *, source: str = "host", seed: int = 0, noise: bool = True,
-                    timeout: float = 5.0, on_period=None, tries: int | None = 20) -> RunLog:
+                    timeout: float = 5.0, on_period=None, tries: int | None = 20,
+                    preview: int = 0) -> RunLog:
     """Run the configured device against ``plant`` for len(refs) periods (lock-step HIL), or
-    listen to the on-device plant run; return the log. In lock-step a period whose frames are
+    listen to the on-device plant run; return the log. ``preview`` (pid-preview, pid-ff): the
+    device is given r[k + preview] (the uploaded trajectory shifted, the last row held) and
+    the run is scored on r[k]. In lock-step a period whose frames are
     lost ``tries`` times over is lost (status 6, u held) and the run goes on; the count is in
     ``log.lost``, periods recovered by a resend in ``log.extra['resent']``."""
     st = setup_for(plant)
     p, m, T = len(plant.outputs), len(plant.inputs), len(refs)
     rng = np.random.default_rng(seed) if noise else None
     hello = client.hello_info or client.hello()
-    client.upload_trajectory(refs, plant.dt)
+    client.upload_trajectory(preview_reference(refs, preview), plant.dt)
     ys, yt, us, its, sts, res, work = [], [], [], [], [], [], []
     lost = resent = 0
     t0 = time.monotonic()
@@ -183,29 +189,35 @@ def run_on_board(plant_name: str, controller: str, reference_kind: str, *, model
     refs = reference(plant, reference_kind, duration)
     # Every controller starts with the plant at rest at the reference's first point.
     u0 = start_input(plant, refs[0], default_u_init(plant, net.kind), setup_for(plant).tracked)
-    pid = tune_pid(plant, refs, u0) if controller == "pid" else None
+    pid = None if config is not None else gains_for_run(plant, controller, refs, u0,
+                                                         Path(work) / "pid", log)
     period_us = int(round(plant.dt * 1e6)) if sim == "device" else 0
     if config is not None:  # a settings file (nnmpc run --config), as on a real board
         msgs = config.messages(source=sim, u_init=u0)
     else:
         msgs = settings(plant, net, controller, source=sim, period_us=period_us, pid=pid,
                         u_init=u0, budget_us=budget_us, horizon=horizon, moves=moves,
-                        estimator=estimator and controller != "pid")
+                        estimator=estimator and controller not in PIDS)
     with QemuBoard(img.elf, board, icount=icount) as port:
         client = DeviceClient(port, timeout=10.0)
         hello = client.hello()
         if config is not None:
             config.check_hello(hello, board_sensors=False)
         u_init = configure(client, msgs)
+        preview = config.preview if config is not None else int((pid or {}).get("preview", 0))
         run = run_closed_loop(client, plant, refs, controller, u_init, source=sim, seed=seed,
-                              noise=noise)
+                              noise=noise, preview=preview)
         run.extra["stats"] = client.stats()
         client.exit()
-    if pid is not None:
-        run.extra["pid"] = {k: pid[k] for k in ("kp", "ki", "kd", "model_rms")}
+    used = pid if pid is not None else (config.pid if config is not None else None)
+    if used is not None:   # the gains the device ran with (the summary's "pid")
+        run.extra["pid"] = {k: used[k] for k in ("kp", "ki", "kd", "kff", "kdff", "lead",
+                                                 "preview", "model_rms") if k in used}
     summ = summary(run)
     summ["image_flash"] = img.size.flash
     summ["image_ram"] = img.size.ram
+    if "pid" in run.extra:
+        summ["pid"] = run.extra["pid"]
     csv_path = png_path = None
     if log_path is not None:
         csv_path = write_csv(run, Path(log_path))

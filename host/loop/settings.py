@@ -35,10 +35,7 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
         Nc = min(moves or st.moves, N)
     if u_init is None:
         u_init = default_u_init(plant, net.kind)
-    mix = None if pid is None else {
-        "kp": float(pid["kp"]), "ki": float(pid["ki"]), "kd": float(pid["kd"]),
-        "u_bias": [float(v) for v in pid["u_bias"]],
-        "mix": [float(v) for v in np.asarray(pid["mix"]).ravel()]}
+    mix = None if pid is None else pid_table(pid)
     if estimator and net.kind != "narx":
         raise NnmpcError(f"--estimator: the estimator runs on a narx net's output lags; this "
                          f"is a {net.kind} net")
@@ -58,6 +55,22 @@ def controller_settings(plant: Plant, net: NetInfo, controller: str, *, pid: dic
         # A reading more than half the output's span outside its range is implausible.
         y_lo=[float(s.low - 0.5 * (s.high - s.low)) for s in plant.outputs],
         y_hi=[float(s.high + 0.5 * (s.high - s.low)) for s in plant.outputs])
+
+
+def pid_table(pid: dict) -> dict:
+    """The [pid] table of the settings from tuned gains (:func:`.pid.tune_pid`,
+    :func:`.pid.pid_at_start`): kp, ki, kd, u_bias, mix (row by row); with feed-forward kff,
+    kdff, y_bias, lead; preview when not 0."""
+    out = {"kp": float(pid["kp"]), "ki": float(pid["ki"]), "kd": float(pid["kd"]),
+           "u_bias": [float(v) for v in pid["u_bias"]],
+           "mix": [float(v) for v in np.asarray(pid["mix"]).ravel()]}
+    if "kff" in pid:
+        out.update(kff=float(pid["kff"]), kdff=float(pid["kdff"]),
+                   y_bias=[float(v) for v in np.asarray(pid["y_bias"]).ravel()],
+                   lead=int(pid["lead"]))
+    if int(pid.get("preview", 0)):
+        out["preview"] = int(pid["preview"])
+    return out
 
 
 def settings(plant: Plant, net: NetInfo, controller: str, *, source: str = "host",
