@@ -869,16 +869,27 @@ static void shift_lags(nnmpc_mpc_t *s)
 #if NNMPC_ESTIMATOR
 /* The extended Kalman filter on x = [yh[0] .. yh[na-1], d] (n = na p lags, then the p
  * disturbance estimates, a random walk): x[k] = [f(lags[k-1], u) + d, lags[k-1] shifted, d],
- * y[k] = x_top + noise. Entry (i, j) of the transition's Jacobian F: the net's exact Jacobian
- * w.r.t. its output lags (in Jn) and the identity on d on top (p rows), the shift of the
- * older lags, the identity on d below. */
-static float kf_F(const nnmpc_mpc_t *s, int i, int j)
+ * y[k] = x_top + noise. The transition's Jacobian F: the net's exact Jacobian w.r.t. its
+ * output lags (in Jn) and the identity on d on top (p rows), the shift of the older lags, the
+ * identity on d below. B = F A (tr = 0) or F A' (tr = 1), both nx x nx, with that structure:
+ * p n multiply-adds per column instead of nx^2. */
+static void kf_left(const nnmpc_mpc_t *s, const float *A, int tr, float *B)
 {
-    const int p = s->cfg.p, n = s->cfg.na * p;
-    if (i < p) {
-        return j < n ? s->Jn[i * s->net.n_in + j] : (j - n == i ? 1.0f : 0.0f);
+    const int p = s->cfg.p, n = s->cfg.na * p, nx = n + p, ni = s->net.n_in;
+    const int rs = tr ? 1 : nx, cs = tr ? nx : 1; /* A(r, c) = A[r * rs + c * cs] */
+    int i, j, l;
+    for (i = 0; i < nx; ++i) {
+        const int src = i < p ? n + i : i < n ? i - p : i;
+        for (j = 0; j < nx; ++j) {
+            float v = A[src * rs + j * cs];
+            if (i < p) {
+                for (l = 0; l < n; ++l) {
+                    v += s->Jn[i * ni + l] * A[l * rs + j * cs];
+                }
+            }
+            B[i * nx + j] = v;
+        }
     }
-    return (i < n ? j == i - p : j == i) ? 1.0f : 0.0f;
 }
 
 static float *kf_x(nnmpc_mpc_t *s, int i)
@@ -905,7 +916,7 @@ static void kf_predict(nnmpc_mpc_t *s)
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int p = c->p, n = c->na * p, nx = n + p;
     float *P = s->P, *T = s->T;
-    int i, j, k;
+    int i, j;
     for (i = 0, j = 0; j < n; ++j) {
         s->z[i++] = *kf_x(s, j);
     }
@@ -913,18 +924,11 @@ static void kf_predict(nnmpc_mpc_t *s)
         s->z[i++] = s->uh[j / c->m][j % c->m];
     }
     s->net.predict_jacobian(s->z, s->y_pred, s->Jn);
-    for (k = 0; k < 2; ++k) { /* T = F P, then P = T F' + Q */
-        for (i = 0; i < nx; ++i) {
-            for (j = 0; j < nx; ++j) {
-                float v = k && i == j ? (i < p ? c->kf_q[i] : i >= n ? c->kf_qd[i - n] : 0.0f)
-                                      : 0.0f;
-                int l;
-                for (l = 0; l < nx; ++l) {
-                    v += k ? T[i * nx + l] * kf_F(s, j, l) : kf_F(s, i, l) * P[l * nx + j];
-                }
-                (k ? P : T)[i * nx + j] = v;
-            }
-        }
+    kf_left(s, P, 0, T); /* T = F P, then P = F T' + Q (= F P F' + Q, P symmetric) */
+    kf_left(s, T, 1, P);
+    for (i = 0; i < p; ++i) {
+        P[i * nx + i] += c->kf_q[i];
+        P[(n + i) * nx + n + i] += c->kf_qd[i];
     }
     shift_lags(s);
     for (i = 0; i < p; ++i) {

@@ -56,11 +56,12 @@ def prepare_model(plant: Plant, model: str | None, work: Path, seed: int = 0,
     if model is None:
         st = setup_for(plant, kind)
         key = f"{plant.name}-{st.kind}-{st.lags[0]}{st.lags[1]}-" \
-              f"{'x'.join(map(str, st.hidden))}-{st.samples}-{st.epochs}-{seed}"
+              f"{'x'.join(map(str, st.hidden))}{'s' if st.skip else ''}-{st.samples}-{st.epochs}-{seed}"
         d = work / "nets" / key
         if not (d / "model" / "model.c").is_file():
             log(f"training a default {st.kind} net for '{plant.name}' "
-                f"({'x'.join(map(str, st.hidden))} tanh, {st.samples} samples)")
+                f"({'x'.join(map(str, st.hidden))} tanh{', linear skip' if st.skip else ''}, "
+                f"{st.samples} samples)")
             info = train_default(plant, d, seed, st)
             log(f"  validation RMSE {np.array2string(info, precision=3)}")
         model_dir = d / "model"
@@ -90,7 +91,7 @@ def train_default(plant: Plant, out: Path, seed: int = 0,
     ds = make_dataset(plant, st.kind, st.samples, seed=seed, lags=st.lags if st.kind == "narx"
                       else (2, 2))
     res = train_mlp(ds.x_train, ds.y_train, ds.x_val, ds.y_val, hidden=st.hidden,
-                    epochs=st.epochs, seed=seed, patience=25)
+                    epochs=st.epochs, seed=seed, patience=25, skip=st.skip)
     out.mkdir(parents=True, exist_ok=True)
     res.model.save(out / "m.keras")
     compile_model(out / "m.keras", out / "model", name="model")

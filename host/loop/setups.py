@@ -19,6 +19,8 @@ class PlantSetup:
     tracked: tuple[int, ...]          # output indices with a reference
     lags: tuple[int, int] = (0, 1)    # (na, nb) for NARX
     hidden: tuple[int, ...] = (16, 16)
+    skip: bool = False                # a linear path from input to output beside the MLP
+                                      # (y = W x + MLP(x)): dynamics that are mostly linear
     samples: int = 6000
     epochs: int = 80
     horizon: int = 1
@@ -48,10 +50,13 @@ class PlantSetup:
 SETUPS: dict[str, PlantSetup] = {
     # MSD: 2nd order, lightly damped, both states measured: a one-step dynamics net
     # [x, v, F][k] -> [x, v][k+1] (NARX with one lag), MPC over 8 steps (80 ms), one warm-started
-    # Gauss-Newton iteration per period (the tracking does not improve with more here).
-    "msd": PlantSetup(kind="narx", tracked=(0,), lags=(1, 1), hidden=(16, 16), samples=8000,
-                      epochs=150, horizon=8, moves=3, q=(1.0, 0.0), r=1e-2, s=0.0,
-                      bias_gain=0.3, max_iter=1, duration=8.0, model_std=(0.47, 2.2),
+    # Gauss-Newton iteration per period (the tracking does not improve with more here). The
+    # linear skip path carries the (linear) dynamics and the MLP what it misses: the noise-free
+    # one-step error is 0.0034 mm, 0.047 mm/s against 0.28 mm, 2.1 mm/s without it (seed 0).
+    # The estimator's Q stands for about three times that error.
+    "msd": PlantSetup(kind="narx", tracked=(0,), lags=(1, 1), hidden=(16, 16), skip=True,
+                      samples=8000, epochs=150, horizon=8, moves=3, q=(1.0, 0.0), r=1e-2,
+                      s=0.0, bias_gain=0.3, max_iter=1, duration=8.0, model_std=(0.01, 0.1),
                       step_levels=((0.0,), (40.0,), (-30.0,), (20.0,)),
                       sine_amp=(30.0,), sine_offset=(0.0,), sine_hz=0.5),
     # Tendon segment: inversion of the forward-kinematics net (the paper's use) through the
