@@ -354,17 +354,19 @@ void nnmpc_dense_relu(const float *W, const float *b, const float *x, float *y, 
     relu_rows(y + done, n_out - done);
 }
 
+/* tanh and sigmoid layers call the linear one (one copy of the inlined rows in a net with
+ * both, as most have: a call costs a few cycles, the copy 130 bytes). */
 void nnmpc_dense_tanh(const float *W, const float *b, const float *x, float *y, int n_out,
                       int n_in)
 {
-    (void)dense_core(W, b, x, y, n_out, n_in, 0);
+    nnmpc_dense_linear(W, b, x, y, n_out, n_in);
     exp_act_rows(y, n_out, NNMPC_ACT_TANH);
 }
 
 void nnmpc_dense_sigmoid(const float *W, const float *b, const float *x, float *y, int n_out,
                          int n_in)
 {
-    (void)dense_core(W, b, x, y, n_out, n_in, 0);
+    nnmpc_dense_linear(W, b, x, y, n_out, n_in);
     exp_act_rows(y, n_out, NNMPC_ACT_SIGMOID);
 }
 
