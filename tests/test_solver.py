@@ -642,3 +642,28 @@ def test_clipped_newton_step_that_is_not_descent_is_not_reported_converged(harne
     assert s["status"] == CONVERGED
     np.testing.assert_allclose(s["U"], U_best, atol=1e-3)
     assert abs(cost(U) - s["cost"]) < 1e-4
+
+
+@pytest.mark.parametrize("case", [
+    # N, Nc, r, lo, hi, ref, warm start: the Newton step leaves the box, and the clipped
+    # step's cost is 1.9x, 2.1x, 3.3x the box optimum's
+    (8, 2, 0.0, -0.501, 0.882, -1.218, [0.098, 0.162]),
+    (4, 3, 0.01, -0.249, 1.042, 0.666, [0.033, 0.822, 0.6]),
+    (6, 3, 0.01, -0.495, 0.354, -0.392, [-0.423, -0.331, -0.313]),
+])
+def test_a_newton_step_that_leaves_the_box_is_solved_again_with_those_moves_on_it(harness,
+                                                                                  case):
+    # On a linear model the Gauss-Newton model is the cost itself. Where the step leaves the
+    # box, the moves that left it are pinned on their bounds and the others solved again, so
+    # one iteration (one trial) reaches the box optimum; the step cut by the box, shortened,
+    # did not (it is 1.9-3.3x the optimum, and every further trial costs a rollout).
+    N, Nc, r, lo, hi, ref, U0 = case
+    cost, best, U_best = _arx_box_problem(N, Nc, r, lo, hi, np.full(N, ref), np.array(U0))
+    refs = "".join(f"ref {j + 1} {ref}\n" for j in range(N))
+    s = run(harness, f"model 1\ndims 1 1 2 2 {N} {Nc}\nq 1\nr {r}\n"
+                     f"iter 1 1e-6 0\nlo {lo}\nhi {hi}\ninit\nreset 0 0\n"
+                     f"{refs}warm {' '.join(map(str, U0))}\nsolve\n")[-1]
+    assert s["iter"] == 1 and s["evals"] == 2 * N, s    # the Jacobian rollout, one trial
+    # (the Levenberg-Marquardt damping keeps it a little short of the exact optimum)
+    np.testing.assert_allclose(s["U"], U_best, atol=5e-3)
+    assert cost(s["U"].astype(float)) <= best * (1 + 1e-3) + 1e-7

@@ -612,6 +612,64 @@ static float trial_point(nnmpc_mpc_t *s, const float *d, float alpha, float *mov
     return gd;
 }
 
+/* The Newton step kept in the box: where U + step leaves it, pin those entries on their
+ * bounds and solve the damped Gauss-Newton model again for the others, until the step stays
+ * in the box (at most n passes). The clipped step would keep the free entries as they were,
+ * so the model's value at the result is no higher. H holds the Cholesky factor in its lower
+ * triangle; its upper triangle and diag (the diagonal) are the model's matrix. Returns 1 if
+ * an entry was pinned (the step is then s->step), 0 if the step stayed in the box. */
+static int box_step(nnmpc_mpc_t *s, const float *diag)
+{
+    const nnmpc_mpc_config_t *c = &s->cfg;
+    const int m = c->m, n = m * c->moves;
+    float b[NNMPC_MAX_DEC], keep[NNMPC_MAX_DEC];
+    unsigned char pin[NNMPC_MAX_DEC];
+    int pass, i, j, any = 0;
+    for (i = 0; i < n; ++i) {
+        pin[i] = 0;
+    }
+    for (pass = 0; pass < n; ++pass) {
+        int more = 0;
+        for (i = 0; i < n; ++i) {
+            const int a = i % m;
+            const float v = s->U[i] + s->step[i];
+            keep[i] = s->step[i];
+            if (!pin[i] && (v > c->u_hi[a] || v < c->u_lo[a])) {
+                pin[i] = 1;
+                more = 1;
+                s->step[i] = (v > c->u_hi[a] ? c->u_hi[a] : c->u_lo[a]) - s->U[i];
+                keep[i] = s->step[i];
+            }
+        }
+        if (!more) {
+            break;
+        }
+        any = 1;
+        for (i = 0; i < n; ++i) {
+            float v = s->g[i];
+            for (j = 0; j < n; ++j) {
+                const float hij = i < j ? s->H[i * n + j] : s->H[j * n + i];
+                if (j < i) { /* the lower triangle again, without the pinned rows/columns */
+                    s->H[i * n + j] = pin[i] || pin[j] ? 0.0f : hij;
+                }
+                if (pin[j] && j != i) {
+                    v -= hij * s->step[j];
+                }
+            }
+            s->H[i * n + i] = pin[i] ? 1.0f : diag[i];
+            b[i] = pin[i] ? s->step[i] : v;
+        }
+        if (cholesky_solve(s->H, n, b, s->step) != 0) {
+            for (i = 0; i < n; ++i) { /* (a principal minor of the model is positive definite:
+                                       * not expected) the clipped step */
+                s->step[i] = keep[i];
+            }
+            break;
+        }
+    }
+    return any;
+}
+
 nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
@@ -625,7 +683,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
 #endif
     const int timed = c->budget_ticks && c->clock;
     uint32_t t_jac, t_pred = 0u;
-    float cost;
+    float cost, diag[NNMPC_MAX_DEC];
     int i, it = 0, out_of_time = 0, measured = 0;
     nnmpc_solve_status_t st = NNMPC_SOLVE_ITER_CAP;
 
@@ -663,7 +721,7 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
     while (it < c->max_iter) {
         float max_step = 0.0f, pg_max = 0.0f, gd = 0.0f, trial = cost;
         float alpha = 1.0f, alpha_n, moved = 0.0f;
-        int accepted = 0, bt, clipped = 0, by_gradient = 0, newton_tried = 0, complete = 1;
+        int accepted = 0, bt, clipped = 0, pinned, by_gradient = 0, newton_tried = 0, complete = 1;
         ++it;
         assemble(s, s->U);
         for (i = 0; i < n; ++i) {
@@ -688,6 +746,9 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
                 s->g[i] = -v;
             }
         }
+        for (i = 0; i < n; ++i) {
+            diag[i] = s->H[i * n + i];
+        }
         if (cholesky_solve(s->H, n, s->g, s->step) != 0) {
             /* Not positive definite at this damping: damp more (S and yhat still hold). */
             s->lambda = s->lambda * 10.0f < LAMBDA_MAX ? s->lambda * 10.0f : LAMBDA_MAX;
@@ -710,11 +771,12 @@ nnmpc_solve_status_t nnmpc_mpc_solve(nnmpc_mpc_t *s)
             st = NNMPC_SOLVE_CONVERGED;
             break;
         }
-        /* Backtracking on the projected Newton step. Where the box cuts it into a direction
+        pinned = box_step(s, diag);
+        /* Backtracking on the Newton step in the box. Where the box cuts it into a direction
          * that is not descent, a shorter step is tried (no rollout needed to see it). */
         for (bt = 0; bt < BACKTRACKS; ++bt, alpha *= 0.5f) {
             uint32_t ts;
-            clipped = 0;
+            clipped = pinned;
             gd = trial_point(s, s->step, alpha, &moved, &clipped);
             if (!(gd > 0.0f)) {
                 continue;
