@@ -119,3 +119,36 @@ def randomise(model, seed: int, scale: float = 0.5) -> None:
         else:
             ws.append(rng.normal(0.0, scale, shape))
     model.set_weights([w.astype(np.float32) for w in ws])
+
+
+def tape_jacobians(f, xs, rows: int = 8192) -> list[np.ndarray]:
+    """Per-sample Jacobians of ``f`` by GradientTape (float32, reverse mode), one array
+    ``(n, n_out, prod(input shape))`` per input of ``xs`` (each ``(n, ...)``); ``f`` takes a
+    list of tensors and returns ``(batch, ...)`` (flattened to ``n_out`` per sample), every row a function of its own samples
+    only (a Keras model in inference; not a stateful layer of a fixed batch).
+
+    ``tape.batch_jacobian`` does the same, but traces a new vectorised (pfor) graph on every
+    call, 0.2-0.5 s each. Here each sample is repeated once per output, the tape runs once
+    over that batch and the gradient of the sum of the picked entries (row b of sample i
+    picks output k) is row k of sample i's Jacobian: eager, no tracing; at most ``rows``
+    repeated samples per pass."""
+    import tensorflow as tf
+
+    xs = [np.asarray(x, np.float32) for x in xs]
+    n = len(xs[0])
+    n_out = int(np.prod(f([tf.constant(x[:1]) for x in xs]).shape[1:]))
+    per = max(1, rows // n_out)                 # samples per pass
+    Js = [np.zeros((n, n_out, int(np.prod(x.shape[1:]))), np.float32) for x in xs]
+    pick = np.tile(np.arange(n_out), per)
+    for i0 in range(0, n, per):
+        m = min(per, n - i0)
+        xt = [tf.constant(np.repeat(x[i0:i0 + m], n_out, axis=0)) for x in xs]
+        with tf.GradientTape() as tape:
+            for t in xt:
+                tape.watch(t)
+            y = tf.reshape(f(xt), (m * n_out, n_out))
+            s = tf.reduce_sum(tf.gather(y, pick[:m * n_out, None], batch_dims=1))
+        gs = tape.gradient(s, xt, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        for J, g in zip(Js, gs):
+            J[i0:i0 + m] = g.numpy().reshape(m, n_out, -1)
+    return Js

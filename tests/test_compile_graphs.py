@@ -10,19 +10,16 @@ import tensorflow as tf
 from nnmpc.compiler import compile_model, load_model
 from nnmpc.compiler.backend.emit import lower
 from nnmpc.compiler.passes import optimise, place
-from support import build_host, rel_err
+from support import build_host, rel_err, tape_jacobians
 from zoo import _randomise
 
 
 def _jacobian(model, xs: list[np.ndarray]) -> np.ndarray:
-    ts = [tf.constant(x) for x in xs]
-    with tf.GradientTape(persistent=True) as tape:
-        for t in ts:
-            tape.watch(t)
+    def f(ts):
         out = model(ts if len(ts) > 1 else ts[0])
-        out = tf.concat([tf.reshape(o, (len(xs[0]), -1)) for o in (out if isinstance(out, list) else [out])], 1)
-    return np.concatenate([tape.batch_jacobian(out, t).numpy().reshape(len(xs[0]), out.shape[1], -1)
-                           for t in ts], 2)
+        return tf.concat([tf.reshape(o, (ts[0].shape[0], -1))
+                          for o in (out if isinstance(out, list) else [out])], 1)
+    return np.concatenate(tape_jacobians(f, xs), 2)
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse"])

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 from nnmpc.compiler import CompileError, compile_model
 from onnx_batch import CFLAGS, MAIN, Batch
-from support import randomise, rel_err
+from support import randomise, rel_err, tape_jacobians
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -304,12 +304,7 @@ def _outputs(model, xs):
 
 def keras_out_and_jacobian(model, xs: list[np.ndarray], n_jac: int):
     y = _outputs(model, [tf.constant(x) for x in xs]).numpy()
-    xt = [tf.constant(x[:n_jac]) for x in xs]
-    with tf.GradientTape(persistent=len(xt) > 1) as tape:
-        for t in xt:
-            tape.watch(t)
-        yt = _outputs(model, xt)
-    Js = [tape.batch_jacobian(yt, t).numpy().reshape(n_jac, yt.shape[1], -1) for t in xt]
+    Js = tape_jacobians(lambda xt: _outputs(model, xt), [x[:n_jac] for x in xs])
     return y, np.concatenate(Js, axis=2)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from nnmpc.compiler import CompileError, compile_model
 from nnmpc.compiler.frontends import load_model
-from support import build_host, rel_err
+from support import build_host, rel_err, tape_jacobians
 
 tfk = pytest.importorskip("tf_keras")
 import tensorflow as tf  # noqa: E402
@@ -59,15 +59,12 @@ def rewrite(path, version: str | None = None, drop_input_layer: bool = False,
 
 
 def tape_jacobian(model, x: np.ndarray) -> np.ndarray:
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        y = model(xt, training=False)
-        if isinstance(y, (list, tuple)):
-            y = tf.concat([tf.reshape(t, (len(x), -1)) for t in y], axis=1)
-        else:
-            y = tf.reshape(y, (len(x), -1))
-    return tape.batch_jacobian(y, xt).numpy().reshape(len(x), y.shape[1], -1)
+    def f(xt):
+        y = model(xt[0], training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        return tf.concat([tf.reshape(t, (xt[0].shape[0], -1)) for t in ys], axis=1)
+    (J,) = tape_jacobians(f, [x])
+    return J
 
 
 def keras_out(model, x: np.ndarray) -> np.ndarray:
