@@ -19,6 +19,7 @@ static uint32_t solver_clock(void *ctx)
     return c->clock ? c->clock() : 0u;
 }
 
+NNMPC_COLD
 void nnmpc_control_init(nnmpc_control_t *c, const nnmpc_net_t *net, uint32_t (*clock)(void),
                         uint32_t clock_hz)
 {
@@ -91,6 +92,7 @@ static uint32_t us_to_ticks(uint32_t us, uint32_t clock_hz, int *ok)
     return us && *ok && ticks == 0u ? 1u : ticks; /* a time is never rounded down to none */
 }
 
+NNMPC_COLD
 int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
 {
     int ok = 1;
@@ -132,6 +134,7 @@ int nnmpc_control_config(nnmpc_control_t *c, const nnmpc_config_req_t *m)
     return 0;
 }
 
+NNMPC_COLD
 int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
 {
     int i;
@@ -165,6 +168,7 @@ int nnmpc_control_weights(nnmpc_control_t *c, const nnmpc_weights_req_t *m)
     return 0;
 }
 
+NNMPC_COLD
 int nnmpc_control_limits(nnmpc_control_t *c, const nnmpc_limits_req_t *m)
 {
     int i;
@@ -185,6 +189,7 @@ int nnmpc_control_limits(nnmpc_control_t *c, const nnmpc_limits_req_t *m)
     return 0;
 }
 
+NNMPC_COLD
 int nnmpc_control_set_pid(nnmpc_control_t *c, const nnmpc_pid_req_t *m)
 {
     const float *const per_ch[] = {m->kp, m->ki, m->kd, m->u_bias, m->kff, m->kdff, m->y_bias};
@@ -233,6 +238,7 @@ int nnmpc_control_trajectory(nnmpc_control_t *c, const nnmpc_trajectory_req_t *m
     return 0;
 }
 
+NNMPC_COLD
 int nnmpc_control_set_plant(nnmpc_control_t *c, const nnmpc_plant_req_t *m)
 {
     if (c->running) {
@@ -285,6 +291,7 @@ static void plant_advance(nnmpc_control_t *c)
     }
 }
 
+NNMPC_COLD
 int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m)
 {
     if (c->running) {
@@ -307,6 +314,7 @@ int nnmpc_control_excite(nnmpc_control_t *c, const nnmpc_excite_req_t *m)
 
 static const float *ref_at(const nnmpc_control_t *c, uint32_t k);
 
+NNMPC_COLD
 int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m)
 {
     int i;
@@ -331,6 +339,7 @@ int nnmpc_control_safety(nnmpc_control_t *c, const nnmpc_safety_req_t *m)
 }
 
 #if NNMPC_ESTIMATOR
+NNMPC_COLD
 int nnmpc_control_estimator(nnmpc_control_t *c, const nnmpc_estimator_req_t *m)
 {
     int i;
@@ -411,6 +420,7 @@ static void excite_period(nnmpc_control_t *c)
     }
 }
 
+NNMPC_COLD
 int nnmpc_control_start(nnmpc_control_t *c)
 {
     const int p = c->config.p, m = c->config.m;

@@ -51,6 +51,7 @@ int nnmpc_mpc_measurement_ok(const nnmpc_mpc_config_t *cfg, const float *y)
     return 1;
 }
 
+NNMPC_COLD
 void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
 {
     int i;
@@ -76,6 +77,7 @@ void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
     cfg->lambda0 = 1e-3f;
 }
 
+NNMPC_COLD
 static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
 {
     int a;
@@ -123,6 +125,7 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
     return 1;
 }
 
+NNMPC_COLD
 int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_config_t *cfg)
 {
     static const float zeros[NNMPC_MAX_U > NNMPC_MAX_Y ? NNMPC_MAX_U : NNMPC_MAX_Y];
@@ -137,6 +140,7 @@ int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_confi
     return 0;
 }
 
+NNMPC_COLD
 void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
@@ -616,29 +620,24 @@ static float trial_point(nnmpc_mpc_t *s, const float *d, float alpha, float *mov
  * bounds and solve the damped Gauss-Newton model again for the others, until the step stays
  * in the box (at most n passes). The clipped step would keep the free entries as they were,
  * so the model's value at the result is no higher. H holds the Cholesky factor in its lower
- * triangle; its upper triangle and diag (the diagonal) are the model's matrix. Returns 1 if
- * an entry was pinned (the step is then s->step), 0 if the step stayed in the box. */
+ * triangle; its upper triangle and diag (the diagonal) are the model's matrix. (A principal
+ * minor of a positive definite matrix is one: should a factorisation fail all the same, the
+ * step is left as it was, the clipped one.) Returns 1 if an entry was pinned. */
 static int box_step(nnmpc_mpc_t *s, const float *diag)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
     const int m = c->m, n = m * c->moves;
-    float b[NNMPC_MAX_DEC], keep[NNMPC_MAX_DEC];
-    unsigned char pin[NNMPC_MAX_DEC];
+    float b[NNMPC_MAX_DEC];
+    unsigned char pin[NNMPC_MAX_DEC] = {0};
     int pass, i, j, any = 0;
-    for (i = 0; i < n; ++i) {
-        pin[i] = 0;
-    }
     for (pass = 0; pass < n; ++pass) {
         int more = 0;
         for (i = 0; i < n; ++i) {
-            const int a = i % m;
-            const float v = s->U[i] + s->step[i];
-            keep[i] = s->step[i];
-            if (!pin[i] && (v > c->u_hi[a] || v < c->u_lo[a])) {
+            const float lo = c->u_lo[i % m], hi = c->u_hi[i % m], v = s->U[i] + s->step[i];
+            if (!pin[i] && (v > hi || v < lo)) {
                 pin[i] = 1;
                 more = 1;
-                s->step[i] = (v > c->u_hi[a] ? c->u_hi[a] : c->u_lo[a]) - s->U[i];
-                keep[i] = s->step[i];
+                s->step[i] = (v > hi ? hi : lo) - s->U[i];
             }
         }
         if (!more) {
@@ -660,10 +659,6 @@ static int box_step(nnmpc_mpc_t *s, const float *diag)
             b[i] = pin[i] ? s->step[i] : v;
         }
         if (cholesky_solve(s->H, n, b, s->step) != 0) {
-            for (i = 0; i < n; ++i) { /* (a principal minor of the model is positive definite:
-                                       * not expected) the clipped step */
-                s->step[i] = keep[i];
-            }
             break;
         }
     }
@@ -1109,6 +1104,7 @@ static void shift_plan(nnmpc_mpc_t *s)
  * prediction (a dynamic net; else the last value), so the lags stay aligned with the inputs;
  * the disturbance estimate is not touched. Without a prediction the next good measurement
  * restarts the lag model and does not update d: one period later everything is as usual. */
+NNMPC_COLD
 static nnmpc_solve_status_t refuse_measurement(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
