@@ -51,7 +51,6 @@ int nnmpc_mpc_measurement_ok(const nnmpc_mpc_config_t *cfg, const float *y)
     return 1;
 }
 
-NNMPC_COLD
 void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
 {
     int i;
@@ -77,7 +76,6 @@ void nnmpc_mpc_defaults(nnmpc_mpc_config_t *cfg, int p, int m)
     cfg->lambda0 = 1e-3f;
 }
 
-NNMPC_COLD
 static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
 {
     int a;
@@ -125,7 +123,6 @@ static int config_ok(const nnmpc_net_t *net, const nnmpc_mpc_config_t *c)
     return 1;
 }
 
-NNMPC_COLD
 int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_config_t *cfg)
 {
     static const float zeros[NNMPC_MAX_U > NNMPC_MAX_Y ? NNMPC_MAX_U : NNMPC_MAX_Y];
@@ -140,7 +137,6 @@ int nnmpc_mpc_init(nnmpc_mpc_t *s, const nnmpc_net_t *net, const nnmpc_mpc_confi
     return 0;
 }
 
-NNMPC_COLD
 void nnmpc_mpc_reset(nnmpc_mpc_t *s, const float *y0, const float *u0)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;
@@ -1104,7 +1100,6 @@ static void shift_plan(nnmpc_mpc_t *s)
  * prediction (a dynamic net; else the last value), so the lags stay aligned with the inputs;
  * the disturbance estimate is not touched. Without a prediction the next good measurement
  * restarts the lag model and does not update d: one period later everything is as usual. */
-NNMPC_COLD
 static nnmpc_solve_status_t refuse_measurement(nnmpc_mpc_t *s)
 {
     const nnmpc_mpc_config_t *c = &s->cfg;

@@ -35,15 +35,6 @@
 extern "C" {
 #endif
 
-/* Set-up and fault paths (configuration messages, resets, refusals), not the period's work:
- * compiled for size where the compiler knows how, which keeps the small-model image of the
- * emulated board below 32 KiB. */
-#if defined(__GNUC__)
-#define NNMPC_COLD __attribute__((cold))
-#else
-#define NNMPC_COLD
-#endif
-
 #ifndef NNMPC_MAX_Y
 #define NNMPC_MAX_Y 3 /* outputs p */
 #endif

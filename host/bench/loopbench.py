@@ -407,6 +407,10 @@ def targets(rows: list[dict]) -> list[dict]:
             cap = int(CLOCK_HZ / 2000)
             add(f"{image} {ref} nr (quasi-static inversion): worst period <= {cap:,} cycles "
                 "(2 kHz)", f"{r['cycles_max']:,}", r["cycles_max"] <= cap)
+    r = _row(rows, "msd", "narx", "nr", "sine", estimator=True)
+    if r is not None:
+        add("msd sine nr + EKF: RMS <= 0.06 mm (median of the seeds)", f"{r['rms']:.4f} mm",
+            r["rms"] <= 0.06)
     for image, ref in (("msd", "step"), ("tendon", "step")):
         plant, kind, _, _ = IMAGES[image]
         r = _row(rows, plant, kind, "nr", ref)
