@@ -108,6 +108,20 @@ _MOBILENET_V1 = [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128,
     [(256, 2), (256, 1)]  # (pointwise filters, depthwise stride) at alpha 0.25
 
 
+def _batchnorm_statistics(model, rng, calib) -> None:
+    """Random BatchNormalization scales and offsets, and the moving statistics of ``calib``
+    (one training-mode call with momentum 0), so that no normalisation is the identity."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0.5, 0.5, n).astype(np.float32))
+            layer.momentum = 0.0
+    model(calib, training=True)
+
+
 def _person_detect_keras(rng, calib: np.ndarray, features: bool = False):
     """MobileNet v1, alpha 0.25, as TF-Slim's mobilenet_v1 builds it (what the person_detection
     model was trained with): a 3x3 stride-2 Conv2D of 8 filters, then 13 depthwise separable
@@ -130,14 +144,8 @@ def _person_detect_keras(rng, calib: np.ndarray, features: bool = False):
                             use_bias=False), L.BatchNormalization(), L.ReLU(6.0)]
     layers.append(L.AveragePooling2D(3))
     head = [L.Dropout(0.001), L.Conv2D(2, 1), L.Reshape((2,)), L.Softmax()]
-    batch_free = keras.Sequential([keras.Input((96, 96, 1))] + layers + head)
-    for layer in layers:
-        if isinstance(layer, L.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0.5, 0.5, n).astype(np.float32))
-            layer.momentum = 0.0
-    batch_free(calib, training=True)
+    _batchnorm_statistics(keras.Sequential([keras.Input((96, 96, 1))] + layers + head), rng,
+                          calib)
     m = keras.Sequential([keras.Input(batch_shape=(1, 96, 96, 1))] + layers + head)
     if not features:
         return m, None  # (batch 1, as the shipped file: the RESHAPE has a constant shape)
@@ -238,19 +246,12 @@ def test_keras_applications_mobilenet_person_detect_is_bit_exact(out):
     have.)"""
     import keras
 
-    L = keras.layers
     keras.utils.set_random_seed(8)
     rng = np.random.default_rng(8)
     calib = _images(rng, 32)
     net = keras.applications.MobileNet(input_shape=(96, 96, 1), alpha=0.25, weights=None,
                                        classes=2)
-    for layer in net.layers:
-        if isinstance(layer, L.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0.5, 0.5, n).astype(np.float32))
-            layer.momentum = 0.0
-    net(calib, training=True)
+    _batchnorm_statistics(net, rng, calib)
     i = keras.Input(batch_shape=(1, 96, 96, 1))
     m = keras.Model(i, net(i))
 

@@ -20,10 +20,9 @@ import numpy as np
 from ..errors import CompileError
 from ..ir import Graph, Node, Tensor
 from . import keras_lower as _kl
-from .keras_ops import (  # noqa: F401
+from .keras_ops import (
     _KERAS_ACT,
     _act,
-    _activation_name,
     _apply_act,
     _check_channels_last,
     _dense_node,
@@ -1188,20 +1187,24 @@ def load_keras(path: Path, input_shapes: InputShapes = None,
     return graph_from_spec(_model_spec(model), path, input_shapes=input_shapes)
 
 
+def _file_config(path: Path) -> dict:
+    """The model config a .keras archive or a Keras 2 .h5 file stores (raises if unreadable)."""
+    import json
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json"))
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["model_config"])
+
+
 def _lambda_refusal(path: Path) -> CompileError:
     layer = ""
     try:
-        import json
-        import zipfile
-
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                cfg = json.loads(z.read("config.json"))
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                cfg = json.loads(f.attrs["model_config"])
+        cfg = _file_config(path)
         layer = next((str(c["name"]) for k, c in _layer_configs(cfg) if k == "Lambda"), "")
     except Exception:  # noqa: BLE001  (only the layer's name is at stake)
         pass
@@ -1248,18 +1251,8 @@ def _layer_configs(obj: Any):
 def _guess_layer(path: Path, msg: str) -> str:
     """The layer a Keras load error is about, from the file's own config: one whose name the
     message quotes, else one of the class it names that has the config keys it quotes."""
-    import json
-    import zipfile
-
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                cfg = json.loads(z.read("config.json"))
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                cfg = json.loads(f.attrs["model_config"])
+        cfg = _file_config(path)
     except Exception:  # noqa: BLE001  (only a better message is at stake)
         return ""
     layers = [(c, str(k["name"])) + (k,) for c, k in _layer_configs(cfg)]

@@ -34,12 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import loop as R
-from ..loop.pid import (
-    TUNING_PREVIEWS,
-    TUNING_SEED,
-    pid_at_start,
-    tune_on_tuning_reference,
-)
+from ..loop.pid import TUNING_SEED, pid_at_start, tune_on_tuning_reference
 from ..plants import get_plant
 from .cortexm import COST_TABLE
 from .loopcount import CLOCK_HZ, count_loop
@@ -61,9 +56,7 @@ ESTIMATOR_IMAGES = ("msd",)
 NOBUDGET = ("msd", "tendon-narx")
 SEEDS = (0, 1, 2)
 IO_US = 75             # of each period, left for the SENSOR and TELEMETRY frames
-PREVIEWS = TUNING_PREVIEWS
 PREFIX = 150           # every run also reports its first PREFIX periods (the suite's check)
-PID_TUNING_SEED = TUNING_SEED  # sensor noise while tuning (the runs use the seeds 0, 1, 2)
 PROFILE_PERIODS = 60
 
 REPO = Path(__file__).resolve().parents[2]
@@ -529,7 +522,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     L += ["", "## PID tuning", "",
           "Grid search on the plant model (the firmware's PID law, discrete gains, same "
           "sensor noise, seed "
-          f"{PID_TUNING_SEED}), on the tuning reference; the first grid spans kp 0.01-100, ki 0 "
+          f"{TUNING_SEED}), on the tuning reference; the first grid spans kp 0.01-100, ki 0 "
           "and 1e-4-10, kd 0 and 0.01-100, and a gain whose best value is at an end of its "
           "range is extended past it (up to 6 times), then finer grids around the best. "
           "pid-ff: the five gains together on a coarser first grid (kp 0.01-100 in 7 values, "

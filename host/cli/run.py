@@ -8,6 +8,12 @@ from pathlib import Path
 from ..errors import NnmpcError
 
 
+def _gains_text(g: dict, sep: str) -> str:
+    """The PID's gains, preview and lead, as "kp<sep>16.9, ..." (those ``g`` has)."""
+    return ", ".join(f"{k}{sep}{g[k]:.4g}" if isinstance(g[k], float) else f"{k}{sep}{g[k]}"
+                     for k in ("kp", "ki", "kd", "kff", "kdff", "preview", "lead") if k in g)
+
+
 def _print_summary(s: dict, name: str, reference: str, scored: str = "") -> None:
     u = f" {s['units']}" if s.get("units") else ""
     print(f"{name} / {s['controller']} / {reference}: {s['periods']} periods, "
@@ -17,10 +23,7 @@ def _print_summary(s: dict, name: str, reference: str, scored: str = "") -> None
     if s.get("start"):
         print(f"  start: {s['start']}")
     if s.get("pid"):
-        g = s["pid"]
-        print("  PID gains (per period): " + ", ".join(
-            f"{k} {g[k]:.4g}" if isinstance(g[k], float) else f"{k} {g[k]}"
-            for k in ("kp", "ki", "kd", "kff", "kdff", "preview", "lead") if k in g))
+        print("  PID gains (per period): " + _gains_text(s["pid"], " "))
     print(f"  iterations mean {s['iterations_mean']} max {s['iterations_max']}, status "
           f"{s['status_counts']}, lost frames {s['lost_frames']}")
     if s.get("brief_periods"):
@@ -171,9 +174,7 @@ def _write_config(args) -> int:
                              u_init=None if pid is None else pid["u_bias"])
     path = cs.save(Path(args.write_config))
     print(f"wrote {path}: {plant.name} {cs.net} net, {cs.controller}, horizon {cs.horizon}, "
-          f"{cs.rate_hz:g} Hz" + ("" if pid is None else ", [pid] " + ", ".join(
-              f"{k} = {cs.pid[k]:.4g}" if isinstance(cs.pid[k], float) else f"{k} = {cs.pid[k]}"
-              for k in ("kp", "ki", "kd", "kff", "kdff", "preview", "lead") if k in cs.pid)))
+          f"{cs.rate_hz:g} Hz" + ("" if pid is None else ", [pid] " + _gains_text(cs.pid, " = ")))
     return 0
 
 

@@ -348,7 +348,7 @@ def tune_pid(plant: Plant, refs: np.ndarray, u0=None, *, previews=(0,), seed: in
 #: The PIDs tuned on the plant's :func:`tuning_reference` (``nnmpc bench --loop``, and
 #: ``nnmpc run --controller pid-preview|pid-ff``): the previews searched, and the sensor
 #: noise's seed while tuning (the runs use others).
-TUNING_PREVIEWS = (0, 1, 2, 3, 4, 6, 8)
+TUNING_PREVIEWS = FF_PREVIEWS
 TUNING_SEED = 100
 TUNED = {"pid": (0,), "pid-preview": TUNING_PREVIEWS, "pid-ff": TUNING_PREVIEWS}
 
